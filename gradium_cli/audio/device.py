@@ -1,0 +1,119 @@
+"""Playback on a sound device through sounddevice (PortAudio), imported lazily.
+
+Audio arrives in bursts over the network; a callback stream pulls from a
+small jitter buffer, plays silence on underrun (and counts it), and exposes
+the playback clock that drives the live view's word highlight.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import numpy as np
+
+from gradium_cli.errors import AudioDeviceError
+
+
+def _sounddevice() -> Any:
+    try:
+        import sounddevice
+    except OSError as exc:  # PortAudio missing: sounddevice raises OSError at import
+        raise AudioDeviceError(f"no audio output available: {exc}", hint="install PortAudio (libportaudio2)") from None
+    return sounddevice
+
+
+def parse_device(device: str | None) -> int | str | None:
+    if device is None or device == "":
+        return None
+    return int(device) if device.isdigit() else device
+
+
+def list_output_devices() -> list[dict[str, Any]]:
+    sd = _sounddevice()
+    try:
+        devices = sd.query_devices()
+        default_out = sd.default.device[1]
+    except sd.PortAudioError as exc:
+        raise AudioDeviceError(f"cannot list audio devices: {exc}") from None
+    out = []
+    for index, info in enumerate(devices):
+        if info["max_output_channels"] > 0:
+            out.append(
+                {
+                    "index": index,
+                    "name": info["name"],
+                    "channels": info["max_output_channels"],
+                    "default_samplerate": info["default_samplerate"],
+                    "default": index == default_out,
+                }
+            )
+    return out
+
+
+class DevicePlayer:
+    def __init__(self, sample_rate: int, device: str | None = None) -> None:
+        sd = _sounddevice()
+        self.sample_rate = sample_rate
+        self._buffer = np.zeros(0, dtype=np.int16)
+        self._lock = threading.Lock()
+        self._ended = False
+        self._drained = threading.Event()
+        self.frames_played = 0
+        self.underruns = 0
+        self._started_audio = False
+        try:
+            self._stream = sd.OutputStream(
+                samplerate=sample_rate,
+                channels=1,
+                dtype="int16",
+                device=parse_device(device),
+                callback=self._callback,
+                latency="low",
+            )
+            self._stream.start()
+        except (sd.PortAudioError, ValueError) as exc:
+            raise AudioDeviceError(f"cannot open audio device {device or '(default)'}: {exc}") from None
+
+    def _callback(self, outdata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
+        with self._lock:
+            take = min(frames, len(self._buffer))
+            outdata[:take, 0] = self._buffer[:take]
+            outdata[take:, 0] = 0
+            self._buffer = self._buffer[take:]
+            if self._started_audio:
+                self.frames_played += take
+            if take < frames and self._started_audio and not self._ended:
+                self.underruns += 1
+            if self._ended and not len(self._buffer):
+                self._drained.set()
+
+    def write(self, samples: np.ndarray) -> None:
+        if not samples.size:
+            return
+        with self._lock:
+            self._buffer = np.concatenate([self._buffer, samples.astype(np.int16, copy=False)])
+            self._started_audio = True
+
+    @property
+    def buffered_seconds(self) -> float:
+        return len(self._buffer) / self.sample_rate
+
+    @property
+    def played_seconds(self) -> float:
+        return self.frames_played / self.sample_rate
+
+    def finish(self, drain: bool = True) -> None:
+        """Stop after the buffered audio has played (or at once with drain=False)."""
+        with self._lock:
+            self._ended = True
+            if not drain:
+                self._buffer = np.zeros(0, dtype=np.int16)
+            if not len(self._buffer):
+                self._drained.set()
+        self._drained.wait(timeout=self.buffered_seconds + 5.0)
+        # Let the device's own buffer play out before stopping the stream.
+        time.sleep(float(self._stream.latency) + 0.05 if drain else 0)
+        self._stream.stop()
+        self._stream.close()

@@ -1,0 +1,94 @@
+"""Encode consecutive audio chunks into the bytes each `audio` message carries.
+
+All codecs go through libsndfile (soundfile): µ-law and A-law as RAW subtypes,
+Opus in Ogg, and the WAV header, so no codec is written by hand here.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+
+import numpy as np
+import soundfile as sf
+
+from gradium_cli.protocol.formats import WAV_HEADER_BYTES, OutputFormat
+
+# sndfile.h SFC_SET_OGG_PAGE_LATENCY_MS: without it libsndfile holds Ogg pages for
+# a second, so Opus audio would arrive in 1 s bursts instead of 80 ms chunks.
+_SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302
+_OGG_PAGE_LATENCY_MS = 40.0
+
+STREAMING_SIZE = 0xFFFFFFFF
+
+
+def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
+    """A 44-byte PCM s16 mono WAV header, as libsndfile writes it.
+
+    With no data size it carries 0xFFFFFFFF in both size fields: the streaming
+    convention (PROTOCOL.md §2.7) that readers take as "until end of file".
+    """
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", sample_rate, 1, "PCM_16", format="WAV"):
+        pass
+    header = bytearray(buffer.getvalue()[:WAV_HEADER_BYTES])
+    riff, data = (STREAMING_SIZE, STREAMING_SIZE) if data_bytes is None else (36 + data_bytes, data_bytes)
+    struct.pack_into("<I", header, 4, riff)
+    struct.pack_into("<I", header, 40, data)
+    return bytes(header)
+
+
+def _raw_codec(samples: np.ndarray, sample_rate: int, subtype: str) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, samples, sample_rate, subtype=subtype, format="RAW")
+    return buffer.getvalue()
+
+
+class ChunkEncoder:
+    """Stateful encoder for one request's audio in one output format."""
+
+    def __init__(self, fmt: OutputFormat) -> None:
+        self.format = fmt
+        self._ogg: sf.SoundFile | None = None
+        self._ogg_buffer = io.BytesIO()
+        self._ogg_sent = 0
+
+    def preamble(self) -> bytes:
+        """Bytes that open the stream before any audio (the WAV header), else empty."""
+        return wav_header(self.format.sample_rate) if self.format.container == "wav" else b""
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        """int16 mono samples at the format's rate → the payload of one message."""
+        encoding = self.format.encoding
+        if encoding == "s16le":
+            return samples.astype("<i2", copy=False).tobytes()
+        if encoding == "ulaw":
+            return _raw_codec(samples, self.format.sample_rate, "ULAW")
+        if encoding == "alaw":
+            return _raw_codec(samples, self.format.sample_rate, "ALAW")
+        return self._encode_opus(samples)
+
+    def finish(self) -> bytes:
+        """What remains once the stream ends (the final Ogg pages)."""
+        if self._ogg is None:
+            return b""
+        self._ogg.close()
+        self._ogg = None
+        return self._take_ogg_bytes()
+
+    def _encode_opus(self, samples: np.ndarray) -> bytes:
+        if self._ogg is None:
+            self._ogg = sf.SoundFile(
+                self._ogg_buffer, "w", self.format.sample_rate, 1, "OPUS", format="OGG"
+            )
+            latency = sf._ffi.new("double*", _OGG_PAGE_LATENCY_MS)
+            sf._snd.sf_command(
+                self._ogg._file, _SFC_SET_OGG_PAGE_LATENCY_MS, latency, sf._ffi.sizeof("double")
+            )
+        self._ogg.write(samples)
+        return self._take_ogg_bytes()
+
+    def _take_ogg_bytes(self) -> bytes:
+        data = self._ogg_buffer.getvalue()[self._ogg_sent :]
+        self._ogg_sent += len(data)
+        return data

@@ -1,0 +1,146 @@
+"""Where audio goes: a file (atomically), stdout, the sound device, or a file
+encoded locally (FLAC, MP3, or Ogg/Opus when playing at the same time).
+
+Every sink takes wire bytes as they arrive; `close()` finalises on success and
+`abort()` leaves nothing behind on failure.
+"""
+
+from __future__ import annotations
+
+import io
+import struct
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import numpy as np
+
+from gradium_cli.audio.atomic import AtomicFile, write_atomic
+from gradium_cli.audio.decode import StreamDecoder
+from gradium_cli.audio.encoder import STREAMING_SIZE
+from gradium_cli.errors import OutputError
+from gradium_cli.protocol.formats import WAV_HEADER_BYTES, OutputFormat
+
+
+class Sink(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def close(self) -> None: ...
+    def abort(self) -> None: ...
+
+
+class FileSink:
+    """Wire bytes straight to a file; a streamed WAV header gets its real sizes at the end."""
+
+    def __init__(self, path: Path, fmt: OutputFormat) -> None:
+        self.path = path
+        self.format = fmt
+        self.file = AtomicFile(path)
+        self.bytes_written = 0
+
+    def write(self, data: bytes) -> None:
+        self.file.write(data)
+        self.bytes_written += len(data)
+
+    def close(self) -> None:
+        if self.format.container == "wav" and self.bytes_written >= WAV_HEADER_BYTES:
+            self._patch_wav_sizes()
+        self.file.commit()
+
+    def abort(self) -> None:
+        self.file.abort()
+
+    def _patch_wav_sizes(self) -> None:
+        handle = self.file.handle
+        handle.seek(0)
+        header = handle.read(WAV_HEADER_BYTES)
+        if header[:4] != b"RIFF" or header[36:40] != b"data":
+            return
+        data_bytes = self.bytes_written - WAV_HEADER_BYTES
+        if struct.unpack_from("<I", header, 40)[0] in (STREAMING_SIZE, 0):
+            handle.seek(4)
+            handle.write(struct.pack("<I", 36 + data_bytes))
+            handle.seek(40)
+            handle.write(struct.pack("<I", data_bytes))
+        handle.seek(0, io.SEEK_END)
+
+
+class PipeSink:
+    """Bytes to stdout as they arrive, so `| aplay` or `| ffplay -` start at once."""
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self.stream = stream
+
+    def write(self, data: bytes) -> None:
+        self.stream.write(data)
+        self.stream.flush()
+
+    def close(self) -> None:
+        self.stream.flush()
+
+    def abort(self) -> None:
+        pass
+
+
+class DeviceSink:
+    def __init__(self, fmt: OutputFormat, device: str | None) -> None:
+        from gradium_cli.audio.device import DevicePlayer
+
+        self.decoder = StreamDecoder(fmt)
+        self.player = DevicePlayer(fmt.sample_rate, device)
+
+    def write(self, data: bytes) -> None:
+        self.player.write(self.decoder.feed(data))
+
+    def close(self) -> None:
+        self.player.finish(drain=True)
+
+    def abort(self) -> None:
+        self.player.finish(drain=False)
+
+
+# Local encodings libsndfile writes for us: extension → (format, subtype).
+LOCAL_ENCODINGS = {
+    "flac": ("FLAC", "PCM_16"),
+    "mp3": ("MP3", "MPEG_LAYER_III"),
+    "ogg": ("OGG", "OPUS"),
+    "opus": ("OGG", "OPUS"),
+    "wav": ("WAV", "PCM_16"),
+    "ulaw": ("RAW", "ULAW"),
+    "alaw": ("RAW", "ALAW"),
+    "pcm": ("RAW", "PCM_16"),
+    "raw": ("RAW", "PCM_16"),
+}
+
+
+class EncodeSink:
+    """Collect decoded samples and write the file through libsndfile at the end."""
+
+    def __init__(self, path: Path, wire: OutputFormat, extension: str) -> None:
+        self.path = path
+        self.decoder = StreamDecoder(wire)
+        self.sample_rate = wire.sample_rate
+        self.container, self.subtype = LOCAL_ENCODINGS[extension]
+        self.chunks: list[np.ndarray] = []
+        # Fail on an unwritable place now, not after the whole synthesis.
+        AtomicFile(path).abort()
+
+    def write(self, data: bytes) -> None:
+        self.chunks.append(self.decoder.feed(data))
+
+    def close(self) -> None:
+        import soundfile as sf
+
+        samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int16)
+        buffer = io.BytesIO()
+        rate = 8000 if self.subtype in ("ULAW", "ALAW") else self.sample_rate
+        if rate != self.sample_rate:
+            import soxr
+
+            samples = np.asarray(soxr.resample(samples, self.sample_rate, rate), dtype=np.int16)
+        try:
+            sf.write(buffer, samples, rate, subtype=self.subtype, format=self.container)
+        except (sf.LibsndfileError, RuntimeError) as exc:
+            raise OutputError(f"cannot encode {self.path.name}: {exc}") from None
+        write_atomic(self.path, buffer.getvalue())
+
+    def abort(self) -> None:
+        self.chunks.clear()

@@ -1,0 +1,53 @@
+"""The `gradium` Typer app: global options in a callback, one module per command."""
+
+from __future__ import annotations
+
+import os
+from typing import Annotated, Optional
+
+import typer
+
+from gradium_cli import __version__
+from gradium_cli.cli.devices import devices
+from gradium_cli.cli.say import say
+from gradium_cli.cli.serve import serve
+from gradium_cli.ui.env import Env, set_env
+
+app = typer.Typer(
+    name="gradium",
+    help="Gradium text-to-speech from the shell: speak, stream, manage voices, debug the protocol, or serve it offline.",
+    no_args_is_help=True,
+    add_completion=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    pretty_exceptions_enable=False,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"gradium-cli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def main_options(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Wire log and details on stderr (keys masked)")] = False,
+    no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR)")] = False,
+) -> None:
+    """Gradium text-to-speech from the shell."""
+    env = Env(quiet=quiet, verbose=verbose)
+    env.no_color = env.no_color or no_color
+    if env.no_color:
+        os.environ["NO_COLOR"] = "1"
+    set_env(env)
+
+
+app.command(rich_help_panel="Speak")(say)
+app.command(rich_help_panel="Audio")(devices)
+app.command(rich_help_panel="Server")(serve)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,21 @@
+"""`gradium devices`: the sound devices audio can play on."""
+
+from __future__ import annotations
+
+import json
+
+from gradium_cli.cli import options as o
+from gradium_cli.cli.runtime import guard
+
+
+def devices(json_out: o.JsonOpt = False) -> None:
+    """List output devices (use the index or name with --device)."""
+    from gradium_cli.audio.device import list_output_devices
+
+    found = guard(list_output_devices)
+    if json_out:
+        print(json.dumps(found))
+        return
+    for device in found:
+        marker = "*" if device["default"] else " "
+        print(f"{marker} {device['index']:>3}  {device['name']}  ({device['channels']} ch, {device['default_samplerate']:.0f} Hz)")

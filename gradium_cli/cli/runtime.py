@@ -1,0 +1,68 @@
+"""Where errors become one line on stderr and a documented exit code.
+
+Commands are sync Typer functions that call `run()` on an async core; every
+GradiumError, Ctrl-C and broken pipe is translated here and nowhere else.
+`GRADIUM_DEBUG=1` re-raises to show the traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import Coroutine
+from typing import Any, NoReturn, TypeVar
+
+import typer
+
+from gradium_cli.errors import ExitCode, GradiumError
+from gradium_cli.ui.env import get_env
+
+T = TypeVar("T")
+
+
+def fail(error: GradiumError) -> NoReturn:
+    env = get_env()
+    line = f"gradium: error: {error.message}"
+    if error.hint:
+        line += f" ({error.hint})"
+    print(line, file=env.stderr, flush=True)
+    raise typer.Exit(int(error.exit_code))
+
+
+def _stdout_gone() -> NoReturn:
+    # The reader went away (`| head -c 100`): not an error. Point stdout at devnull so
+    # the interpreter's final flush does not raise again.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    raise typer.Exit(0)
+
+
+def run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run an async command body, translating every failure to an exit code."""
+    debug = os.environ.get("GRADIUM_DEBUG") == "1"
+    try:
+        return asyncio.run(coroutine)
+    except GradiumError as error:
+        if debug:
+            raise
+        fail(error)
+    except KeyboardInterrupt:
+        print("gradium: interrupted", file=get_env().stderr, flush=True)
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        _stdout_gone()
+
+
+def guard(function: Any) -> Any:
+    """Run a sync command body with the same translation as `run`."""
+    try:
+        return function()
+    except GradiumError as error:
+        if os.environ.get("GRADIUM_DEBUG") == "1":
+            raise
+        fail(error)
+    except KeyboardInterrupt:
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        _stdout_gone()

@@ -1,0 +1,80 @@
+"""`gradium say`: one-shot synthesis to a file, a pipe or the speakers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from gradium_cli.cli import options as o
+from gradium_cli.cli.runtime import run
+from gradium_cli.errors import ExitCode
+from gradium_cli.ui.env import get_env
+
+
+def say(
+    text: Annotated[Optional[str], typer.Argument(help="Text to speak; - or omitted to read piped stdin", show_default=False)] = None,
+    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Read the text from FILE (- for stdin)")] = None,
+    output: o.OutputOpt = None,
+    format: o.FormatOpt = None,
+    play: o.PlayOpt = False,
+    device: o.DeviceOpt = None,
+    force: o.ForceOpt = False,
+    timestamps: o.TimestampsOpt = None,
+    voice: o.VoiceOpt = None,
+    model: o.ModelOpt = None,
+    speed: o.SpeedOpt = None,
+    temperature: o.TemperatureOpt = None,
+    similarity: o.SimilarityOpt = None,
+    rewrite: o.RewriteOpt = None,
+    set_: o.SetOpt = None,
+    json_config: o.JsonConfigOpt = None,
+    pronunciation: o.PronunciationOpt = None,
+    rest: Annotated[bool, typer.Option("--rest", help="Use the one-shot REST endpoint instead of the WebSocket")] = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+    stats: o.StatsOpt = False,
+    json_out: o.JsonOpt = False,
+) -> None:
+    """Speak TEXT once: to a file (-o), to stdout when piped, or to the speakers on a terminal.
+
+    \b
+    gradium say "Hello there" -o hello.wav
+    echo "Hello" | gradium say -o - > hello.wav
+    gradium say -f chapter.txt -o chapter.ogg --voice Emma --speed 1.2
+    """
+    # Imported here so that `gradium --help` does not load numpy and the transport.
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.cli.say_core import SayRequest, speak
+    from gradium_cli.voice_settings import VoiceOptions
+
+    env = get_env()
+    if output is not None and output != "-" and Path(output).exists() and not force and env.stdin_isatty and env.stderr_isatty:
+        force = typer.confirm(f"{output} exists. Replace it?", default=False, err=True)
+        if not force:
+            raise typer.Exit(int(ExitCode.OUTPUT))
+    request = SayRequest(
+        text=text,
+        file=file,
+        output=output,
+        format=format,
+        play=play,
+        device=device,
+        force=force,
+        timestamps=timestamps,
+        voice=VoiceOptions(voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation),
+        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        use_rest=rest,
+        stats=stats,
+        json_out=json_out or env.json,
+    )
+    result = run(speak(request))
+    if request.json_out:
+        print(json.dumps(result), file=env.stderr if result.get("stdout_audio") else None)
+

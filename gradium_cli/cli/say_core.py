@@ -1,0 +1,74 @@
+"""The body of `gradium say`, apart from its flags."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gradium_cli.audio.atomic import write_atomic
+from gradium_cli.audio.plan import open_sinks, plan_output
+from gradium_cli.audio.subtitles import check_timestamps_path, render
+from gradium_cli.backend import BackendOptions, open_backend
+from gradium_cli.protocol.text import split_long_text
+from gradium_cli.synthesis import Collector, run_rest, run_websocket
+from gradium_cli.transport.rest import RestClient
+from gradium_cli.ui.env import get_env
+from gradium_cli.ui.textinput import read_text
+from gradium_cli.voice_settings import VoiceOptions, build_setup, json_config
+
+
+@dataclass
+class SayRequest:
+    text: str | None
+    file: str | None
+    output: str | None
+    format: str | None
+    play: bool
+    device: str | None
+    force: bool
+    timestamps: Path | None
+    voice: VoiceOptions
+    backend: BackendOptions
+    use_rest: bool
+    stats: bool
+    json_out: bool
+
+
+async def speak(request: SayRequest) -> dict[str, Any]:
+    env = get_env()
+    text = read_text(request.text, request.file, env)
+    if request.timestamps is not None:
+        check_timestamps_path(request.timestamps)
+    json_config(request.voice)  # bad voice settings fail before any connection
+    chunks = split_long_text(text)
+    plan = plan_output(
+        request.output, request.format, play=request.play, env=env, force=request.force, decodable=len(chunks) > 1
+    )
+    with open_backend(request.backend) as endpoint:
+        needs_lookup = bool(request.voice.voice or request.voice.pronunciation)
+        async with contextlib.AsyncExitStack() as stack:
+            rest = await stack.enter_async_context(RestClient(endpoint)) if needs_lookup else None
+            setup = await build_setup(request.voice, plan.wire.name, rest)
+        collector = Collector(open_sinks(plan, env, request.device))
+        try:
+            if request.use_rest:
+                await run_rest(endpoint, setup, chunks, collector, want_timestamps=request.timestamps is not None)
+            else:
+                await run_websocket(endpoint, setup, chunks, collector)
+            await asyncio.to_thread(collector.finish)
+        except BaseException:
+            collector.abort()
+            raise
+    if request.timestamps is not None:
+        write_atomic(request.timestamps, render(collector.words, request.timestamps.suffix).encode("utf-8"))
+    stats = collector.stats
+    if request.stats and not request.json_out:
+        env.say(stats.summary())
+    result = stats.to_json()
+    result["output"] = str(plan.file) if plan.file else ("-" if plan.pipe else None)
+    result["format"] = plan.wire.name
+    result["stdout_audio"] = plan.pipe
+    return result

@@ -1,0 +1,92 @@
+"""One exception tree for the whole tool, each error carrying its exit code.
+
+Standard library only: the protocol layer raises these too. The CLI translates
+them to a one-line message and the documented exit code in one place
+(`gradium_cli.cli.runtime`).
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitCode(IntEnum):
+    """Documented exit codes (README and man page render this table)."""
+
+    OK = 0
+    FAILURE = 1  # some items of a batch failed; everything else went through
+    USAGE = 2  # bad flags, empty text, unknown format or extension
+    CONFIG = 3  # missing or unreadable configuration
+    AUTH = 4  # missing or refused API key
+    BAD_REQUEST = 5  # the server rejected the request (unknown voice, bad setting)
+    SERVER = 6  # server error or protocol violation
+    NETWORK = 7  # connection refused, dropped or timed out
+    AUDIO = 8  # sound device missing or failing
+    OUTPUT = 9  # output file cannot be written (permissions, full disk)
+    INTERRUPTED = 130  # Ctrl-C
+
+
+EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
+    ExitCode.OK: "success",
+    ExitCode.FAILURE: "some items failed (batch); the others succeeded",
+    ExitCode.USAGE: "bad usage or input: empty text, non-UTF-8 input, unknown format or extension",
+    ExitCode.CONFIG: "configuration problem",
+    ExitCode.AUTH: "API key missing or refused",
+    ExitCode.BAD_REQUEST: "request refused by the server: unknown voice, dictionary or setting",
+    ExitCode.SERVER: "server error or protocol violation",
+    ExitCode.NETWORK: "connection refused, dropped or timed out",
+    ExitCode.AUDIO: "audio device error",
+    ExitCode.OUTPUT: "output cannot be written: permissions, full disk, existing file",
+    ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+}
+
+
+class GradiumError(Exception):
+    """Base of every error the tool reports; `message` is one line, `hint` names the fix."""
+
+    exit_code: ExitCode = ExitCode.FAILURE
+
+    def __init__(self, message: str, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+
+class UsageError(GradiumError):
+    exit_code = ExitCode.USAGE
+
+
+class ConfigError(GradiumError):
+    exit_code = ExitCode.CONFIG
+
+
+class AuthError(GradiumError):
+    exit_code = ExitCode.AUTH
+
+
+class RequestError(GradiumError):
+    """The server refused the request itself (unknown voice, out-of-range setting)."""
+
+    exit_code = ExitCode.BAD_REQUEST
+
+
+class ServerError(GradiumError):
+    exit_code = ExitCode.SERVER
+
+
+class ProtocolError(ServerError):
+    """A frame or a sequence of frames that the protocol does not allow."""
+
+
+class NetworkError(GradiumError):
+    """Connection refused, dropped or timed out: safe to retry for idempotent requests."""
+
+    exit_code = ExitCode.NETWORK
+
+
+class AudioDeviceError(GradiumError):
+    exit_code = ExitCode.AUDIO
+
+
+class OutputError(GradiumError):
+    exit_code = ExitCode.OUTPUT

@@ -1,0 +1,312 @@
+"""Typed TTS WebSocket messages with encode and decode (PROTOCOL.md §2.3, §2.4).
+
+Standard library only. "text" means input text from the client and a word
+timestamp from the server, so decoding is per direction: `decode_client` for
+what a server receives, `decode_server` for what a client receives. Fields a
+peer sends that we do not know are kept in `extra` rather than rejected.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from dataclasses import dataclass, field
+from typing import Any, Union
+
+from gradium_cli.errors import ProtocolError
+
+POLICY_VIOLATION = 1008
+INTERNAL_ERROR = 1011
+
+
+class MessageError(ProtocolError):
+    """A frame that does not decode; `code` is the protocol error code to answer with."""
+
+    def __init__(self, message: str, code: int = POLICY_VIOLATION) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+# ---------------------------------------------------------------- client → server
+
+
+@dataclass
+class Setup:
+    voice_id: str | None = None
+    output_format: str = "wav"
+    model_name: str | None = None
+    voice: str | None = None
+    json_config: dict[str, Any] | None = None
+    pronunciation_id: str | None = None
+    client_req_id: str | None = None
+    close_ws_on_eos: bool | None = None
+    retry_for_s: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="setup", init=False)
+
+
+@dataclass
+class TextInput:
+    text: str
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="text", init=False)
+
+
+@dataclass
+class EndOfStream:
+    """Sent by both sides: no more text (client), all audio delivered (server)."""
+
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="end_of_stream", init=False)
+
+
+ClientMessage = Union[Setup, TextInput, EndOfStream]
+
+# ---------------------------------------------------------------- server → client
+
+
+@dataclass
+class Ready:
+    request_id: str
+    model_name: str = "default"
+    sample_rate: int = 48000
+    frame_size: int = 3840
+    audio_stream_names: list[str] = field(default_factory=list)
+    text_stream_names: list[str] = field(default_factory=list)
+    model_ext: str | None = None
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="ready", init=False)
+
+
+@dataclass
+class Audio:
+    audio: bytes
+    start_s: float
+    stop_s: float
+    stream_id: int = 0
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="audio", init=False)
+
+
+@dataclass
+class WordTimestamp:
+    """A server `text` message: a segment of the input and its span in the audio."""
+
+    text: str
+    start_s: float
+    stop_s: float
+    stream_id: int = 0
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="text", init=False)
+
+
+@dataclass
+class ErrorMessage:
+    message: str
+    code: int | None = None
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="error", init=False)
+
+
+@dataclass
+class NeedMoreText:
+    client_req_id: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    type: str = field(default="need_more_text", init=False)
+
+
+@dataclass
+class UnknownMessage:
+    """A type this client does not know: kept, never fatal (newer servers add types)."""
+
+    type: str
+    fields: dict[str, Any]
+    client_req_id: str | None = None
+
+
+ServerMessage = Union[Ready, Audio, WordTimestamp, EndOfStream, ErrorMessage, NeedMoreText, UnknownMessage]
+Message = Union[ClientMessage, ServerMessage]
+
+# ---------------------------------------------------------------- encode
+
+
+def to_dict(message: Message) -> dict[str, Any]:
+    """The JSON object for a message: `type` first, None fields left out, extras last."""
+    if isinstance(message, UnknownMessage):
+        return {"type": message.type, **message.fields}
+    out: dict[str, Any] = {"type": message.type}
+    for name, value in vars(message).items():
+        if name in ("type", "extra") or value is None:
+            continue
+        if isinstance(message, Audio) and name == "audio":
+            value = base64.b64encode(value).decode("ascii")
+        elif isinstance(message, Setup) and name == "json_config":
+            # The SDK and the Rust client send a JSON string; the service accepts both.
+            value = json.dumps(value)
+        out[name] = value
+    out.update(message.extra)
+    return out
+
+
+def encode(message: Message) -> str:
+    return json.dumps(to_dict(message), ensure_ascii=False, separators=(",", ":"))
+
+
+# ---------------------------------------------------------------- decode
+
+
+def parse_frame(raw: str | bytes) -> dict[str, Any]:
+    """One WebSocket frame as a JSON object with a string `type`."""
+    if isinstance(raw, bytes):
+        raise MessageError("binary frames are not part of the protocol; send JSON text frames")
+    try:
+        obj = json.loads(raw)
+    except (json.JSONDecodeError, RecursionError) as exc:
+        raise MessageError(f"malformed JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise MessageError("each frame must be one JSON object")
+    if not isinstance(obj.get("type"), str):
+        raise MessageError("missing string field 'type'")
+    return obj
+
+
+def parse_json_config(value: Any) -> dict[str, Any] | None:
+    """`json_config` arrives as a JSON-encoded string (SDK) or an object (raw clients)."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as exc:
+            raise MessageError(f"json_config is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise MessageError("json_config must be a JSON object")
+    return value
+
+
+class _Fields:
+    """Typed reads from a frame's dict, each naming the field in its error."""
+
+    def __init__(self, kind: str, obj: dict[str, Any]) -> None:
+        self.kind = kind
+        self.rest = {k: v for k, v in obj.items() if k != "type"}
+
+    def _take(self, name: str, types: tuple[type, ...], required: bool, default: Any) -> Any:
+        if name not in self.rest or self.rest[name] is None:
+            self.rest.pop(name, None)
+            if required:
+                raise MessageError(f"{self.kind} message is missing field '{name}'")
+            return default
+        value = self.rest.pop(name)
+        # bool is an int subclass: never accept it where a number is meant.
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types)
+            raise MessageError(f"{self.kind} field '{name}' must be {expected}")
+        return value
+
+    def str(self, name: str, required: bool = False, default: str | None = None) -> Any:
+        return self._take(name, (str,), required, default)
+
+    def num(self, name: str, required: bool = False, default: float | None = None) -> Any:
+        value = self._take(name, (int, float), required, default)
+        return float(value) if value is not None else None
+
+    def int(self, name: str, required: bool = False, default: int | None = None) -> Any:
+        return self._take(name, (int,), required, default)
+
+    def bool(self, name: str) -> Any:
+        return self._take(name, (bool,), False, None)
+
+    def list(self, name: str) -> Any:
+        return self._take(name, (list,), False, [])
+
+
+def decode_client(raw: str | bytes) -> ClientMessage:
+    """Decode what a client sends; raises MessageError with the code to answer."""
+    obj = parse_frame(raw)
+    kind = obj["type"]
+    f = _Fields(kind, obj)
+    message: ClientMessage
+    if kind == "setup":
+        message = Setup(
+            voice_id=f.str("voice_id"),
+            output_format=f.str("output_format", default="wav"),
+            model_name=f.str("model_name"),
+            voice=f.str("voice"),
+            json_config=parse_json_config(f.rest.pop("json_config", None)),
+            pronunciation_id=f.str("pronunciation_id"),
+            client_req_id=f.str("client_req_id"),
+            close_ws_on_eos=f.bool("close_ws_on_eos"),
+            retry_for_s=f.num("retry_for_s"),
+        )
+    elif kind == "text":
+        message = TextInput(text=f.str("text", required=True), client_req_id=f.str("client_req_id"))
+    elif kind == "end_of_stream":
+        message = EndOfStream(client_req_id=f.str("client_req_id"))
+    else:
+        raise MessageError(f"unknown message type '{kind}' (expected setup, text or end_of_stream)")
+    message.extra = f.rest
+    return message
+
+
+def decode_server(raw: str | bytes) -> ServerMessage:
+    """Decode what a server sends, tolerating fields and types this client does not know."""
+    obj = parse_frame(raw)
+    kind = obj["type"]
+    f = _Fields(kind, obj)
+    message: ServerMessage
+    if kind == "ready":
+        message = Ready(
+            request_id=f.str("request_id", default=""),
+            model_name=f.str("model_name", default="default"),
+            sample_rate=f.int("sample_rate", default=48000),
+            frame_size=f.int("frame_size", default=3840),
+            audio_stream_names=f.list("audio_stream_names"),
+            text_stream_names=f.list("text_stream_names"),
+            model_ext=f.str("model_ext"),
+            client_req_id=f.str("client_req_id"),
+        )
+    elif kind == "audio":
+        try:
+            audio = base64.b64decode(f.str("audio", required=True), validate=True)
+        except binascii.Error:
+            raise MessageError("audio field is not valid base64") from None
+        start = f.num("start_s", default=0.0)
+        message = Audio(
+            audio=audio,
+            start_s=start,
+            stop_s=f.num("stop_s", default=start),
+            stream_id=f.int("stream_id", default=0),
+            client_req_id=f.str("client_req_id"),
+        )
+    elif kind == "text":
+        start = f.num("start_s", default=0.0)
+        message = WordTimestamp(
+            text=f.str("text", default=""),
+            start_s=start,
+            stop_s=f.num("stop_s", default=start),
+            stream_id=f.int("stream_id", default=0),
+            client_req_id=f.str("client_req_id"),
+        )
+    elif kind == "end_of_stream":
+        message = EndOfStream(client_req_id=f.str("client_req_id"))
+    elif kind == "error":
+        message = ErrorMessage(
+            message=str(f.rest.pop("message", "unknown error")),
+            code=f.int("code"),
+            client_req_id=f.str("client_req_id"),
+        )
+    elif kind == "need_more_text":
+        message = NeedMoreText(client_req_id=f.str("client_req_id"))
+    else:
+        req = obj.get("client_req_id")
+        return UnknownMessage(kind, f.rest, req if isinstance(req, str) else None)
+    message.extra = f.rest
+    return message

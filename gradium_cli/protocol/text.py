@@ -1,0 +1,105 @@
+"""Word-safe text splitting (PROTOCOL.md §5), standard library only.
+
+The server joins consecutive `text` messages with one space, so cutting the
+input only where it already has whitespace sends exactly the original text.
+Cutting inside a word changes its pronunciation, and a message that starts with
+punctuation would get a space before it: neither ever happens here.
+"""
+
+from __future__ import annotations
+
+import re
+
+FLUSH_TAG = "<flush>"
+
+# Free tier: 1500 characters per session; sessions last at most 300 s (§11.3).
+MAX_CHARS_PER_REQUEST = 1500
+
+_SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+")
+_CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+_PUNCTUATION_START = re.compile(r"^[^\w\s<\[(\"'“‘¿¡#@$€£+-]")
+
+
+def normalise_space(text: str) -> str:
+    return " ".join(text.split())
+
+
+def _starts_with_punctuation(token: str) -> bool:
+    return bool(_PUNCTUATION_START.match(token))
+
+
+def _pieces(text: str, pattern: re.Pattern[str]) -> list[str]:
+    return [piece for piece in (p.strip() for p in pattern.split(text)) if piece]
+
+
+def _pack(pieces: list[str], max_chars: int) -> list[str]:
+    """Greedily join pieces with spaces into chunks of at most max_chars."""
+    chunks: list[str] = []
+    current = ""
+    for piece in pieces:
+        candidate = f"{current} {piece}" if current else piece
+        if len(candidate) <= max_chars:
+            current = candidate
+        else:
+            if current:
+                chunks.append(current)
+            current = piece
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def split_long_text(text: str, max_chars: int = MAX_CHARS_PER_REQUEST) -> list[str]:
+    """Split text into requests of at most max_chars, on sentence ends where possible.
+
+    A sentence longer than the limit is cut at clause ends, then between words;
+    a single word longer than the limit is kept whole (the server judges it).
+    """
+    text = normalise_space(text)
+    if len(text) <= max_chars:
+        return [text] if text else []
+    pieces: list[str] = []
+    for sentence in _pieces(text, _SENTENCE_END):
+        if len(sentence) <= max_chars:
+            pieces.append(sentence)
+            continue
+        for clause in _pieces(sentence, _CLAUSE_END):
+            pieces.extend([clause] if len(clause) <= max_chars else _pack(clause.split(), max_chars))
+    return _pack(pieces, max_chars)
+
+
+class StreamSplitter:
+    """Turns text fragments arriving in any shape into messages that are safe to send.
+
+    `feed` returns the complete words seen so far (a trailing fragment may be
+    half a word, so it waits); `finish` returns what is left at end of input.
+    """
+
+    def __init__(self) -> None:
+        self._pending = ""
+
+    def feed(self, fragment: str) -> list[str]:
+        self._pending += fragment
+        # Only text followed by whitespace is known to end on a word boundary.
+        match = re.search(r"\s+(?=\S*$)", self._pending)
+        if match is None:
+            return []
+        ready, rest = self._pending[: match.start()], self._pending[match.end() :]
+        # Punctuation that starts the next fragment belongs to the word before it.
+        if rest and _starts_with_punctuation(rest):
+            return []
+        self._pending = rest
+        return self._emit(ready)
+
+    def finish(self) -> list[str]:
+        ready, self._pending = self._pending, ""
+        return self._emit(ready)
+
+    @property
+    def pending(self) -> str:
+        return self._pending
+
+    @staticmethod
+    def _emit(text: str) -> list[str]:
+        text = normalise_space(text)
+        return [text] if text else []

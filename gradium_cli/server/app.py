@@ -1,0 +1,85 @@
+"""The ASGI app of `gradium serve`, and ways to run it: foreground or in a thread.
+
+Starlette routes on uvicorn; imported only by `gradium serve`, by client
+commands falling back to the built-in engine, and by tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+
+from gradium_cli.server.rest import ROUTES
+from gradium_cli.server.state import ServerOptions, ServerState
+from gradium_cli.server.ws import tts_endpoint
+
+
+def create_app(options: ServerOptions) -> Starlette:
+    app = Starlette(routes=[WebSocketRoute("/api/speech/tts", tts_endpoint), *ROUTES])
+    app.state.gradium = ServerState(options)
+    return app
+
+
+def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object) -> uvicorn.Config:
+    return uvicorn.Config(
+        create_app(options),
+        host=host,
+        port=port,
+        log_level="warning",
+        access_log=False,
+        ws_max_size=options.max_message_bytes,
+        # The protocol has no use for compression and the SDK never offers it (§1.3).
+        ws_per_message_deflate=False,
+        lifespan="off",
+        **extra,  # type: ignore[arg-type]
+    )
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    server: uvicorn.Server
+    thread: threading.Thread
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/api/"
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+def start_in_thread(options: ServerOptions, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
+    """Start the server on a background thread; port 0 picks a free port."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    server = uvicorn.Server(uvicorn_config(options, host, sock.getsockname()[1]))
+    # uvicorn installs signal handlers only on the main thread; here none are wanted.
+    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True, name="gradium-serve")
+    thread.start()
+    while not server.started:
+        if not thread.is_alive():
+            raise RuntimeError("the local server failed to start")
+        threading.Event().wait(0.005)
+    return RunningServer(host, sock.getsockname()[1], server, thread)
+
+
+@contextlib.contextmanager
+def running(options: ServerOptions, host: str = "127.0.0.1", port: int = 0) -> Iterator[RunningServer]:
+    server = start_in_thread(options, host, port)
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,444 @@
+"""REST routes of the local server: one-shot TTS, voices, pronunciations, usage.
+
+Shapes follow PROTOCOL.md §7–§11: FastAPI-style `{"detail": …}` errors, 422
+validation lists, and `Content-Type: application/json` on 204s (the SDK calls
+`.json()` on them).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator
+from datetime import datetime, timezone
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from gradium_cli.protocol import messages as m
+from gradium_cli.server.catalog import analyse_sample
+from gradium_cli.server.requests import SetupProblem, resolve_settings
+from gradium_cli.server.state import ALLOCATED_CREDITS, ServerState
+from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
+from gradium_cli.server.synth import Renderer, TextBuffer
+from gradium_cli.server.textprep import validate_dictionary_word
+
+MAX_SAMPLE_BYTES = 20 * 1024 * 1024
+
+
+def _state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.gradium
+    return state
+
+
+def detail(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def validation_error(location: list[str | int], message: str) -> JSONResponse:
+    return JSONResponse(
+        {"detail": [{"loc": location, "msg": message, "type": "value_error"}]}, status_code=422
+    )
+
+
+def no_content() -> Response:
+    return Response(status_code=204, media_type="application/json")
+
+
+def _auth_problem(request: Request) -> str | None:
+    return _state(request).key_problem(request.headers.get("x-api-key"), None)
+
+
+async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
+    try:
+        body = json.loads(await request.body())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        return validation_error(["body"], "body must be valid JSON")
+    if not isinstance(body, dict):
+        return validation_error(["body"], "body must be a JSON object")
+    return body
+
+
+# ------------------------------------------------------------------ one-shot TTS
+
+
+async def post_tts(request: Request) -> Response:
+    state = _state(request)
+    problem = _auth_problem(request)
+    if problem:
+        return PlainTextResponse(f"error from server 1008: {problem}", status_code=500)
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return PlainTextResponse("error from server 1008: body must be a JSON object", status_code=500)
+    try:
+        text = body.get("text")
+        if not isinstance(text, str) or not text.strip():
+            raise SetupProblem("text must be a non-empty string")
+        if len(text) > state.options.max_text_chars:
+            raise SetupProblem(f"text too long: at most {state.options.max_text_chars} characters")
+        setup = m.decode_client(json.dumps({**body, "type": "setup", "text": None}))
+        assert isinstance(setup, m.Setup)
+        settings, _voice = resolve_settings(state, setup)
+    except (SetupProblem, m.MessageError) as exc:
+        return PlainTextResponse(f"error from server {exc.code}: {exc.message}", status_code=500)
+    only_audio = body.get("only_audio") is True
+    renderer = Renderer(state.engine, settings)
+    buffer = TextBuffer()
+    buffer.add(text)
+    request_id = str(uuid.uuid4())
+    started = time.monotonic()
+
+    async def messages() -> AsyncIterator[m.ServerMessage]:
+        units = buffer.take(final=True)
+        for index, (unit, flush) in enumerate(units):
+            out = await asyncio.to_thread(renderer.render, unit, flush=flush, final=index == len(units) - 1)
+            for message in out:
+                yield message
+        state.usage.consumed_credits += len(text)
+        state.usage.egress_audio_duration += renderer.audio_seconds
+        state.log.request(
+            transport="rest", request_id=request_id, format=settings.fmt.name, chars=len(text),
+            audio_s=round(renderer.audio_seconds, 3), total_ms=round((time.monotonic() - started) * 1000),
+            status="ok",
+        )
+
+    if only_audio:
+        async def audio_bytes() -> AsyncIterator[bytes]:
+            async for message in messages():
+                if isinstance(message, m.Audio):
+                    yield message.audio
+
+        return StreamingResponse(audio_bytes(), media_type=settings.fmt.content_type)
+
+    async def ndjson() -> AsyncIterator[str]:
+        ready = m.Ready(request_id, sample_rate=settings.fmt.sample_rate, frame_size=settings.fmt.chunk_samples)
+        yield m.encode(ready) + "\n"
+        async for message in messages():
+            yield m.encode(message) + "\n"
+        yield m.encode(m.EndOfStream()) + "\n"
+
+    return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+
+
+# ------------------------------------------------------------------------ voices
+
+
+def _custom_voice_api(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "uid": record["uid"],
+        "name": record["name"],
+        "description": record.get("description"),
+        "filename": record.get("filename"),
+        "start_s": record.get("start_s", 0.0),
+        "stop_s": record.get("start_s", 0.0) + 10.0,
+        "is_catalog": False,
+        "is_pro_clone": False,
+        "language": record.get("language"),
+        "tags": record.get("tags", []),
+        "org_uid": LOCAL_ORG_UID,
+        "is_pending": False,
+        "has_audio": True,
+    }
+
+
+def _int_param(request: Request, name: str, default: int) -> int | JSONResponse:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        return validation_error(["query", name], "value is not a valid integer")
+    return value if value >= 0 else validation_error(["query", name], "must be >= 0")
+
+
+async def list_voices(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    skip, limit = _int_param(request, "skip", 0), _int_param(request, "limit", 100)
+    if isinstance(skip, JSONResponse):
+        return skip
+    if isinstance(limit, JSONResponse):
+        return limit
+    include_catalog = request.query_params.get("include_catalog", "0").lower() in ("1", "true", "yes")
+    voices = [_custom_voice_api(r) for r in sorted(state.store.voices.all(), key=lambda r: r["created_at"])]
+    if include_catalog:
+        voices += [v.to_api() for v in state.catalog.voices]
+    # The SDK always sends limit=0: it must mean "no limit" for voice_list() to work (§8).
+    window = voices[skip:] if limit == 0 else voices[skip : skip + limit]
+    return JSONResponse(window)
+
+
+async def get_voice(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    uid = request.path_params["uid"]
+    catalog_voice = state.catalog.by_uid.get(uid)
+    if catalog_voice is not None:
+        return JSONResponse(catalog_voice.to_api())
+    record = state.store.voices.get(uid)
+    return JSONResponse(_custom_voice_api(record)) if record else detail(404, "Voice not found")
+
+
+async def create_voice(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    async with request.form(max_part_size=MAX_SAMPLE_BYTES) as form:
+        upload = form.get("audio_file")
+        name = form.get("name")
+        if upload is None or isinstance(upload, str):
+            return validation_error(["body", "audio_file"], "Field required")
+        if not isinstance(name, str) or not name.strip():
+            return validation_error(["body", "name"], "Field required")
+        data = await upload.read()
+        fields = {k: form.get(k) for k in ("language", "description", "start_s", "input_format")}
+    filename = upload.filename or "sample"
+    if len(data) > MAX_SAMPLE_BYTES:
+        return validation_error(["body", "audio_file"], f"file larger than {MAX_SAMPLE_BYTES} bytes")
+    try:
+        start_s = float(str(fields["start_s"])) if fields["start_s"] not in (None, "") else 0.0
+    except ValueError:
+        return validation_error(["body", "start_s"], "value is not a valid number")
+    try:
+        analysis = analyse_sample(data, start_s)
+    except ValueError as exc:
+        return validation_error(["body", "audio_file"], str(exc))
+    if analysis.duration_s < 1.0:
+        return validation_error(["body", "audio_file"], "audio is shorter than 1 second")
+    if any(str(r["name"]).lower() == name.strip().lower() for r in state.store.voices.all()):
+        return detail(409, f"A voice named '{name.strip()}' already exists")
+    uid = new_uid()
+    extension = (str(fields["input_format"] or "") or filename.rsplit(".", 1)[-1] or "wav").lower()
+    sample_path = state.store.save_sample(uid, extension, data)
+    language = fields["language"] if isinstance(fields["language"], str) and fields["language"] else "en"
+    state.store.voices.put(
+        {
+            "uid": uid,
+            "name": name.strip(),
+            "description": fields["description"] if isinstance(fields["description"], str) else None,
+            "language": language,
+            "filename": filename,
+            "start_s": start_s,
+            "sample_path": str(sample_path),
+            "pitch_hz": analysis.pitch_hz,
+            "duration_s": analysis.duration_s,
+            "created_at": now_iso(),
+            "tags": [],
+        }
+    )
+    return JSONResponse({"uid": uid, "error": None, "was_updated": False}, status_code=201)
+
+
+async def update_voice(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    uid = request.path_params["uid"]
+    if uid in state.catalog.by_uid:
+        return detail(403, "Catalog voices cannot be modified")
+    record = state.store.voices.get(uid)
+    if record is None:
+        return detail(404, "Voice not found")
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    for key in ("name", "description", "language", "start_s", "tags"):
+        if body.get(key) is not None:
+            record[key] = body[key]
+    if not str(record["name"]).strip():
+        return validation_error(["body", "name"], "name must not be empty")
+    clash = [r for r in state.store.voices.all() if r["uid"] != uid and str(r["name"]).lower() == str(record["name"]).lower()]
+    if clash:
+        return detail(409, f"A voice named '{record['name']}' already exists")
+    state.store.voices.put(record)
+    return JSONResponse(_custom_voice_api(record))
+
+
+async def delete_voice(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    uid = request.path_params["uid"]
+    if uid in state.catalog.by_uid:
+        return detail(403, "Catalog voices cannot be deleted")
+    record = state.store.voices.get(uid)
+    if record is None:
+        return detail(404, "Voice not found")
+    if state.voices_in_use.get(uid):
+        return detail(409, "Voice is in use by an active request")
+    state.store.voices.delete(uid)
+    state.store.delete_sample(record)
+    return no_content()
+
+
+# ---------------------------------------------------------------- pronunciations
+
+
+def _parse_rules(raw: Any) -> list[dict[str, Any]] | JSONResponse:
+    if not isinstance(raw, list):
+        return validation_error(["body", "rules"], "rules must be a list")
+    rules = []
+    for index, rule in enumerate(raw):
+        if not isinstance(rule, dict):
+            return validation_error(["body", "rules", index], "each rule must be an object")
+        original, rewrite = rule.get("original"), rule.get("rewrite")
+        if not isinstance(original, str) or not isinstance(rewrite, str):
+            return validation_error(["body", "rules", index], "original and rewrite must be strings")
+        try:
+            validate_dictionary_word(original)
+        except ValueError as exc:
+            return validation_error(["body", "rules", index, "original"], str(exc))
+        if not rewrite.strip():
+            return validation_error(["body", "rules", index, "rewrite"], "rewrite must not be empty")
+        case_sensitive = rule.get("case_sensitive", False)
+        if not isinstance(case_sensitive, bool):
+            return validation_error(["body", "rules", index, "case_sensitive"], "must be a boolean")
+        rules.append({"original": original, "rewrite": rewrite, "case_sensitive": case_sensitive, "id": index + 1})
+    return rules
+
+
+def _dictionary_name_clash(state: ServerState, name: str, uid: str | None) -> bool:
+    return any(r["name"].lower() == name.lower() and r["uid"] != uid for r in state.store.dictionaries.all())
+
+
+async def list_dictionaries(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    offset, limit = _int_param(request, "offset", 0), _int_param(request, "limit", 100)
+    if isinstance(offset, JSONResponse):
+        return offset
+    if isinstance(limit, JSONResponse):
+        return limit
+    language = request.query_params.get("language")
+    records = sorted(state.store.dictionaries.all(), key=lambda r: r["created_at"])
+    if language:
+        records = [r for r in records if r["language"] == language]
+    return JSONResponse({"dictionaries": records[offset : offset + min(limit, 1000)], "total": len(records)})
+
+
+async def create_dictionary(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    name, language = body.get("name"), body.get("language")
+    if not isinstance(name, str) or not name.strip():
+        return validation_error(["body", "name"], "Field required")
+    if not isinstance(language, str) or not language.strip():
+        return validation_error(["body", "language"], "Field required")
+    rules = _parse_rules(body.get("rules", []))
+    if isinstance(rules, JSONResponse):
+        return rules
+    if _dictionary_name_clash(state, name.strip(), None):
+        return detail(409, f"A pronunciation dictionary named '{name.strip()}' already exists")
+    record = {
+        "uid": new_uid(),
+        "name": name.strip(),
+        "description": body.get("description"),
+        "language": language,
+        "org_uid": LOCAL_ORG_UID,
+        "created_at": now_iso(),
+        "rules": rules,
+    }
+    return JSONResponse(state.store.dictionaries.put(record), status_code=201)
+
+
+async def get_dictionary(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    record = _state(request).store.dictionaries.get(request.path_params["uid"])
+    return JSONResponse(record) if record else detail(404, "Pronunciation dictionary not found")
+
+
+async def update_dictionary(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    state = _state(request)
+    record = state.store.dictionaries.get(request.path_params["uid"])
+    if record is None:
+        return detail(404, "Pronunciation dictionary not found")
+    body = await _json_body(request)
+    if isinstance(body, JSONResponse):
+        return body
+    for key in ("name", "description", "language"):
+        if body.get(key) is not None:
+            record[key] = body[key]
+    if body.get("rules") is not None:  # PUT with rules replaces the whole list (§7)
+        rules = _parse_rules(body["rules"])
+        if isinstance(rules, JSONResponse):
+            return rules
+        record["rules"] = rules
+    if not isinstance(record["name"], str) or not record["name"].strip():
+        return validation_error(["body", "name"], "name must not be empty")
+    if _dictionary_name_clash(state, record["name"], record["uid"]):
+        return detail(409, f"A pronunciation dictionary named '{record['name']}' already exists")
+    return JSONResponse(state.store.dictionaries.put(record))
+
+
+async def delete_dictionary(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    if not _state(request).store.dictionaries.delete(request.path_params["uid"]):
+        return detail(404, "Pronunciation dictionary not found")
+    return no_content()
+
+
+# ------------------------------------------------------------------ usage, tokens
+
+
+async def credits(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    usage = _state(request).usage
+    today = datetime.now(timezone.utc)
+    return JSONResponse(
+        {
+            "remaining_credits": max(0, ALLOCATED_CREDITS - usage.consumed_credits),
+            "allocated_credits": ALLOCATED_CREDITS,
+            "billing_period": today.strftime("%m-%Y"),
+            "next_rollover_date": None,
+            "plan_name": "local",
+        }
+    )
+
+
+async def usage_summary(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    return JSONResponse(_state(request).usage.to_api())
+
+
+async def mint_token(request: Request) -> Response:
+    if problem := _auth_problem(request):
+        return detail(401, problem)
+    token, expiry = _state(request).mint_token()
+    expires = datetime.fromtimestamp(expiry, timezone.utc).replace(microsecond=0).isoformat()
+    return JSONResponse({"token": token, "expires_at": expires.replace("+00:00", "Z")})
+
+
+ROUTES = [
+    Route("/api/post/speech/tts", post_tts, methods=["POST"]),
+    Route("/api/voices/", list_voices, methods=["GET"]),
+    Route("/api/voices/", create_voice, methods=["POST"]),
+    Route("/api/voices/{uid}", get_voice, methods=["GET"]),
+    Route("/api/voices/{uid}", update_voice, methods=["PUT"]),
+    Route("/api/voices/{uid}", delete_voice, methods=["DELETE"]),
+    Route("/api/pronunciations/", list_dictionaries, methods=["GET"]),
+    Route("/api/pronunciations/", create_dictionary, methods=["POST"]),
+    Route("/api/pronunciations/{uid}", get_dictionary, methods=["GET"]),
+    Route("/api/pronunciations/{uid}", update_dictionary, methods=["PUT"]),
+    Route("/api/pronunciations/{uid}", delete_dictionary, methods=["DELETE"]),
+    Route("/api/usages/credits", credits, methods=["GET"]),
+    Route("/api/usages/summary", usage_summary, methods=["GET"]),
+    Route("/api/api-keys/token", mint_token, methods=["GET"]),
+]

@@ -1,0 +1,124 @@
+"""What the local server shares across connections: options, engine, catalog, store, usage."""
+
+from __future__ import annotations
+
+import json
+import logging
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gradium_cli.server.catalog import Catalog, CatalogVoice, derive_engine_voice
+from gradium_cli.server.engine import EngineVoice, get_engine
+from gradium_cli.server.store import Store
+
+ALLOCATED_CREDITS = 1_000_000
+
+
+@dataclass(frozen=True)
+class ServerOptions:
+    data_dir: Path
+    api_key: str | None = None  # when set, every other key is refused
+    realtime: bool = False  # pace audio at real time, like a live service
+    latency_ms: float = 0.0  # model latency added before each burst of audio
+    json_logs: bool = False
+    quiet: bool = False
+    # Limits (documented in the README): hostile input must not exhaust the server.
+    max_message_bytes: int = 1 << 20
+    max_text_chars: int = 100_000  # per request
+    max_requests_per_socket: int = 64
+    idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
+
+
+@dataclass
+class Usage:
+    sessions: int = 0
+    consumed_credits: int = 0
+    egress_audio_duration: float = 0.0
+    egress_messages: int = 0
+    ingress_messages: int = 0
+    ingress_text_size: int = 0
+
+    def to_api(self) -> dict[str, Any]:
+        return {
+            "consumed_credits": self.consumed_credits,
+            "egress_audio_duration": round(self.egress_audio_duration, 3),
+            "egress_messages": self.egress_messages,
+            "egress_text_size": 0,
+            "ingress_audio_duration": 0.0,
+            "ingress_messages": self.ingress_messages,
+            "ingress_text_size": self.ingress_text_size,
+            "sessions": self.sessions,
+        }
+
+
+class ServerState:
+    def __init__(self, options: ServerOptions) -> None:
+        self.options = options
+        self.engine = get_engine()
+        self.catalog = Catalog(self.engine)
+        self.store = Store(options.data_dir)
+        self.usage = Usage()
+        self.tokens: dict[str, float] = {}  # single-use browser tokens → expiry
+        self.voices_in_use: dict[str, int] = {}
+        self.log = RequestLog(options.json_logs, options.quiet)
+
+    # ------------------------------------------------------------------ auth
+
+    def key_problem(self, api_key: str | None, token: str | None) -> str | None:
+        """Why a connection's credentials are refused, or None when accepted."""
+        if token is not None:
+            expiry = self.tokens.pop(token, None)  # single use: consumed on verification
+            return None if expiry is not None and expiry > time.time() else "Token is invalid or expired"
+        if self.options.api_key is None:
+            return None
+        if not api_key:
+            return "Missing API key: send it in the x-api-key header"
+        if not secrets.compare_digest(api_key, self.options.api_key):
+            return "API key is revoked or expired"
+        return None
+
+    def mint_token(self) -> tuple[str, float]:
+        token = secrets.token_urlsafe(24)
+        expiry = time.time() + 300
+        self.tokens[token] = expiry
+        return token, expiry
+
+    # ---------------------------------------------------------------- voices
+
+    def find_voice(self, uid: str) -> CatalogVoice | dict[str, Any] | None:
+        return self.catalog.by_uid.get(uid) or self.store.voices.get(uid)
+
+    def find_voice_by_name(self, name: str) -> CatalogVoice | dict[str, Any] | None:
+        lowered = name.lower()
+        for record in self.store.voices.all():
+            if str(record["name"]).lower() == lowered:
+                return record
+        return next((v for v in self.catalog.voices if v.name.lower() == lowered), None)
+
+    def engine_voice(self, voice: CatalogVoice | dict[str, Any]) -> EngineVoice:
+        if isinstance(voice, CatalogVoice):
+            return voice.engine_voice
+        base = self.catalog.base_voice_for(voice.get("language"))
+        return derive_engine_voice(voice["uid"], base, voice.get("pitch_hz"))
+
+
+class RequestLog:
+    """One line per request on stderr, human or JSON."""
+
+    def __init__(self, json_logs: bool, quiet: bool) -> None:
+        self.json_logs = json_logs
+        self.logger = logging.getLogger("gradium.serve")
+        self.quiet = quiet
+
+    def request(self, **fields: Any) -> None:
+        if self.quiet:
+            return
+        if self.json_logs:
+            line = json.dumps({"ts": round(time.time(), 3), "event": "request", **fields})
+        else:
+            line = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        print(line, file=sys.stderr, flush=True)

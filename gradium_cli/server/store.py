@@ -1,0 +1,98 @@
+"""Persistent local store for custom voices and pronunciation dictionaries.
+
+One JSON file per collection under the server's data dir, replaced atomically
+on every change, plus the uploaded voice samples. A lock serialises writers:
+the ASGI app calls in from one event loop but request handlers interleave.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import string
+import tempfile
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+UID_ALPHABET = string.ascii_letters + string.digits + "_-"
+LOCAL_ORG_UID = "00000000-0000-4000-8000-000000000001"
+
+
+def new_uid() -> str:
+    """16 characters of [A-Za-z0-9_-], the shape of the service's ids (§8)."""
+    return "".join(secrets.choice(UID_ALPHABET) for _ in range(16))
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class Collection:
+    """A uid → record mapping kept in one JSON file."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._records: dict[str, dict[str, Any]] = {}
+        if path.exists():
+            self._records = json.loads(path.read_text("utf-8"))
+
+    def all(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [dict(r) for r in self._records.values()]
+
+    def get(self, uid: str) -> dict[str, Any] | None:
+        with self._lock:
+            record = self._records.get(uid)
+            return dict(record) if record is not None else None
+
+    def put(self, record: dict[str, Any]) -> dict[str, Any]:
+        with self._lock:
+            self._records[record["uid"]] = record
+            self._save()
+            return dict(record)
+
+    def delete(self, uid: str) -> bool:
+        with self._lock:
+            if self._records.pop(uid, None) is None:
+                return False
+            self._save()
+            return True
+
+    def _save(self) -> None:
+        data = json.dumps(self._records, indent=1, ensure_ascii=False).encode("utf-8")
+        atomic_write_bytes(self.path, data)
+
+
+class Store:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        root.mkdir(parents=True, exist_ok=True)
+        self.voices = Collection(root / "voices.json")
+        self.dictionaries = Collection(root / "pronunciations.json")
+        self.samples_dir = root / "voice-samples"
+
+    def save_sample(self, uid: str, extension: str, data: bytes) -> Path:
+        path = self.samples_dir / f"{uid}.{extension}"
+        atomic_write_bytes(path, data)
+        return path
+
+    def delete_sample(self, record: dict[str, Any]) -> None:
+        sample = record.get("sample_path")
+        if sample:
+            Path(sample).unlink(missing_ok=True)

@@ -1,0 +1,276 @@
+"""The TTS WebSocket endpoint: sessions, multiplexing by client_req_id, pacing.
+
+Follows PROTOCOL.md §2 and §3: `ready` first, text accepted before `ready`,
+errors as `error` frames before any close, the socket closed after the
+request's `end_of_stream` unless `close_ws_on_eos` is false, and several
+requests at once when each message carries a `client_req_id`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from gradium_cli.protocol import messages as m
+from gradium_cli.server.catalog import CatalogVoice
+from gradium_cli.server.requests import SetupProblem, resolve_settings
+from gradium_cli.server.state import ServerState
+from gradium_cli.server.synth import Renderer, TextBuffer
+
+# How far audio may run ahead of the wall clock with --realtime, as a live
+# service's jitter buffer would allow.
+REALTIME_LEAD_S = 0.2
+
+
+@dataclass
+class _Eos:
+    pass
+
+
+class Request:
+    """One synthesis request on a socket, fed through a queue and rendered in a task."""
+
+    def __init__(self, conn: Connection, setup: m.Setup, renderer: Renderer, voice_uid: str) -> None:
+        self.conn = conn
+        self.setup = setup
+        self.client_req_id = setup.client_req_id
+        self.request_id = str(uuid.uuid4())
+        self.renderer = renderer
+        self.voice_uid = voice_uid
+        self.buffer = TextBuffer()
+        self.queue: asyncio.Queue[str | _Eos] = asyncio.Queue()
+        self.started = time.monotonic()
+        self.first_audio_at: float | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    @property
+    def closes_socket(self) -> bool:
+        return self.setup.close_ws_on_eos is not False
+
+    async def run(self) -> None:
+        state = self.conn.state
+        error: str | None = None
+        self.error_code = 1000
+        try:
+            while True:
+                item = await self.queue.get()
+                final = isinstance(item, _Eos)
+                if isinstance(item, str):
+                    self.buffer.add(item)
+                    if self.buffer.total_chars > state.options.max_text_chars:
+                        raise SetupProblem(f"text too long: at most {state.options.max_text_chars} characters per request")
+                units = self.buffer.take(final=final)
+                for index, (text, flush) in enumerate(units):
+                    last = final and index == len(units) - 1
+                    out = await asyncio.to_thread(self.renderer.render, text, flush=flush, final=last)
+                    await self._send_paced(out)
+                if final:
+                    break
+            await self.conn.send(m.EndOfStream(client_req_id=self.client_req_id))
+        except SetupProblem as problem:
+            error, self.error_code = problem.message, problem.code
+            await self.conn.send_error(problem.message, problem.code, self.client_req_id)
+        except Exception as exc:  # noqa: BLE001 - one request's failure must not kill the socket
+            error, self.error_code = f"internal error: {exc}", m.INTERNAL_ERROR
+            await self.conn.send_error(error, m.INTERNAL_ERROR, self.client_req_id)
+        finally:
+            self._log(error)
+            await self.conn.request_done(self, failed=error is not None)
+
+    async def _send_paced(self, out: list[m.ServerMessage]) -> None:
+        options = self.conn.state.options
+        if options.latency_ms and any(isinstance(msg, m.Audio) for msg in out):
+            await asyncio.sleep(options.latency_ms / 1000)
+        for message in out:
+            if isinstance(message, m.Audio):
+                now = time.monotonic()
+                if self.first_audio_at is None:
+                    self.first_audio_at = now
+                if options.realtime:
+                    due = self.first_audio_at + message.start_s - REALTIME_LEAD_S
+                    if due > now:
+                        await asyncio.sleep(due - now)
+            await self.conn.send(message)
+
+    def _log(self, error: str | None) -> None:
+        state = self.conn.state
+        ttfa = None if self.first_audio_at is None else round((self.first_audio_at - self.started) * 1000)
+        state.usage.consumed_credits += self.buffer.total_chars
+        state.usage.ingress_text_size += self.buffer.total_chars
+        state.usage.egress_audio_duration += self.renderer.audio_seconds
+        state.log.request(
+            transport="ws",
+            request_id=self.request_id,
+            client_req_id=self.client_req_id,
+            voice=self.voice_uid,
+            format=self.renderer.fmt.name,
+            chars=self.buffer.total_chars,
+            audio_s=round(self.renderer.audio_seconds, 3),
+            ttfa_ms=ttfa,
+            total_ms=round((time.monotonic() - self.started) * 1000),
+            status="error" if error else "ok",
+            error=error,
+        )
+
+
+class Connection:
+    def __init__(self, ws: WebSocket, state: ServerState) -> None:
+        self.ws = ws
+        self.state = state
+        self.requests: dict[str | None, Request] = {}
+        self.request_count = 0
+        self._send_lock = asyncio.Lock()
+        self._closing = False
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, message: m.ServerMessage) -> None:
+        if self._closing or self.ws.application_state is not WebSocketState.CONNECTED:
+            return
+        async with self._send_lock:
+            try:
+                await self.ws.send_text(m.encode(message))
+            except (WebSocketDisconnect, RuntimeError):
+                self._closing = True
+                return
+        self.state.usage.egress_messages += 1
+
+    async def send_error(self, message: str, code: int, client_req_id: str | None = None) -> None:
+        await self.send(m.ErrorMessage(message, code, client_req_id=client_req_id))
+
+    async def close(self, code: int = 1000) -> None:
+        if self._closing:
+            return
+        self._closing = True
+        for request in list(self.requests.values()):
+            if request.task is not None and request.task is not asyncio.current_task():
+                request.task.cancel()
+        if self.ws.application_state is WebSocketState.CONNECTED:
+            try:
+                await self.ws.close(code)
+            except RuntimeError:
+                pass
+
+    async def fail(self, message: str, code: int = m.POLICY_VIOLATION, client_req_id: str | None = None) -> None:
+        """A problem that ends the socket: error frame first, then close (§2.5 rule 7)."""
+        await self.send_error(message, code, client_req_id)
+        await self.close(code)
+
+    # ------------------------------------------------------------------ running
+
+    async def run(self) -> None:
+        headers, query = self.ws.headers, self.ws.query_params
+        problem = self.state.key_problem(headers.get("x-api-key"), query.get("token"))
+        await self.ws.accept()
+        self.state.usage.sessions += 1
+        if problem is not None:
+            # The service accepts the upgrade and reports auth failures in band (§11.1).
+            await self.fail(problem)
+            return
+        try:
+            while not self._closing:
+                timeout = None if self.requests else self.state.options.idle_timeout_s
+                try:
+                    event = await asyncio.wait_for(self.ws.receive(), timeout)
+                except asyncio.TimeoutError:
+                    await self.fail("idle timeout: no request for too long", 1000)
+                    break
+                if event["type"] == "websocket.disconnect":
+                    break
+                await self.handle(event.get("text") if event.get("text") is not None else event.get("bytes"))
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self._closing = True
+            for request in list(self.requests.values()):
+                if request.task is not None:
+                    request.task.cancel()
+
+    async def handle(self, frame: str | bytes | None) -> None:
+        self.state.usage.ingress_messages += 1
+        if frame is None:
+            return
+        if len(frame) > self.state.options.max_message_bytes:
+            await self.fail(f"message too large: at most {self.state.options.max_message_bytes} bytes")
+            return
+        try:
+            message = m.decode_client(frame)
+        except m.MessageError as exc:
+            await self.fail(exc.message, exc.code)
+            return
+        if isinstance(message, m.Setup):
+            await self.on_setup(message)
+        elif isinstance(message, m.TextInput):
+            await self.on_input(message.client_req_id, message.text)
+        else:
+            await self.on_input(message.client_req_id, None)
+
+    async def on_setup(self, setup: m.Setup) -> None:
+        req_id = setup.client_req_id
+        if req_id in self.requests:
+            what = f"client_req_id '{req_id}' is already active" if req_id else "a request is already active on this socket"
+            await self._refuse(f"protocol error: {what}", req_id, keep_socket=req_id is not None)
+            return
+        if self.request_count >= self.state.options.max_requests_per_socket:
+            await self.fail("too many requests on one socket; open a new connection", m.POLICY_VIOLATION, req_id)
+            return
+        try:
+            settings, voice = resolve_settings(self.state, setup)
+        except SetupProblem as problem:
+            await self._refuse(problem.message, req_id, keep_socket=setup.close_ws_on_eos is False, code=problem.code)
+            return
+        uid = voice.uid if isinstance(voice, CatalogVoice) else str(voice["uid"])
+        request = Request(self, setup, Renderer(self.state.engine, settings), uid)
+        self.requests[req_id] = request
+        self.request_count += 1
+        self.state.voices_in_use[uid] = self.state.voices_in_use.get(uid, 0) + 1
+        fmt = settings.fmt
+        await self.send(
+            m.Ready(
+                request_id=request.request_id,
+                model_name=setup.model_name or "default",
+                model_ext="gradium-local-espeak-ng",
+                sample_rate=fmt.sample_rate,
+                frame_size=fmt.chunk_samples,
+                client_req_id=req_id,
+            )
+        )
+        request.task = asyncio.create_task(request.run())
+
+    async def on_input(self, req_id: str | None, text: str | None) -> None:
+        request = self.requests.get(req_id)
+        if request is None:
+            if text is None and req_id is None:
+                await self.close(1000)  # an unscoped end_of_stream closes a reusable socket (§3)
+                return
+            what = "text" if text is not None else "end_of_stream"
+            target = f" for unknown client_req_id '{req_id}'" if req_id else ""
+            await self.fail(f"{what}{target} before setup: send a setup message first", m.POLICY_VIOLATION, req_id)
+            return
+        await request.queue.put(text if text is not None else _Eos())
+
+    async def _refuse(self, message: str, req_id: str | None, *, keep_socket: bool, code: int = m.POLICY_VIOLATION) -> None:
+        if keep_socket:
+            await self.send_error(message, code, req_id)
+        else:
+            await self.fail(message, code, req_id)
+
+    async def request_done(self, request: Request, failed: bool) -> None:
+        if self.requests.get(request.client_req_id) is request:
+            del self.requests[request.client_req_id]
+        uses = self.state.voices_in_use.get(request.voice_uid, 1) - 1
+        if uses > 0:
+            self.state.voices_in_use[request.voice_uid] = uses
+        else:
+            self.state.voices_in_use.pop(request.voice_uid, None)
+        if request.closes_socket or (failed and request.client_req_id is None and not self.requests):
+            await self.close(request.error_code)
+
+
+async def tts_endpoint(ws: WebSocket) -> None:
+    state: ServerState = ws.app.state.gradium
+    await Connection(ws, state).run()

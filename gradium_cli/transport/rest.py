@@ -1,0 +1,96 @@
+"""REST calls over httpx (imported lazily), with errors mapped onto the exception tree."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from gradium_cli.errors import AuthError, GradiumError, NetworkError, RequestError, ServerError
+from gradium_cli.transport.endpoint import Endpoint
+
+if TYPE_CHECKING:
+    import httpx
+
+
+def _reason(response: httpx.Response) -> str:
+    """The server's reason, read as the SDK does (§11.2): detail, else error, else text."""
+    text = response.text
+    try:
+        body = response.json()
+    except ValueError:
+        return text.strip() or response.reason_phrase
+    if isinstance(body, dict):
+        detail = body.get("detail", body.get("error"))
+        if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ...}]
+            return "; ".join(
+                f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}" for item in detail if isinstance(item, dict)
+            )
+        if detail is not None:
+            return str(detail)
+    return text.strip()
+
+
+def http_error(response: httpx.Response) -> GradiumError:
+    status = response.status_code
+    reason = _reason(response)
+    if status in (401, 403) and "key" in reason.lower() or status == 401:
+        return AuthError(f"server refused the API key: {reason}", hint="check `gradium config get api-key`")
+    if status == 500 and reason.startswith("error from server 1008"):
+        message = reason.removeprefix("error from server 1008: ")
+        if "api key" in message.lower():
+            return AuthError(f"server refused the API key: {message}")
+        return RequestError(f"server refused the request: {message}")
+    if 400 <= status < 500:
+        return RequestError(f"{reason} (HTTP {status})")
+    return ServerError(f"server error: {reason} (HTTP {status})")
+
+
+class RestClient:
+    def __init__(self, endpoint: Endpoint) -> None:
+        import httpx
+
+        self.endpoint = endpoint
+        self._httpx = httpx
+        self.client = httpx.AsyncClient(headers=endpoint.headers(), timeout=endpoint.timeout)
+
+    async def __aenter__(self) -> RestClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.client.aclose()
+
+    async def request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
+        url = self.endpoint.url(route)
+        try:
+            response = await self.client.request(method, url, **kwargs)
+        except self._httpx.TimeoutException:
+            raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
+        except self._httpx.HTTPError as exc:
+            raise NetworkError(f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`") from None
+        if response.status_code >= 400:
+            raise http_error(response)
+        return response
+
+    async def json(self, method: str, route: str, **kwargs: Any) -> Any:
+        response = await self.request(method, route, **kwargs)
+        if response.status_code == 204 or not response.content:
+            return None
+        try:
+            return response.json()
+        except json.JSONDecodeError:
+            raise ServerError(f"server sent invalid JSON for {route}") from None
+
+    async def stream_post(self, route: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
+        url = self.endpoint.url(route)
+        try:
+            async with self.client.stream("POST", url, json=body) as response:
+                if response.status_code >= 400:
+                    await response.aread()
+                    raise http_error(response)
+                async for chunk in response.aiter_bytes():
+                    yield chunk
+        except self._httpx.TimeoutException:
+            raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
+        except self._httpx.HTTPError as exc:
+            raise NetworkError(f"connection to {url} failed: {exc}") from None

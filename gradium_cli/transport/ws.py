@@ -1,0 +1,214 @@
+"""Async WebSocket transport for TTS over `websockets`.
+
+One `TtsSocket` carries requests; a reader task routes incoming frames to
+each request by `client_req_id` (None for a plain single request), so the
+same code path serves one-shot `say`, live `stream` and multiplexed `batch`.
+The three SDK shapes map onto `request()`: realtime is feeding an async
+iterator while reading, stream is iterating the result, buffered is `collect()`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+
+from gradium_cli.errors import AuthError, GradiumError, NetworkError, ProtocolError, UsageError
+from gradium_cli.protocol import messages as m
+from gradium_cli.protocol.session import TtsSession
+from gradium_cli.transport.endpoint import Endpoint
+
+FrameHook = Callable[[str, str], None]  # (direction "<" or ">", frame) for wire logs
+
+
+class _Closed:
+    """Queue marker: the socket ended; `error` says how, None for a normal close."""
+
+    def __init__(self, error: GradiumError | None) -> None:
+        self.error = error
+
+
+def _connection_error(exc: BaseException, endpoint: Endpoint) -> GradiumError:
+    where = endpoint.ws_url()
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status in (401, 403):
+            return AuthError(f"server refused the connection (HTTP {status})", hint="check your API key")
+        return NetworkError(f"server answered HTTP {status} instead of a WebSocket at {where}")
+    if isinstance(exc, InvalidURI):
+        return UsageError(f"invalid server URL {where}", hint="check --base-url")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return NetworkError(f"timed out connecting to {where}")
+    if isinstance(exc, InvalidHandshake):
+        return NetworkError(f"WebSocket handshake with {where} failed: {exc}")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return NetworkError(f"cannot connect to {where}: {reason}", hint="is the server running? see `gradium serve`")
+
+
+class TtsSocket:
+    def __init__(self, endpoint: Endpoint, on_frame: FrameHook | None = None) -> None:
+        self.endpoint = endpoint
+        self.on_frame = on_frame
+        self._ws: ClientConnection | None = None
+        self._routes: dict[str | None, asyncio.Queue[m.ServerMessage | _Closed]] = {}
+        self._reader: asyncio.Task[None] | None = None
+        self._closed: _Closed | None = None
+
+    async def __aenter__(self) -> TtsSocket:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self) -> None:
+        try:
+            self._ws = await connect(
+                self.endpoint.ws_url(),
+                additional_headers=self.endpoint.headers(),
+                open_timeout=self.endpoint.timeout,
+                max_size=None,
+                compression=None,
+                ping_interval=None,
+            )
+        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
+            raise _connection_error(exc, self.endpoint) from None
+        self._reader = asyncio.create_task(self._read())
+
+    async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._reader
+        if self._ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._ws.close(), 2)
+
+    async def send(self, frame: str) -> None:
+        assert self._ws is not None, "socket not open"
+        if self._closed is not None:
+            raise self._closed.error or NetworkError("connection closed by the server")
+        if self.on_frame:
+            self.on_frame(">", frame)
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed as exc:
+            raise NetworkError(f"connection closed while sending ({exc.rcvd.code if exc.rcvd else 1006})") from None
+
+    async def _read(self) -> None:
+        assert self._ws is not None
+        ending: _Closed
+        try:
+            async for frame in self._ws:
+                if self.on_frame:
+                    self.on_frame("<", frame if isinstance(frame, str) else f"<{len(frame)} binary bytes>")
+                try:
+                    message = m.decode_server(frame)
+                except m.MessageError as exc:
+                    raise ProtocolError(f"malformed frame from server: {exc.message}") from None
+                queue = self._routes.get(message.client_req_id)
+                if queue is None and len(self._routes) == 1 and None in self._routes:
+                    queue = self._routes[None]  # a server may echo ids we did not ask for
+                if queue is not None:
+                    queue.put_nowait(message)
+            ending = _Closed(None)
+        except ConnectionClosed as exc:
+            code = exc.rcvd.code if exc.rcvd else 1006
+            ending = _Closed(NetworkError(f"connection dropped by the server (close code {code})"))
+        except GradiumError as exc:
+            ending = _Closed(exc)
+        except asyncio.CancelledError:
+            ending = _Closed(NetworkError("connection closed"))
+            raise
+        finally:
+            pass
+        self._closed = ending
+        for queue in self._routes.values():
+            queue.put_nowait(ending)
+
+    async def request(
+        self,
+        setup: m.Setup,
+        texts: str | Iterable[str] | AsyncIterable[str],
+        client_req_id: str | None = None,
+        send_eos: bool = True,
+    ) -> AsyncIterator[m.ServerMessage]:
+        """Run one request: send setup and texts (concurrently with reading), yield replies.
+
+        Yields every server message up to and including `end_of_stream`; raises
+        the mapped GradiumError on an error frame, a drop or a silent server.
+        """
+        if client_req_id in self._routes:
+            raise ProtocolError(f"client_req_id {client_req_id!r} already in use")
+        queue: asyncio.Queue[m.ServerMessage | _Closed] = asyncio.Queue()
+        self._routes[client_req_id] = queue
+        session = TtsSession(client_req_id)
+        sender = asyncio.create_task(self._send_texts(session, setup, texts, send_eos))
+        try:
+            while True:
+                item = await self._next(queue, sender)
+                if isinstance(item, _Closed):
+                    if sender.done() and sender.exception() is not None:
+                        raise sender.exception()  # type: ignore[misc]
+                    raise item.error or NetworkError("server closed the connection before end_of_stream")
+                yield session.receive_message(item)
+                if session.done:
+                    return
+        finally:
+            self._routes.pop(client_req_id, None)
+            if not sender.done():
+                sender.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await sender
+
+    async def _next(
+        self, queue: asyncio.Queue[m.ServerMessage | _Closed], sender: asyncio.Task[None]
+    ) -> m.ServerMessage | _Closed:
+        """The next frame for a request; a server silent for `timeout` seconds is an error."""
+        getter = asyncio.ensure_future(queue.get())
+        waiting: set[asyncio.Future[Any]] = {getter}
+        if not sender.done():
+            waiting.add(sender)
+        while True:
+            # While text is still being fed (a person typing, an LLM thinking) silence is
+            # normal; once everything is sent, a silent server is a stalled one.
+            timeout = self.endpoint.timeout if sender.done() else None
+            done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+            if getter in done:
+                return getter.result()
+            if not done:
+                getter.cancel()
+                raise NetworkError(f"no reply from the server for {self.endpoint.timeout:g} s", hint="raise --timeout")
+            # The sender finished: surface its failure, else keep waiting for replies.
+            waiting.discard(sender)
+            if sender.exception() is not None:
+                getter.cancel()
+                raise sender.exception()  # type: ignore[misc]
+
+    async def _send_texts(
+        self, session: TtsSession, setup: m.Setup, texts: str | Iterable[str] | AsyncIterable[str], send_eos: bool
+    ) -> None:
+        await self.send(session.setup(setup))
+        if isinstance(texts, str):
+            texts = [texts]
+        if isinstance(texts, AsyncIterable):
+            async for text in texts:
+                await self.send(session.text(text))
+        else:
+            for text in texts:
+                await self.send(session.text(text))
+        if send_eos:
+            await self.send(session.end_of_stream())
+
+
+async def collect(messages: AsyncIterator[m.ServerMessage]) -> list[m.ServerMessage]:
+    """The buffered shape: every message of a request."""
+    return [message async for message in messages]
+
+
+__all__ = ["TtsSocket", "collect", "websockets"]
