@@ -83,7 +83,9 @@ class Resolved:
     source: str  # "flag", "env", "config", "default"
 
 
-def resolve(name: str, flag_value: str | None = None, profile: str | None = None, default: str | None = None) -> Resolved:
+def resolve(
+    name: str, flag_value: str | None = None, profile: str | None = None, default: str | None = None
+) -> Resolved:
     if flag_value is not None:
         return Resolved(flag_value, "flag")
     env = ENV_VARS.get(name)

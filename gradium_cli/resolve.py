@@ -18,7 +18,10 @@ def _pick(kind: str, wanted: str, items: list[dict[str, Any]], key: str) -> str:
     if len(matches) == 1:
         return str(matches[0]["uid"])
     if not matches:
-        raise RequestError(f"unknown {kind} '{wanted}'", hint=f"see `gradium {'voices' if kind == 'voice' else 'pronounce'} list`")
+        raise RequestError(
+            f"unknown {kind} '{wanted}'",
+            hint=f"see `gradium {'voices' if kind == 'voice' else 'pronounce'} list`",
+        )
     ids = ", ".join(str(item["uid"]) for item in matches[:5])
     raise RequestError(f"{kind} name '{wanted}' is ambiguous ({len(matches)} matches: {ids}); use an id")
 

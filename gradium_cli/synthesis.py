@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import time
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import AsyncIterable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,11 +89,21 @@ class Collector:
             for sink in self.sinks:
                 sink.write(message.audio)
         elif isinstance(message, m.WordTimestamp):
-            self.words.append(Word(message.text, round(self.offset_s + message.start_s, 3), round(self.offset_s + message.stop_s, 3)))
+            self.words.append(
+                Word(
+                    message.text,
+                    round(self.offset_s + message.start_s, 3),
+                    round(self.offset_s + message.stop_s, 3),
+                )
+            )
         if self.on_message is not None:
             shifted = message
             if isinstance(message, (m.Audio, m.WordTimestamp)) and self.offset_s:
-                shifted = dataclasses.replace(message, start_s=self.offset_s + message.start_s, stop_s=self.offset_s + message.stop_s)
+                shifted = dataclasses.replace(
+                    message,
+                    start_s=self.offset_s + message.start_s,
+                    stop_s=self.offset_s + message.stop_s,
+                )
             self.on_message(shifted)
 
     def finish(self) -> None:
@@ -109,7 +119,7 @@ class Collector:
 async def run_websocket(
     endpoint: Endpoint,
     setup: m.Setup,
-    requests: list[str] | list[AsyncIterable[str]] | list[Iterable[str]],
+    requests: Sequence[str | Iterable[str] | AsyncIterable[str]],
     collector: Collector,
     on_frame: FrameHook | None = None,
 ) -> None:
@@ -123,7 +133,13 @@ async def run_websocket(
                 collector.handle(message)
 
 
-async def run_rest(endpoint: Endpoint, setup: m.Setup, texts: list[str], collector: Collector, want_timestamps: bool) -> None:
+async def run_rest(
+    endpoint: Endpoint,
+    setup: m.Setup,
+    texts: list[str],
+    collector: Collector,
+    want_timestamps: bool,
+) -> None:
     """The one-shot POST endpoint (§9): raw audio, or NDJSON messages when timestamps are wanted."""
     async with RestClient(endpoint) as rest:
         for text in texts:

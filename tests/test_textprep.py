@@ -305,8 +305,8 @@ def test_aliases_apply_the_right_rules(alias: str, word: str, expected: str) -> 
 
 
 def test_first_matching_rule_wins() -> None:
-    # "12.30" is both a time and (for de) a candidate number; list order decides.
-    assert rewrite_word("14.00", ["TimeDe", "NumberDe"]) == "14 Uhr 00"
+    assert rewrite_word("10:00", ["TimeFr", "TimeEn"]) == "10h00"
+    assert rewrite_word("10:00", ["TimeEn", "TimeFr"]) == "10.00"
     assert rewrite_word("1/5", ["Date", "TimeEn"]) == "1-5"
     # A rule that keeps the word (a year) still counts as the match.
     assert rewrite_word("1999", ["NumberEn", "AlNum"]) == "1999"
@@ -532,9 +532,7 @@ def test_dictionary_beats_rewrite_rules() -> None:
 
 def test_phoneme_rewrite_is_kept() -> None:
     rule = DictionaryRule("Gradium", "[[gr'eIdi@m]]")
-    assert words(prepare("Gradium!", dictionary=[rule])) == [
-        SpokenWord("Gradium!", "[[gr'eIdi@m]]!")
-    ]
+    assert words(prepare("Gradium!", dictionary=[rule])) == [SpokenWord("Gradium!", "[[gr'eIdi@m]]!")]
 
 
 def test_mixed_respelling_and_phonemes() -> None:
@@ -557,9 +555,7 @@ def test_validate_dictionary_rewrite_rejects(rewrite: str) -> None:
 
 
 def test_empty_rewrite_silences_the_word() -> None:
-    assert words(prepare("um hello", dictionary=[DictionaryRule("um", "")]))[0] == SpokenWord(
-        "um", ""
-    )
+    assert words(prepare("um hello", dictionary=[DictionaryRule("um", "")]))[0] == SpokenWord("um", "")
     validate_dictionary_rewrite("")
 
 
@@ -652,9 +648,7 @@ some_dictionary = st.lists(
 
 @settings(max_examples=300)
 @given(hostile, some_rules, some_dictionary)
-def test_prepare_never_raises_and_output_is_safe(
-    text: str, rules: list[str], dictionary: list[DictionaryRule]
-) -> None:
+def test_prepare_never_raises_and_output_is_safe(text: str, rules: list[str], dictionary: list[DictionaryRule]) -> None:
     pieces = prepare(text, rewrite_rules=rules, dictionary=dictionary)
     for piece in pieces:
         if isinstance(piece, Pause):
@@ -664,9 +658,7 @@ def test_prepare_never_raises_and_output_is_safe(
 
 
 @given(hostile.filter(lambda t: "<break" not in t.lower()), some_rules, some_dictionary)
-def test_originals_are_the_tokens_in_order(
-    text: str, rules: list[str], dictionary: list[DictionaryRule]
-) -> None:
+def test_originals_are_the_tokens_in_order(text: str, rules: list[str], dictionary: list[DictionaryRule]) -> None:
     pieces = prepare(text, rewrite_rules=rules, dictionary=dictionary)
     originals = [w.original for w in words(pieces)]
     assert " ".join(originals).split() == [t for t in text.split() if t != FLUSH_TAG]

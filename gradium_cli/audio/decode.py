@@ -41,6 +41,11 @@ class StreamDecoder:
 
         subtype = "ULAW" if self.format.encoding == "ulaw" else "ALAW"
         samples, _ = sf.read(
-            io.BytesIO(data), dtype="int16", format="RAW", subtype=subtype, samplerate=self.format.sample_rate, channels=1
+            io.BytesIO(data),
+            dtype="int16",
+            format="RAW",
+            subtype=subtype,
+            samplerate=self.format.sample_rate,
+            channels=1,
         )
         return np.asarray(samples, dtype=np.int16)

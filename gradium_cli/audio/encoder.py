@@ -78,13 +78,9 @@ class ChunkEncoder:
 
     def _encode_opus(self, samples: np.ndarray) -> bytes:
         if self._ogg is None:
-            self._ogg = sf.SoundFile(
-                self._ogg_buffer, "w", self.format.sample_rate, 1, "OPUS", format="OGG"
-            )
+            self._ogg = sf.SoundFile(self._ogg_buffer, "w", self.format.sample_rate, 1, "OPUS", format="OGG")
             latency = sf._ffi.new("double*", _OGG_PAGE_LATENCY_MS)
-            sf._snd.sf_command(
-                self._ogg._file, _SFC_SET_OGG_PAGE_LATENCY_MS, latency, sf._ffi.sizeof("double")
-            )
+            sf._snd.sf_command(self._ogg._file, _SFC_SET_OGG_PAGE_LATENCY_MS, latency, sf._ffi.sizeof("double"))
         self._ogg.write(samples)
         return self._take_ogg_bytes()
 

@@ -67,7 +67,10 @@ def plan_output(
         output = "-"
     if output == "-":
         if env.stdout_isatty:
-            raise UsageError("refusing to write binary audio to a terminal", hint="redirect stdout, or use -o FILE")
+            raise UsageError(
+                "refusing to write binary audio to a terminal",
+                hint="redirect stdout, or use -o FILE",
+            )
         wire = _format(format_name or "wav")
         if play and wire.encoding == "opus":
             raise UsageError("cannot play Opus while piping it; pick --format pcm or wav")

@@ -48,7 +48,7 @@ def cues(words: list[Word]) -> list[tuple[float, float, str]]:
 
 
 def _clock(seconds: float, separator: str) -> str:
-    millis = int(round(seconds * 1000))
+    millis = round(seconds * 1000)
     hours, rest = divmod(millis, 3_600_000)
     minutes, rest = divmod(rest, 60_000)
     secs, ms = divmod(rest, 1000)

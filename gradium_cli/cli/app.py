@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,7 +15,7 @@ from gradium_cli.ui.env import Env, set_env
 
 app = typer.Typer(
     name="gradium",
-    help="Gradium text-to-speech from the shell: speak, stream, manage voices, debug the protocol, or serve it offline.",
+    help="Gradium text-to-speech from the shell: speak, stream, manage voices, debug the protocol, serve offline.",
     no_args_is_help=True,
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -31,9 +31,14 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main_options(
-    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit")] = None,
+    version: Annotated[
+        bool | None,
+        typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit"),
+    ] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only errors on stderr")] = False,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Wire log and details on stderr (keys masked)")] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Wire log and details on stderr (keys masked)")
+    ] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR)")] = False,
 ) -> None:
     """Gradium text-to-speech from the shell."""

@@ -18,4 +18,7 @@ def devices(json_out: o.JsonOpt = False) -> None:
         return
     for device in found:
         marker = "*" if device["default"] else " "
-        print(f"{marker} {device['index']:>3}  {device['name']}  ({device['channels']} ch, {device['default_samplerate']:.0f} Hz)")
+        print(
+            f"{marker} {device['index']:>3}  {device['name']}  "
+            f"({device['channels']} ch, {device['default_samplerate']:.0f} Hz)"
+        )

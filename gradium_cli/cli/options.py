@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,65 +12,130 @@ VOICE = "Voice"
 OUTPUT = "Output"
 
 BaseUrlOpt = Annotated[
-    Optional[str],
-    typer.Option("--base-url", help="API root, e.g. http://127.0.0.1:8765/api/ [env GRADIUM_BASE_URL]", rich_help_panel=BACKEND),
+    str | None,
+    typer.Option(
+        "--base-url",
+        help="API root, e.g. http://127.0.0.1:8765/api/ [env GRADIUM_BASE_URL]",
+        rich_help_panel=BACKEND,
+    ),
 ]
 ApiKeyOpt = Annotated[
-    Optional[str],
-    typer.Option("--api-key", help="API key [env GRADIUM_API_KEY]; prefer `gradium config set api-key`", rich_help_panel=BACKEND, show_default=False),
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="API key [env GRADIUM_API_KEY]; prefer `gradium config set api-key`",
+        rich_help_panel=BACKEND,
+        show_default=False,
+    ),
 ]
 RegionOpt = Annotated[
-    Optional[str], typer.Option("--region", help="Hosted region: eu or us (default: georouted)", rich_help_panel=BACKEND)
+    str | None,
+    typer.Option("--region", help="Hosted region: eu or us (default: georouted)", rich_help_panel=BACKEND),
 ]
 TimeoutOpt = Annotated[
     float,
-    typer.Option("--timeout", help="Seconds to wait to connect, and for silence from the server mid-request", rich_help_panel=BACKEND, min=0.1),
+    typer.Option(
+        "--timeout",
+        help="Seconds to wait to connect, and for silence from the server mid-request",
+        rich_help_panel=BACKEND,
+        min=0.1,
+    ),
 ]
 LocalOpt = Annotated[
-    bool, typer.Option("--local", help="Use the built-in offline engine even when a key is configured", rich_help_panel=BACKEND)
+    bool,
+    typer.Option(
+        "--local",
+        help="Use the built-in offline engine even when a key is configured",
+        rich_help_panel=BACKEND,
+    ),
 ]
 ProfileOpt = Annotated[
-    Optional[str], typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND)
+    str | None,
+    typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND),
 ]
 
 VoiceOpt = Annotated[
-    Optional[str], typer.Option("--voice", "-V", help="Voice id or name (see `gradium voices list`)", rich_help_panel=VOICE)
+    str | None,
+    typer.Option("--voice", "-V", help="Voice id or name (see `gradium voices list`)", rich_help_panel=VOICE),
 ]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name (default: default)", rich_help_panel=VOICE)]
+ModelOpt = Annotated[
+    str | None,
+    typer.Option("--model", help="Model name (default: default)", rich_help_panel=VOICE),
+]
 SpeedOpt = Annotated[
-    Optional[float], typer.Option("--speed", help="Speaking speed multiplier, 0.5 to 2.0 (maps to padding_bonus)", rich_help_panel=VOICE)
+    float | None,
+    typer.Option(
+        "--speed",
+        help="Speaking speed multiplier, 0.5 to 2.0 (maps to padding_bonus)",
+        rich_help_panel=VOICE,
+    ),
 ]
 TemperatureOpt = Annotated[
-    Optional[float], typer.Option("--temperature", help="Sampling temperature `temp`, 0 to 1.4", rich_help_panel=VOICE)
+    float | None,
+    typer.Option("--temperature", help="Sampling temperature `temp`, 0 to 1.4", rich_help_panel=VOICE),
 ]
 SimilarityOpt = Annotated[
-    Optional[float], typer.Option("--similarity", help="Voice similarity `cfg_coef`, 1 to 4", rich_help_panel=VOICE)
+    float | None,
+    typer.Option("--similarity", help="Voice similarity `cfg_coef`, 1 to 4", rich_help_panel=VOICE),
 ]
 RewriteOpt = Annotated[
-    Optional[str], typer.Option("--rewrite", help="Text rewrite rules: en, fr, de, es, pt or a comma list", rich_help_panel=VOICE)
+    str | None,
+    typer.Option(
+        "--rewrite",
+        help="Text rewrite rules: en, fr, de, es, pt or a comma list",
+        rich_help_panel=VOICE,
+    ),
 ]
 SetOpt = Annotated[
-    Optional[list[str]], typer.Option("--set", help="Any json_config key: --set key=value (repeatable)", rich_help_panel=VOICE)
+    list[str] | None,
+    typer.Option("--set", help="Any json_config key: --set key=value (repeatable)", rich_help_panel=VOICE),
 ]
 JsonConfigOpt = Annotated[
-    Optional[str], typer.Option("--json-config", help="json_config as a JSON object", rich_help_panel=VOICE)
+    str | None,
+    typer.Option("--json-config", help="json_config as a JSON object", rich_help_panel=VOICE),
 ]
 PronunciationOpt = Annotated[
-    Optional[str], typer.Option("--pronunciation", help="Pronunciation dictionary id or name", rich_help_panel=VOICE)
+    str | None,
+    typer.Option("--pronunciation", help="Pronunciation dictionary id or name", rich_help_panel=VOICE),
 ]
 
 OutputOpt = Annotated[
-    Optional[str], typer.Option("--output", "-o", help="Output file (format from extension), or - for stdout", rich_help_panel=OUTPUT)
+    str | None,
+    typer.Option(
+        "--output",
+        "-o",
+        help="Output file (format from extension), or - for stdout",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 FormatOpt = Annotated[
-    Optional[str], typer.Option("--format", "-F", help="Output format: pcm, wav, opus, ulaw_8000, alaw_8000, pcm_16000, ...", rich_help_panel=OUTPUT)
+    str | None,
+    typer.Option(
+        "--format",
+        "-F",
+        help="Output format: pcm, wav, opus, ulaw_8000, alaw_8000, pcm_16000, ...",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 TimestampsOpt = Annotated[
-    Optional[Path], typer.Option("--timestamps", help="Write word timestamps to FILE (.json, .jsonl, .srt or .vtt)", rich_help_panel=OUTPUT)
+    Path | None,
+    typer.Option(
+        "--timestamps",
+        help="Write word timestamps to FILE (.json, .jsonl, .srt or .vtt)",
+        rich_help_panel=OUTPUT,
+    ),
 ]
-PlayOpt = Annotated[bool, typer.Option("--play", help="Play on the sound device as well as writing", rich_help_panel=OUTPUT)]
+PlayOpt = Annotated[
+    bool,
+    typer.Option("--play", help="Play on the sound device as well as writing", rich_help_panel=OUTPUT),
+]
 DeviceOpt = Annotated[
-    Optional[str], typer.Option("--device", help="Output device index or name (see `gradium devices`)", rich_help_panel=OUTPUT)
+    str | None,
+    typer.Option(
+        "--device",
+        help="Output device index or name (see `gradium devices`)",
+        rich_help_panel=OUTPUT,
+    ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file", rich_help_panel=OUTPUT)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout (stats, events)")]

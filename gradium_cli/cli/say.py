@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -15,8 +15,11 @@ from gradium_cli.ui.env import get_env
 
 
 def say(
-    text: Annotated[Optional[str], typer.Argument(help="Text to speak; - or omitted to read piped stdin", show_default=False)] = None,
-    file: Annotated[Optional[str], typer.Option("--file", "-f", help="Read the text from FILE (- for stdin)")] = None,
+    text: Annotated[
+        str | None,
+        typer.Argument(help="Text to speak; - or omitted to read piped stdin", show_default=False),
+    ] = None,
+    file: Annotated[str | None, typer.Option("--file", "-f", help="Read the text from FILE (- for stdin)")] = None,
     output: o.OutputOpt = None,
     format: o.FormatOpt = None,
     play: o.PlayOpt = False,
@@ -32,7 +35,9 @@ def say(
     set_: o.SetOpt = None,
     json_config: o.JsonConfigOpt = None,
     pronunciation: o.PronunciationOpt = None,
-    rest: Annotated[bool, typer.Option("--rest", help="Use the one-shot REST endpoint instead of the WebSocket")] = False,
+    rest: Annotated[
+        bool, typer.Option("--rest", help="Use the one-shot REST endpoint instead of the WebSocket")
+    ] = False,
     base_url: o.BaseUrlOpt = None,
     api_key: o.ApiKeyOpt = None,
     region: o.RegionOpt = None,
@@ -55,7 +60,14 @@ def say(
     from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
-    if output is not None and output != "-" and Path(output).exists() and not force and env.stdin_isatty and env.stderr_isatty:
+    if (
+        output is not None
+        and output != "-"
+        and Path(output).exists()
+        and not force
+        and env.stdin_isatty
+        and env.stderr_isatty
+    ):
         force = typer.confirm(f"{output} exists. Replace it?", default=False, err=True)
         if not force:
             raise typer.Exit(int(ExitCode.OUTPUT))
@@ -68,7 +80,17 @@ def say(
         device=device,
         force=force,
         timestamps=timestamps,
-        voice=VoiceOptions(voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation),
+        voice=VoiceOptions(
+            voice,
+            model,
+            speed,
+            temperature,
+            similarity,
+            rewrite,
+            set_ or [],
+            json_config,
+            pronunciation,
+        ),
         backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
         use_rest=rest,
         stats=stats,
@@ -77,4 +99,3 @@ def say(
     result = run(speak(request))
     if request.json_out:
         print(json.dumps(result), file=env.stderr if result.get("stdout_audio") else None)
-

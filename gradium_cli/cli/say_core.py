@@ -45,7 +45,12 @@ async def speak(request: SayRequest) -> dict[str, Any]:
     json_config(request.voice)  # bad voice settings fail before any connection
     chunks = split_long_text(text)
     plan = plan_output(
-        request.output, request.format, play=request.play, env=env, force=request.force, decodable=len(chunks) > 1
+        request.output,
+        request.format,
+        play=request.play,
+        env=env,
+        force=request.force,
+        decodable=len(chunks) > 1,
     )
     with open_backend(request.backend) as endpoint:
         needs_lookup = bool(request.voice.voice or request.voice.pronunciation)
@@ -55,7 +60,13 @@ async def speak(request: SayRequest) -> dict[str, Any]:
         collector = Collector(open_sinks(plan, env, request.device))
         try:
             if request.use_rest:
-                await run_rest(endpoint, setup, chunks, collector, want_timestamps=request.timestamps is not None)
+                await run_rest(
+                    endpoint,
+                    setup,
+                    chunks,
+                    collector,
+                    want_timestamps=request.timestamps is not None,
+                )
             else:
                 await run_websocket(endpoint, setup, chunks, collector)
             await asyncio.to_thread(collector.finish)

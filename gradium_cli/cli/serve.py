@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -12,13 +12,28 @@ from gradium_cli.ui.env import get_env
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default)")] = "127.0.0.1",
-    port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on (0 picks a free one)", min=0, max=65535)] = 8765,
+    port: Annotated[
+        int,
+        typer.Option("--port", "-p", help="Port to listen on (0 picks a free one)", min=0, max=65535),
+    ] = 8765,
     api_key: Annotated[
-        Optional[str], typer.Option("--api-key", help="Refuse every other key (default: accept any)", envvar="GRADIUM_SERVE_API_KEY", show_default=False)
+        str | None,
+        typer.Option(
+            "--api-key",
+            help="Refuse every other key (default: accept any)",
+            envvar="GRADIUM_SERVE_API_KEY",
+            show_default=False,
+        ),
     ] = None,
-    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Where custom voices and dictionaries live [env GRADIUM_DATA_DIR]")] = None,
+    data_dir: Annotated[
+        Path | None,
+        typer.Option("--data-dir", help="Where custom voices and dictionaries live [env GRADIUM_DATA_DIR]"),
+    ] = None,
     realtime: Annotated[bool, typer.Option("--realtime", help="Pace audio at real time, like a live service")] = False,
-    latency_ms: Annotated[float, typer.Option("--latency-ms", help="Model latency to add before each burst of audio", min=0)] = 0.0,
+    latency_ms: Annotated[
+        float,
+        typer.Option("--latency-ms", help="Model latency to add before each burst of audio", min=0),
+    ] = 0.0,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line")] = False,
 ) -> None:
     """Serve the Gradium TTS protocol (WebSocket and REST under /api/) with eSpeak NG.
@@ -28,6 +43,7 @@ def serve(
     gradium say "Hello" --base-url http://127.0.0.1:8765/api/ -o hello.wav
     """
     import asyncio
+    import contextlib
 
     import uvicorn
 
@@ -45,11 +61,9 @@ def serve(
         quiet=env.quiet,
     )
     server = uvicorn.Server(uvicorn_config(options, host, port))
-    env.say(f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket ws://{host}:{port}/api/speech/tts); Ctrl-C stops")
-    try:
+    env.say(f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket at speech/tts); Ctrl-C stops")
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(server.serve())
-    except KeyboardInterrupt:
-        pass
     if not server.started:
         env.say(f"gradium serve: error: could not listen on {host}:{port} (in use?)")
         raise typer.Exit(7)

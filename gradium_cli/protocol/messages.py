@@ -12,7 +12,7 @@ import base64
 import binascii
 import json
 from dataclasses import dataclass, field
-from typing import Any, Union
+from typing import Any
 
 from gradium_cli.errors import ProtocolError
 
@@ -63,7 +63,7 @@ class EndOfStream:
     type: str = field(default="end_of_stream", init=False)
 
 
-ClientMessage = Union[Setup, TextInput, EndOfStream]
+ClientMessage = Setup | TextInput | EndOfStream
 
 # ---------------------------------------------------------------- server → client
 
@@ -131,8 +131,8 @@ class UnknownMessage:
     client_req_id: str | None = None
 
 
-ServerMessage = Union[Ready, Audio, WordTimestamp, EndOfStream, ErrorMessage, NeedMoreText, UnknownMessage]
-Message = Union[ClientMessage, ServerMessage]
+ServerMessage = Ready | Audio | WordTimestamp | EndOfStream | ErrorMessage | NeedMoreText | UnknownMessage
+Message = ClientMessage | ServerMessage
 
 # ---------------------------------------------------------------- encode
 
@@ -211,20 +211,20 @@ class _Fields:
             raise MessageError(f"{self.kind} field '{name}' must be {expected}")
         return value
 
-    def str(self, name: str, required: bool = False, default: str | None = None) -> Any:
+    def text(self, name: str, required: bool = False, default: str | None = None) -> Any:
         return self._take(name, (str,), required, default)
 
-    def num(self, name: str, required: bool = False, default: float | None = None) -> Any:
+    def number(self, name: str, required: bool = False, default: float | None = None) -> Any:
         value = self._take(name, (int, float), required, default)
         return float(value) if value is not None else None
 
-    def int(self, name: str, required: bool = False, default: int | None = None) -> Any:
+    def integer(self, name: str, required: bool = False, default: int | None = None) -> Any:
         return self._take(name, (int,), required, default)
 
-    def bool(self, name: str) -> Any:
+    def flag(self, name: str) -> Any:
         return self._take(name, (bool,), False, None)
 
-    def list(self, name: str) -> Any:
+    def items(self, name: str) -> Any:
         return self._take(name, (list,), False, [])
 
 
@@ -236,20 +236,20 @@ def decode_client(raw: str | bytes) -> ClientMessage:
     message: ClientMessage
     if kind == "setup":
         message = Setup(
-            voice_id=f.str("voice_id"),
-            output_format=f.str("output_format", default="wav"),
-            model_name=f.str("model_name"),
-            voice=f.str("voice"),
+            voice_id=f.text("voice_id"),
+            output_format=f.text("output_format", default="wav"),
+            model_name=f.text("model_name"),
+            voice=f.text("voice"),
             json_config=parse_json_config(f.rest.pop("json_config", None)),
-            pronunciation_id=f.str("pronunciation_id"),
-            client_req_id=f.str("client_req_id"),
-            close_ws_on_eos=f.bool("close_ws_on_eos"),
-            retry_for_s=f.num("retry_for_s"),
+            pronunciation_id=f.text("pronunciation_id"),
+            client_req_id=f.text("client_req_id"),
+            close_ws_on_eos=f.flag("close_ws_on_eos"),
+            retry_for_s=f.number("retry_for_s"),
         )
     elif kind == "text":
-        message = TextInput(text=f.str("text", required=True), client_req_id=f.str("client_req_id"))
+        message = TextInput(text=f.text("text", required=True), client_req_id=f.text("client_req_id"))
     elif kind == "end_of_stream":
-        message = EndOfStream(client_req_id=f.str("client_req_id"))
+        message = EndOfStream(client_req_id=f.text("client_req_id"))
     else:
         raise MessageError(f"unknown message type '{kind}' (expected setup, text or end_of_stream)")
     message.extra = f.rest
@@ -264,47 +264,47 @@ def decode_server(raw: str | bytes) -> ServerMessage:
     message: ServerMessage
     if kind == "ready":
         message = Ready(
-            request_id=f.str("request_id", default=""),
-            model_name=f.str("model_name", default="default"),
-            sample_rate=f.int("sample_rate", default=48000),
-            frame_size=f.int("frame_size", default=3840),
-            audio_stream_names=f.list("audio_stream_names"),
-            text_stream_names=f.list("text_stream_names"),
-            model_ext=f.str("model_ext"),
-            client_req_id=f.str("client_req_id"),
+            request_id=f.text("request_id", default=""),
+            model_name=f.text("model_name", default="default"),
+            sample_rate=f.integer("sample_rate", default=48000),
+            frame_size=f.integer("frame_size", default=3840),
+            audio_stream_names=f.items("audio_stream_names"),
+            text_stream_names=f.items("text_stream_names"),
+            model_ext=f.text("model_ext"),
+            client_req_id=f.text("client_req_id"),
         )
     elif kind == "audio":
         try:
-            audio = base64.b64decode(f.str("audio", required=True), validate=True)
+            audio = base64.b64decode(f.text("audio", required=True), validate=True)
         except binascii.Error:
             raise MessageError("audio field is not valid base64") from None
-        start = f.num("start_s", default=0.0)
+        start = f.number("start_s", default=0.0)
         message = Audio(
             audio=audio,
             start_s=start,
-            stop_s=f.num("stop_s", default=start),
-            stream_id=f.int("stream_id", default=0),
-            client_req_id=f.str("client_req_id"),
+            stop_s=f.number("stop_s", default=start),
+            stream_id=f.integer("stream_id", default=0),
+            client_req_id=f.text("client_req_id"),
         )
     elif kind == "text":
-        start = f.num("start_s", default=0.0)
+        start = f.number("start_s", default=0.0)
         message = WordTimestamp(
-            text=f.str("text", default=""),
+            text=f.text("text", default=""),
             start_s=start,
-            stop_s=f.num("stop_s", default=start),
-            stream_id=f.int("stream_id", default=0),
-            client_req_id=f.str("client_req_id"),
+            stop_s=f.number("stop_s", default=start),
+            stream_id=f.integer("stream_id", default=0),
+            client_req_id=f.text("client_req_id"),
         )
     elif kind == "end_of_stream":
-        message = EndOfStream(client_req_id=f.str("client_req_id"))
+        message = EndOfStream(client_req_id=f.text("client_req_id"))
     elif kind == "error":
         message = ErrorMessage(
             message=str(f.rest.pop("message", "unknown error")),
-            code=f.int("code"),
-            client_req_id=f.str("client_req_id"),
+            code=f.integer("code"),
+            client_req_id=f.text("client_req_id"),
         )
     elif kind == "need_more_text":
-        message = NeedMoreText(client_req_id=f.str("client_req_id"))
+        message = NeedMoreText(client_req_id=f.text("client_req_id"))
     else:
         req = obj.get("client_req_id")
         return UnknownMessage(kind, f.rest, req if isinstance(req, str) else None)

@@ -65,9 +65,10 @@ def start_in_thread(options: ServerOptions, host: str = "127.0.0.1", port: int =
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
     server = uvicorn.Server(uvicorn_config(options, host, sock.getsockname()[1]))
-    # uvicorn installs signal handlers only on the main thread; here none are wanted.
-    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True, name="gradium-serve")
+    # uvicorn only captures signals on the main thread, so Ctrl-C stays with the caller.
+    thread = threading.Thread(
+        target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True, name="gradium-serve"
+    )
     thread.start()
     while not server.started:
         if not thread.is_alive():

@@ -52,6 +52,7 @@ _EVENT_LIST_TERMINATED = 0
 _EVENT_WORD = 1
 
 _RATE, _PITCH, _RANGE = 1, 3, 4
+_MIN_WPM, _MAX_WPM = 80, 449
 _EE_OK = 0
 
 _GENDERS = {1: "male", 2: "female"}
@@ -96,16 +97,19 @@ class _Voice(ctypes.Structure):
     ]
 
 
-_SynthCallback = ctypes.CFUNCTYPE(
-    ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event)
-)
+_SynthCallback = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.POINTER(ctypes.c_short), ctypes.c_int, ctypes.POINTER(_Event))
 
 # ------------------------------------------------------------ public types
 
 
 @dataclass(frozen=True)
 class EngineVoice:
-    """An eSpeak voice (with an optional `+variant`) and its prosody settings."""
+    """An eSpeak voice (with an optional `+variant`) and its prosody settings.
+
+    `pitch` and `pitch_range` are clamped to 0-100 and `rate_wpm` to 80-449: from
+    450 on eSpeak hands its output to libsonic for time compression, and its word
+    events then no longer match the audio (they even go backwards).
+    """
 
     name: str
     pitch: int = 50
@@ -258,6 +262,14 @@ def _languages(pointer: int | None) -> list[str]:
     return names
 
 
+def _uses_sonic(voice_file: Path) -> bool:
+    try:
+        lines = voice_file.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return False
+    return any(line.split()[:1] == ["fast_test2"] for line in lines)
+
+
 _library: _Library | None = None
 
 
@@ -286,9 +298,7 @@ def _is_punctuation(char: str) -> bool:
     return unicodedata.category(char).startswith("P")
 
 
-def _word_ranges(
-    text: str, starts: list[int], blocks: list[tuple[int, int]]
-) -> list[tuple[int, int] | None]:
+def _word_ranges(text: str, starts: list[int], blocks: list[tuple[int, int]]) -> list[tuple[int, int] | None]:
     """Char range of each word from the start offsets of consecutive words.
 
     eSpeak's own `length` is unreliable ("Don't" gives 3, "[[h@'loU]]" gives 2), so a
@@ -300,8 +310,16 @@ def _word_ranges(
     ranges: list[tuple[int, int] | None] = []
     for index, position in enumerate(starts):
         limit = starts[index + 1] if index + 1 < len(starts) else len(text)
-        found = bisect.bisect_right(block_starts, position) - 1
-        block = blocks[found] if found >= 0 and position < blocks[found][1] else None
+        if index > 0 and position < len(text) and text[position].isspace():
+            # eSpeak reading a symbol out as several words ("😀" is "grinning face")
+            # reports the later ones one character past it: still the same word.
+            ranges.append(None)
+            continue
+        found = bisect.bisect_right(block_starts, position)
+        if found < len(blocks):
+            # A word running into a phoneme block without a space stops at it.
+            limit = min(limit, blocks[found][0])
+        block = blocks[found - 1] if found > 0 and position < blocks[found - 1][1] else None
         start = position
         while start < limit and text[start].isspace():
             start += 1
@@ -374,8 +392,8 @@ def _spans(
         at = min(audio_ms * rate // 1000, audible_end - 1)
         if merged and (char_range is None or at <= merged[-1][2]):
             previous = merged[-1]
-            end = char_range[1] if char_range is not None else previous[1]
-            merged[-1] = (previous[0], max(previous[1], end), previous[2])
+            char_end = char_range[1] if char_range is not None else previous[1]
+            merged[-1] = (previous[0], max(previous[1], char_end), previous[2])
         elif char_range is not None:
             merged.append((char_range[0], char_range[1], at))
     if not merged:
@@ -433,16 +451,14 @@ class Engine:
         with _LOCK:
             if lib.espeak_SetVoiceByName(target.encode()) != _EE_OK:
                 raise RuntimeError(f"eSpeak NG could not load voice {target!r}")
-            lib.espeak_SetParameter(_RATE, voice.rate_wpm, 0)
+            lib.espeak_SetParameter(_RATE, min(max(voice.rate_wpm, _MIN_WPM), _MAX_WPM), 0)
             lib.espeak_SetParameter(_PITCH, min(max(voice.pitch, 0), 100), 0)
             lib.espeak_SetParameter(_RANGE, min(max(voice.pitch_range, 0), 100), 0)
             if library.seed is not None:
                 library.seed(1)
             library.chunks, library.words = [], []
             try:
-                status = lib.espeak_Synth(
-                    encoded, len(encoded), 0, _POS_CHARACTER, 0, flags, None, None
-                )
+                status = lib.espeak_Synth(encoded, len(encoded), 0, _POS_CHARACTER, 0, flags, None, None)
                 chunks, raw = library.chunks, library.words
             finally:
                 library.chunks, library.words = [], []
@@ -477,9 +493,7 @@ class Engine:
         if self._voices is None:
             with _LOCK:
                 # MBROLA voices need an external synthesiser that is not shipped.
-                self._voices = [
-                    v for v in self._library.list_voices() if not v[0].startswith("mb/")
-                ]
+                self._voices = [v for v in self._library.list_voices() if not v[0].startswith("mb/")]
         return self._voices
 
     def _variant_table(self) -> dict[str, str]:
@@ -487,6 +501,10 @@ class Engine:
         if self._variants is None:
             with _LOCK:
                 found = self._library.list_voices("variant")
+            # A variant with `fast_test2` switches to libsonic from 350 wpm on, where
+            # word timing breaks (see EngineVoice); eSpeak itself calls it unstable.
+            variants_dir = self._library.data_path / "voices"
+            found = [v for v in found if not _uses_sonic(variants_dir / v[0])]
             table: dict[str, str] = {}
             for identifier, name, _, _ in found:
                 file_name = identifier.rsplit("/", 1)[-1]

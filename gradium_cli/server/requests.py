@@ -74,8 +74,13 @@ def _apply_voice_settings(voice: EngineVoice, config: dict[str, Any]) -> EngineV
     """padding_bonus → speaking rate, temp → pitch variation; cfg_coef has no engine analogue."""
     speed = padding_bonus_to_speed(float(config.get("padding_bonus") or 0.0))
     temp = config.get("temp")
-    pitch_range = voice.pitch_range if temp is None else int(round(min(100.0, float(temp) / 0.7 * 50.0)))
-    return EngineVoice(voice.name, pitch=voice.pitch, pitch_range=pitch_range, rate_wpm=int(round(voice.rate_wpm * speed)))
+    pitch_range = voice.pitch_range if temp is None else round(min(100.0, float(temp) / 0.7 * 50.0))
+    return EngineVoice(
+        voice.name,
+        pitch=voice.pitch,
+        pitch_range=pitch_range,
+        rate_wpm=round(voice.rate_wpm * speed),
+    )
 
 
 def _dictionary_rules(state: ServerState, uid: str) -> list[DictionaryRule]:

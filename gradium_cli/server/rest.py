@@ -40,9 +40,7 @@ def detail(status: int, message: str) -> JSONResponse:
 
 
 def validation_error(location: list[str | int], message: str) -> JSONResponse:
-    return JSONResponse(
-        {"detail": [{"loc": location, "msg": message, "type": "value_error"}]}, status_code=422
-    )
+    return JSONResponse({"detail": [{"loc": location, "msg": message, "type": "value_error"}]}, status_code=422)
 
 
 def no_content() -> Response:
@@ -101,12 +99,17 @@ async def post_tts(request: Request) -> Response:
         state.usage.consumed_credits += len(text)
         state.usage.egress_audio_duration += renderer.audio_seconds
         state.log.request(
-            transport="rest", request_id=request_id, format=settings.fmt.name, chars=len(text),
-            audio_s=round(renderer.audio_seconds, 3), total_ms=round((time.monotonic() - started) * 1000),
+            transport="rest",
+            request_id=request_id,
+            format=settings.fmt.name,
+            chars=len(text),
+            audio_s=round(renderer.audio_seconds, 3),
+            total_ms=round((time.monotonic() - started) * 1000),
             status="ok",
         )
 
     if only_audio:
+
         async def audio_bytes() -> AsyncIterator[bytes]:
             async for message in messages():
                 if isinstance(message, m.Audio):
@@ -165,7 +168,11 @@ async def list_voices(request: Request) -> Response:
         return skip
     if isinstance(limit, JSONResponse):
         return limit
-    include_catalog = request.query_params.get("include_catalog", "0").lower() in ("1", "true", "yes")
+    include_catalog = request.query_params.get("include_catalog", "0").lower() in (
+        "1",
+        "true",
+        "yes",
+    )
     voices = [_custom_voice_api(r) for r in sorted(state.store.voices.all(), key=lambda r: r["created_at"])]
     if include_catalog:
         voices += [v.to_api() for v in state.catalog.voices]
@@ -254,7 +261,9 @@ async def update_voice(request: Request) -> Response:
             record[key] = body[key]
     if not str(record["name"]).strip():
         return validation_error(["body", "name"], "name must not be empty")
-    clash = [r for r in state.store.voices.all() if r["uid"] != uid and str(r["name"]).lower() == str(record["name"]).lower()]
+    clash = [
+        r for r in state.store.voices.all() if r["uid"] != uid and str(r["name"]).lower() == str(record["name"]).lower()
+    ]
     if clash:
         return detail(409, f"A voice named '{record['name']}' already exists")
     state.store.voices.put(record)
@@ -300,7 +309,14 @@ def _parse_rules(raw: Any) -> list[dict[str, Any]] | JSONResponse:
         case_sensitive = rule.get("case_sensitive", False)
         if not isinstance(case_sensitive, bool):
             return validation_error(["body", "rules", index, "case_sensitive"], "must be a boolean")
-        rules.append({"original": original, "rewrite": rewrite, "case_sensitive": case_sensitive, "id": index + 1})
+        rules.append(
+            {
+                "original": original,
+                "rewrite": rewrite,
+                "case_sensitive": case_sensitive,
+                "id": index + 1,
+            }
+        )
     return rules
 
 

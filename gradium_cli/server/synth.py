@@ -156,7 +156,7 @@ class Renderer:
     def _append(self, group: list[SpokenWord] | Pause) -> None:
         rate = self.fmt.sample_rate
         if isinstance(group, Pause):
-            silence = np.zeros(int(round(group.seconds * rate)), dtype=np.int16)
+            silence = np.zeros(round(group.seconds * rate), dtype=np.int16)
             self._carry = np.concatenate([self._carry, silence])
             return
         starts, pieces = [], []
@@ -211,10 +211,7 @@ class Renderer:
     def _stamps(self, until_s: float) -> list[m.ServerMessage]:
         ready = [w for w in self._words if w.start_s < until_s]
         self._words = [w for w in self._words if w.start_s >= until_s]
-        return [
-            m.WordTimestamp(w.text, w.start_s, w.stop_s, client_req_id=self.settings.client_req_id)
-            for w in ready
-        ]
+        return [m.WordTimestamp(w.text, w.start_s, w.stop_s, client_req_id=self.settings.client_req_id) for w in ready]
 
     def _audio(self, payload: bytes, start: float, stop: float) -> m.Audio:
         return m.Audio(payload, start, stop, client_req_id=self.settings.client_req_id)

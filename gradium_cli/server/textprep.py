@@ -430,17 +430,14 @@ def _expand_scales(value: int, scales: Iterable[tuple[int, Callable[[int], str]]
 
 def _number_rule(lang: _Lang) -> Callable[[str], str | None]:
     sep = re.escape(lang.group_sep)
-    pattern = re.compile(
-        rf"(-?)((?:0|[1-9][0-9]{{0,14}})|[1-9][0-9]{{0,2}}(?:{sep}[0-9]{{3}}){{1,4}})"
-    )
-    limit = 10**15
+    pattern = re.compile(rf"(-?)((?:0|[1-9][0-9]{{0,14}})|[1-9][0-9]{{0,2}}(?:{sep}[0-9]{{3}}){{1,4}})")
 
     def rule(core: str) -> str | None:
         """Number: `1234` -> `1 thousand 234`, `-4500` -> `minus 4 thousand 500`.
 
-        Integers only, with or without the language's thousands separator. Leading
-        zeros are not numbers (`0123` is a code or a phone number), |n| < 1000 and
-        plain years 1900-2100 are kept, and values of 10^15 or more are kept too.
+        Integers of up to 15 digits only, with or without the language's thousands
+        separator. Leading zeros are not numbers (`0123` is a code or a phone
+        number); |n| < 1000 and plain years 1900-2100 are kept as they are.
         """
         match = pattern.fullmatch(core)
         if match is None:
@@ -448,7 +445,7 @@ def _number_rule(lang: _Lang) -> Callable[[str], str | None]:
         digits = match[2].replace(lang.group_sep, "")
         value = int(digits)
         is_year = not match[1] and digits == match[2] and 1900 <= value <= 2100
-        if value < 1000 or value >= limit or is_year:
+        if value < 1000 or is_year:
             return core
         words = _expand_scales(value, lang.scales)
         return f"{lang.minus} {words}" if match[1] else words
@@ -463,9 +460,7 @@ _URL_RE = re.compile(
     r"([/?#][A-Za-z0-9\-._~:/?#@!$&'()*+,;=%]*)?"
 )
 # Without a scheme, "end.Next" or "Mr.Smith" must not read as web addresses.
-_KNOWN_TLDS = frozenset(
-    {"com", "org", "net", "edu", "gov", "info", "biz", "io", "ai", "app", "dev"}
-)
+_KNOWN_TLDS = frozenset({"com", "org", "net", "edu", "gov", "info", "biz", "io", "ai", "app", "dev"})
 _PIECES_RE = re.compile(r"[A-Za-z0-9]+|.", re.DOTALL)
 
 
@@ -540,9 +535,7 @@ _COUNTRY_CODES = ("1", "33", "34", "44", "49", "351")
 
 def _pairs_from_right(digits: str) -> list[str]:
     head = len(digits) % 2
-    return ([digits[:head]] if head else []) + [
-        digits[i : i + 2] for i in range(head, len(digits), 2)
-    ]
+    return ([digits[:head]] if head else []) + [digits[i : i + 2] for i in range(head, len(digits), 2)]
 
 
 def _sized(digits: str, sizes: Sequence[int]) -> list[str]:
@@ -681,8 +674,7 @@ def expand_rewrite_rules(spec: str) -> list[str]:
             names = (_CANONICAL[key],)
         else:
             raise ValueError(
-                f"unknown rewrite rule {item!r}; valid rules: {', '.join(RULE_NAMES)}; "
-                f"aliases: {', '.join(ALIASES)}"
+                f"unknown rewrite rule {item!r}; valid rules: {', '.join(RULE_NAMES)}; aliases: {', '.join(ALIASES)}"
             )
         out.extend(name for name in names if name not in out)
     return out
@@ -740,23 +732,17 @@ class _DictionaryMatcher:
     def match(self, tokens: Sequence[str], start: int) -> tuple[int, str] | None:
         """Return (tokens consumed, spoken form) for the longest rule matching at start.
 
-        Among rules of the same length a case-sensitive rule beats a case-insensitive
-        one, and earlier rules beat later ones.
+        For the same candidate words a case-sensitive rule beats a case-insensitive
+        one, and an earlier rule beats a later one.
         """
         for length in self._lengths:
             window = list(tokens[start : start + length])
             if len(window) < length:
                 continue
             for prefix, words, suffix in self._variants(window):
-                rule = self._exact.get(tuple(words)) or self._folded.get(
-                    tuple(w.casefold() for w in words)
-                )
+                rule = self._exact.get(tuple(words)) or self._folded.get(tuple(w.casefold() for w in words))
                 if rule is not None:
-                    spoken = (
-                        _sanitize_fragment(prefix)
-                        + _sanitize_rewrite(rule.rewrite)
-                        + _sanitize_fragment(suffix)
-                    )
+                    spoken = _sanitize_fragment(prefix) + _sanitize_rewrite(rule.rewrite) + _sanitize_fragment(suffix)
                     return length, " ".join(spoken.split())
         return None
 
@@ -867,9 +853,7 @@ def prepare(
     return pieces
 
 
-def _speak_run(
-    tokens: Sequence[str], rules: list[str], matcher: _DictionaryMatcher
-) -> Iterable[SpokenWord]:
+def _speak_run(tokens: Sequence[str], rules: list[str], matcher: _DictionaryMatcher) -> Iterable[SpokenWord]:
     i = 0
     while i < len(tokens):
         found = matcher.match(tokens, i)

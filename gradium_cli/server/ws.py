@@ -9,6 +9,7 @@ requests at once when each message carries a `client_req_id`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 import uuid
 from dataclasses import dataclass
@@ -62,7 +63,9 @@ class Request:
                 if isinstance(item, str):
                     self.buffer.add(item)
                     if self.buffer.total_chars > state.options.max_text_chars:
-                        raise SetupProblem(f"text too long: at most {state.options.max_text_chars} characters per request")
+                        raise SetupProblem(
+                            f"text too long: at most {state.options.max_text_chars} characters per request"
+                        )
                 units = self.buffer.take(final=final)
                 for index, (text, flush) in enumerate(units):
                     last = final and index == len(units) - 1
@@ -74,7 +77,7 @@ class Request:
         except SetupProblem as problem:
             error, self.error_code = problem.message, problem.code
             await self.conn.send_error(problem.message, problem.code, self.client_req_id)
-        except Exception as exc:  # noqa: BLE001 - one request's failure must not kill the socket
+        except Exception as exc:
             error, self.error_code = f"internal error: {exc}", m.INTERNAL_ERROR
             await self.conn.send_error(error, m.INTERNAL_ERROR, self.client_req_id)
         finally:
@@ -150,10 +153,8 @@ class Connection:
             if request.task is not None and request.task is not asyncio.current_task():
                 request.task.cancel()
         if self.ws.application_state is WebSocketState.CONNECTED:
-            try:
+            with contextlib.suppress(RuntimeError):
                 await self.ws.close(code)
-            except RuntimeError:
-                pass
 
     async def fail(self, message: str, code: int = m.POLICY_VIOLATION, client_req_id: str | None = None) -> None:
         """A problem that ends the socket: error frame first, then close (§2.5 rule 7)."""
@@ -212,7 +213,11 @@ class Connection:
     async def on_setup(self, setup: m.Setup) -> None:
         req_id = setup.client_req_id
         if req_id in self.requests:
-            what = f"client_req_id '{req_id}' is already active" if req_id else "a request is already active on this socket"
+            what = (
+                f"client_req_id '{req_id}' is already active"
+                if req_id
+                else "a request is already active on this socket"
+            )
             await self._refuse(f"protocol error: {what}", req_id, keep_socket=req_id is not None)
             return
         if self.request_count >= self.state.options.max_requests_per_socket:
@@ -221,7 +226,12 @@ class Connection:
         try:
             settings, voice = resolve_settings(self.state, setup)
         except SetupProblem as problem:
-            await self._refuse(problem.message, req_id, keep_socket=setup.close_ws_on_eos is False, code=problem.code)
+            await self._refuse(
+                problem.message,
+                req_id,
+                keep_socket=setup.close_ws_on_eos is False,
+                code=problem.code,
+            )
             return
         uid = voice.uid if isinstance(voice, CatalogVoice) else str(voice["uid"])
         request = Request(self, setup, Renderer(self.state.engine, settings), uid)
@@ -249,11 +259,17 @@ class Connection:
                 return
             what = "text" if text is not None else "end_of_stream"
             target = f" for unknown client_req_id '{req_id}'" if req_id else ""
-            await self.fail(f"{what}{target} before setup: send a setup message first", m.POLICY_VIOLATION, req_id)
+            await self.fail(
+                f"{what}{target} before setup: send a setup message first",
+                m.POLICY_VIOLATION,
+                req_id,
+            )
             return
         await request.queue.put(text if text is not None else _Eos())
 
-    async def _refuse(self, message: str, req_id: str | None, *, keep_socket: bool, code: int = m.POLICY_VIOLATION) -> None:
+    async def _refuse(
+        self, message: str, req_id: str | None, *, keep_socket: bool, code: int = m.POLICY_VIOLATION
+    ) -> None:
         if keep_socket:
             await self.send_error(message, code, req_id)
         else:

@@ -24,7 +24,9 @@ def _reason(response: httpx.Response) -> str:
         detail = body.get("detail", body.get("error"))
         if isinstance(detail, list):  # 422: [{"loc": [...], "msg": ...}]
             return "; ".join(
-                f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}" for item in detail if isinstance(item, dict)
+                f"{'.'.join(str(p) for p in item.get('loc', [])[1:])}: {item.get('msg')}"
+                for item in detail
+                if isinstance(item, dict)
             )
         if detail is not None:
             return str(detail)
@@ -34,7 +36,7 @@ def _reason(response: httpx.Response) -> str:
 def http_error(response: httpx.Response) -> GradiumError:
     status = response.status_code
     reason = _reason(response)
-    if status in (401, 403) and "key" in reason.lower() or status == 401:
+    if (status in (401, 403) and "key" in reason.lower()) or status == 401:
         return AuthError(f"server refused the API key: {reason}", hint="check `gradium config get api-key`")
     if status == 500 and reason.startswith("error from server 1008"):
         message = reason.removeprefix("error from server 1008: ")
@@ -67,7 +69,9 @@ class RestClient:
         except self._httpx.TimeoutException:
             raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
         except self._httpx.HTTPError as exc:
-            raise NetworkError(f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`") from None
+            raise NetworkError(
+                f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`"
+            ) from None
         if response.status_code >= 400:
             raise http_error(response)
         return response

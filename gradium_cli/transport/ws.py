@@ -183,7 +183,10 @@ class TtsSocket:
                 return getter.result()
             if not done:
                 getter.cancel()
-                raise NetworkError(f"no reply from the server for {self.endpoint.timeout:g} s", hint="raise --timeout")
+                raise NetworkError(
+                    f"no reply from the server for {self.endpoint.timeout:g} s",
+                    hint="raise --timeout",
+                )
             # The sender finished: surface its failure, else keep waiting for replies.
             waiting.discard(sender)
             if sender.exception() is not None:
@@ -191,7 +194,11 @@ class TtsSocket:
                 raise sender.exception()  # type: ignore[misc]
 
     async def _send_texts(
-        self, session: TtsSession, setup: m.Setup, texts: str | Iterable[str] | AsyncIterable[str], send_eos: bool
+        self,
+        session: TtsSession,
+        setup: m.Setup,
+        texts: str | Iterable[str] | AsyncIterable[str],
+        send_eos: bool,
     ) -> None:
         await self.send(session.setup(setup))
         if isinstance(texts, str):

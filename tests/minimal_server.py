@@ -1,0 +1,142 @@
+"""An independent, minimal TTS server for tests: only what PROTOCOL.md allows.
+
+It shares no code with `gradium serve`: raw `websockets`, hand-written frames.
+It sends every `ready` field plus fields no client knows yet, a priming frame,
+exact 80 ms PCM chunks of a known waveform, word timestamps with extra fields,
+then `end_of_stream` and a close. `mode="drop"` drops the connection mid-stream
+to test how clients survive it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import math
+import struct
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from websockets.asyncio.server import ServerConnection, serve
+
+CHUNK_SAMPLES = 3840  # 80 ms at 48 kHz (§4)
+
+
+def known_pcm(chunks: int) -> bytes:
+    """A deterministic 330 Hz tone, so tests can compare exact bytes."""
+    total = chunks * CHUNK_SAMPLES
+    return b"".join(struct.pack("<h", int(8000 * math.sin(2 * math.pi * 330 * i / 48000))) for i in range(total))
+
+
+def wav_stream_header() -> bytes:
+    """A canonical 44-byte header with 0xFFFFFFFF sizes, written out by hand."""
+    fmt = struct.pack("<HHIIHH", 1, 1, 48000, 96000, 2, 16)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 0xFFFFFFFF)
+        + b"WAVEfmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", 0xFFFFFFFF)
+    )
+
+
+@dataclass
+class MinimalServer:
+    chunks: int = 12
+    mode: str = "normal"
+    received: list[dict[str, object]] = field(default_factory=list)
+    port: int = 0
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/api/"
+
+    def payload(self) -> bytes:
+        return known_pcm(self.chunks)
+
+    async def handler(self, ws: ServerConnection) -> None:
+        setup = json.loads(await ws.recv())
+        self.received.append(setup)
+        while True:  # the client may send everything before `ready` (§2.5 rule 3)
+            message = json.loads(await ws.recv())
+            self.received.append(message)
+            if message["type"] == "end_of_stream":
+                break
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "ready",
+                    "request_id": "minimal-1",
+                    "model_name": "default",
+                    "model_ext": "minimal",
+                    "sample_rate": 48000,
+                    "frame_size": CHUNK_SAMPLES,
+                    "audio_stream_names": [],
+                    "text_stream_names": [],
+                    "future_field": {"nested": True},
+                }
+            )
+        )
+        # A priming frame: empty for raw PCM, the streaming WAV header for wav (§2.7).
+        priming = wav_stream_header() if setup.get("output_format") == "wav" else b""
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "audio",
+                    "audio": base64.b64encode(priming).decode(),
+                    "start_s": 0.0,
+                    "stop_s": 0.0,
+                    "stream_id": 0,
+                }
+            )
+        )
+        await ws.send(
+            json.dumps({"type": "text", "text": "Hello,", "start_s": 0.1, "stop_s": 0.4, "stream_id": 0, "x": 1})
+        )
+        pcm = self.payload()
+        size = CHUNK_SAMPLES * 2
+        for index in range(self.chunks):
+            if self.mode == "drop" and index == self.chunks // 2:
+                ws.transport.abort()  # no close frame: a dropped connection
+                return
+            frame = {
+                "type": "audio",
+                "audio": base64.b64encode(pcm[index * size : (index + 1) * size]).decode(),
+                "start_s": index * 0.08,
+                "stop_s": (index + 1) * 0.08,
+                "stream_id": 0,
+                "unknown_future_field": index,
+            }
+            await ws.send(json.dumps(frame))
+        await ws.send(json.dumps({"type": "text", "text": "world.", "start_s": 0.5, "stop_s": 0.9, "stream_id": 0}))
+        await ws.send(json.dumps({"type": "end_of_stream"}))
+        await ws.close()
+
+
+@contextmanager
+def minimal_server(**options: object) -> Iterator[MinimalServer]:
+    server = MinimalServer(**options)  # type: ignore[arg-type]
+    ready = threading.Event()
+    stop: asyncio.Future[None] | None = None
+    loop = asyncio.new_event_loop()
+
+    async def main() -> None:
+        nonlocal stop
+        stop = loop.create_future()
+        async with serve(server.handler, "127.0.0.1", 0, compression=None) as ws_server:
+            server.port = next(iter(ws_server.sockets)).getsockname()[1]
+            ready.set()
+            await stop
+
+    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
+    thread.start()
+    ready.wait(10)
+    try:
+        yield server
+    finally:
+        loop.call_soon_threadsafe(lambda: stop.set_result(None) if stop and not stop.done() else None)
+        thread.join(10)

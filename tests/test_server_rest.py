@@ -1,0 +1,387 @@
+"""`gradium serve` REST routes with httpx: one-shot TTS, voices, pronunciations, usage (§7–§11)."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import numpy as np
+import numpy.typing as npt
+import pytest
+import soundfile as sf
+
+from gradium_cli.server.app import RunningServer
+from tests.test_server_ws import synth
+
+EMMA = "YTpq7expH9539ERJ"
+TIMEOUT = 60.0
+
+
+def client_for(server: RunningServer, api_key: str | None = "gsk_test") -> httpx.Client:
+    headers = {"x-api-key": api_key} if api_key else {}
+    return httpx.Client(base_url=server.base_url, headers=headers, timeout=TIMEOUT)
+
+
+@pytest.fixture()
+def api(local_server: RunningServer) -> Iterator[httpx.Client]:
+    with client_for(local_server) as client:
+        yield client
+
+
+@pytest.fixture()
+def fresh_api(server_factory: Callable[..., RunningServer]) -> Iterator[httpx.Client]:
+    """A server of its own: no voices or dictionaries left by other tests."""
+    with client_for(server_factory()) as client:
+        yield client
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def tone_wav(seconds: float = 3.0, hz: float = 220.0, rate: int = 24000) -> bytes:
+    """A harmonic-rich tone: a voiced sample whose pitch the server can estimate."""
+    t = np.arange(int(seconds * rate)) / rate
+    signal = sum(np.sin(2 * np.pi * hz * k * t) / k for k in range(1, 8))
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * signal, rate, format="WAV", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def rms(samples: npt.NDArray[np.float64]) -> float:
+    return float(np.sqrt(np.mean(samples**2)))
+
+
+def tts_body(**fields: Any) -> dict[str, Any]:
+    return {"text": "Hello from the local server.", "voice_id": EMMA, "output_format": "wav", **fields}
+
+
+# ------------------------------------------------------------------ one-shot TTS
+
+
+@pytest.mark.parametrize(("fmt", "content_type"), [("wav", "audio/wav"), ("pcm", "audio/pcm"), ("opus", "audio/ogg")])
+def test_post_tts_only_audio(api: httpx.Client, fmt: str, content_type: str) -> None:
+    response = api.post("post/speech/tts", json=tts_body(output_format=fmt, only_audio=True))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == content_type
+    data = response.content
+    if fmt == "pcm":
+        assert len(data) % 7680 == 0
+        samples, rate = np.frombuffer(data, dtype="<i2").astype(np.float64) / 32768.0, 48000
+    else:
+        samples, rate = sf.read(io.BytesIO(data), dtype="float64")
+        if fmt == "wav":
+            assert data[:4] == b"RIFF" and data[8:12] == b"WAVE"
+            assert data.count(b"RIFF") == 1
+        else:
+            assert data[:4] == b"OggS" and b"OpusHead" in data[:100]
+    assert rate == 48000
+    assert 1.0 < len(samples) / rate < 4.0
+    assert rms(samples) > 0.02
+
+
+def test_post_tts_ndjson_stream(api: httpx.Client) -> None:
+    text = "Hello, streaming world."
+    response = api.post("post/speech/tts", json=tts_body(text=text, output_format="pcm", only_audio=False))
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    lines = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+    kinds = [line["type"] for line in lines]
+    assert "audio" in kinds and "text" in kinds and "error" not in kinds
+    assert kinds[0] == "ready" and lines[0]["sample_rate"] == 48000
+    assert kinds[-1] == "end_of_stream"
+    assert [line["text"] for line in lines if line["type"] == "text"] == text.split()
+    audio = [base64.b64decode(line["audio"], validate=True) for line in lines if line["type"] == "audio"]
+    assert {len(chunk) for chunk in audio} == {7680}
+    for line in lines:
+        if line["type"] in ("audio", "text"):
+            assert line["start_s"] <= line["stop_s"] and line["stream_id"] == 0
+
+    omitted = api.post("post/speech/tts", json=tts_body(text=text, output_format="pcm"))
+    assert omitted.headers["content-type"].startswith("application/x-ndjson")  # only_audio defaults to false
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (tts_body(voice_id="NoSuchVoice12345"), "voice_id 'NoSuchVoice12345' not found"),
+        (tts_body(output_format="mp3"), "unsupported output_format 'mp3'"),
+        (tts_body(text=""), "text must be a non-empty string"),
+        (tts_body(text="   "), "text must be a non-empty string"),
+        (tts_body(json_config=json.dumps({"temp": 5})), "json_config 'temp'"),
+    ],
+)
+def test_post_tts_errors_are_plain_text_500(api: httpx.Client, body: dict[str, Any], reason: str) -> None:
+    response = api.post("post/speech/tts", json={**body, "only_audio": True})
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text.startswith("error from server 1008: ")
+    assert reason in response.text
+
+
+def test_post_tts_bad_key(server_factory: Callable[..., RunningServer]) -> None:
+    server = server_factory(api_key="gsk_right")
+    with client_for(server, "gsk_wrong") as wrong:
+        response = wrong.post("post/speech/tts", json=tts_body(only_audio=True))
+    assert response.status_code == 500
+    assert response.headers["content-type"].startswith("text/plain")
+    assert response.text == "error from server 1008: API key is revoked or expired"
+    with client_for(server, None) as missing:
+        response = missing.post("post/speech/tts", json=tts_body(only_audio=True))
+    assert response.status_code == 500
+    assert response.text.startswith("error from server 1008: ")
+    with client_for(server, "gsk_right") as right:
+        response = right.post("post/speech/tts", json=tts_body(only_audio=True))
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "audio/wav"
+
+
+# ------------------------------------------------------------------------ voices
+
+
+def test_voice_list_catalog(fresh_api: httpx.Client) -> None:
+    response = fresh_api.get("voices/", params={"include_catalog": 1, "limit": 0})
+    assert response.status_code == 200
+    voices = response.json()
+    assert isinstance(voices, list)
+    by_name = {v["name"]: v for v in voices}
+    emma = by_name["Emma"]
+    assert emma["uid"] == "YTpq7expH9539ERJ"
+    assert emma["is_catalog"] is True and emma["is_pro_clone"] is False
+    assert emma["language"] == "en"
+    assert by_name["Jack"]["uid"] == "m86j6D7UZpGzHsNu"
+    assert by_name["Elise"]["uid"] == "b35yykvVppLXyw_l" and by_name["Elise"]["language"] == "fr"
+    for voice in voices:
+        assert {
+            "uid",
+            "name",
+            "description",
+            "filename",
+            "start_s",
+            "is_catalog",
+            "is_pro_clone",
+            "language",
+            "tags",
+        } <= set(voice)
+        assert len(voice["uid"]) == 16
+
+    # limit=0 means no limit (the SDK always sends it); the default page is 100.
+    default_page = fresh_api.get("voices/", params={"include_catalog": 1}).json()
+    assert len(default_page) == min(100, len(voices))
+    assert len(voices) > 100
+    assert len(fresh_api.get("voices/", params={"include_catalog": 1, "limit": 3}).json()) == 3
+    skipped = fresh_api.get("voices/", params={"include_catalog": 1, "limit": 0, "skip": 2}).json()
+    assert skipped == voices[2:]
+
+    assert fresh_api.get("voices/", params={"include_catalog": 0, "limit": 0}).json() == []
+    assert fresh_api.get("voices/", params={"limit": -1}).status_code == 422
+
+
+def test_voice_crud_cycle(fresh_api: httpx.Client) -> None:
+    name = unique("Tone")
+    created = fresh_api.post(
+        "voices/",
+        files={"audio_file": ("sample.wav", tone_wav(), "audio/wav")},
+        data={"name": name, "language": "en", "start_s": "0.0", "input_format": "wav"},
+    )
+    assert created.status_code == 201
+    body = created.json()
+    assert set(body) == {"uid", "error", "was_updated"}
+    uid = body["uid"]
+    assert isinstance(uid, str) and len(uid) == 16
+
+    voice = fresh_api.get(f"voices/{uid}").json()
+    assert voice["uid"] == uid and voice["name"] == name
+    assert voice["is_catalog"] is False and voice["language"] == "en" and voice["filename"] == "sample.wav"
+    custom = fresh_api.get("voices/", params={"include_catalog": 0, "limit": 0}).json()
+    assert [v["uid"] for v in custom] == [uid]
+    assert all(v["is_catalog"] is False for v in custom)
+
+    renamed = unique("Renamed")
+    updated = fresh_api.put(f"voices/{uid}", json={"name": renamed, "description": "a tone"})
+    assert updated.status_code == 200
+    assert updated.json()["name"] == renamed and updated.json()["description"] == "a tone"
+    assert fresh_api.get(f"voices/{uid}").json()["name"] == renamed
+
+    deleted = fresh_api.delete(f"voices/{uid}")
+    assert deleted.status_code == 204
+    assert deleted.headers["content-type"] == "application/json"
+    assert deleted.content == b""
+    missing = fresh_api.get(f"voices/{uid}")
+    assert missing.status_code == 404 and missing.json() == {"detail": "Voice not found"}
+    again = fresh_api.delete(f"voices/{uid}")
+    assert again.status_code == 404
+    assert isinstance(again.json()["detail"], str)
+
+
+def test_voice_create_validation(fresh_api: httpx.Client) -> None:
+    not_audio = fresh_api.post(
+        "voices/",
+        files={"audio_file": ("notes.txt", b"this is not audio at all", "text/plain")},
+        data={"name": unique("Text"), "language": "en"},
+    )
+    assert not_audio.status_code == 422
+    detail = not_audio.json()["detail"]
+    assert isinstance(detail, list) and detail[0]["loc"] == ["body", "audio_file"]
+
+    no_file = fresh_api.post("voices/", data={"name": unique("Nothing"), "language": "en"})
+    assert no_file.status_code == 422
+
+    name = unique("Twice")
+    files = {"audio_file": ("sample.wav", tone_wav(), "audio/wav")}
+    assert fresh_api.post("voices/", files=files, data={"name": name, "language": "en"}).status_code == 201
+    duplicate = fresh_api.post("voices/", files=files, data={"name": name.upper(), "language": "en"})
+    assert duplicate.status_code == 409
+    assert name.upper() in duplicate.json()["detail"]
+
+
+def test_catalog_voices_are_read_only(api: httpx.Client) -> None:
+    assert api.get(f"voices/{EMMA}").json()["name"] == "Emma"
+    assert api.put(f"voices/{EMMA}", json={"name": "Other"}).status_code == 403
+    assert api.delete(f"voices/{EMMA}").status_code == 403
+
+
+def test_created_voice_speaks_differently(local_server: RunningServer, api: httpx.Client) -> None:
+    uid = api.post(
+        "voices/",
+        files={"audio_file": ("low.wav", tone_wav(hz=110.0), "audio/wav")},
+        data={"name": unique("Low"), "language": "en"},
+    ).json()["uid"]
+    text = "Testing my own voice."
+
+    def speak(voice_id: str) -> bytes:
+        response = api.post(
+            "post/speech/tts", json={"text": text, "voice_id": voice_id, "output_format": "pcm", "only_audio": True}
+        )
+        assert response.status_code == 200
+        return response.content
+
+    mine, default = speak(uid), speak(EMMA)
+    assert rms(np.frombuffer(mine, dtype="<i2") / 32768.0) > 0.02
+    assert mine != default
+    # A 110 Hz sample maps onto a male variant: a lower fundamental than Emma's.
+    assert pitch_hz(mine) < pitch_hz(default) - 30
+
+    session = synth(local_server, text, voice_id=uid)
+    assert session.ready["type"] == "ready" and session.close_code == 1000
+    assert session.words == text.split()
+    assert pitch_hz(session.audio) < pitch_hz(default) - 30
+    api.delete(f"voices/{uid}")
+
+
+def pitch_hz(pcm: bytes, rate: int = 48000) -> float:
+    """Median F0 of the louder 40 ms frames by autocorrelation (70–400 Hz)."""
+    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
+    frame, low, high = int(rate * 0.04), rate // 400, rate // 70
+    level = rms(x)
+    estimates = []
+    for begin in range(0, len(x) - frame, frame):
+        chunk = x[begin : begin + frame]
+        if rms(chunk) < level:
+            continue
+        chunk = chunk - chunk.mean()
+        corr = np.correlate(chunk, chunk, mode="full")[frame - 1 :]
+        estimates.append(rate / (low + int(np.argmax(corr[low:high]))))
+    return float(np.median(estimates))
+
+
+# ---------------------------------------------------------------- pronunciations
+
+
+def test_pronunciation_crud(fresh_api: httpx.Client) -> None:
+    name = unique("Brands")
+    created = fresh_api.post(
+        "pronunciations/",
+        json={"name": name, "language": "en", "rules": [{"original": "Gradium", "rewrite": "gray dee um"}]},
+    )
+    assert created.status_code == 201
+    record = created.json()
+    uid = record["uid"]
+    assert len(uid) == 16 and record["name"] == name and record["language"] == "en"
+    assert record["description"] is None and isinstance(record["org_uid"], str) and record["created_at"]
+    assert record["rules"] == [{"original": "Gradium", "rewrite": "gray dee um", "case_sensitive": False, "id": 1}]
+
+    listing = fresh_api.get("pronunciations/").json()
+    assert set(listing) == {"dictionaries", "total"}
+    assert listing["total"] == 1 and listing["dictionaries"] == [record]
+    assert fresh_api.get("pronunciations/", params={"language": "fr"}).json() == {"dictionaries": [], "total": 0}
+    assert fresh_api.get(f"pronunciations/{uid}").json() == record
+
+    replaced = fresh_api.put(
+        f"pronunciations/{uid}", json={"rules": [{"original": "SQL", "rewrite": "sequel", "case_sensitive": True}]}
+    )
+    assert replaced.status_code == 200
+    assert replaced.json()["rules"] == [{"original": "SQL", "rewrite": "sequel", "case_sensitive": True, "id": 1}]
+    assert replaced.json()["name"] == name  # fields not sent are kept
+    assert fresh_api.get(f"pronunciations/{uid}").json()["rules"] == replaced.json()["rules"]
+
+    deleted = fresh_api.delete(f"pronunciations/{uid}")
+    assert deleted.status_code == 204 and deleted.headers["content-type"] == "application/json"
+    assert fresh_api.get(f"pronunciations/{uid}").status_code == 404
+    assert fresh_api.delete(f"pronunciations/{uid}").status_code == 404
+    assert fresh_api.get("pronunciations/").json() == {"dictionaries": [], "total": 0}
+
+
+def test_pronunciation_validation(fresh_api: httpx.Client) -> None:
+    empty = fresh_api.post(
+        "pronunciations/", json={"name": unique("Empty"), "language": "en", "rules": [{"original": "", "rewrite": "x"}]}
+    )
+    assert empty.status_code == 422
+    assert empty.json()["detail"][0]["loc"] == ["body", "rules", 0, "original"]
+    assert fresh_api.post("pronunciations/", json={"language": "en"}).status_code == 422
+    assert fresh_api.post("pronunciations/", json={"name": unique("NoLang")}).status_code == 422
+
+    name = unique("Dup")
+    assert fresh_api.post("pronunciations/", json={"name": name, "language": "en"}).status_code == 201
+    duplicate = fresh_api.post("pronunciations/", json={"name": name, "language": "en"})
+    assert duplicate.status_code == 409
+    assert isinstance(duplicate.json()["detail"], str)
+
+
+# ------------------------------------------------------------------------ usage
+
+
+def test_credits_and_usage_summary(api: httpx.Client) -> None:
+    credits = api.get("usages/credits")
+    assert credits.status_code == 200
+    body = credits.json()
+    assert set(body) >= {"remaining_credits", "allocated_credits", "billing_period", "next_rollover_date", "plan_name"}
+    assert type(body["remaining_credits"]) is int and type(body["allocated_credits"]) is int
+    assert 0 <= body["remaining_credits"] <= body["allocated_credits"]
+    month, year = body["billing_period"].split("-")
+    assert len(month) == 2 and 1 <= int(month) <= 12 and len(year) == 4
+    assert body["next_rollover_date"] is None and isinstance(body["plan_name"], str)
+
+    before = api.get("usages/summary").json()
+    assert set(before) == {
+        "consumed_credits",
+        "egress_audio_duration",
+        "egress_messages",
+        "egress_text_size",
+        "ingress_audio_duration",
+        "ingress_messages",
+        "ingress_text_size",
+        "sessions",
+    }
+    text = "Counting credits."
+    assert api.post("post/speech/tts", json=tts_body(text=text, only_audio=True)).status_code == 200
+    after = api.get("usages/summary").json()
+    assert after["consumed_credits"] >= before["consumed_credits"] + len(text)
+    assert after["egress_audio_duration"] > before["egress_audio_duration"]
+    assert api.get("usages/credits").json()["remaining_credits"] <= body["remaining_credits"] - len(text)
+
+
+def test_rest_auth_on_keyed_server(server_factory: Callable[..., RunningServer]) -> None:
+    server = server_factory(api_key="gsk_right")
+    with client_for(server, "gsk_wrong") as wrong:
+        response = wrong.get("voices/")
+        assert response.status_code == 401
+        assert response.json() == {"detail": "API key is revoked or expired"}
+    with client_for(server, "gsk_right") as right:
+        assert right.get("voices/").status_code == 200
+        assert right.get("usages/credits").status_code == 200
