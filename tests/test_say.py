@@ -96,7 +96,7 @@ def test_file_flag_reads_text(tmp_path: Path, local_server: RunningServer) -> No
     result = say(tmp_path, local_server, "-f", "chapter.txt", "-o", "c.wav", "--timestamps", "c.json")
     assert result.returncode == 0, result.stderr
     words = json.loads((tmp_path / "c.json").read_text())
-    assert [w["text"] for w in words] == "A short chapter. It has two sentences.".split()
+    assert [w["text"] for w in words] == ["A", "short", "chapter.", "It", "has", "two", "sentences."]
 
 
 def test_long_text_is_split_and_timestamps_stay_continuous(tmp_path: Path, local_server: RunningServer) -> None:
@@ -245,8 +245,8 @@ def test_refused_key(tmp_path: Path, server_factory: object) -> None:
     stderr = result.stderr.decode()
     assert result.returncode == 4
     assert (
-        stderr
-        == "gradium: error: server refused the API key: API key is revoked or expired (check `gradium config get api-key`)\n"
+        stderr == "gradium: error: server refused the API key: API key is revoked or expired"
+        " (check `gradium config get api-key`)\n"
     )
     assert "gsk_wrong_key_9999" not in stderr
     assert not (tmp_path / "k.wav").exists()
@@ -348,7 +348,8 @@ def test_file_output_imports_no_audio_device_or_server(tmp_path: Path, local_ser
         "from gradium_cli.cli.app import main\n"
         f"sys.argv = ['gradium', 'say', 'Hi.', '--base-url', '{local_server.base_url}', '-o', 'p.wav']\n"
         "try:\n    main()\nexcept SystemExit:\n    pass\n"
-        "print(sorted(m for m in ('sounddevice', 'starlette', 'uvicorn', 'gradium_cli.server', 'rich.live') if m in sys.modules))\n"
+        "heavy = ('sounddevice', 'starlette', 'uvicorn', 'gradium_cli.server', 'rich.live')\n"
+        "print(sorted(m for m in heavy if m in sys.modules))\n"
     )
     from tests.servers import REPO
 
