@@ -32,6 +32,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Mapping
@@ -284,6 +285,13 @@ def _stop(proc: subprocess.Popen[bytes], sig: int, timeout: float = 5.0) -> None
             proc.wait(timeout=timeout)
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child before exec
+    """Linux: have the daemon get SIGTERM if pytest itself dies without tearing down."""
+    with contextlib.suppress(Exception):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
 def start_audio_device(startup_timeout: float = 15.0) -> AudioDevice:
     """Start a private PulseAudio server with the null sink; see the module docstring."""
     missing = missing_requirements()
@@ -304,9 +312,7 @@ def start_audio_device(startup_timeout: float = 15.0) -> AudioDevice:
     log_path = workdir / "pulseaudio.log"
 
     client_conf = workdir / "client.conf"
-    client_conf.write_text(
-        f"autospawn = no\ndefault-server = unix:{socket_path}\ncookie-file = {cookie}\n"
-    )
+    client_conf.write_text(f"autospawn = no\ndefault-server = unix:{socket_path}\ncookie-file = {cookie}\n")
     # The whole ALSA configuration for the clients: only the pulse plugin, on our server.
     asound_conf = workdir / "asound.conf"
     asound_conf.write_text(
@@ -361,6 +367,7 @@ def start_audio_device(startup_timeout: float = 15.0) -> AudioDevice:
             stdout=log_file,
             stderr=subprocess.STDOUT,
             cwd=workdir,
+            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
     except BaseException:
         log_file.close()
@@ -386,9 +393,7 @@ def start_audio_device(startup_timeout: float = 15.0) -> AudioDevice:
         deadline = time.monotonic() + startup_timeout
         while True:
             if daemon.poll() is not None:
-                raise RuntimeError(
-                    f"pulseaudio exited with {daemon.returncode}:\n{device.log_tail()}"
-                )
+                raise RuntimeError(f"pulseaudio exited with {daemon.returncode}:\n{device.log_tail()}")
             try:
                 info = device.pactl("info", timeout=5)
             except (RuntimeError, subprocess.TimeoutExpired):
@@ -396,9 +401,7 @@ def start_audio_device(startup_timeout: float = 15.0) -> AudioDevice:
             if f"Default Sink: {SINK_NAME}" in info:
                 break
             if time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"pulseaudio did not answer within {startup_timeout} s:\n{device.log_tail()}"
-                )
+                raise RuntimeError(f"pulseaudio did not answer within {startup_timeout} s:\n{device.log_tail()}")
             time.sleep(0.1)
         device._start_keeper()
     except BaseException:

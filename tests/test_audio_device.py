@@ -59,9 +59,7 @@ def test_sounddevice_lists_an_output_device(audio_device: AudioDevice) -> None:
     assert any(line.startswith("*") for line in lines), f"no default output: {lines}"
 
 
-def test_sine_played_with_sounddevice_reaches_the_sink(
-    audio_device: AudioDevice, tmp_path: Path
-) -> None:
+def test_sine_played_with_sounddevice_reaches_the_sink(audio_device: AudioDevice, tmp_path: Path) -> None:
     with audio_device.record(tmp_path / "monitor.wav") as recording:
         result = run_python(audio_device, PLAY_SINE)
     assert result.returncode == 0, result.stderr

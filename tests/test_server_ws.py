@@ -281,6 +281,16 @@ def test_word_timestamps_one_per_word_with_punctuation(local_server: RunningServ
     assert_words_timed(session, text)
 
 
+def test_every_input_word_gets_a_timestamp(local_server: RunningServer) -> None:
+    """eSpeak reads "from the", "in the", "of the"... as one word and reports one WORD event
+    for the pair; the word without an event must still get its own `text` message."""
+    text = "Hello from the other side, in the house, on the table, all of the above."
+    session = synth(local_server, text, voice_id=EMMA)
+    assert_ok(session)
+    assert session.words == text.split()
+    assert_words_timed(session, text)
+
+
 def test_flush_delivers_audio_before_end_of_stream(local_server: RunningServer) -> None:
     async def scenario() -> None:
         async with connect(ws_url(local_server)) as ws:

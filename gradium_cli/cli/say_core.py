@@ -12,11 +12,13 @@ from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import open_sinks, plan_output
 from gradium_cli.audio.subtitles import check_timestamps_path, render
 from gradium_cli.backend import BackendOptions, open_backend
+from gradium_cli.config import mask_secret
 from gradium_cli.protocol.text import split_long_text
 from gradium_cli.synthesis import Collector, run_rest, run_websocket
 from gradium_cli.transport.rest import RestClient
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.textinput import read_text
+from gradium_cli.ui.wirelog import stderr_wire_log
 from gradium_cli.voice_settings import VoiceOptions, build_setup, json_config
 
 
@@ -53,6 +55,7 @@ async def speak(request: SayRequest) -> dict[str, Any]:
         decodable=len(chunks) > 1,
     )
     with open_backend(request.backend) as endpoint:
+        env.debug(f"server {endpoint.ws_url()} (x-api-key {mask_secret(endpoint.api_key)})")
         needs_lookup = bool(request.voice.voice or request.voice.pronunciation)
         async with contextlib.AsyncExitStack() as stack:
             rest = await stack.enter_async_context(RestClient(endpoint)) if needs_lookup else None
@@ -68,7 +71,8 @@ async def speak(request: SayRequest) -> dict[str, Any]:
                     want_timestamps=request.timestamps is not None,
                 )
             else:
-                await run_websocket(endpoint, setup, chunks, collector)
+                wire_log = stderr_wire_log(env.debug) if env.verbose else None
+                await run_websocket(endpoint, setup, chunks, collector, wire_log)
             await asyncio.to_thread(collector.finish)
         except BaseException:
             collector.abort()

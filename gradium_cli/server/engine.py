@@ -56,6 +56,7 @@ _MIN_WPM, _MAX_WPM = 80, 449
 _EE_OK = 0
 
 _GENDERS = {1: "male", 2: "female"}
+_RESOLVED_CACHE_SIZE = 1024
 
 
 class _EventId(ctypes.Union):
@@ -129,6 +130,8 @@ class WordSpan:
 
 @dataclass(frozen=True)
 class Synthesis:
+    """Mono int16 audio at ENGINE_RATE and the words in it, in order and not overlapping."""
+
     samples: npt.NDArray[np.int16]
     words: list[WordSpan] = field(default_factory=list)
 
@@ -139,6 +142,8 @@ class Synthesis:
 
 @dataclass(frozen=True)
 class EspeakVoiceInfo:
+    """One eSpeak voice: `language` is its first (preferred) language code."""
+
     identifier: str
     name: str
     language: str
@@ -525,6 +530,9 @@ class Engine:
         if identifier is not None and variant:
             variant_file = self._variant_table().get(variant.strip().lower())
             target = f"{identifier}+{variant_file}" if variant_file else None
+        # Names can come from clients; a flood of made-up ones must not grow this forever.
+        if len(self._resolved) >= _RESOLVED_CACHE_SIZE:
+            self._resolved.clear()
         self._resolved[name] = target
         return target
 

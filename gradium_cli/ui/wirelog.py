@@ -1,0 +1,63 @@
+"""One-line summaries of protocol frames, for `-v` wire logs and protocol consoles.
+
+Audio payloads are summarised, never dumped; the API key travels in a header,
+never in a frame, so frames are safe to print once control characters are
+escaped (a hostile server must not drive the terminal).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import contextlib
+import json
+import time
+from collections.abc import Callable
+
+from gradium_cli.protocol.formats import lookup_format
+
+
+def escape_control(text: str) -> str:
+    """Printable text only: control characters become \\xNN escapes."""
+    return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in text)
+
+
+def summarise_frame(frame: str | bytes, output_format: str | None = None) -> str:
+    if isinstance(frame, bytes):
+        return f"binary frame {len(frame)} B"
+    try:
+        obj = json.loads(frame)
+    except json.JSONDecodeError:
+        return escape_control(f"non-JSON frame: {frame[:200]}")
+    if not isinstance(obj, dict):
+        return escape_control(f"non-object frame: {frame[:200]}")
+    kind = obj.get("type")
+    req = f" [{obj['client_req_id']}]" if obj.get("client_req_id") else ""
+    if kind == "audio" and isinstance(obj.get("audio"), str):
+        try:
+            size = len(base64.b64decode(obj["audio"]))
+        except (binascii.Error, ValueError):
+            size = -1
+        fmt = lookup_format(output_format) if output_format else None
+        rate = fmt.sample_rate * fmt.bytes_per_sample if fmt and fmt.bytes_per_sample else 0
+        duration = f" ({size / rate * 1000:.0f} ms)" if rate and size > 0 else ""
+        span = f" {obj.get('start_s', 0):.2f}–{obj.get('stop_s', 0):.2f} s"
+        return escape_control(f"audio {size} B{duration}{span}{req}")
+    if kind == "text" and "start_s" in obj:
+        return escape_control(f"text {obj.get('text')!r} {obj.get('start_s', 0):.2f}–{obj.get('stop_s', 0):.2f} s{req}")
+    return escape_control(json.dumps(obj, ensure_ascii=False))
+
+
+def stderr_wire_log(say: Callable[[str], None]) -> Callable[[str, str], None]:
+    """A frame hook printing `> ` for sent and `< ` for received frames, with elapsed ms."""
+    started = time.monotonic()
+    output_format: list[str | None] = [None]
+
+    def hook(direction: str, frame: str) -> None:
+        if direction == ">" and '"setup"' in frame:
+            with contextlib.suppress(json.JSONDecodeError):
+                output_format[0] = json.loads(frame).get("output_format")
+        elapsed = (time.monotonic() - started) * 1000
+        say(f"{direction} {elapsed:7.1f} ms {summarise_frame(frame, output_format[0])}")
+
+    return hook
