@@ -35,7 +35,9 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         port=port,
         log_level="warning",
         access_log=False,
-        ws_max_size=options.max_message_bytes,
+        # Above our own limit, so that a too-large message gets an `error` frame
+        # from the handler (§2.6) instead of a bare 1009 close from uvicorn.
+        ws_max_size=2 * options.max_message_bytes,
         # The protocol has no use for compression and the SDK never offers it (§1.3).
         ws_per_message_deflate=False,
         lifespan="off",

@@ -299,17 +299,19 @@ _TAIL_S = 0.05
 _PHONEME_BLOCK = re.compile(r"\[\[.*?\]\]", re.DOTALL)
 
 
-def _is_punctuation(char: str) -> bool:
-    return unicodedata.category(char).startswith("P")
+def _is_edge(char: str) -> bool:
+    """Whitespace or punctuation: trimmed off the ends of a word's range."""
+    return char.isspace() or unicodedata.category(char).startswith("P")
 
 
 def _word_ranges(text: str, starts: list[int], blocks: list[tuple[int, int]]) -> list[tuple[int, int] | None]:
     """Char range of each word from the start offsets of consecutive words.
 
-    eSpeak's own `length` is unreliable ("Don't" gives 3, "[[h@'loU]]" gives 2), so a
-    word runs from its start to the next word or whitespace, minus edge punctuation
-    outside phoneme blocks. None marks a word with nothing left (eSpeak sometimes
-    points at the whitespace after a symbol it is still reading out).
+    eSpeak's own `length` is unreliable ("Don't" gives 3, "[[h@'loU]]" gives 2), and
+    one event can cover several words of the text: multi-word dictionary entries such
+    as "from the" or "of the" are spoken as one word with one event. So a word runs
+    up to the next one, minus whitespace and punctuation at its ends, and can contain
+    spaces. None marks a word with nothing left.
     """
     block_starts = [begin for begin, _ in blocks]
     ranges: list[tuple[int, int] | None] = []
@@ -322,29 +324,34 @@ def _word_ranges(text: str, starts: list[int], blocks: list[tuple[int, int]]) ->
             continue
         found = bisect.bisect_right(block_starts, position)
         if found < len(blocks):
-            # A word running into a phoneme block without a space stops at it.
+            # A word running into a phoneme block stops at it: the block has its own.
             limit = min(limit, blocks[found][0])
         block = blocks[found - 1] if found > 0 and position < blocks[found - 1][1] else None
-        start = position
-        while start < limit and text[start].isspace():
-            start += 1
-        end = start
-        while end < limit and not text[end].isspace():
-            end += 1
         if block is not None:
-            # Cover the whole block when the word opens or closes it, so callers that
-            # map spans back to their own words still find the block.
-            if index == 0 or starts[index - 1] < block[0]:
-                start = block[0]
-            end = block[1] if limit >= block[1] else min(end, block[1])
-        else:
-            stripped_start, stripped_end = start, end
-            while stripped_start < stripped_end and _is_punctuation(text[stripped_start]):
-                stripped_start += 1
-            while stripped_end > stripped_start and _is_punctuation(text[stripped_end - 1]):
-                stripped_end -= 1
-            if stripped_start < stripped_end:
-                start, end = stripped_start, stripped_end
+            # Phoneme mnemonics are full of punctuation (' , : @) and a block can hold
+            # several words, so split at whitespace only, and cover the whole block
+            # when the word opens or closes it so callers can map it back.
+            start = block[0] if index == 0 or starts[index - 1] < block[0] else position
+            end = position
+            while end < min(limit, block[1]) and not text[end].isspace():
+                end += 1
+            if limit >= block[1]:
+                end = block[1]
+            ranges.append((start, end) if start < end else None)
+            continue
+        start, end = position, limit
+        while start < end and text[start].isspace():
+            start += 1
+        while end > start and text[end - 1].isspace():
+            end -= 1
+        core = (start, end)
+        while start < end and _is_edge(text[start]):
+            start += 1
+        while end > start and _is_edge(text[end - 1]):
+            end -= 1
+        if start == end:
+            # A word that is all punctuation ("." in a URL, read as "dot").
+            start, end = core
         ranges.append((start, end) if start < end else None)
     return ranges
 

@@ -172,7 +172,12 @@ class Renderer:
 
     @staticmethod
     def _word_times(group: list[SpokenWord], starts: list[int], synthesis: Synthesis, base: float) -> list[_Word]:
-        """Fold the engine's word spans back onto the client's original words."""
+        """Fold the engine's word spans back onto the client's original words.
+
+        eSpeak reports some pairs as one word ("from the", "of the"): a word with
+        no span of its own shares its spoken neighbour's span, split by length,
+        so every input word gets its timestamp.
+        """
         spans: dict[int, tuple[float, float]] = {}
         for span in synthesis.words:
             index = bisect.bisect_right(starts, span.char_start) - 1
@@ -180,10 +185,27 @@ class Renderer:
                 continue
             start, stop = spans.get(index, (span.start_s, span.stop_s))
             spans[index] = (min(start, span.start_s), max(stop, span.stop_s))
-        return [
-            _Word(group[i].original, round(base + start, 3), round(base + stop, 3))
-            for i, (start, stop) in sorted(spans.items())
-        ]
+        if not spans:
+            return []
+        # Each spanned word owns the unspanned words up to the next spanned one; words
+        # before the first span belong to the first spanned word.
+        owners = sorted(spans)
+        groups: dict[int, list[int]] = {owner: [owner] for owner in owners}
+        groups[owners[0]] = list(range(owners[0] + 1))
+        for owner, following in zip(owners, [*owners[1:], len(group)], strict=True):
+            groups[owner] += list(range(owner + 1, following))
+        words: list[_Word] = []
+        for owner in owners:
+            members = sorted(set(groups[owner]))
+            start, stop = spans[owner]
+            weights = [max(1, len(group[i].spoken)) for i in members]
+            total = sum(weights)
+            edge = start
+            for index, weight in zip(members, weights, strict=True):
+                share = (stop - start) * weight / total
+                words.append(_Word(group[index].original, round(base + edge, 3), round(base + edge + share, 3)))
+                edge += share
+        return words
 
     def _resample(self, samples: np.ndarray) -> np.ndarray:
         if self.engine.sample_rate == self.fmt.sample_rate or samples.size == 0:

@@ -254,7 +254,7 @@ class Connection:
     async def on_input(self, req_id: str | None, text: str | None) -> None:
         request = self.requests.get(req_id)
         if request is None:
-            if text is None and req_id is None:
+            if text is None and req_id is None and self.request_count:
                 await self.close(1000)  # an unscoped end_of_stream closes a reusable socket (§3)
                 return
             what = "text" if text is not None else "end_of_stream"

@@ -1,0 +1,1 @@
+"""Live text-to-speech: incremental input, flush rules, events, and the run loop of `gradium stream`."""

@@ -1,0 +1,159 @@
+"""The live view of a synthesis: words highlighted as they are spoken, recent
+chunks with their latency, and running figures.
+
+`LiveState` is plain data updated by the run; `render(state, width, height)` is
+a pure function of it (tested directly); `LiveView` redraws it on stderr with
+rich.live a few times a second. rich is imported lazily: only terminal runs
+pay for it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from rich.console import RenderableType
+
+
+@dataclass
+class ChunkRow:
+    arrived_s: float  # since the run started
+    size: int
+    start_s: float
+    stop_s: float
+    latency_s: float | None
+
+
+@dataclass
+class LiveState:
+    title: str = "gradium"
+    started: float = field(default_factory=time.monotonic)
+    words: list[tuple[str, float, float]] = field(default_factory=list)
+    chunks: deque[ChunkRow] = field(default_factory=lambda: deque(maxlen=200))
+    chunk_count: int = 0
+    audio_s: float = 0.0
+    first_audio_s: float | None = None
+    words_sent: int = 0
+    flushes: int = 0
+    status: str = "connecting"
+    # Playback clock: seconds of audio played so far (None when not playing).
+    played_s: Callable[[], float] | None = None
+    buffered_s: Callable[[], float] | None = None
+    underruns: Callable[[], int] | None = None
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.started
+
+    def position(self) -> float:
+        """Where the listener is in the audio: the playback clock, else what has arrived."""
+        return self.played_s() if self.played_s is not None else self.audio_s
+
+
+def _current_word(words: list[tuple[str, float, float]], position: float) -> int | None:
+    current = None
+    for index, (_text, start, _stop) in enumerate(words):
+        if start <= position:
+            current = index
+        else:
+            break
+    return current
+
+
+def render(state: LiveState, width: int = 80, height: int = 24) -> RenderableType:
+    from rich.console import Group
+    from rich.panel import Panel
+    from rich.table import Table
+    from rich.text import Text
+
+    position = state.position()
+    current = _current_word(state.words, position)
+    text = Text()
+    # The last few lines' worth of words: long streams scroll.
+    budget = max(40, (width - 4) * 3)
+    shown = []
+    used = 0
+    for index in range(len(state.words) - 1, -1, -1):
+        used += len(state.words[index][0]) + 1
+        if used > budget:
+            break
+        shown.append(index)
+    for index in reversed(shown):
+        word, _start, stop = state.words[index]
+        if index == current and position < stop + 0.25:
+            style = "bold reverse"
+        elif current is not None and index < current:
+            style = "dim"
+        else:
+            style = ""
+        text.append(word, style=style)
+        text.append(" ")
+    if not state.words:
+        text.append("(waiting for words)", style="dim italic")
+
+    rows = max(2, min(len(state.chunks), height - 12))
+    table = Table(expand=True, box=None, padding=(0, 1), header_style="bold")
+    table.add_column("#", justify="right", width=5)
+    table.add_column("arrived", justify="right")
+    table.add_column("size", justify="right")
+    table.add_column("audio", justify="right")
+    table.add_column("latency", justify="right")
+    recent = list(state.chunks)[-rows:]
+    first_number = state.chunk_count - len(recent) + 1
+    for offset, chunk in enumerate(recent):
+        latency = "-" if chunk.latency_s is None else f"{chunk.latency_s * 1000:.0f} ms"
+        table.add_row(
+            str(first_number + offset),
+            f"{chunk.arrived_s * 1000:.0f} ms",
+            f"{chunk.size} B",
+            f"{chunk.start_s:.2f}–{chunk.stop_s:.2f} s",
+            latency,
+        )
+
+    elapsed = state.elapsed()
+    ttfa = "-" if state.first_audio_s is None else f"{state.first_audio_s * 1000:.0f} ms"
+    rtf = f"{state.audio_s / elapsed:.1f}x" if elapsed > 0 and state.audio_s else "-"
+    figures = [f"first audio {ttfa}", f"RTF {rtf}", f"audio {state.audio_s:.2f} s"]
+    if state.buffered_s is not None:
+        figures.append(f"buffer {state.buffered_s():.2f} s")
+    if state.underruns is not None:
+        figures.append(f"underruns {state.underruns()}")
+    figures += [f"words sent {state.words_sent}", f"flushes {state.flushes}"]
+    footer = Text(" · ".join(figures), style="cyan")
+    status = Text(f"{state.status}  {elapsed:5.1f} s", style="dim")
+    body = Group(text, Text(""), table, Text(""), footer, status)
+    return Panel(body, title=state.title, title_align="left", width=width)
+
+
+class LiveView:
+    """Redraws `render(state)` on stderr until stopped."""
+
+    def __init__(self, state: LiveState, stderr: Any, no_color: bool = False) -> None:
+        from rich.console import Console
+        from rich.live import Live
+
+        self.state = state
+        self.console = Console(file=stderr, no_color=no_color, highlight=False)
+        self._live = Live(
+            get_renderable=self._renderable,
+            console=self.console,
+            refresh_per_second=10,
+            transient=False,
+            redirect_stdout=False,
+            redirect_stderr=False,
+        )
+
+    def _renderable(self) -> RenderableType:
+        size = self.console.size
+        return render(self.state, size.width, size.height)
+
+    def __enter__(self) -> LiveView:
+        self._live.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.refresh()
+        self._live.stop()
