@@ -90,3 +90,9 @@ class AudioDeviceError(GradiumError):
 
 class OutputError(GradiumError):
     exit_code = ExitCode.OUTPUT
+
+
+class Interrupted(GradiumError):
+    """Ctrl-C, handled: the message says what happened to the output."""
+
+    exit_code = ExitCode.INTERRUPTED

@@ -11,6 +11,7 @@ from gradium_cli import __version__
 from gradium_cli.cli.devices import devices
 from gradium_cli.cli.say import say
 from gradium_cli.cli.serve import serve
+from gradium_cli.cli.stream import stream
 from gradium_cli.ui.env import Env, set_env
 
 app = typer.Typer(
@@ -50,6 +51,7 @@ def main_options(
 
 
 app.command(rich_help_panel="Speak")(say)
+app.command(rich_help_panel="Speak")(stream)
 app.command(rich_help_panel="Audio")(devices)
 app.command(rich_help_panel="Server")(serve)
 

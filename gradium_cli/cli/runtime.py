@@ -15,7 +15,7 @@ from typing import Any, NoReturn, TypeVar
 
 import typer
 
-from gradium_cli.errors import ExitCode, GradiumError
+from gradium_cli.errors import ExitCode, GradiumError, Interrupted
 from gradium_cli.ui.env import get_env
 
 T = TypeVar("T")
@@ -23,7 +23,7 @@ T = TypeVar("T")
 
 def fail(error: GradiumError) -> NoReturn:
     env = get_env()
-    line = f"gradium: error: {error.message}"
+    line = f"gradium: {error.message}" if isinstance(error, Interrupted) else f"gradium: error: {error.message}"
     if error.hint:
         line += f" ({error.hint})"
     print(line, file=env.stderr, flush=True)

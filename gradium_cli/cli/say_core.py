@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,11 +15,13 @@ from gradium_cli.audio.subtitles import check_timestamps_path, render
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.config import mask_secret
 from gradium_cli.protocol.text import split_long_text
+from gradium_cli.streaming.monitor import StreamMonitor
 from gradium_cli.synthesis import Collector, run_rest, run_websocket
 from gradium_cli.transport.rest import RestClient
 from gradium_cli.ui.env import get_env
+from gradium_cli.ui.live import LiveState, LiveView, attach_player
 from gradium_cli.ui.textinput import read_text
-from gradium_cli.ui.wirelog import stderr_wire_log
+from gradium_cli.ui.wirelog import fan_out, stderr_wire_log
 from gradium_cli.voice_settings import VoiceOptions, build_setup, json_config
 
 
@@ -60,20 +63,26 @@ async def speak(request: SayRequest) -> dict[str, Any]:
         async with contextlib.AsyncExitStack() as stack:
             rest = await stack.enter_async_context(RestClient(endpoint)) if needs_lookup else None
             setup = await build_setup(request.voice, plan.wire.name, rest)
-        collector = Collector(open_sinks(plan, env, request.device))
+        sinks = open_sinks(plan, env, request.device)
+        collector = Collector(sinks)
+        hooks = [stderr_wire_log(env.debug)] if env.verbose else []
+        view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+        if plan.play and env.stderr_isatty and not env.quiet and not request.json_out:
+            # Playing on a terminal: the same live view as `gradium stream`.
+            state = LiveState(title=f"gradium say · {request.voice.voice or 'default voice'}")
+            attach_player(state, sinks)
+            monitor = StreamMonitor(env, state, events=None, progress_lines=False)
+            hooks.append(monitor.frame)
+            collector.on_message = lambda message: monitor.message(message, time.monotonic())
+            view = LiveView(state, env.stderr, env.no_color)
+        want_timestamps = request.timestamps is not None
         try:
-            if request.use_rest:
-                await run_rest(
-                    endpoint,
-                    setup,
-                    chunks,
-                    collector,
-                    want_timestamps=request.timestamps is not None,
-                )
-            else:
-                wire_log = stderr_wire_log(env.debug) if env.verbose else None
-                await run_websocket(endpoint, setup, chunks, collector, wire_log)
-            await asyncio.to_thread(collector.finish)
+            with view:
+                if request.use_rest:
+                    await run_rest(endpoint, setup, chunks, collector, want_timestamps=want_timestamps)
+                else:
+                    await run_websocket(endpoint, setup, chunks, collector, fan_out(hooks))
+                await asyncio.to_thread(collector.finish)
         except BaseException:
             collector.abort()
             raise

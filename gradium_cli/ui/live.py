@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -126,6 +126,16 @@ def render(state: LiveState, width: int = 80, height: int = 24) -> RenderableTyp
     status = Text(f"{state.status}  {elapsed:5.1f} s", style="dim")
     body = Group(text, Text(""), table, Text(""), footer, status)
     return Panel(body, title=state.title, title_align="left", width=width)
+
+
+def attach_player(state: LiveState, sinks: Iterable[object]) -> None:
+    """Drive the view's clock and buffer figures from a device sink, when there is one."""
+    players = [getattr(sink, "player", None) for sink in sinks]
+    player = next((p for p in players if p is not None), None)
+    if player is not None:
+        state.played_s = lambda: float(player.played_seconds)
+        state.buffered_s = lambda: float(player.buffered_seconds)
+        state.underruns = lambda: int(player.underruns)
 
 
 class LiveView:

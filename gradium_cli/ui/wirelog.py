@@ -22,7 +22,14 @@ def escape_control(text: str) -> str:
     return "".join(ch if ch.isprintable() or ch == " " else f"\\x{ord(ch):02x}" for ch in text)
 
 
-def summarise_frame(frame: str | bytes, output_format: str | None = None) -> str:
+def _seconds(value: object) -> str:
+    # A server may send anything: a non-number must not crash the log line.
+    return f"{value:.2f}" if isinstance(value, (int, float)) and not isinstance(value, bool) else "?"
+
+
+def summarise_frame(frame: str | bytes, output_format: str | None = None, seq: int | None = None) -> str:
+    """One line for a frame. With `seq` (the audio frame's number in its request) an audio
+    frame reads `audio 7680 B (80 ms) seq 12 +0.96 s`, its position instead of its span."""
     if isinstance(frame, bytes):
         return f"binary frame {len(frame)} B"
     try:
@@ -41,10 +48,13 @@ def summarise_frame(frame: str | bytes, output_format: str | None = None) -> str
         fmt = lookup_format(output_format) if output_format else None
         rate = fmt.sample_rate * fmt.bytes_per_sample if fmt and fmt.bytes_per_sample else 0
         duration = f" ({size / rate * 1000:.0f} ms)" if rate and size > 0 else ""
-        span = f" {obj.get('start_s', 0):.2f}–{obj.get('stop_s', 0):.2f} s"
+        span = f" {_seconds(obj.get('start_s', 0))}–{_seconds(obj.get('stop_s', 0))} s"
+        if seq is not None:
+            span = f" seq {seq} +{_seconds(obj.get('start_s', 0))} s"
         return escape_control(f"audio {size} B{duration}{span}{req}")
     if kind == "text" and "start_s" in obj:
-        return escape_control(f"text {obj.get('text')!r} {obj.get('start_s', 0):.2f}–{obj.get('stop_s', 0):.2f} s{req}")
+        span = f"{_seconds(obj.get('start_s', 0))}–{_seconds(obj.get('stop_s', 0))} s"
+        return escape_control(f"text {obj.get('text')!r} {span}{req}")
     return escape_control(json.dumps(obj, ensure_ascii=False))
 
 
@@ -59,5 +69,19 @@ def stderr_wire_log(say: Callable[[str], None]) -> Callable[[str, str], None]:
                 output_format[0] = json.loads(frame).get("output_format")
         elapsed = (time.monotonic() - started) * 1000
         say(f"{direction} {elapsed:7.1f} ms {summarise_frame(frame, output_format[0])}")
+
+    return hook
+
+
+def fan_out(hooks: list[Callable[[str, str], None]]) -> Callable[[str, str], None] | None:
+    """One frame hook calling several (wire log, live view), or None when there are none."""
+    if not hooks:
+        return None
+    if len(hooks) == 1:
+        return hooks[0]
+
+    def hook(direction: str, frame: str) -> None:
+        for each in hooks:
+            each(direction, frame)
 
     return hook

@@ -1,0 +1,89 @@
+"""`gradium stream`: live text in (stdin, as it is produced), live audio out."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated
+
+import typer
+
+from gradium_cli.cli import options as o
+from gradium_cli.cli.runtime import run
+from gradium_cli.ui.env import get_env
+
+
+class OnInterrupt(str, Enum):
+    drain = "drain"
+    discard = "discard"
+
+
+def stream(
+    output: o.OutputOpt = None,
+    format: o.FormatOpt = None,
+    play: o.PlayOpt = False,
+    device: o.DeviceOpt = None,
+    force: o.ForceOpt = False,
+    timestamps: o.TimestampsOpt = None,
+    interactive: Annotated[
+        bool, typer.Option("--interactive", "-i", help="Type lines; Enter speaks each line")
+    ] = False,
+    flush_after: Annotated[
+        float | None, typer.Option("--flush-after", help="Flush after SECONDS of idle input", min=0.05)
+    ] = None,
+    on_interrupt: Annotated[
+        OnInterrupt, typer.Option("--on-interrupt", help="On Ctrl-C: drain (finish what was sent) or discard")
+    ] = OnInterrupt.drain,
+    live: Annotated[bool, typer.Option("--live/--no-live", help="Live view on a terminal (stderr)")] = True,
+    voice: o.VoiceOpt = None,
+    model: o.ModelOpt = None,
+    speed: o.SpeedOpt = None,
+    temperature: o.TemperatureOpt = None,
+    similarity: o.SimilarityOpt = None,
+    rewrite: o.RewriteOpt = None,
+    set_: o.SetOpt = None,
+    json_config: o.JsonConfigOpt = None,
+    pronunciation: o.PronunciationOpt = None,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+    json_out: Annotated[
+        bool, typer.Option("--json", help="One JSON event per line on stdout (text, flush, audio, word, end)")
+    ] = False,
+) -> None:
+    """Speak text as it arrives on stdin: words go out as soon as they are complete.
+
+    A blank line (or --flush-after idle seconds) flushes: the audio for everything so far comes out at once.
+    End of input ends the stream. Ctrl-C stops cleanly.
+
+    \b
+    llm "tell me a story" | gradium stream
+    some-producer | gradium stream -o out.wav --timestamps out.srt
+    gradium stream --interactive
+    """
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.streaming.run import StreamRequest
+    from gradium_cli.streaming.run import stream as run_stream
+    from gradium_cli.voice_settings import VoiceOptions
+
+    env = get_env()
+    request = StreamRequest(
+        output=output,
+        format=format,
+        play=play,
+        device=device,
+        force=force,
+        timestamps=timestamps,
+        voice=VoiceOptions(
+            voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation
+        ),
+        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        interactive=interactive,
+        flush_after=flush_after,
+        on_interrupt=on_interrupt.value,
+        live=live,
+        json_events=json_out or env.json,
+    )
+    run(run_stream(request))
