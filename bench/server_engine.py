@@ -41,25 +41,19 @@ import io
 import json
 import os
 import pstats
-import signal
-import socket
-import statistics
-import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchlib import local_server, machine, median, table, ws_url
 from websockets.asyncio.client import connect
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.formats import lookup_format
-from gradium_cli.server.app import start_in_thread
 from gradium_cli.server.catalog import DEFAULT_VOICE
 from gradium_cli.server.engine import Engine, EngineVoice, get_engine
-from gradium_cli.server.state import ServerOptions
 from gradium_cli.server.synth import Renderer, RenderSettings, TextBuffer
 
 ENGINE_TARGET = 900.0
@@ -93,10 +87,6 @@ def make_text(words: int) -> str:
         index += 1
     text = " ".join(out[:words])
     return text.rstrip(",.?!") + "."
-
-
-def median(values: list[float]) -> float:
-    return statistics.median(values) if values else float("nan")
 
 
 @dataclass
@@ -208,54 +198,6 @@ def ws_run(url: str, text: str) -> WsResult:
     return asyncio.run(asyncio.wait_for(ws_request(url, text), REQUEST_TIMEOUT_S))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gradium serve exited with {proc.returncode}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-            return
-        time.sleep(0.05)
-    raise RuntimeError("gradium serve did not start listening in time")
-
-
-def stop_process(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
-
-
-@contextlib.contextmanager
-def server(mode: str, data_dir: Path, wrapper: str | None = None) -> Iterator[str]:
-    """A local server's WebSocket URL. `wrapper` replaces the subprocess's -c code."""
-    if mode == "thread":
-        running = start_in_thread(ServerOptions(data_dir=data_dir, quiet=True))
-        try:
-            yield running.base_url.replace("http://", "ws://") + "speech/tts"
-        finally:
-            running.stop()
-        return
-    port = free_port()
-    code = wrapper or "from gradium_cli.cli.app import main; main()"
-    argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir)]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        wait_for_port(port, proc)
-        yield f"ws://127.0.0.1:{port}/api/speech/tts"
-    finally:
-        stop_process(proc)
-
-
 # ---------------------------------------------------------------- profiling
 
 # Runs `gradium serve` with cProfile on its main thread (the event loop: message
@@ -308,9 +250,9 @@ def profile_all(text: str, voice: EngineVoice, data_dir: Path, limit: int) -> No
     out = data_dir / "serve.prof"
     os.environ["GRADIUM_BENCH_PROFILE"] = str(out)
     try:
-        with server("process", data_dir / "profiled", wrapper=PROFILED_SERVE) as url:
-            ws_run(url, "Warm up.")
-            ws_run(url, text)
+        with local_server("process", data_dir / "profiled", code=PROFILED_SERVE) as base:
+            ws_run(ws_url(base), "Warm up.")
+            ws_run(ws_url(base), text)
     finally:
         del os.environ["GRADIUM_BENCH_PROFILE"]
     if out.exists():
@@ -361,13 +303,6 @@ def fmt_ratio(value: float) -> str:
     return "-" if value != value else f"{value:.2f}"
 
 
-def table(headers: list[str], rows: list[list[str]]) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
-    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
-    for row in rows:
-        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
-
-
 def verdict(ok: bool) -> str:
     return "PASS" if ok else "FAIL"
 
@@ -389,11 +324,11 @@ def main() -> int:
     engine = get_engine()
     texts = {n: make_text(n) for n in sizes}
     samples = {n: Sample() for n in sizes}
-    print(f"python {sys.version.split()[0]}, nproc {os.cpu_count()}, voice {voice}")
+    print(f"{machine()}; voice {voice}")
     print(f"runs per cell: {runs}; modes: {', '.join(modes)}; paths interleaved within each run; medians below\n")
 
     with tempfile.TemporaryDirectory(prefix="gradium-bench-") as tmp, contextlib.ExitStack() as stack:
-        urls = {mode: stack.enter_context(server(mode, Path(tmp) / mode)) for mode in modes}
+        urls = {mode: ws_url(stack.enter_context(local_server(mode, Path(tmp) / mode))) for mode in modes}
         engine.synthesize("Warm up.", voice)
         run_pipeline(engine, "Warm up.", voice)
         for url in urls.values():

@@ -12,14 +12,12 @@ import struct
 import numpy as np
 import soundfile as sf
 
-from gradium_cli.protocol.formats import WAV_HEADER_BYTES, OutputFormat
+from gradium_cli.protocol.formats import WAV_HEADER_BYTES, WAV_STREAMING_SIZE, OutputFormat
 
 # sndfile.h SFC_SET_OGG_PAGE_LATENCY_MS: without it libsndfile holds Ogg pages for
 # a second, so Opus audio would arrive in 1 s bursts instead of 80 ms chunks.
 _SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302
 _OGG_PAGE_LATENCY_MS = 40.0
-
-STREAMING_SIZE = 0xFFFFFFFF
 
 
 def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
@@ -32,7 +30,7 @@ def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
     with sf.SoundFile(buffer, "w", sample_rate, 1, "PCM_16", format="WAV"):
         pass
     header = bytearray(buffer.getvalue()[:WAV_HEADER_BYTES])
-    riff, data = (STREAMING_SIZE, STREAMING_SIZE) if data_bytes is None else (36 + data_bytes, data_bytes)
+    riff, data = (WAV_STREAMING_SIZE, WAV_STREAMING_SIZE) if data_bytes is None else (36 + data_bytes, data_bytes)
     struct.pack_into("<I", header, 4, riff)
     struct.pack_into("<I", header, 40, data)
     return bytes(header)

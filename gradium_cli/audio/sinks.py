@@ -10,15 +10,17 @@ from __future__ import annotations
 import io
 import struct
 from pathlib import Path
-from typing import BinaryIO, Protocol
-
-import numpy as np
+from typing import TYPE_CHECKING, BinaryIO, Protocol
 
 from gradium_cli.audio.atomic import AtomicFile, write_atomic
-from gradium_cli.audio.decode import StreamDecoder
-from gradium_cli.audio.encoder import STREAMING_SIZE
 from gradium_cli.errors import OutputError
-from gradium_cli.protocol.formats import WAV_HEADER_BYTES, OutputFormat
+from gradium_cli.protocol.formats import WAV_HEADER_BYTES, WAV_STREAMING_SIZE, OutputFormat
+
+if TYPE_CHECKING:
+    import numpy as np
+
+# numpy, soundfile and the decoders load only for sinks that decode audio: writing
+# wire bytes to a file or a pipe must stay light (start-up time).
 
 
 class Sink(Protocol):
@@ -55,7 +57,7 @@ class FileSink:
         if header[:4] != b"RIFF" or header[36:40] != b"data":
             return
         data_bytes = self.bytes_written - WAV_HEADER_BYTES
-        if struct.unpack_from("<I", header, 40)[0] in (STREAMING_SIZE, 0):
+        if struct.unpack_from("<I", header, 40)[0] in (WAV_STREAMING_SIZE, 0):
             handle.seek(4)
             handle.write(struct.pack("<I", 36 + data_bytes))
             handle.seek(40)
@@ -82,6 +84,7 @@ class PipeSink:
 
 class DeviceSink:
     def __init__(self, fmt: OutputFormat, device: str | None) -> None:
+        from gradium_cli.audio.decode import StreamDecoder
         from gradium_cli.audio.device import DevicePlayer
 
         self.decoder = StreamDecoder(fmt)
@@ -115,6 +118,8 @@ class EncodeSink:
     """Collect decoded samples and write the file through libsndfile at the end."""
 
     def __init__(self, path: Path, wire: OutputFormat, extension: str) -> None:
+        from gradium_cli.audio.decode import StreamDecoder
+
         self.path = path
         self.decoder = StreamDecoder(wire)
         self.sample_rate = wire.sample_rate
@@ -127,6 +132,7 @@ class EncodeSink:
         self.chunks.append(self.decoder.feed(data))
 
     def close(self) -> None:
+        import numpy as np
         import soundfile as sf
 
         samples = np.concatenate(self.chunks) if self.chunks else np.zeros(0, dtype=np.int16)

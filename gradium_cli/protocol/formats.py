@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 CHUNK_SECONDS = 0.08
 WAV_HEADER_BYTES = 44
+# Both size fields of a streamed WAV header: "until end of file" (PROTOCOL.md §2.7).
+WAV_STREAMING_SIZE = 0xFFFFFFFF
 
 
 @dataclass(frozen=True)

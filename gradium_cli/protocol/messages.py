@@ -156,6 +156,15 @@ def to_dict(message: Message) -> dict[str, Any]:
 
 
 def encode(message: Message) -> str:
+    if isinstance(message, Audio) and not message.extra:
+        # The hot path of a server: json.dumps costs ~35x more than formatting, and
+        # base64 and floats never need escaping.
+        audio = base64.b64encode(message.audio).decode("ascii")
+        req = "" if message.client_req_id is None else f',"client_req_id":{json.dumps(message.client_req_id)}'
+        return (
+            f'{{"type":"audio","audio":"{audio}","start_s":{message.start_s!r},'
+            f'"stop_s":{message.stop_s!r},"stream_id":{message.stream_id:d}{req}}}'
+        )
     return json.dumps(to_dict(message), ensure_ascii=False, separators=(",", ":"))
 
 

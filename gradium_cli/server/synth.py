@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections import deque
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -43,20 +44,38 @@ class TextBuffer:
         self.tokens.extend(text.replace(FLUSH_TAG, f" {FLUSH_TAG} ").split())
 
     def take(self, final: bool) -> list[tuple[str, bool]]:
-        """Units ready to speak now, as (text, flush) pairs; flush pads the last chunk."""
+        """Units ready to speak now, as (text, flush) pairs; flush pads the last chunk.
+
+        One unit per sentence, so the first sentence's audio goes out while the
+        next is still being synthesised: time to first audio does not grow with
+        the length of the text.
+        """
         units: list[tuple[str, bool]] = []
         while FLUSH_TAG in self.tokens:
             index = self.tokens.index(FLUSH_TAG)
-            units.append((" ".join(self.tokens[:index]), True))
+            units += self._sentence_units(self.tokens[:index], flush=True)
             del self.tokens[: index + 1]
         cut = self._cut_point()
         if cut:
-            units.append((" ".join(self.tokens[:cut]), False))
+            units += self._sentence_units(self.tokens[:cut], flush=False)
             del self.tokens[:cut]
         if final:
-            units.append((" ".join(self.tokens), True))
+            units += self._sentence_units(self.tokens, flush=True)
             self.tokens.clear()
         return units
+
+    def _sentence_units(self, tokens: list[str], flush: bool) -> list[tuple[str, bool]]:
+        """Split tokens at sentence ends (never inside a break tag); only the last unit flushes."""
+        sentences: list[list[str]] = [[]]
+        in_tag = False
+        for token in tokens:
+            sentences[-1].append(token)
+            in_tag = (in_tag or token.startswith("<break")) and not token.endswith("/>")
+            if not in_tag and _SENTENCE_END.search(token):
+                sentences.append([])
+        if not sentences[-1] and len(sentences) > 1:
+            sentences.pop()
+        return [(" ".join(words), flush and i == len(sentences) - 1) for i, words in enumerate(sentences)]
 
     def _cut_point(self) -> int:
         """How many leading tokens can be spoken now without waiting for context."""
@@ -104,7 +123,7 @@ class Renderer:
         self.encoder = ChunkEncoder(settings.fmt)
         self._carry = np.zeros(0, dtype=np.int16)
         self._chunks_sent = 0
-        self._words: list[_Word] = []  # timestamps whose audio has not been sent yet
+        self._words: deque[_Word] = deque()  # timestamps whose audio has not been sent yet, in time order
         self._opened = False
         self.audio_seconds = 0.0
 
@@ -231,9 +250,11 @@ class Renderer:
         return out
 
     def _stamps(self, until_s: float) -> list[m.ServerMessage]:
-        ready = [w for w in self._words if w.start_s < until_s]
-        self._words = [w for w in self._words if w.start_s >= until_s]
-        return [m.WordTimestamp(w.text, w.start_s, w.stop_s, client_req_id=self.settings.client_req_id) for w in ready]
+        out: list[m.ServerMessage] = []
+        while self._words and self._words[0].start_s < until_s:
+            word = self._words.popleft()
+            out.append(m.WordTimestamp(word.text, word.start_s, word.stop_s, client_req_id=self.settings.client_req_id))
+        return out
 
     def _audio(self, payload: bytes, start: float, stop: float) -> m.Audio:
         return m.Audio(payload, start, stop, client_req_id=self.settings.client_req_id)

@@ -67,10 +67,19 @@ class Request:
                             f"text too long: at most {state.options.max_text_chars} characters per request"
                         )
                 units = self.buffer.take(final=final)
+                # Send each unit while the next one renders in a worker thread (eSpeak
+                # releases the GIL), so synthesis and sending overlap. Renders stay in order.
+                ready: list[m.ServerMessage] | None = None
                 for index, (text, flush) in enumerate(units):
                     last = final and index == len(units) - 1
-                    out = await asyncio.to_thread(self.renderer.render, text, flush=flush, final=last)
-                    await self._send_paced(out)
+                    rendering = asyncio.ensure_future(
+                        asyncio.to_thread(self.renderer.render, text, flush=flush, final=last)
+                    )
+                    if ready is not None:
+                        await self._send_paced(ready)
+                    ready = await rendering
+                if ready is not None:
+                    await self._send_paced(ready)
                 if final:
                     break
             await self.conn.send(m.EndOfStream(client_req_id=self.client_req_id))
@@ -128,6 +137,11 @@ class Connection:
         self.request_count = 0
         self._send_lock = asyncio.Lock()
         self._closing = False
+        # Fault injection (ServerOptions.drop_*): the audio message count that aborts this connection.
+        options = state.options
+        doomed = options.drop_after_chunks is not None and state.faults.random() < options.drop_probability
+        self._drop_at = options.drop_after_chunks if doomed else None
+        self._audio_sent = 0
 
     # ------------------------------------------------------------------ sending
 
@@ -141,6 +155,26 @@ class Connection:
                 self._closing = True
                 return
         self.state.usage.egress_messages += 1
+        if self._drop_at is not None and isinstance(message, m.Audio):
+            self._audio_sent += 1
+            if self._audio_sent >= self._drop_at:
+                await self._abort_transport()
+
+    async def _abort_transport(self) -> None:
+        """Drop the TCP connection with no close frame, as a crashed server or a lost network would.
+
+        ASGI has no abort, so this reaches uvicorn's protocol object through the
+        `receive` callable it hands the app; failing that, it falls back to close code 1011.
+        """
+        transport = getattr(getattr(self.ws._receive, "__self__", None), "transport", None)
+        if transport is None:
+            await self.close(m.INTERNAL_ERROR)
+            return
+        transport.abort()
+        self._closing = True
+        for request in list(self.requests.values()):
+            if request.task is not None and request.task is not asyncio.current_task():
+                request.task.cancel()
 
     async def send_error(self, message: str, code: int, client_req_id: str | None = None) -> None:
         await self.send(m.ErrorMessage(message, code, client_req_id=client_req_id))

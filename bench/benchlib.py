@@ -1,0 +1,106 @@
+"""Helpers shared by the bench scripts: local servers, medians, tables.
+
+Not a benchmark itself. The scripts import it as a sibling module (running
+`python bench/<name>.py` puts bench/ first on sys.path).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import platform
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+SERVE_CODE = "from gradium_cli.cli.app import main; main()"
+
+
+def median(values: Sequence[float]) -> float:
+    clean = [v for v in values if v == v]  # drop NaN
+    return statistics.median(clean) if clean else float("nan")
+
+
+def console_script(name: str = "gradium") -> str:
+    """The venv's console script next to this interpreter (ours, not the SDK's)."""
+    path = Path(sys.executable).with_name(name)
+    if not path.exists():
+        raise SystemExit(f"{path} not found: run with the project's .venv/bin/python")
+    return str(path)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gradium serve exited with {proc.returncode}")
+        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
+            return
+        time.sleep(0.05)
+    raise RuntimeError("gradium serve did not start listening in time")
+
+
+def stop_process(proc: subprocess.Popen[bytes]) -> None:
+    """SIGINT (uvicorn's graceful stop), then kill this one process if it lingers."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def local_server(mode: str, data_dir: Path, code: str = SERVE_CODE) -> Iterator[str]:
+    """Base URL (http://127.0.0.1:PORT/api/) of a server on 127.0.0.1 that lives for the block.
+
+    mode "thread": `start_in_thread` in this process. mode "process": `gradium
+    serve` in a subprocess (`code` replaces its -c program, e.g. to profile it).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    if mode == "thread":
+        from gradium_cli.server.app import start_in_thread
+        from gradium_cli.server.state import ServerOptions
+
+        running = start_in_thread(ServerOptions(data_dir=data_dir, quiet=True))
+        try:
+            yield running.base_url
+        finally:
+            running.stop()
+        return
+    port = free_port()
+    argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_for_port(port, proc)
+        yield f"http://127.0.0.1:{port}/api/"
+    finally:
+        stop_process(proc)
+
+
+def ws_url(base_url: str) -> str:
+    return base_url.replace("http://", "ws://", 1) + "speech/tts"
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(headers)]
+    print("  ".join(h.rjust(w) for h, w in zip(headers, widths, strict=True)))
+    for row in rows:
+        print("  ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)))
+
+
+def machine() -> str:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"python {platform.python_version()}, nproc {cores}, {platform.machine()} {platform.system()}"

@@ -1,0 +1,218 @@
+"""`gradium stream` against a real-time paced `gradium serve`, fed through real pipes."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import signal
+import subprocess
+import sys
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from gradium_cli.server.app import RunningServer
+from tests.cli_helpers import isolated_env
+from tests.servers import gradium_exe
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def producer(*steps: str | float) -> str:
+    """Python source for a producer writing strings and sleeping for floats, unbuffered."""
+    lines = ["import sys, time"]
+    for step in steps:
+        if isinstance(step, float):
+            lines.append(f"time.sleep({step})")
+        else:
+            lines.append(f"sys.stdout.write({step!r}); sys.stdout.flush()")
+    return "\n".join(lines)
+
+
+def run_stream(tmp_path: Path, server: RunningServer, source: str, *args: str) -> tuple[int, list[dict[str, Any]], str]:
+    """producer | gradium stream --json ...: a real OS pipe between two processes."""
+    env = isolated_env(tmp_path)
+    feeder = subprocess.Popen([sys.executable, "-c", source], stdout=subprocess.PIPE, env=env)
+    assert feeder.stdout is not None
+    proc = subprocess.run(
+        [gradium_exe(), "stream", "--base-url", server.base_url, "--json", *args],
+        stdin=feeder.stdout,
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=90,
+    )
+    feeder.stdout.close()
+    feeder.wait(10)
+    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    return proc.returncode, events, proc.stderr.decode()
+
+
+def kinds(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [e for e in events if e["event"] == kind]
+
+
+@pytest.fixture(scope="module")
+def realtime_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    from gradium_cli.server.app import start_in_thread
+    from gradium_cli.server.state import ServerOptions
+
+    server = start_in_thread(ServerOptions(data_dir=tmp_path_factory.mktemp("rt"), realtime=True, quiet=True))
+    yield server
+    server.stop()
+
+
+def test_first_sentence_is_heard_before_input_ends(tmp_path: Path, realtime_server: RunningServer) -> None:
+    # Like an LLM: tokens keep coming, then a pause mid-sentence ("And then" is complete,
+    # so it is sent; the server has context after the first sentence's end and speaks it).
+    source = producer("Hello there, this is the first sentence. And then", 2.5, " here is the rest of it.\n")
+    code, events, stderr = run_stream(tmp_path, realtime_server, source, "-o", "out.wav")
+    assert code == 0, stderr
+    last_text = kinds(events, "text")[-1]
+    assert last_text["text"].endswith("it.")
+    first_audio = kinds(events, "audio")[0]
+    # Audio came back while the producer was still sleeping on the second half.
+    assert first_audio["t"] < last_text["input_t"] - 1.0
+    spoken_early = [w["text"] for w in kinds(events, "word") if w["t"] < last_text["input_t"]]
+    assert spoken_early[:3] == ["Hello", "there,", "this"]
+    assert sf.info(str(tmp_path / "out.wav")).duration > 3.0
+
+
+def test_blank_line_flushes_before_more_text(tmp_path: Path, realtime_server: RunningServer) -> None:
+    source = producer("No sentence end here\n\n", 2.0, "Then more text.\n")
+    code, events, stderr = run_stream(tmp_path, realtime_server, source, "-o", "out.pcm")
+    assert code == 0, stderr
+    flush = kinds(events, "flush")[0]
+    more = next(e for e in kinds(events, "text") if e["text"].startswith("Then"))
+    early_words = [w["text"] for w in kinds(events, "word") if w["t"] < more["input_t"]]
+    assert early_words == ["No", "sentence", "end", "here"]
+    assert any(flush["t"] < a["t"] < more["input_t"] for a in kinds(events, "audio"))
+
+
+def test_word_split_across_writes_is_joined(tmp_path: Path, realtime_server: RunningServer) -> None:
+    source = producer("hel", 0.4, "lo wor", 0.4, "ld, fine.\n")
+    code, events, stderr = run_stream(tmp_path, realtime_server, source, "-o", "out.pcm")
+    assert code == 0, stderr
+    sent = " ".join(e["text"] for e in kinds(events, "text"))
+    assert sent == "hello world, fine."
+    assert [w["text"] for w in kinds(events, "word")] == ["hello", "world,", "fine."]
+
+
+def test_file_equals_the_audio_received(tmp_path: Path, local_server: RunningServer) -> None:
+    source = producer("Every chunk that arrives ", 0.2, "is written to the file, in order.\n")
+    code, events, stderr = run_stream(tmp_path, local_server, source, "-o", "out.pcm")
+    assert code == 0, stderr
+    data = (tmp_path / "out.pcm").read_bytes()
+    audio = kinds(events, "audio")
+    assert sum(a["bytes"] for a in audio) == len(data)
+    offset = 0
+    for chunk in audio:
+        assert zlib.crc32(data[offset : offset + chunk["bytes"]]) == chunk["crc32"]
+        offset += chunk["bytes"]
+    samples = np.frombuffer(data, dtype="<i2")
+    assert float(np.sqrt(np.mean(samples.astype(float) ** 2))) > 500
+
+
+def test_json_events_are_complete_and_ordered(tmp_path: Path, local_server: RunningServer) -> None:
+    text = "One two three.\n\nFour five six."
+    code, events, stderr = run_stream(tmp_path, local_server, producer(text), "-o", "out.wav", "--timestamps", "t.srt")
+    assert code == 0, stderr
+    times = [e["t"] for e in events]
+    assert times == sorted(times)
+    assert len(kinds(events, "ready")) == 1 and events[-1]["event"] == "end"
+    assert events[-1]["audio_s"] > 1 and events[-1]["time_to_first_audio_s"] > 0
+    assert len(kinds(events, "flush")) == 1
+    assert [w["text"] for w in kinds(events, "word")] == text.split()
+    audio = kinds(events, "audio")
+    assert all(b["start_s"] == pytest.approx(a["stop_s"]) for a, b in itertools.pairwise(audio))
+    for event in audio:
+        assert {"t", "arrived_t", "bytes", "crc32", "start_s", "stop_s", "latency_s"} <= event.keys()
+        assert event["arrived_t"] <= event["t"]
+    for event in kinds(events, "text"):
+        assert event["input_t"] <= event["t"]
+    srt = (tmp_path / "t.srt").read_text()
+    assert "One two three." in srt and "Four five six." in srt
+
+
+def test_plain_progress_lines_when_not_a_terminal(tmp_path: Path, local_server: RunningServer) -> None:
+    env = isolated_env(tmp_path)
+    proc = subprocess.run(
+        [gradium_exe(), "stream", "--base-url", local_server.base_url, "-o", "p.wav"],
+        input=b"Progress lines go to stderr.\n\nAnd a summary at the end.",
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 0
+    lines = proc.stderr.decode().splitlines()
+    # The flush goes out before its audio comes back.
+    assert lines[0] == "gradium: flush after 5 words"
+    assert lines[1].startswith("gradium: first audio after ") and lines[1].endswith(" ms")
+    assert lines[-1].startswith("request ") and "real time" in lines[-1]
+    assert proc.stdout == b""
+
+
+def test_non_utf8_input(tmp_path: Path, local_server: RunningServer) -> None:
+    proc = subprocess.run(
+        [gradium_exe(), "stream", "--base-url", local_server.base_url, "-o", "x.wav"],
+        input=b"fine so far \xff\xfe broken",
+        capture_output=True,
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.decode().splitlines()[-1] == "gradium: error: stdin is not valid UTF-8 (byte 0xff at offset 12)"
+    assert not (tmp_path / "x.wav").exists()
+
+
+@pytest.mark.parametrize("mode", ["drain", "discard"])
+def test_ctrl_c(tmp_path: Path, realtime_server: RunningServer, mode: str) -> None:
+    env = isolated_env(tmp_path)
+    feeder = subprocess.Popen(
+        [sys.executable, "-c", producer("Interrupt me while I am still talking. More", 30.0)],
+        stdout=subprocess.PIPE,
+        env=env,
+    )
+    proc = subprocess.Popen(
+        [
+            gradium_exe(),
+            "stream",
+            "--base-url",
+            realtime_server.base_url,
+            "--json",
+            "-o",
+            "i.wav",
+            "--on-interrupt",
+            mode,
+        ],
+        stdin=feeder.stdout,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:  # wait until audio flows
+        if json.loads(line)["event"] == "audio":
+            break
+    proc.send_signal(signal.SIGINT)
+    start = time.monotonic()
+    _, stderr = proc.communicate(timeout=60)
+    feeder.kill()
+    assert proc.returncode == 130
+    assert time.monotonic() - start < 60
+    if mode == "drain":
+        assert stderr.decode().splitlines()[-1] == "gradium: interrupted: the audio requested so far was kept"
+        info = sf.info(str(tmp_path / "i.wav"))
+        assert info.duration > 1.5  # the first sentence, complete
+    else:
+        assert stderr.decode().splitlines()[-1] == "gradium: interrupted: output discarded"
+        assert not (tmp_path / "i.wav").exists()
+    assert not list(tmp_path.glob(".i.wav*"))
