@@ -31,6 +31,14 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningSe
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def realtime_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server that paces audio at real time, like the live service (`gradium serve --realtime`)."""
+    server = start_in_thread(ServerOptions(data_dir=tmp_path_factory.mktemp("realtime"), realtime=True, quiet=True))
+    yield server
+    server.stop()
+
+
 @pytest.fixture()
 def server_factory(tmp_path: Path) -> Iterator[Callable[..., RunningServer]]:
     started: list[RunningServer] = []

@@ -57,16 +57,6 @@ def kinds(events: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [e for e in events if e["event"] == kind]
 
 
-@pytest.fixture(scope="module")
-def realtime_server(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    from gradium_cli.server.app import start_in_thread
-    from gradium_cli.server.state import ServerOptions
-
-    server = start_in_thread(ServerOptions(data_dir=tmp_path_factory.mktemp("rt"), realtime=True, quiet=True))
-    yield server
-    server.stop()
-
-
 def test_first_sentence_is_heard_before_input_ends(tmp_path: Path, realtime_server: RunningServer) -> None:
     # Like an LLM: tokens keep coming, then a pause mid-sentence ("And then" is complete,
     # so it is sent; the server has context after the first sentence's end and speaks it).

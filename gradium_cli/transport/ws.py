@@ -116,6 +116,13 @@ class TtsSocket:
                     queue = self._routes[None]  # a server may echo ids we did not ask for
                 if queue is not None:
                     queue.put_nowait(message)
+                    # Let the consumer take it now: in a burst of frames the reader would
+                    # otherwise decode the whole burst first, delaying audio to the sinks.
+                    await asyncio.sleep(0)
+                elif isinstance(message, m.ErrorMessage) and message.client_req_id is None:
+                    # An unscoped error (a refused key, §11.1) concerns every request on the socket.
+                    for other in self._routes.values():
+                        other.put_nowait(message)
             ending = _Closed(None)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else 1006
@@ -170,6 +177,8 @@ class TtsSocket:
         self, queue: asyncio.Queue[m.ServerMessage | _Closed], sender: asyncio.Task[None]
     ) -> m.ServerMessage | _Closed:
         """The next frame for a request; a server silent for `timeout` seconds is an error."""
+        if not queue.empty():  # the common case mid-stream: no futures, no waiting
+            return queue.get_nowait()
         getter = asyncio.ensure_future(queue.get())
         waiting: set[asyncio.Future[Any]] = {getter}
         if not sender.done():
