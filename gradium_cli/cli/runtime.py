@@ -7,7 +7,6 @@ GradiumError, Ctrl-C and broken pipe is translated here and nowhere else.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import sys
 from collections.abc import Coroutine
@@ -40,6 +39,8 @@ def _stdout_gone() -> NoReturn:
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run an async command body, translating every failure to an exit code."""
+    import asyncio  # not at module level: `gradium --help` never needs it
+
     debug = os.environ.get("GRADIUM_DEBUG") == "1"
     try:
         return asyncio.run(coroutine)

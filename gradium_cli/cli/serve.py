@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -35,6 +35,14 @@ def serve(
         typer.Option("--latency-ms", help="Model latency to add before each burst of audio", min=0),
     ] = 0.0,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line")] = False,
+    faults: Annotated[
+        str | None,
+        typer.Option(
+            "--faults",
+            help="Inject faults to test clients: drop=P (abort a connection with probability P), "
+            "after=N (once it has sent N audio messages; default 4), seed=S. E.g. drop=0.2",
+        ),
+    ] = None,
 ) -> None:
     """Serve the Gradium TTS protocol (WebSocket and REST under /api/) with eSpeak NG.
 
@@ -59,6 +67,7 @@ def serve(
         latency_ms=latency_ms,
         json_logs=json_logs,
         quiet=env.quiet,
+        **parse_faults(faults),
     )
     server = uvicorn.Server(uvicorn_config(options, host, port))
     env.say(f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket at speech/tts); Ctrl-C stops")
@@ -68,3 +77,34 @@ def serve(
         env.say(f"gradium serve: error: could not listen on {host}:{port} (in use?)")
         raise typer.Exit(7)
     env.say("gradium serve: stopped")
+
+
+DEFAULT_DROP_AFTER_CHUNKS = 4
+
+
+def parse_faults(spec: str | None) -> dict[str, Any]:
+    """`drop=0.2,after=4,seed=1` → the ServerOptions fault fields."""
+    if not spec:
+        return {}
+    fields: dict[str, Any] = {"drop_after_chunks": DEFAULT_DROP_AFTER_CHUNKS}
+    for item in spec.split(","):
+        key, sep, value = item.strip().partition("=")
+        try:
+            if key == "drop" and sep:
+                fields["drop_probability"] = float(value)
+                if not 0.0 <= fields["drop_probability"] <= 1.0:
+                    raise ValueError
+            elif key == "after" and sep:
+                fields["drop_after_chunks"] = int(value)
+                if fields["drop_after_chunks"] < 1:
+                    raise ValueError
+            elif key == "seed" and sep:
+                fields["fault_seed"] = int(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise typer.BadParameter(
+                f"bad fault '{item.strip()}' (use drop=P with 0<=P<=1, after=N with N>=1, seed=S)",
+                param_hint="--faults",
+            ) from None
+    return fields

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 import secrets
 import sys
 import time
@@ -31,6 +32,13 @@ class ServerOptions:
     max_text_chars: int = 100_000  # per request
     max_requests_per_socket: int = 64
     idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
+    # Fault injection (`gradium serve --faults`), for testing clients' retries: once a
+    # connection has sent `drop_after_chunks` audio messages it is aborted (TCP reset, no
+    # close frame) with probability `drop_probability`, one draw per connection from a
+    # generator seeded with `fault_seed`. None turns faults off.
+    drop_after_chunks: int | None = None
+    drop_probability: float = 1.0
+    fault_seed: int = 0
 
 
 @dataclass
@@ -65,6 +73,7 @@ class ServerState:
         self.tokens: dict[str, float] = {}  # single-use browser tokens → expiry
         self.voices_in_use: dict[str, int] = {}
         self.log = RequestLog(options.json_logs, options.quiet)
+        self.faults = random.Random(options.fault_seed)
 
     # ------------------------------------------------------------------ auth
 
