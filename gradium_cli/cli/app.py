@@ -12,6 +12,7 @@ from gradium_cli.cli.devices import devices
 from gradium_cli.cli.say import say
 from gradium_cli.cli.serve import serve
 from gradium_cli.cli.stream import stream
+from gradium_cli.cli.ws_raw import ws_raw
 from gradium_cli.ui.env import Env, set_env
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app = typer.Typer(
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
+    # Plain help: rich-formatted help costs ~300 ms of imports on every `--help`.
+    rich_markup_mode=None,
 )
 
 
@@ -54,6 +57,7 @@ app.command(rich_help_panel="Speak")(say)
 app.command(rich_help_panel="Speak")(stream)
 app.command(rich_help_panel="Audio")(devices)
 app.command(rich_help_panel="Server")(serve)
+app.command("ws-raw", rich_help_panel="Debug")(ws_raw)
 
 
 def main() -> None:

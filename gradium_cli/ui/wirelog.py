@@ -34,7 +34,7 @@ def summarise_frame(frame: str | bytes, output_format: str | None = None, seq: i
         return f"binary frame {len(frame)} B"
     try:
         obj = json.loads(frame)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         return escape_control(f"non-JSON frame: {frame[:200]}")
     if not isinstance(obj, dict):
         return escape_control(f"non-object frame: {frame[:200]}")

@@ -1,0 +1,206 @@
+"""`gradium ws-raw`: a console for the TTS WebSocket protocol, for debugging by hand."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gradium_cli.cli import options as o
+from gradium_cli.cli.runtime import run
+from gradium_cli.ui.env import get_env
+
+CONNECTION = "Connection"
+SESSION = "Session"
+RECORDING = "Recording"
+PROXY = "Proxy"
+
+
+def ws_raw(
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            metavar="URL",
+            help="Whole WebSocket URL, e.g. ws://127.0.0.1:8765/api/speech/tts",
+            rich_help_panel=CONNECTION,
+        ),
+    ] = None,
+    path: Annotated[
+        str | None,
+        typer.Option(
+            "--path", metavar="ROUTE", help="Route under the base URL [default: speech/tts]", rich_help_panel=CONNECTION
+        ),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            "-H",
+            metavar="'NAME: VALUE'",
+            help="Extra header 'name: value' (repeatable)",
+            rich_help_panel=CONNECTION,
+        ),
+    ] = None,
+    insecure: Annotated[
+        bool, typer.Option("--insecure", "-k", help="Skip TLS certificate checks (wss://)", rich_help_panel=CONNECTION)
+    ] = False,
+    ca: Annotated[
+        Path | None,
+        typer.Option(
+            "--ca",
+            metavar="FILE",
+            help="Trust the CA certificates in FILE (PEM) for wss://",
+            rich_help_panel=CONNECTION,
+        ),
+    ] = None,
+    setup: Annotated[
+        str | None,
+        typer.Option(
+            "--setup",
+            metavar="K=V,...",
+            help="Setup sent on connect: k=v,k=v (e.g. voice_id=YTpq7expH9539ERJ,output_format=pcm) or JSON",
+            rich_help_panel=SESSION,
+        ),
+    ] = None,
+    no_check: Annotated[
+        bool,
+        typer.Option(
+            "--no-check", help="Send frames that break the protocol too (to test servers)", rich_help_panel=SESSION
+        ),
+    ] = False,
+    execute: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--execute",
+            "-x",
+            metavar="LINE",
+            help="Send LINE, then exit (repeatable; see --wait)",
+            rich_help_panel=SESSION,
+        ),
+    ] = None,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            "-w",
+            metavar="SECONDS",
+            help="After the input, wait at most SECONDS for the server to finish",
+            min=0,
+            rich_help_panel=SESSION,
+        ),
+    ] = None,
+    pretty: Annotated[
+        bool, typer.Option("--pretty", "-P", help="Show every frame as indented JSON too", rich_help_panel=SESSION)
+    ] = False,
+    record: Annotated[
+        Path | None,
+        typer.Option(
+            "--record",
+            metavar="FILE",
+            help="Write a JSONL transcript of both directions to FILE",
+            rich_help_panel=RECORDING,
+        ),
+    ] = None,
+    replay: Annotated[
+        Path | None,
+        typer.Option(
+            "--replay",
+            metavar="FILE",
+            help="Re-send a recording's client side and diff the server's replies against it",
+            rich_help_panel=RECORDING,
+        ),
+    ] = None,
+    fast: Annotated[
+        bool,
+        typer.Option("--fast", help="Replay without the recorded pauses (order is kept)", rich_help_panel=RECORDING),
+    ] = False,
+    ignore: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--ignore",
+            metavar="FIELD",
+            help="Reply field the replay diff leaves out (repeatable; request_id always is)",
+            rich_help_panel=RECORDING,
+        ),
+    ] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict",
+            help="Replay diff: compare audio bytes and timings too (for deterministic servers)",
+            rich_help_panel=RECORDING,
+        ),
+    ] = False,
+    listen: Annotated[
+        int | None,
+        typer.Option(
+            "--listen",
+            metavar="PORT",
+            help="Run a logging proxy on PORT (0 picks one) to the server; point any client at it",
+            min=0,
+            max=65535,
+            rich_help_panel=PROXY,
+        ),
+    ] = None,
+    host: Annotated[
+        str, typer.Option("--host", metavar="HOST", help="Address the proxy listens on", rich_help_panel=PROXY)
+    ] = "127.0.0.1",
+    once: Annotated[
+        bool, typer.Option("--once", help="Stop the proxy after its first connection ends", rich_help_panel=PROXY)
+    ] = False,
+    force: o.ForceOpt = False,
+    json_out: o.JsonOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """Talk to the TTS WebSocket by hand: type frames, see every frame, check them against the protocol.
+
+    A JSON line is sent as is, any other line as a text message; /help lists the
+    slash commands (/setup, /flush, /eos, /ping, /save FILE ...). With piped stdin each
+    line is sent and the command exits once the server has finished (exit code 4, 5 or 6
+    after an error frame, 7 when the connection fails).
+
+    \b
+    gradium ws-raw --setup voice_id=YTpq7expH9539ERJ,output_format=pcm
+    gradium ws-raw < session.txt --record session.jsonl
+    gradium ws-raw --replay session.jsonl --fast
+    gradium ws-raw --listen 8080 --url wss://api.gradium.ai/api/speech/tts
+    """
+    # Imported here so that `gradium --help` stays fast.
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.console.core import ConsoleOptions
+    from gradium_cli.console.main import WsRawRequest, ws_raw_main
+
+    env = get_env()
+    request = WsRawRequest(
+        url=url,
+        path=path,
+        headers=header or [],
+        insecure=insecure,
+        ca=ca,
+        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        console=ConsoleOptions(
+            check=not no_check,
+            pretty=pretty,
+            json_lines=json_out or env.json,
+            record=record,
+            force=force,
+            ignore=ignore or [],
+            strict=strict,
+        ),
+        setup=setup,
+        execute=execute or [],
+        wait=wait,
+        replay=replay,
+        fast=fast,
+        listen=listen,
+        host=host,
+        once=once,
+    )
+    run(ws_raw_main(request))

@@ -1,0 +1,178 @@
+"""Where `gradium ws-raw` connects and how: URL, headers (key masked for display), TLS.
+
+The URL is `--url` as given, or the configured base URL (or the built-in
+offline engine) plus `--path` (default `speech/tts`). The socket is opened with
+`websockets` directly: raw frames are the point of the console.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
+
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+
+from gradium_cli.backend import BackendOptions, open_backend
+from gradium_cli.config import mask_secret, resolve
+from gradium_cli.errors import AuthError, GradiumError, NetworkError, UsageError
+from gradium_cli.transport.endpoint import TTS_ROUTE, Endpoint, normalise_base_url
+
+SECRET_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie")
+SECRET_QUERY = ("token", "api_key", "key")
+
+
+def is_secret_header(name: str) -> bool:
+    lowered = name.lower()
+    return lowered in SECRET_HEADERS or any(word in lowered for word in ("key", "token", "secret"))
+
+
+def mask_header(name: str, value: str) -> str:
+    if not is_secret_header(name):
+        return value
+    scheme, _, credential = value.partition(" ")
+    if credential and name.lower() in ("authorization", "proxy-authorization"):
+        return f"{scheme} {mask_secret(credential)}"  # keep "Api-Key" / "Bearer" readable
+    return mask_secret(value)
+
+
+def masked_headers(headers: dict[str, str] | list[tuple[str, str]]) -> dict[str, str]:
+    items = headers.items() if isinstance(headers, dict) else headers
+    return {name: mask_header(name, value) for name, value in items}
+
+
+def masked_url(url: str) -> str:
+    """The URL with secret query values (a browser `?token=`) masked."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = []
+    for pair in parts.query.split("&"):
+        name, sep, value = pair.partition("=")
+        pairs.append(f"{name}={mask_secret(unquote_plus(value))}" if sep and name.lower() in SECRET_QUERY else pair)
+    return urlunsplit(parts._replace(query="&".join(pairs)))
+
+
+def parse_headers(values: list[str]) -> dict[str, str]:
+    """`-H 'name: value'` options as a dict."""
+    headers: dict[str, str] = {}
+    for value in values:
+        name, sep, content = value.partition(":")
+        if not sep or not name.strip() or any(ch.isspace() for ch in name.strip()):
+            raise UsageError(f"bad header '{mask_header(name, value)}'", hint="use -H 'name: value'")
+        headers[name.strip()] = content.strip()
+    return headers
+
+
+def ws_url(url: str) -> str:
+    """A full URL as typed: http(s) becomes ws(s), a bare host gets a scheme like the SDK gives one."""
+    if url.startswith(("ws://", "wss://")):
+        return url
+    if url.startswith(("http://", "https://")):
+        return "ws" + url[4:]
+    return "ws" + normalise_base_url(url)[4:].rstrip("/")
+
+
+def ssl_context(url: str, insecure: bool, ca: Path | None) -> ssl.SSLContext | None:
+    if not url.startswith("wss://"):
+        return None
+    try:
+        context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise UsageError(f"cannot load CA file {ca}: {getattr(exc, 'strerror', None) or exc}") from None
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@dataclass(frozen=True)
+class Target:
+    url: str
+    headers: dict[str, str] = field(default_factory=dict)
+    ssl: ssl.SSLContext | None = None
+    timeout: float = 30.0
+
+    @property
+    def shown_headers(self) -> dict[str, str]:
+        return masked_headers(self.headers)
+
+    @property
+    def key_note(self) -> str:
+        key = next((v for k, v in self.headers.items() if k.lower() == "x-api-key"), None)
+        return f"x-api-key {mask_secret(key)}" if key else "no API key"
+
+
+@contextlib.contextmanager
+def open_target(
+    url: str | None,
+    path: str | None,
+    backend: BackendOptions,
+    extra_headers: dict[str, str],
+    insecure: bool = False,
+    ca: Path | None = None,
+) -> Iterator[Target]:
+    """The target for the options; with no server configured the offline engine runs meanwhile."""
+    if url is not None:
+        if path is not None:
+            raise UsageError("give --url or --path, not both", hint="--path is relative to the base URL")
+        if backend.local:
+            raise UsageError("--local and --url cannot be combined")
+        full = ws_url(url)
+        key = resolve("api-key", backend.api_key, backend.profile).value
+        headers = Endpoint(full, key, backend.timeout, extra_headers).headers()
+        yield Target(full, headers, ssl_context(full, insecure, ca), backend.timeout)
+        return
+    with open_backend(backend) as endpoint:
+        full = endpoint.ws_url(TTS_ROUTE if path is None else path)
+        endpoint = Endpoint(endpoint.base_url, endpoint.api_key, endpoint.timeout, extra_headers)
+        yield Target(full, endpoint.headers(), ssl_context(full, insecure, ca), backend.timeout)
+
+
+def connect_error(exc: BaseException, url: str) -> GradiumError:
+    where = masked_url(url)
+    if isinstance(exc, InvalidStatus):
+        status = exc.response.status_code
+        if status in (401, 403):
+            return AuthError(
+                f"server refused the WebSocket at {where} (HTTP {status})", hint="check the URL and the API key"
+            )
+        return NetworkError(f"server answered HTTP {status} instead of a WebSocket at {where}")
+    if isinstance(exc, InvalidURI):
+        return UsageError(f"invalid WebSocket URL {where}", hint="e.g. ws://127.0.0.1:8765/api/speech/tts")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return NetworkError(
+            f"TLS certificate of {urlsplit(url).hostname} not trusted: {exc.verify_message}",
+            hint="--ca FILE trusts a private CA; --insecure skips the check",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return NetworkError(f"TLS handshake with {where} failed: {exc.reason or exc}")
+    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
+        return NetworkError(f"timed out connecting to {where}")
+    if isinstance(exc, InvalidHandshake):
+        return NetworkError(f"WebSocket handshake with {where} failed: {exc}")
+    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    return NetworkError(f"cannot connect to {where}: {reason}", hint="is the server running? see `gradium serve`")
+
+
+async def open_socket(
+    target: Target, url: str | None = None, headers: dict[str, str] | None = None
+) -> ClientConnection:
+    url = url or target.url
+    try:
+        return await connect(
+            url,
+            additional_headers=target.headers if headers is None else headers,
+            ssl=target.ssl,
+            open_timeout=target.timeout,
+            max_size=None,
+            compression=None,  # frames exactly as a client without permessage-deflate sends them
+            ping_interval=None,  # pings only when asked for (/ping): the log shows every one
+        )
+    except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI, ssl.SSLError) as exc:
+        raise connect_error(exc, url) from None

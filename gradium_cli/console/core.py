@@ -1,0 +1,463 @@
+"""The `gradium ws-raw` console: one WebSocket, lines in, every frame shown.
+
+Three ways to drive it: an interactive prompt (prompt-toolkit: line editing,
+history), a script (piped stdin or `-x` lines: sent as fast as they come, then
+wait for the server to finish), or a replay of a recording. A reader task
+shows each frame as it arrives while input is being read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import threading
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State as WsState
+
+from gradium_cli.console import commands as c
+from gradium_cli.console.checker import Checker, server_error
+from gradium_cli.console.connection import Target, masked_headers, masked_url, open_socket
+from gradium_cli.console.display import RECEIVED, SENT, Display
+from gradium_cli.console.recorder import Recorder, Session, close_marker, diff_replies
+from gradium_cli.console.saving import AudioStore
+from gradium_cli.errors import GradiumError, NetworkError, OutputError, ProtocolError, UsageError
+from gradium_cli.protocol import messages as m
+from gradium_cli.ui.env import Env
+from gradium_cli.ui.textinput import decode_utf8
+from gradium_cli.ui.wirelog import escape_control
+
+CHECK, WARN, QUIET = "check", "warn", "quiet"  # what a send does with protocol problems
+
+
+@dataclass
+class ConsoleOptions:
+    check: bool = True
+    pretty: bool = False
+    json_lines: bool = False
+    setup: str | None = None  # frame sent on connect, and by a bare /setup
+    record: Path | None = None
+    force: bool = False
+    ignore: list[str] = field(default_factory=list)  # reply fields the replay diff leaves out
+    strict: bool = False  # replay diff: compare audio bytes and timings too
+
+
+class WsConsole:
+    def __init__(self, target: Target, options: ConsoleOptions, env: Env) -> None:
+        self.target = target
+        self.options = options
+        self.env = env
+        self.display = Display(env, options.pretty, options.json_lines)
+        self.recorder = Recorder(options.record, options.force) if options.record else None
+        self.checker = Checker()
+        self.audio = AudioStore()
+        self.ws: ClientConnection | None = None
+        self.reader: asyncio.Task[None] | None = None
+        self.t0 = time.monotonic()
+        self.changed = asyncio.Event()
+        self.interactive = False
+        self.client_req_id: str | None = None
+        self.save_format = "wav"
+        self.connections = 0
+        self.closed: tuple[int | None, str, str | None] | None = None
+        self.replies: list[str] = []
+        self.pending_pings = 0
+        self._tasks: set[asyncio.Task[None]] = set()
+        # What went wrong, for the exit code of a script.
+        self.server_errors: list[m.ErrorMessage] = []
+        self.violations: list[str] = []
+        self.dropped: str | None = None
+        self.local_errors: list[GradiumError] = []
+
+    def now(self) -> float:
+        return time.monotonic() - self.t0
+
+    # ------------------------------------------------------------------ connection
+
+    async def connect(self, send_setup: bool = True) -> None:
+        started = time.monotonic()
+        self.ws = await open_socket(self.target)
+        self.t0 = time.monotonic()
+        self.connections += 1
+        self.checker = Checker()
+        self.closed = None
+        self.replies = []
+        url = masked_url(self.target.url)
+        took = (self.t0 - started) * 1000
+        self.display.note(f"connected to {url} ({self.target.key_note}) in {took:.0f} ms", 0.0)
+        if self.env.verbose and not self.options.json_lines:
+            for name, value in self.target.shown_headers.items():
+                self.display.note(f"request header {name}: {value}")
+            response = self.ws.response
+            if response is not None:
+                self.display.note(f"response HTTP {response.status_code} {response.reason_phrase}")
+                for name, value in masked_headers(list(response.headers.raw_items())).items():
+                    self.display.note(f"response header {name}: {value}")
+        if self.recorder is not None:
+            self.recorder.start(url, self.target.shown_headers, conn=self.connections)
+        self.reader = asyncio.create_task(self._read(self.ws))
+        if send_setup and self.options.setup is not None:
+            await self.send(self.options.setup)
+
+    async def _read(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            async for frame in ws:
+                self._on_frame(frame)
+        self._on_close(ws)
+
+    def _on_frame(self, frame: str | bytes) -> None:
+        t = self.now()
+        self.replies.append(frame if isinstance(frame, str) else "binary:" + base64.b64encode(frame).decode())
+        if self.recorder is not None:
+            self.recorder.event("recv", t, frame, conn=self.connections)
+        message, problems = self.checker.received(frame)
+        req = message.client_req_id if message is not None else None
+        output_format = self.checker.output_format(req)
+        if isinstance(message, m.Ready):
+            self.audio.begin(req, output_format)
+        elif isinstance(message, m.Audio):
+            self.audio.add(req, message.audio, message.stop_s, output_format)
+        elif isinstance(message, m.ErrorMessage):
+            self.server_errors.append(message)
+        self.display.received(frame, t, output_format)
+        for problem in problems:
+            self.violations.append(problem)
+            self.display.warning(f"the server broke the protocol: {problem}", t)
+        self.changed.set()
+
+    def _on_close(self, ws: ClientConnection) -> None:
+        t = self.now()
+        code, reason = ws.close_code, ws.close_reason or ""
+        first = ws.protocol.close_rcvd_then_sent
+        by = None if first is None else ("server" if first else "client")
+        self.closed = (code, reason, by)
+        self.replies.append(close_marker(code, by))
+        if self.recorder is not None:
+            self.recorder.event("close", t, conn=self.connections, code=code, reason=reason, by=by)
+        self.display.closed(code, reason, by, t)
+        if by is None:
+            self.dropped = f"connection dropped (close code {code})"
+        elif by == "server" and not self.server_errors:
+            if code != 1000:
+                why = f": {escape_control(reason)}" if reason else ""
+                self.dropped = f"the server closed the connection ({code}{why})"
+            elif self.checker.active:
+                self.dropped = "the server closed the connection before end_of_stream"
+        if self.interactive:
+            self.display.note("/reconnect opens a new connection; Ctrl-D quits")
+        self.changed.set()
+
+    @property
+    def is_open(self) -> bool:
+        """Open for sending. Frames may still be waiting for the reader after the state changes."""
+        return self.ws is not None and self.closed is None and self.ws.state is WsState.OPEN
+
+    async def close(self, code: int = 1000, reason: str = "") -> None:
+        if self.ws is not None and self.closed is None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.ws.close(code, reason), self.target.timeout)
+        if self.reader is not None:
+            with contextlib.suppress(Exception):
+                await self.reader
+
+    async def shutdown(self) -> None:
+        await self.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.recorder is not None:
+            self.recorder.close()
+
+    # ------------------------------------------------------------------ sending
+
+    async def send(self, frame: str | bytes, mode: str | None = None) -> bool:
+        """Send one frame after checking it; False when it was not sent."""
+        mode = mode or (CHECK if self.options.check else WARN)
+        if self.ws is not None and self.closed is None and self.ws.state is not WsState.OPEN and self.reader:
+            # A close frame is in but the reader has not shown it yet: let it, so the
+            # close prints before the complaint about it.
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self.reader), self.target.timeout)
+        if self.ws is None or self.closed is not None:
+            self._local_error(UsageError("not sent: the connection is closed", hint="/reconnect opens a new one"))
+            return False
+        problems = self.checker.check(frame) if mode != QUIET and isinstance(frame, str) else []
+        blocked = mode == CHECK and any(p.blocking for p in problems)
+        for problem in problems:
+            if blocked and problem.blocking:
+                self.display.warning(f"not sent: {problem}", blocked=True)
+            elif problem.blocking:
+                self.display.warning(f"{problem} [sent anyway: --no-check]")
+            else:
+                self.display.warning(str(problem))
+        if blocked:
+            first = next(problem for problem in problems if problem.blocking)
+            self.local_errors.append(UsageError(f"not sent: {first.message}", hint="--no-check sends it anyway"))
+            return False
+        # Shown and followed before it goes: a quick reply must never print above its cause.
+        t = self.now()
+        if isinstance(frame, str):
+            self.checker.sent(frame)
+            if self.checker.last_setup is not None:
+                self.save_format = self.checker.last_setup.output_format
+        if self.recorder is not None:
+            self.recorder.event("send", t, frame, conn=self.connections)
+        self.display.sent(frame, t)
+        try:
+            await self.ws.send(frame)
+        except ConnectionClosed:
+            self._local_error(UsageError("not sent: the connection closed meanwhile"))
+            return False
+        return True
+
+    async def ping(self) -> None:
+        if self.ws is None or not self.is_open:
+            self._local_error(UsageError("cannot ping: the connection is closed", hint="/reconnect opens a new one"))
+            return
+        self.display.line(SENT, self.now(), "ping", "dim")
+        try:
+            waiter = await self.ws.ping()
+        except ConnectionClosed:
+            self._local_error(UsageError("cannot ping: the connection closed meanwhile"))
+            return
+        self.pending_pings += 1
+
+        async def pong() -> None:
+            try:
+                latency = await waiter
+                self.display.line(RECEIVED, self.now(), f"pong, round trip {latency * 1000:.1f} ms", "dim")
+            except (ConnectionClosed, asyncio.CancelledError):
+                pass
+            finally:
+                self.pending_pings -= 1
+                self.changed.set()
+
+        task = asyncio.create_task(pong())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # ------------------------------------------------------------------ waiting
+
+    def _settled(self) -> bool:
+        """Nothing more to wait for: closed, or every request ended and no close is coming."""
+        if self.ws is None or self.closed is not None:
+            return True  # `closed` is set by the reader once it has shown every frame
+        if self.pending_pings or self.checker.active:
+            return False
+        if not self.checker.frames_sent:
+            return True
+        return not self.checker.expects_close
+
+    async def settle(self, seconds: float | None = None, silence_is_error: bool = True) -> bool:
+        """Wait until settled, `seconds` at most; a server silent for --timeout raises NetworkError."""
+        deadline = None if seconds is None else time.monotonic() + seconds
+        while not self._settled():
+            self.changed.clear()
+            timeout = self.target.timeout
+            if deadline is not None:
+                timeout = min(timeout, deadline - time.monotonic())
+                if timeout <= 0:
+                    return False
+            try:
+                await asyncio.wait_for(self.changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    return False
+                if not silence_is_error:
+                    return False
+                raise NetworkError(
+                    f"no reply from the server for {self.target.timeout:g} s",
+                    hint="raise --timeout, or bound the wait with --wait",
+                ) from None
+        return True
+
+    # ------------------------------------------------------------------ input
+
+    def _local_error(self, error: GradiumError) -> None:
+        self.local_errors.append(error)
+        hint = f" ({error.hint})" if error.hint else ""
+        self.display.warning(f"{error.message}{hint}", blocked=True)
+
+    async def handle_line(self, line: str) -> bool:
+        """Carry out one input line; False means leave."""
+        try:
+            action = c.parse_line(line, self.client_req_id, self.options.setup)
+            if action is None:
+                return True
+            return await self.run_action(action)
+        except (UsageError, OutputError) as error:
+            self._local_error(error)
+        except GradiumError as error:
+            if not self.interactive:
+                raise
+            self._local_error(error)
+        return True
+
+    async def run_action(self, action: c.Action) -> bool:
+        if isinstance(action, c.Send):
+            await self.send(action.frame)
+        elif isinstance(action, c.Ping):
+            await self.ping()
+        elif isinstance(action, c.Close):
+            if not self.is_open:
+                raise UsageError("the connection is already closed")
+            await self.close(action.code, action.reason)
+        elif isinstance(action, c.Save):
+            if not self.interactive:
+                await self.settle()  # a script's /save means the audio of what it sent
+            self.display.note(self.audio.save(action.path, self.save_format, action.force))
+        elif isinstance(action, c.Wait):
+            if not await self.settle(action.seconds, silence_is_error=not self.interactive):
+                self.display.note("still waiting for the server; carrying on")
+        elif isinstance(action, c.SetId):
+            if not action.show:
+                self.client_req_id = action.client_req_id
+            shown = f"'{self.client_req_id}'" if self.client_req_id else "none"
+            self.display.note(f"client_req_id for /setup, /text, /eos and plain lines: {shown}")
+        elif action.name == "help":
+            self.display.text(c.HELP)
+        elif action.name == "pretty":
+            self.display.pretty = not self.display.pretty
+            self.display.note(f"pretty JSON {'on' if self.display.pretty else 'off'}")
+        elif action.name == "last":
+            self.display.show_last()
+        elif action.name == "reconnect":
+            await self.close()
+            await self.connect()
+        elif action.name == "quit":
+            return False
+        return True
+
+    async def run_interactive(self) -> None:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.patch_stdout import patch_stdout
+
+        from gradium_cli.console.prompt import CommandCompleter, history
+
+        self.interactive = True
+        session: PromptSession[str] = PromptSession(
+            history=history(), completer=CommandCompleter(), complete_while_typing=False
+        )
+        self.display.note("type JSON, text or /help; Ctrl-D quits")
+        with patch_stdout(raw=True):
+            while True:
+                try:
+                    line = await session.prompt_async(f"[{self.client_req_id}] > " if self.client_req_id else "> ")
+                except KeyboardInterrupt:
+                    continue
+                except EOFError:
+                    break
+                if not await self.handle_line(line):
+                    break
+            await self.close()
+
+    async def run_script(self, lines: AsyncIterator[str] | Iterable[str], wait: float | None, leave_now: bool) -> None:
+        """Send each line; then wait for the server to finish (at most `wait` seconds) unless `leave_now`."""
+        if isinstance(lines, AsyncIterator):
+            async for line in lines:
+                if not await self.handle_line(line):
+                    return
+        else:
+            for line in lines:
+                if not await self.handle_line(line):
+                    return
+        if not leave_now:
+            await self.settle(wait)
+
+    # ------------------------------------------------------------------ replay
+
+    async def replay(self, sessions: list[Session], fast: bool) -> list[str]:
+        """Re-send each recorded session's client side; returns the differences in the replies."""
+        differences: list[str] = []
+        for number, session in enumerate(sessions, 1):
+            await self.connect(send_setup=False)
+            await self._replay_events(session.events, fast)
+            try:
+                await self.settle()
+            except NetworkError as error:
+                self.display.warning(error.message)
+            await self.close()
+            lines = diff_replies(session.replies, self.replies, self.options.ignore, self.options.strict)
+            if lines and len(sessions) > 1:
+                lines.insert(0, f"connection {number}:")
+            differences += lines
+        return differences
+
+    async def _replay_events(self, events: list[dict[str, Any]], fast: bool) -> None:
+        seen = 0
+        for event in events:
+            if event["event"] == "recv":
+                seen += 1
+                continue
+            if event["event"] not in ("send", "close") or (event["event"] == "close" and event.get("by") != "client"):
+                continue
+            await self._wait_for_replies(seen)  # causality: what the client had seen before it acted
+            if not fast:
+                await asyncio.sleep(max(0.0, event["t"] - self.now()))
+            if not self.is_open:
+                return
+            if event["event"] == "close":
+                await self.close(int(event.get("code") or 1000), str(event.get("reason") or ""))
+            elif "binary" in event:
+                await self.send(base64.b64decode(event["binary"]), QUIET)
+            else:
+                await self.send(str(event["frame"]), QUIET)
+
+    async def _wait_for_replies(self, count: int) -> None:
+        while self.is_open and len(self.replies) < count:
+            self.changed.clear()
+            try:
+                await asyncio.wait_for(self.changed.wait(), self.target.timeout)
+            except asyncio.TimeoutError:
+                return  # fewer replies than recorded: the diff will say so
+
+    # ------------------------------------------------------------------ result
+
+    def outcome(self) -> GradiumError | None:
+        """The error a script exits with: the server's first error frame first."""
+        if self.server_errors:
+            return server_error(self.server_errors[0])
+        if self.dropped:
+            return NetworkError(self.dropped)
+        if self.violations:
+            return ProtocolError(f"the server broke the protocol: {self.violations[0]}")
+        if self.local_errors:
+            first = self.local_errors[0]
+            more = len(self.local_errors) - 1
+            return type(first)(first.message + (f" (and {more} more problems above)" if more else ""), first.hint)
+        return None
+
+
+async def stdin_lines(stream: BinaryIO) -> AsyncIterator[str]:
+    """Lines of piped stdin as they arrive (a slow producer is followed line by line).
+
+    A daemon thread reads, because a blocking read cannot be cancelled and must
+    not keep the process alive once the session is over.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
+
+    def put(item: bytes | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop is gone: the session ended first
+            loop.call_soon_threadsafe(queue.put_nowait, item)
+
+    def pump() -> None:
+        try:
+            for raw in iter(stream.readline, b""):
+                put(raw)
+        except (OSError, ValueError):
+            pass
+        finally:
+            put(None)
+
+    threading.Thread(target=pump, daemon=True, name="ws-raw-stdin").start()
+    number = 0
+    while (raw := await queue.get()) is not None:
+        number += 1
+        yield decode_utf8(raw, f"stdin line {number}")

@@ -1,0 +1,862 @@
+"""`gradium ws-raw`: the protocol console, as a script, a recorder and a proxy, against real servers.
+
+The pure parts (line parsing, checks, frame lines, the replay diff) are tested
+directly; everything else runs the real console script against a real
+`gradium serve` (the `local_server` fixture or fresh ones), the official SDK,
+or tests/minimal_server.py when exact audio bytes or a dropped connection matter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import uvicorn
+from gradium.client import GradiumClient
+from websockets.sync.server import ServerConnection, serve
+
+from gradium_cli.console import commands as c
+from gradium_cli.console.checker import Checker
+from gradium_cli.console.display import describe_received, describe_sent, pretty
+from gradium_cli.console.recorder import diff_replies, load_recording
+from gradium_cli.errors import UsageError
+from gradium_cli.server.app import RunningServer, uvicorn_config
+from gradium_cli.server.state import ServerOptions
+from tests.cli_helpers import gradium, isolated_env
+from tests.minimal_server import known_pcm, minimal_server
+from tests.servers import free_port, gradium_exe
+
+EMMA = "YTpq7expH9539ERJ"
+JACK = "m86j6D7UZpGzHsNu"
+KEY = "gsk_wsraw_SECRET_key_7a1b2c3d"
+LINE = re.compile(r"^(?P<arrow>[→←·!×]) +(?:(?P<ms>\d+\.\d) ms)? +(?P<text>.*)$")
+
+
+def ws_raw(
+    tmp_path: Path, *args: str, input: str = "", env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return gradium(tmp_path, "ws-raw", *args, input=input.encode(), env=env)
+
+
+def lines(result: subprocess.CompletedProcess[bytes]) -> list[tuple[str, str]]:
+    """(arrow, text) of each console line on stdout."""
+    out = []
+    for raw in result.stdout.decode().splitlines():
+        match = LINE.match(raw)
+        if match:
+            out.append((match["arrow"], match["text"]))
+    return out
+
+
+def texts(result: subprocess.CompletedProcess[bytes], arrow: str) -> list[str]:
+    return [text for a, text in lines(result) if a == arrow]
+
+
+def words(result: subprocess.CompletedProcess[bytes]) -> list[str]:
+    return [m.group(1) for t in texts(result, "←") if (m := re.match(r"text '(.*)' \d+\.\d\d–\d+\.\d\d s", t))]
+
+
+# ---------------------------------------------------------------------- pure: parsing lines
+
+
+def test_lines_json_text_and_setup_pairs() -> None:
+    assert c.parse_line('  {"type":"setup"}  ') == c.Send('{"type":"setup"}')
+    assert c.parse_line("Hello there.") == c.Send('{"type":"text","text":"Hello there."}')
+    assert c.parse_line("Hello", client_req_id="a") == c.Send('{"type":"text","text":"Hello","client_req_id":"a"}')
+    assert c.parse_line("   ") is None
+    action = c.parse_line(
+        f"/setup voice_id={EMMA} output_format=pcm close_ws_on_eos=false temp=0.3 rewrite_rules=en x=1"
+    )
+    assert isinstance(action, c.Send)
+    assert json.loads(action.frame) == {
+        "type": "setup",
+        "voice_id": EMMA,
+        "output_format": "pcm",
+        "close_ws_on_eos": False,
+        "x": 1,
+        "json_config": '{"temp": 0.3, "rewrite_rules": "en"}',
+    }
+    # A voice id that looks like a number stays a string; /setup alone resends --setup.
+    action = c.parse_line("/setup voice_id=1234567890123456")
+    assert isinstance(action, c.Send) and json.loads(action.frame)["voice_id"] == "1234567890123456"
+    assert c.parse_line("/setup", default_setup='{"type":"setup","output_format":"pcm"}') == c.Send(
+        '{"type":"setup","output_format":"pcm"}'
+    )
+
+
+def test_slash_commands_parse() -> None:
+    assert c.parse_line("/text /not a command {") == c.Send('{"type":"text","text":"/not a command {"}')
+    assert c.parse_line("/flush", "r1") == c.Send('{"type":"text","text":"<flush>","client_req_id":"r1"}')
+    assert c.parse_line("/eos") == c.Send('{"type":"end_of_stream"}')
+    assert c.parse_line("/ping") == c.Ping()
+    assert c.parse_line("/close") == c.Close(1000, "")
+    assert c.parse_line("/close 4001 going away now") == c.Close(4001, "going away now")
+    assert c.parse_line("/save 'my file.wav' --force") == c.Save(Path("my file.wav"), True)
+    assert c.parse_line("/wait 2.5") == c.Wait(2.5)
+    assert c.parse_line("/id req-1") == c.SetId("req-1")
+    assert c.parse_line("/id -") == c.SetId(None)
+    assert c.parse_line("/QUIT") == c.Local("quit")
+    for bad, message in [
+        ("/close 1005", "close code 1005 cannot be sent"),
+        ("/close soon", "close code must be a number"),
+        ("/save", "/save needs one file name"),
+        ("/setup voice_id", "expected key=value"),
+        ("/text", "/text needs the text"),
+        ("/frobnicate", "unknown command /frobnicate"),
+        ("/wait later", "/wait takes a number"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            c.parse_line(bad)
+
+
+def test_setup_option_splits_on_top_level_commas_only() -> None:
+    frame = c.setup_from_option(f'voice_id={EMMA},json_config={{"temp": 0.2, "cfg_coef": 2}},rewrite_rules="en,fr"')
+    assert json.loads(frame) == {
+        "type": "setup",
+        "voice_id": EMMA,
+        "json_config": '{"temp": 0.2, "cfg_coef": 2, "rewrite_rules": "\\"en,fr\\""}',
+    }
+    assert c.setup_from_option('{"type":"setup","voice":"Jack"}') == '{"type":"setup","voice":"Jack"}'
+
+
+# ---------------------------------------------------------------------- pure: checks
+
+
+def test_checker_blocks_what_the_server_refuses_and_names_the_fix() -> None:
+    checker = Checker()
+    [problem] = checker.check('{"type":"text","text":"Hi"}')
+    assert problem.blocking and problem.message == "text before setup"
+    assert "/setup voice_id=YTpq7expH9539ERJ output_format=pcm" in str(problem.fix)
+    [problem] = checker.check('{"type":"flush"}')
+    assert problem.blocking and problem.fix == "send the <flush> tag in a text message: /flush"
+    [problem] = checker.check('{"type":"txt","text":"Hi"}')
+    assert problem.message == "unknown message type 'txt'" and problem.fix == "did you mean 'text'?"
+    [problem] = checker.check('{"type":"setup","output_format":"wave"}')
+    assert problem.blocking and problem.fix == "did you mean 'wav'?"
+    [problem] = checker.check('{"type":"setup","json_config":"{\\"temp\\": 9}"}')
+    assert problem.blocking and "'temp' must be between 0.0 and 1.4" in problem.message
+    [problem] = checker.check('{"type":"setup","close_ws_on_eos":"no"}')
+    assert problem.blocking and problem.fix == "true or false"
+    [problem] = checker.check("{not json")
+    assert problem.message.startswith("malformed JSON") and "/text" in str(problem.fix)
+
+
+def test_checker_warns_but_sends_unknown_fields_and_odd_text() -> None:
+    checker = Checker()
+    problems = checker.check('{"type":"setup","voiceid":"x","json_config":{"tmp":0.5}}')
+    assert [(p.blocking, p.message, p.fix) for p in problems] == [
+        (False, "unknown field 'voiceid' in setup: servers ignore it", "did you mean 'voice_id'?"),
+        (False, "unknown json_config key 'tmp': servers ignore it", "did you mean 'temp'?"),
+    ]
+    [problem] = checker.check('{"type":"setup","voice_id":"Emma"}')
+    assert not problem.blocking and "for a name use voice=Emma" in str(problem.fix)
+    checker.sent('{"type":"setup"}')
+    assert checker.check('{"type":"text","text":"Hello there."}') == []
+    [problem] = checker.check('{"type":"text","text":"."}')
+    assert not problem.blocking and problem.message.startswith("punctuation alone")
+
+
+def test_checker_follows_the_session_both_ways() -> None:
+    checker = Checker()
+    checker.sent('{"type":"setup","output_format":"pcm"}')
+    [problem] = checker.check('{"type":"setup"}')
+    assert problem.message == "a request is already active on this socket"
+    checker.sent('{"type":"text","text":"Hi"}')
+    checker.sent('{"type":"end_of_stream"}')
+    [problem] = checker.check('{"type":"text","text":"more"}')
+    assert problem.message == "text after end_of_stream" and problem.fix == "start a new request with /setup"
+    assert checker.active == [None] and not checker.expects_close
+    assert checker.received('{"type":"ready","request_id":"r"}')[1] == []
+    assert checker.output_format(None) == "pcm"
+    assert checker.received('{"type":"end_of_stream"}')[1] == []
+    assert checker.active == [] and checker.expects_close
+    # What the server does wrong is reported, never raised.
+    assert checker.received('{"type":"audio","audio":"AAAA"}')[1] == ["server sent audio after the request ended"]
+    assert checker.received("[1]")[1] == ["malformed frame: each frame must be one JSON object"]
+
+
+def test_checker_multiplexing_rules() -> None:
+    checker = Checker()
+    checker.sent('{"type":"setup","client_req_id":"a","close_ws_on_eos":false}')
+    [problem] = checker.check('{"type":"setup","client_req_id":"b"}')
+    assert "close_ws_on_eos=false" in problem.message
+    assert checker.check('{"type":"setup","client_req_id":"b","close_ws_on_eos":false}') == []
+    [problem] = checker.check('{"type":"text","text":"Hi"}')
+    assert problem.fix == "the open request has client_req_id 'a': /id a puts it on each line"
+    [problem] = checker.check('{"type":"end_of_stream"}')
+    assert problem.message == "end_of_stream without client_req_id closes the socket"
+
+
+# ---------------------------------------------------------------------- pure: frame lines
+
+
+def audio_frame(size: int, start: float, req: str | None = None) -> str:
+    frame = {
+        "type": "audio",
+        "audio": base64.b64encode(b"\0" * size).decode(),
+        "start_s": start,
+        "stop_s": start + 0.08,
+    }
+    if req:
+        frame["client_req_id"] = req
+    return json.dumps(frame)
+
+
+def test_frame_lines() -> None:
+    assert describe_received(audio_frame(7680, 0.96), "pcm", 12) == ("audio 7680 B (80 ms) seq 12 +0.96 s", "blue")
+    assert describe_received(audio_frame(640, 0.0, "a"), "ulaw_8000", 1)[0] == "audio 640 B (80 ms) seq 1 +0.00 s [a]"
+    word = '{"type":"text","text":"Hello,","start_s":0.16,"stop_s":0.56,"stream_id":0}'
+    assert describe_received(word) == ("text 'Hello,' 0.16–0.56 s", "green")
+    error = '{"type":"error","message":"voice_id \'x\' not found","code":1008}'
+    assert describe_received(error) == ("error 1008: voice_id 'x' not found", "bold red")
+    assert describe_received('{"type":"end_of_stream"}') == ("end_of_stream", "magenta")
+    assert describe_received('{"type":"ready","request_id":"r1"}')[0] == 'ready {"request_id":"r1"}'
+    assert describe_received('{"type":"surprise","x":1}') == ('surprise {"x":1}', "yellow")
+    assert describe_sent('{"type":"text","text":"Hi","client_req_id":"a"}') == ("text 'Hi' [a]", "bold")
+    assert describe_sent('{"type":"setup","voice_id":"x"}') == ('setup {"voice_id":"x"}', "cyan")
+    assert pretty(audio_frame(7680, 0.0)).splitlines()[2] == '  "audio": "<7680 bytes, base64>",'
+
+
+def test_frame_lines_escape_terminal_controls() -> None:
+    hostile = [
+        json.dumps({"type": "text", "text": "\x1b]0;owned\x07\x1b[2J", "start_s": 0, "stop_s": 1}),
+        json.dumps({"type": "error", "message": "\x1b[31mred\x9b\u202e", "code": 1011}),
+        json.dumps({"type": "\x1b[1mready", "model": "\x07"}),
+        json.dumps({"type": "audio", "audio": "AAAA", "start_s": "\x1b[2J", "stop_s": None}),
+        "\x1b[2J not json",
+    ]
+    for frame in hostile:
+        for text in (describe_received(frame)[0], describe_sent(frame)[0], pretty(frame)):
+            assert all(ch.isprintable() or ch == "\n" for ch in text), text
+
+
+# ---------------------------------------------------------------------- pure: replay diff
+
+
+def test_diff_replies_loose_and_strict() -> None:
+    ready = '{"type":"ready","request_id":"%s","sample_rate":48000}'
+    word = '{"type":"text","text":"Hi.","start_s":0.0,"stop_s":%s}'
+    recorded = [ready % "one", word % "0.30", audio_frame(7680, 0), audio_frame(7680, 0.08), "close 1000 by the server"]
+    # Same session, other request id, audio bytes, timings and number of audio frames.
+    replayed = [ready % "two", word % "0.31", audio_frame(100, 0), "close 1000 by the server"]
+    assert diff_replies(recorded, replayed) == []
+    strict = diff_replies(recorded, replayed, strict=True)
+    assert strict[0] == "- #2 text 'Hi.' 0.00–0.30 s" and "+ #2 text 'Hi.' 0.00–0.31 s" in strict
+    refused = ['{"type":"error","message":"API key is revoked or expired","code":1008}', "close 1008 by the server"]
+    assert diff_replies(recorded, refused) == [
+        '- #1 {"type": "ready", "request_id": "one", "sample_rate": 48000}',
+        "- #2 text 'Hi.' 0.00–0.30 s",
+        "- #3-#4 audio 7680 B 0.00–0.08 s (×2)",
+        "- #5 close 1000 by the server",
+        '+ #1 {"type": "error", "message": "API key is revoked or expired", "code": 1008}',
+        "+ #2 close 1008 by the server",
+    ]
+    assert diff_replies([ready % "a"], [ready % "b"], ignore=["sample_rate"]) == []
+
+
+# ---------------------------------------------------------------------- scripted sessions
+
+
+def test_scripted_session_transcript(tmp_path: Path, local_server: RunningServer) -> None:
+    script = f"/setup voice_id={EMMA} output_format=pcm\nHello there, world.\n/eos\n"
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, input=script)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""  # a configured server: no notice, no error
+    shown = lines(result)
+    assert shown[0][0] == "·" and shown[0][1].startswith(
+        f"connected to ws://127.0.0.1:{local_server.port}/api/speech/tts"
+    )
+    assert texts(result, "→") == [
+        f'setup {{"voice_id":"{EMMA}","output_format":"pcm"}}',
+        "text 'Hello there, world.'",
+        "end_of_stream",
+    ]
+    received = texts(result, "←")
+    assert received[0].startswith('ready {"request_id":"') and '"sample_rate":48000' in received[0]
+    assert words(result) == ["Hello", "there,", "world."]
+    audio = [t for t in received if t.startswith("audio")]
+    assert len(audio) >= 10
+    for seq, summary in enumerate(audio, 1):
+        assert summary == f"audio 7680 B (80 ms) seq {seq} +{(seq - 1) * 0.08:.2f} s"
+    assert received[-1] == "end_of_stream"
+    assert shown[-1] == ("×", "closed 1000 by the server")
+    # Times are relative milliseconds and never go backwards.
+    times = [float(m["ms"]) for raw in result.stdout.decode().splitlines() if (m := LINE.match(raw)) and m["ms"]]
+    assert times == sorted(times)
+
+
+def test_json_lines_and_plain_output_with_no_color(tmp_path: Path, local_server: RunningServer) -> None:
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, "--json", input="/setup\nHi.\n/eos\n")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.decode().splitlines()]
+    assert [e["event"] for e in events][:4] == ["note", "send", "send", "send"]
+    assert json.loads(events[1]["frame"]) == {"type": "setup"}
+    assert events[-1] == {**events[-1], "event": "close", "code": 1000, "by": "server"}
+    assert any(e["event"] == "recv" and json.loads(e["frame"])["type"] == "ready" for e in events)
+    assert b"\x1b[" not in result.stdout
+
+
+def test_text_before_setup_is_not_sent_and_says_the_fix(tmp_path: Path, local_server: RunningServer) -> None:
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, input="Hello\n")
+    assert result.returncode == 2
+    assert texts(result, "!") == [
+        "not sent: text before setup (send a setup first, e.g. /setup voice_id=YTpq7expH9539ERJ output_format=pcm)"
+    ]
+    assert texts(result, "→") == [] and texts(result, "←") == []
+    assert result.stderr.decode().splitlines()[-1] == (
+        "gradium: error: not sent: text before setup (--no-check sends it anyway)"
+    )
+
+
+def test_no_check_sends_anyway_and_the_exit_code_follows_the_error_frame(
+    tmp_path: Path, local_server: RunningServer
+) -> None:
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, "--no-check", input="Hello\n")
+    assert result.returncode == 5  # code 1008: the server refused the request
+    assert texts(result, "!") == [
+        "text before setup (send a setup first, e.g. /setup voice_id=YTpq7expH9539ERJ output_format=pcm) "
+        "[sent anyway: --no-check]"
+    ]
+    assert texts(result, "→") == ["text 'Hello'"]
+    assert texts(result, "←") == ["error 1008: text before setup: send a setup message first"]
+    assert lines(result)[-1] == ("×", "closed 1008 by the server")
+    assert result.stderr.decode().strip() == (
+        "gradium: error: server refused the request: text before setup: send a setup message first (1008)"
+    )
+
+
+def test_unknown_field_warns_with_the_fix_and_is_sent(tmp_path: Path, local_server: RunningServer) -> None:
+    script = '{"type":"setup","output_format":"pcm","voiceid":"x"}\nHi.\n/eos\n'
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, input=script)
+    assert result.returncode == 0, result.stderr
+    assert texts(result, "!") == ["unknown field 'voiceid' in setup: servers ignore it (did you mean 'voice_id'?)"]
+    assert texts(result, "→")[0] == 'setup {"output_format":"pcm","voiceid":"x"}'
+    assert words(result) == ["Hi."]
+
+
+def test_unknown_voice_error_is_red_with_code_and_exit_5(tmp_path: Path, local_server: RunningServer) -> None:
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, input="/setup voice_id=AAAAAAAAAAAAAAAA\nHi\n")
+    assert result.returncode == 5
+    assert "error 1008: voice_id 'AAAAAAAAAAAAAAAA' not found" in texts(result, "←")
+
+
+def test_slash_commands_in_a_script(tmp_path: Path, local_server: RunningServer) -> None:
+    script = "\n".join(
+        [
+            "/help",
+            "/id r1",
+            f"/setup voice_id={JACK} output_format=wav close_ws_on_eos=false",
+            "/text /slash text stays text.",
+            "/flush",
+            "/ping",
+            "/eos",
+            "/wait",
+            "/save speech.wav",
+            "/save speech.flac",
+            "/save speech.wav",
+            "/pretty",
+            "/id -",
+            "/close 4000 bye now",
+            "/eos",
+        ]
+    )
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, input=script + "\n")
+    out = result.stdout.decode()
+    assert "/save FILE [--force] write the audio received so far" in out  # /help
+    assert texts(result, "→") == [
+        f'setup {{"voice_id":"{JACK}","output_format":"wav","close_ws_on_eos":false,"client_req_id":"r1"}}',
+        "text '/slash text stays text.' [r1]",
+        "text '<flush>' [r1]",
+        "ping",
+        "end_of_stream [r1]",
+    ]
+    received = texts(result, "←")
+    assert any(re.fullmatch(r"pong, round trip \d+\.\d ms", t) for t in received)
+    assert words(result) == ["/slash", "text", "stays", "text."]
+    frames = [t for t in received if not t.startswith("pong")]
+    assert frames[0].startswith("ready ") and frames[0].endswith('"client_req_id":"r1"}')
+    assert frames[1] == "audio 44 B (0 ms) seq 1 +0.00 s [r1]"  # the streamed WAV header
+    assert "end_of_stream [r1]" in received
+    notes = texts(result, "·")
+    assert "client_req_id for /setup, /text, /eos and plain lines: 'r1'" in notes
+    saved = [n for n in notes if n.startswith("saved ")]
+    assert re.fullmatch(r"saved \d+\.\d\d s of wav audio to speech\.wav \(\d+ B\)", saved[0])
+    assert saved[1].startswith("saved ") and saved[1].endswith(
+        f"speech.flac ({(tmp_path / 'speech.flac').stat().st_size} B)"
+    )
+    assert "pretty JSON on" in notes
+    warnings = texts(result, "!")
+    assert warnings == [
+        "speech.wav exists (/save speech.wav --force replaces it)",
+        "not sent: the connection is closed (/reconnect opens a new one)",
+    ]
+    assert lines(result)[-2:] == [
+        ("×", "closed 4000 'bye now' by the client"),
+        ("!", "not sent: the connection is closed (/reconnect opens a new one)"),
+    ]
+    assert result.returncode == 9  # the refused /save is the first local failure
+    wav, rate = sf.read(tmp_path / "speech.wav", dtype="int16")
+    flac, flac_rate = sf.read(tmp_path / "speech.flac", dtype="int16")
+    assert rate == flac_rate == 48000 and np.array_equal(wav, flac) and len(wav) > 48000 // 2
+    assert float(np.sqrt(np.mean(wav.astype(np.float64) ** 2))) > 500
+
+
+def test_save_writes_the_exact_audio_in_each_container(tmp_path: Path) -> None:
+    with minimal_server(chunks=12) as server:
+        script = "/setup output_format=pcm\nHello, world.\n/eos\n/save a.pcm\n/save a.wav\n/save a.ulaw\n"
+        result = ws_raw(tmp_path, "--base-url", server.base_url, input=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    pcm = known_pcm(12)
+    assert (tmp_path / "a.pcm").read_bytes() == pcm
+    samples, rate = sf.read(tmp_path / "a.wav", dtype="int16")
+    assert rate == 48000 and samples.tobytes() == pcm
+    ulaw = (tmp_path / "a.ulaw").read_bytes()
+    assert len(ulaw) == 12 * 640  # 8 kHz, one byte a sample
+    assert "saved 0.96 s of pcm audio to a.pcm (92160 B)" in texts(result, "·")
+    assert server.received[0] == {"type": "setup", "output_format": "pcm"}
+
+
+def test_dropped_connection_exits_7(tmp_path: Path) -> None:
+    with minimal_server(chunks=12, mode="drop") as server:
+        result = ws_raw(tmp_path, "--base-url", server.base_url, input="/setup output_format=pcm\nHi.\n/eos\n")
+    assert result.returncode == 7
+    assert lines(result)[-1] == ("×", "connection lost (1006)")
+    assert result.stderr.decode().strip() == "gradium: error: connection dropped (close code 1006)"
+
+
+def test_execute_sends_and_exits(tmp_path: Path, local_server: RunningServer) -> None:
+    base = ["--base-url", local_server.base_url]
+    result = ws_raw(tmp_path, *base, "-x", "/setup output_format=pcm", "-x", "Hi.", "-x", "/eos", "--wait", "60")
+    assert result.returncode == 0, result.stderr
+    assert words(result) == ["Hi."] and lines(result)[-1] == ("×", "closed 1000 by the server")
+    # Without --wait it leaves right after sending: it closes the socket itself.
+    result = ws_raw(tmp_path, *base, "-x", "/setup output_format=pcm", "-x", "Hi.")
+    assert result.returncode == 0, result.stderr
+    assert texts(result, "→") == ['setup {"output_format":"pcm"}', "text 'Hi.'"]
+    assert lines(result)[-1] == ("×", "closed 1000 by the client")
+
+
+def test_setup_option_is_sent_on_connect(tmp_path: Path, local_server: RunningServer) -> None:
+    result = ws_raw(
+        tmp_path,
+        "--base-url",
+        local_server.base_url,
+        "--setup",
+        f"voice_id={EMMA},output_format=pcm_16000",
+        input="Hi.\n/eos\n",
+    )
+    assert result.returncode == 0, result.stderr
+    assert texts(result, "→")[0] == f'setup {{"voice_id":"{EMMA}","output_format":"pcm_16000"}}'
+    assert "audio 2560 B (80 ms) seq 1 +0.00 s" in texts(result, "←")
+
+
+def test_connection_failures_exit_7(tmp_path: Path) -> None:
+    port = free_port()
+    result = ws_raw(tmp_path, "--url", f"ws://127.0.0.1:{port}/api/speech/tts")
+    assert result.returncode == 7
+    assert result.stderr.decode().startswith(f"gradium: error: cannot connect to ws://127.0.0.1:{port}/api/speech/tts")
+    assert result.stdout == b""
+
+
+def test_bad_usage_exits_2(tmp_path: Path, local_server: RunningServer) -> None:
+    base = ["--base-url", local_server.base_url]
+    for args, message in [
+        (["-H", "no colon"], "gradium: error: bad header 'no colon' (use -H 'name: value')"),
+        (["--url", "ws://x/", "--path", "y"], "gradium: error: give --url or --path, not both"),
+        (["--fast"], "gradium: error: --fast applies to --replay"),
+        (["--listen", "0", "-x", "Hi"], "gradium: error: --listen runs a proxy"),
+    ]:
+        result = ws_raw(tmp_path, *base, *args)
+        assert result.returncode == 2 and result.stderr.decode().startswith(message), result.stderr
+    result = gradium(tmp_path, "ws-raw", *base, input=b"/setup\n\xff\xfe\n")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "gradium: error: stdin line 2 is not valid UTF-8 (byte 0xff at offset 0)"
+
+
+def test_offline_engine_when_nothing_is_configured(tmp_path: Path) -> None:
+    result = ws_raw(tmp_path, input="/setup output_format=pcm\nOffline.\n/eos\n")
+    assert result.returncode == 0, result.stderr
+    assert "using the built-in offline engine" in result.stderr.decode()
+    assert words(result) == ["Offline."]
+
+
+def test_headers_reach_the_server_and_verbose_masks_the_key(tmp_path: Path) -> None:
+    seen: list[dict[str, str]] = []
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen.append(dict(ws.request.headers.raw_items()))
+        ws.close()
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        port = server.socket.getsockname()[1]
+        url = f"ws://127.0.0.1:{port}/custom?token=tok_SECRET_123456"
+        result = gradium(
+            tmp_path,
+            "-v",
+            "ws-raw",
+            "--url",
+            url,
+            "-H",
+            "X-Trace: abc",
+            "-H",
+            "Authorization: Api-Key " + KEY,
+            "--api-key",
+            KEY,
+        )
+        server.shutdown()
+    assert result.returncode == 0, result.stderr
+    assert seen[0]["x-api-key"] == KEY and seen[0]["X-Trace"] == "abc"
+    assert seen[0]["Authorization"] == "Api-Key " + KEY
+    out = result.stdout.decode()
+    assert KEY not in out and "tok_SECRET_123456" not in out
+    assert f"connected to ws://127.0.0.1:{port}/custom?token=tok_…3456 (x-api-key gsk_…2c3d)" in out
+    notes = texts(result, "·")
+    assert "request header x-api-key: gsk_…2c3d" in notes
+    assert "request header Authorization: Api-Key gsk_…2c3d" in notes
+    assert "request header X-Trace: abc" in notes
+    assert "response HTTP 101 Switching Protocols" in notes
+
+
+# ---------------------------------------------------------------------- a hostile server
+
+
+def test_hostile_server_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    evil = [
+        {"type": "ready", "request_id": "\x1b]0;owned\x07", "sample_rate": 48000},
+        {"type": "text", "text": "\x1b[2J\x1b[Hgotcha", "start_s": 0, "stop_s": "\x1b[5m"},
+        {"type": "\x1b[31mred", "x": "\x9b6n"},
+        {"type": "error", "message": "bye\x1b[?1049h\u202e", "code": 1011},
+    ]
+
+    def handler(ws: ServerConnection) -> None:
+        ws.recv()
+        for frame in evil:
+            ws.send(json.dumps(frame, ensure_ascii=False))
+        ws.send("\x1b[2J raw text")
+        ws.close(1011, "\x1b[2J")
+
+    with serve(handler, "127.0.0.1", 0) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        port = server.socket.getsockname()[1]
+        result = ws_raw(tmp_path, "--url", f"ws://127.0.0.1:{port}/", "--pretty", input="/setup\n")
+        server.shutdown()
+    out = result.stdout.decode()
+    assert "\x1b" not in out and "\x9b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "\\x1b[2J\\x1b[Hgotcha" in out
+    assert result.returncode == 6  # the error frame, code 1011
+    assert "\x1b" not in result.stderr.decode()
+
+
+# ---------------------------------------------------------------------- record and replay
+
+
+def test_record_and_replay_round_trip(tmp_path: Path, local_server: RunningServer) -> None:
+    base = ["--base-url", local_server.base_url]
+    script = f"/setup voice_id={EMMA} output_format=pcm\nHello, this is a recording.\n/eos\n"
+    recorded = ws_raw(tmp_path, *base, "--record", "session.jsonl", input=script)
+    assert recorded.returncode == 0, recorded.stderr
+    records = [json.loads(line) for line in (tmp_path / "session.jsonl").read_text().splitlines()]
+    assert records[0]["event"] == "start" and records[0]["url"].endswith("/api/speech/tts")
+    assert [r["event"] for r in records if r["event"] == "send"] == ["send"] * 3
+    assert json.loads(records[1]["frame"]) == {"type": "setup", "voice_id": EMMA, "output_format": "pcm"}
+    assert records[-1] == {**records[-1], "event": "close", "code": 1000, "by": "server"}
+    assert all(r["t"] >= 0 for r in records[1:])
+    assert [r["t"] for r in records[1:]] == sorted(r["t"] for r in records[1:])
+
+    for mode in (["--fast"], []):
+        replayed = ws_raw(tmp_path, *base, "--replay", "session.jsonl", *mode)
+        assert replayed.returncode == 0, replayed.stdout + replayed.stderr
+        assert texts(replayed, "→") == texts(recorded, "→")
+        assert words(replayed) == ["Hello,", "this", "is", "a", "recording."]
+        assert texts(replayed, "·")[-1].startswith(
+            "replay: the server's replies match the recording (ignoring request_id"
+        )
+
+    # Again, recording the replay: what it sent is byte for byte what was recorded.
+    ws_raw(tmp_path, *base, "--replay", "session.jsonl", "--fast", "--record", "again.jsonl")
+    sent = [
+        [r["frame"] for r in load_recording(tmp_path / name)[0].events if r["event"] == "send"]
+        for name in ("session.jsonl", "again.jsonl")
+    ]
+    assert sent[0] == sent[1]
+
+
+def test_replay_reports_a_server_that_changed(
+    tmp_path: Path, local_server: RunningServer, server_factory: Callable[..., RunningServer]
+) -> None:
+    script = "/setup output_format=pcm\nHello.\n/eos\n"
+    assert ws_raw(tmp_path, "--base-url", local_server.base_url, "--record", "s.jsonl", input=script).returncode == 0
+    locked = server_factory(api_key="gsk_x")
+    result = ws_raw(
+        tmp_path, "--base-url", locked.base_url, "--api-key", "gsk_other_key", "--replay", "s.jsonl", "--fast"
+    )
+    assert result.returncode == 1
+    report = result.stdout.decode().split("replay: the server's replies differ from the recording")[1].splitlines()
+    diff = [line.strip() for line in report[1:]]
+    assert diff[0].startswith('- #1 {"type": "ready"')
+    assert "- #2 text 'Hello.' 0.00–" in diff[1]
+    assert re.fullmatch(r"- #3-#\d+ audio 7680 B 0\.00–0\.08 s \(×\d+\)", diff[2])
+    assert diff[3:] == [
+        "- #" + diff[3].split("#")[1].split(" ")[0] + ' {"type": "end_of_stream"}',
+        "- #" + diff[4].split("#")[1].split(" ")[0] + " close 1000 by the server",
+        '+ #1 {"type": "error", "message": "API key is revoked or expired", "code": 1008}',
+        "+ #2 close 1008 by the server",
+    ]
+    assert result.stderr.decode().strip() == (
+        "gradium: error: the server's replies differ from the recording (see the diff above)"
+    )
+
+
+def test_replay_rejects_what_is_not_a_recording(tmp_path: Path, local_server: RunningServer) -> None:
+    (tmp_path / "junk.jsonl").write_text("hello\n")
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, "--replay", "junk.jsonl")
+    assert result.returncode == 2
+    assert result.stderr.decode().strip() == "gradium: error: junk.jsonl line 1 is not JSON: not a ws-raw recording"
+    (tmp_path / "taken.jsonl").write_text("x")
+    result = ws_raw(tmp_path, "--base-url", local_server.base_url, "--record", "taken.jsonl", input="/ping\n")
+    assert result.returncode == 9 and "taken.jsonl exists (use --force to replace it)" in result.stderr.decode()
+
+
+# ---------------------------------------------------------------------- proxy
+
+
+@pytest.fixture()
+def proxy(tmp_path: Path, local_server: RunningServer) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    proc = subprocess.Popen(
+        [
+            gradium_exe(),
+            "ws-raw",
+            "--listen",
+            "0",
+            "--once",
+            "--base-url",
+            local_server.base_url,
+            "--record",
+            "proxy.jsonl",
+            "--api-key",
+            KEY,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline().decode()
+    match = re.search(r"listening on ws://127\.0\.0\.1:(\d+) → ", first)
+    assert match, first
+    try:
+        yield proc, int(match.group(1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_proxy_logs_both_directions_of_the_official_sdk(
+    tmp_path: Path, proxy: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    proc, port = proxy
+    sdk_key = "gsk_sdk_SECRET_9f8e7d6c"
+    client = GradiumClient(base_url=f"http://127.0.0.1:{port}/api/", api_key=sdk_key)
+    result = asyncio.run(asyncio.wait_for(client.tts({"voice_id": EMMA, "output_format": "pcm"}, "Hello, proxy."), 60))
+    assert result.sample_rate == 48000 and len(result.raw_data) % 7680 == 0 and len(result.raw_data) > 7680
+    assert [t.text for t in result.text_with_timestamps] == ["Hello,", "proxy."]
+    stdout, stderr = proc.communicate(timeout=60)  # --once: it stops when the SDK's connection ends
+    assert proc.returncode == 0, stderr
+    out = stdout.decode()
+    tagged = [line.removeprefix("#1 ") for line in out.splitlines() if line.startswith("#1 ")]
+    parsed = [(m["arrow"], m["text"]) for line in tagged if (m := LINE.match(line))]
+    assert parsed[0] == ("·", f"client {parsed[0][1].split()[1]} connected to /api/speech/tts (x-api-key gsk_…7d6c)")
+    assert [text for arrow, text in parsed if arrow == "!"] == []  # the SDK keeps to the protocol
+    sent = [text for arrow, text in parsed if arrow == "→"]
+    assert sent == [f'setup {{"voice_id":"{EMMA}","output_format":"pcm"}}', "text 'Hello, proxy.'", "end_of_stream"]
+    received = [text for arrow, text in parsed if arrow == "←"]
+    assert received[0].startswith("ready ")
+    spoken = [m.group(1) for t in received if (m := re.match(r"text '(.*)' \d", t))]
+    assert spoken == ["Hello,", "proxy."]
+    audio = [t for t in received if t.startswith("audio ")]
+    assert len(audio) * 7680 == len(result.raw_data)
+    assert audio[0] == "audio 7680 B (80 ms) seq 1 +0.00 s"
+    assert received[-1] == "end_of_stream" and parsed[-1] == ("×", "closed 1000 by the server")
+    assert out.splitlines()[-1].endswith("proxy stopped after 1 connection")
+    recording = (tmp_path / "proxy.jsonl").read_text()
+    [session] = load_recording(tmp_path / "proxy.jsonl")
+    assert session.start["headers"]["x-api-key"] == "gsk_…7d6c"  # the SDK's key was passed on, masked
+    assert session.start["headers"]["x-api-source"].startswith("python-client/")
+    assert sum(1 for e in session.events if e["event"] == "recv") == len(received)
+    for secret in (sdk_key, KEY):
+        assert secret not in out and secret not in stderr.decode() and secret not in recording
+
+
+def test_proxy_stops_on_ctrl_c(tmp_path: Path, proxy: tuple[subprocess.Popen[bytes], int]) -> None:
+    proc, _ = proxy
+    proc.send_signal(signal.SIGINT)
+    stdout, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0
+    assert stdout.decode().splitlines()[-1].endswith("proxy stopped after 0 connections")
+
+
+def test_proxy_port_in_use_exits_7(tmp_path: Path, local_server: RunningServer) -> None:
+    result = ws_raw(tmp_path, "--listen", str(local_server.port), "--base-url", local_server.base_url)
+    assert result.returncode == 7
+    assert result.stderr.decode().startswith(f"gradium: error: cannot listen on 127.0.0.1:{local_server.port}")
+
+
+# ---------------------------------------------------------------------- secrets
+
+
+def test_the_key_never_shows_anywhere(tmp_path: Path, server_factory: Callable[..., RunningServer]) -> None:
+    server = server_factory(api_key=KEY)
+    env = isolated_env(tmp_path, GRADIUM_API_KEY=KEY)
+    script = "/setup output_format=pcm\nSecret agent.\n/eos\n/save out.wav\n"
+    runs = [
+        gradium(
+            tmp_path,
+            "-v",
+            "ws-raw",
+            "--base-url",
+            server.base_url,
+            "--record",
+            "a.jsonl",
+            "--pretty",
+            input=script.encode(),
+            env=env,
+        ),
+        gradium(
+            tmp_path,
+            "ws-raw",
+            "--base-url",
+            server.base_url,
+            "--api-key",
+            KEY,
+            "--json",
+            "--record",
+            "b.jsonl",
+            input=b"/setup\nHi.\n/eos\n",
+            env=isolated_env(tmp_path),
+        ),
+        gradium(
+            tmp_path,
+            "ws-raw",
+            "--base-url",
+            server.base_url,
+            "-H",
+            f"x-api-key: {KEY}",
+            "--replay",
+            "a.jsonl",
+            "--fast",
+            env=isolated_env(tmp_path),
+        ),
+        # A wrong key is refused: the error shows, the key does not.
+        gradium(
+            tmp_path,
+            "ws-raw",
+            "--base-url",
+            server.base_url,
+            "--api-key",
+            KEY[::-1],
+            input=b"/setup\n",
+            env=isolated_env(tmp_path),
+        ),
+    ]
+    assert [r.returncode for r in runs] == [0, 0, 0, 4], [r.stderr for r in runs]
+    assert "(x-api-key gsk_…2c3d)" in runs[0].stdout.decode()
+    assert "error 1008: API key is revoked or expired" in runs[3].stdout.decode()
+    assert runs[3].stderr.decode().startswith("gradium: error: server refused the API key")
+    everything = b"".join(r.stdout + r.stderr for r in runs)
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            everything += path.read_bytes()
+    for secret in (KEY, KEY[::-1]):
+        assert secret.encode() not in everything
+        assert base64.b64encode(secret.encode()) not in everything
+    assert (tmp_path / "out.wav").exists() and (tmp_path / "a.jsonl").exists()
+
+
+# ---------------------------------------------------------------------- TLS
+
+
+def _certificate(tmp_path: Path) -> tuple[Path, Path]:
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return cert, key
+
+
+@pytest.fixture()
+def tls_server(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A real `gradium serve` app behind TLS with a self-signed certificate."""
+    cert, key = _certificate(tmp_path)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn_config(
+        ServerOptions(data_dir=tmp_path / "tls-data", quiet=True),
+        "127.0.0.1",
+        port,
+        ssl_certfile=str(cert),
+        ssl_keyfile=str(key),
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started and time.monotonic() < deadline:
+        time.sleep(0.01)
+    try:
+        yield f"https://127.0.0.1:{port}/api/", cert
+    finally:
+        server.should_exit = True
+        thread.join(10)
+
+
+def test_tls_needs_the_ca_or_insecure(tmp_path: Path, tls_server: tuple[str, Path]) -> None:
+    base_url, cert = tls_server
+    script = "/setup output_format=pcm\nSecure.\n/eos\n"
+    untrusted = ws_raw(tmp_path, "--base-url", base_url, input=script)
+    assert untrusted.returncode == 7
+    assert untrusted.stderr.decode().strip().startswith("gradium: error: TLS certificate of 127.0.0.1 not trusted")
+    assert untrusted.stderr.decode().strip().endswith("(--ca FILE trusts a private CA; --insecure skips the check)")
+    for flags in (["--ca", str(cert)], ["--insecure"]):
+        result = ws_raw(tmp_path, "--base-url", base_url, *flags, input=script)
+        assert result.returncode == 0, result.stderr
+        assert lines(result)[0][1].startswith("connected to wss://127.0.0.1:")
+        assert words(result) == ["Secure."]
+    missing = ws_raw(tmp_path, "--base-url", base_url, "--ca", "nope.pem")
+    assert missing.returncode == 2 and "cannot load CA file nope.pem" in missing.stderr.decode()
