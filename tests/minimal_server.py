@@ -66,6 +66,12 @@ class MinimalServer:
             self.received.append(message)
             if message["type"] == "end_of_stream":
                 break
+        if self.mode == "hostile_error":
+            # An error whose text tries to drive the terminal (colour, window title, bell).
+            text = "bad \x1b[31mthing\x1b]0;pwned\x07 happened"
+            await ws.send(json.dumps({"type": "error", "message": text, "code": 1011}))
+            await ws.close()
+            return
         await ws.send(
             json.dumps(
                 {

@@ -278,6 +278,14 @@ def test_dropped_mid_stream_leaves_no_file(tmp_path: Path) -> None:
     assert not (tmp_path / "d.wav").exists() and not list(tmp_path.glob(".d.wav*"))
 
 
+def test_server_error_text_cannot_drive_the_terminal(tmp_path: Path) -> None:
+    with minimal_server(mode="hostile_error") as server:
+        result = gradium(tmp_path, "say", "Hello.", "--base-url", server.base_url, "-o", "h.wav")
+    assert result.returncode == 6
+    assert result.stderr == b"gradium: error: server error: bad \\x1b[31mthing\\x1b]0;pwned\\x07 happened (1011)\n"
+    assert not (tmp_path / "h.wav").exists()
+
+
 def test_unwritable_path(tmp_path: Path, local_server: RunningServer) -> None:
     result = say(tmp_path, local_server, SENTENCE, "-o", "no/such/dir/x.wav")
     assert result.returncode == 9

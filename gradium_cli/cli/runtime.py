@@ -16,6 +16,7 @@ import typer
 
 from gradium_cli.errors import ExitCode, GradiumError, Interrupted
 from gradium_cli.ui.env import get_env
+from gradium_cli.ui.wirelog import escape_control
 
 T = TypeVar("T")
 
@@ -25,6 +26,8 @@ def fail(error: GradiumError) -> NoReturn:
     line = f"gradium: {error.message}" if isinstance(error, Interrupted) else f"gradium: error: {error.message}"
     if error.hint:
         line += f" ({error.hint})"
+    # Messages can carry a server's words: never let them drive the terminal.
+    line = escape_control(line)
     print(line, file=env.stderr, flush=True)
     raise typer.Exit(int(error.exit_code))
 

@@ -13,18 +13,17 @@ import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.exceptions import InvalidHandshake, InvalidURI
 
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.config import mask_secret, resolve
-from gradium_cli.errors import AuthError, GradiumError, NetworkError, UsageError
+from gradium_cli.errors import UsageError
 from gradium_cli.transport.endpoint import TTS_ROUTE, Endpoint, normalise_base_url
+from gradium_cli.transport.ws import connect_error
 
 SECRET_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie")
-SECRET_QUERY = ("token", "api_key", "key")
 
 
 def is_secret_header(name: str) -> bool:
@@ -44,18 +43,6 @@ def mask_header(name: str, value: str) -> str:
 def masked_headers(headers: dict[str, str] | list[tuple[str, str]]) -> dict[str, str]:
     items = headers.items() if isinstance(headers, dict) else headers
     return {name: mask_header(name, value) for name, value in items}
-
-
-def masked_url(url: str) -> str:
-    """The URL with secret query values (a browser `?token=`) masked."""
-    parts = urlsplit(url)
-    if not parts.query:
-        return url
-    pairs = []
-    for pair in parts.query.split("&"):
-        name, sep, value = pair.partition("=")
-        pairs.append(f"{name}={mask_secret(unquote_plus(value))}" if sep and name.lower() in SECRET_QUERY else pair)
-    return urlunsplit(parts._replace(query="&".join(pairs)))
 
 
 def parse_headers(values: list[str]) -> dict[str, str]:
@@ -132,32 +119,6 @@ def open_target(
         full = endpoint.ws_url(TTS_ROUTE if path is None else path)
         endpoint = Endpoint(endpoint.base_url, endpoint.api_key, endpoint.timeout, extra_headers)
         yield Target(full, endpoint.headers(), ssl_context(full, insecure, ca), backend.timeout)
-
-
-def connect_error(exc: BaseException, url: str) -> GradiumError:
-    where = masked_url(url)
-    if isinstance(exc, InvalidStatus):
-        status = exc.response.status_code
-        if status in (401, 403):
-            return AuthError(
-                f"server refused the WebSocket at {where} (HTTP {status})", hint="check the URL and the API key"
-            )
-        return NetworkError(f"server answered HTTP {status} instead of a WebSocket at {where}")
-    if isinstance(exc, InvalidURI):
-        return UsageError(f"invalid WebSocket URL {where}", hint="e.g. ws://127.0.0.1:8765/api/speech/tts")
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        return NetworkError(
-            f"TLS certificate of {urlsplit(url).hostname} not trusted: {exc.verify_message}",
-            hint="--ca FILE trusts a private CA; --insecure skips the check",
-        )
-    if isinstance(exc, ssl.SSLError):
-        return NetworkError(f"TLS handshake with {where} failed: {exc.reason or exc}")
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return NetworkError(f"timed out connecting to {where}")
-    if isinstance(exc, InvalidHandshake):
-        return NetworkError(f"WebSocket handshake with {where} failed: {exc}")
-    reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
-    return NetworkError(f"cannot connect to {where}: {reason}", hint="is the server running? see `gradium serve`")
 
 
 async def open_socket(

@@ -24,12 +24,13 @@ from websockets.protocol import State as WsState
 
 from gradium_cli.console import commands as c
 from gradium_cli.console.checker import Checker, server_error
-from gradium_cli.console.connection import Target, masked_headers, masked_url, open_socket
+from gradium_cli.console.connection import Target, masked_headers, open_socket
 from gradium_cli.console.display import RECEIVED, SENT, Display
 from gradium_cli.console.recorder import Recorder, Session, close_marker, diff_replies
 from gradium_cli.console.saving import AudioStore
 from gradium_cli.errors import GradiumError, NetworkError, OutputError, ProtocolError, UsageError
 from gradium_cli.protocol import messages as m
+from gradium_cli.transport.endpoint import masked_url
 from gradium_cli.ui.env import Env
 from gradium_cli.ui.textinput import decode_utf8
 from gradium_cli.ui.wirelog import escape_control

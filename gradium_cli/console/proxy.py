@@ -23,11 +23,12 @@ from websockets.exceptions import ConnectionClosed
 from gradium_cli.config import mask_secret
 from gradium_cli.console.checker import Checker, server_error
 from gradium_cli.console.commands import SENDABLE_CLOSE_CODES
-from gradium_cli.console.connection import Target, masked_headers, masked_url, open_socket
+from gradium_cli.console.connection import Target, masked_headers, open_socket
 from gradium_cli.console.display import Display
 from gradium_cli.console.recorder import Recorder
 from gradium_cli.errors import GradiumError, NetworkError, ProtocolError
 from gradium_cli.protocol import messages as m
+from gradium_cli.transport.endpoint import masked_url
 
 # Headers a client chooses that travel on to the server (the rest are per hop).
 FORWARDED_HEADERS = ("x-api-key", "x-api-source", "authorization", "user-agent")

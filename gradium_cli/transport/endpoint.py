@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from gradium_cli import __version__
+from gradium_cli.config import mask_secret
 
 TTS_ROUTE = "speech/tts"
+SECRET_QUERY = ("token", "api_key", "key")
 
 
 def normalise_base_url(url: str) -> str:
@@ -15,6 +18,18 @@ def normalise_base_url(url: str) -> str:
         url = ("http://" if url.startswith(("127", "local", "[::1]")) else "https://") + url
     url = url.replace("ws://", "http://", 1).replace("wss://", "https://", 1)
     return url if url.endswith("/") else url + "/"
+
+
+def masked_url(url: str) -> str:
+    """The URL with secret query values (a browser `?token=`) masked."""
+    parts = urlsplit(url)
+    if not parts.query:
+        return url
+    pairs = []
+    for pair in parts.query.split("&"):
+        name, sep, value = pair.partition("=")
+        pairs.append(f"{name}={mask_secret(unquote_plus(value))}" if sep and name.lower() in SECRET_QUERY else pair)
+    return urlunsplit(parts._replace(query="&".join(pairs)))
 
 
 @dataclass(frozen=True)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
@@ -20,8 +22,8 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 
 from gradium_cli.errors import AuthError, GradiumError, NetworkError, ProtocolError, UsageError
 from gradium_cli.protocol import messages as m
-from gradium_cli.protocol.session import TtsSession
-from gradium_cli.transport.endpoint import Endpoint
+from gradium_cli.protocol.session import TtsSession, error_from_server
+from gradium_cli.transport.endpoint import Endpoint, masked_url
 
 FrameHook = Callable[[str, str], None]  # (direction "<" or ">", frame) for wire logs
 
@@ -33,15 +35,24 @@ class _Closed:
         self.error = error
 
 
-def _connection_error(exc: BaseException, endpoint: Endpoint) -> GradiumError:
-    where = endpoint.ws_url()
+def connect_error(exc: BaseException, url: str) -> GradiumError:
+    where = masked_url(url)
     if isinstance(exc, InvalidStatus):
         status = exc.response.status_code
         if status in (401, 403):
-            return AuthError(f"server refused the connection (HTTP {status})", hint="check your API key")
+            return AuthError(
+                f"server refused the WebSocket at {where} (HTTP {status})", hint="check the URL and the API key"
+            )
         return NetworkError(f"server answered HTTP {status} instead of a WebSocket at {where}")
     if isinstance(exc, InvalidURI):
-        return UsageError(f"invalid server URL {where}", hint="check --base-url")
+        return UsageError(f"invalid WebSocket URL {where}", hint="e.g. ws://127.0.0.1:8765/api/speech/tts")
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return NetworkError(
+            f"TLS certificate of {urlsplit(url).hostname} not trusted: {exc.verify_message}",
+            hint="--ca FILE trusts a private CA; --insecure skips the check",
+        )
+    if isinstance(exc, ssl.SSLError):
+        return NetworkError(f"TLS handshake with {where} failed: {exc.reason or exc}")
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return NetworkError(f"timed out connecting to {where}")
     if isinstance(exc, InvalidHandshake):
@@ -76,8 +87,8 @@ class TtsSocket:
                 compression=None,
                 ping_interval=None,
             )
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI) as exc:
-            raise _connection_error(exc, self.endpoint) from None
+        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI, ssl.SSLError) as exc:
+            raise connect_error(exc, self.endpoint.ws_url()) from None
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
@@ -103,6 +114,7 @@ class TtsSocket:
     async def _read(self) -> None:
         assert self._ws is not None
         ending: _Closed
+        unscoped: GradiumError | None = None
         try:
             async for frame in self._ws:
                 if self.on_frame:
@@ -120,13 +132,15 @@ class TtsSocket:
                     # otherwise decode the whole burst first, delaying audio to the sinks.
                     await asyncio.sleep(0)
                 elif isinstance(message, m.ErrorMessage) and message.client_req_id is None:
-                    # An unscoped error (a refused key, §11.1) concerns every request on the socket.
+                    # An unscoped error (a refused key, §11.1) concerns every request on the
+                    # socket, even one not yet started: it is also why the socket closes.
+                    unscoped = error_from_server(message)
                     for other in self._routes.values():
                         other.put_nowait(message)
-            ending = _Closed(None)
+            ending = _Closed(unscoped)
         except ConnectionClosed as exc:
             code = exc.rcvd.code if exc.rcvd else 1006
-            ending = _Closed(NetworkError(f"connection dropped by the server (close code {code})"))
+            ending = _Closed(unscoped or NetworkError(f"connection dropped by the server (close code {code})"))
         except GradiumError as exc:
             ending = _Closed(exc)
         except asyncio.CancelledError:
