@@ -15,6 +15,8 @@ import numpy as np
 
 from gradium_cli.errors import AudioDeviceError
 
+JITTER_BUFFER_S = 0.1
+
 
 def _sounddevice() -> Any:
     try:
@@ -56,6 +58,7 @@ class DevicePlayer:
     def __init__(self, sample_rate: int, device: str | None = None) -> None:
         sd = _sounddevice()
         self.sample_rate = sample_rate
+        self.prebuffer_samples = int(sample_rate * JITTER_BUFFER_S)
         self._buffer = np.zeros(0, dtype=np.int16)
         self._lock = threading.Lock()
         self._ended = False
@@ -78,6 +81,9 @@ class DevicePlayer:
 
     def _callback(self, outdata: np.ndarray, frames: int, _time: Any, _status: Any) -> None:
         with self._lock:
+            if not self._started_audio:
+                outdata[:, 0] = 0  # still filling the jitter buffer
+                return
             take = min(frames, len(self._buffer))
             outdata[:take, 0] = self._buffer[:take]
             outdata[take:, 0] = 0
@@ -94,7 +100,10 @@ class DevicePlayer:
             return
         with self._lock:
             self._buffer = np.concatenate([self._buffer, samples.astype(np.int16, copy=False)])
-            self._started_audio = True
+            # Network audio comes in bursts: start only with a little in hand, so the
+            # first gap between bursts does not become an underrun.
+            if len(self._buffer) >= self.prebuffer_samples:
+                self._started_audio = True
 
     @property
     def buffered_seconds(self) -> float:
@@ -108,6 +117,7 @@ class DevicePlayer:
         """Stop after the buffered audio has played (or at once with drain=False)."""
         with self._lock:
             self._ended = True
+            self._started_audio = True  # a clip shorter than the jitter buffer still plays
             if not drain:
                 self._buffer = np.zeros(0, dtype=np.int16)
             if not len(self._buffer):
