@@ -9,9 +9,11 @@ import typer
 
 from gradium_cli import __version__
 from gradium_cli.cli.devices import devices
+from gradium_cli.cli.pronounce import pronounce_app
 from gradium_cli.cli.say import say
 from gradium_cli.cli.serve import serve
 from gradium_cli.cli.stream import stream
+from gradium_cli.cli.voices import voices_app
 from gradium_cli.cli.ws_raw import ws_raw
 from gradium_cli.ui.env import Env, set_env
 
@@ -56,6 +58,8 @@ def main_options(
 app.command(rich_help_panel="Speak")(say)
 app.command(rich_help_panel="Speak")(stream)
 app.command(rich_help_panel="Audio")(devices)
+app.add_typer(voices_app, name="voices", rich_help_panel="Manage")
+app.add_typer(pronounce_app, name="pronounce", rich_help_panel="Manage")
 app.command(rich_help_panel="Server")(serve)
 app.command("ws-raw", rich_help_panel="Debug")(ws_raw)
 

@@ -53,8 +53,10 @@ def _auth_problem(request: Request) -> str | None:
 
 async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
     try:
-        body = json.loads(await request.body())
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        # parse_json also refuses deep nesting, huge integers and lone surrogates, which
+        # json.loads lets through or raises unexpected errors for.
+        body = m.parse_json((await request.body()).decode("utf-8"), "body")
+    except (m.MessageError, UnicodeDecodeError):
         return validation_error(["body"], "body must be valid JSON")
     if not isinstance(body, dict):
         return validation_error(["body"], "body must be a JSON object")
@@ -256,6 +258,15 @@ async def update_voice(request: Request) -> Response:
     body = await _json_body(request)
     if isinstance(body, JSONResponse):
         return body
+    # Check types before storing: a string start_s used to be saved and then break every voice listing.
+    for key in ("name", "description", "language"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            return validation_error(["body", key], "value is not a valid string")
+    start_s = body.get("start_s")
+    if start_s is not None and (isinstance(start_s, bool) or not isinstance(start_s, (int, float)) or start_s < 0):
+        return validation_error(["body", "start_s"], "value is not a valid number >= 0")
+    if body.get("tags") is not None and not isinstance(body["tags"], list):
+        return validation_error(["body", "tags"], "value is not a valid list")
     for key in ("name", "description", "language", "start_s", "tags"):
         if body.get(key) is not None:
             record[key] = body[key]
@@ -387,6 +398,8 @@ async def update_dictionary(request: Request) -> Response:
     if isinstance(body, JSONResponse):
         return body
     for key in ("name", "description", "language"):
+        if body.get(key) is not None and not isinstance(body[key], str):
+            return validation_error(["body", key], "value is not a valid string")
         if body.get(key) is not None:
             record[key] = body[key]
     if body.get("rules") is not None:  # PUT with rules replaces the whole list (§7)

@@ -58,7 +58,7 @@ def render_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, indent=2) + "\n"
 
 
-def _console_text(renderable: Any, env: Env, width: int | None) -> str:
+def _console_text(renderables: Sequence[Any], env: Env, width: int | None) -> str:
     from rich.console import Console
 
     buffer = io.StringIO()
@@ -70,7 +70,8 @@ def _console_text(renderable: Any, env: Env, width: int | None) -> str:
         highlight=False,
         emoji=False,
     )
-    console.print(renderable)
+    for renderable in renderables:
+        console.print(renderable)
     return buffer.getvalue()
 
 
@@ -87,8 +88,6 @@ def render_rich(
     from rich.text import Text
 
     table = Table(
-        title=title,
-        title_justify="left",
         header_style="bold",
         box=None,
         pad_edge=False,
@@ -99,7 +98,9 @@ def render_rich(
     for row in rows:
         # Text(), not str: a voice named "[bold]" must print as typed, not as markup.
         table.add_row(*(Text(cell_text(row.get(c.key))) for c in columns))
-    return _console_text(table, env or get_env(), width)
+    # The title is its own line: as a Table title rich would wrap it to the table's width.
+    heading = [Text(title, style="bold")] if title else []
+    return _console_text([*heading, table], env or get_env(), width)
 
 
 def write_stdout(text: str, env: Env | None = None) -> None:

@@ -1,0 +1,67 @@
+"""What `gradium voices` and `gradium pronounce` share: the backend, a REST session, confirmation."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+from gradium_cli.cli.runtime import fail
+from gradium_cli.errors import UsageError
+from gradium_cli.ui.env import get_env
+
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.transport.endpoint import Endpoint
+    from gradium_cli.transport.rest import RestClient
+
+YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation")]
+DECLINED_EXIT = 1
+
+
+def backend_options(
+    base_url: str | None,
+    api_key: str | None,
+    region: str | None,
+    timeout: float,
+    local: bool,
+    profile: str | None,
+) -> BackendOptions:
+    from gradium_cli.backend import BackendOptions
+
+    return BackendOptions(base_url, api_key, region, timeout, local, profile)
+
+
+def inner_backend(endpoint: Endpoint, options: BackendOptions) -> BackendOptions:
+    """Options that reach an endpoint already open (so `say`'s path reuses it, no second local server)."""
+    from gradium_cli.backend import BackendOptions
+
+    return BackendOptions(endpoint.base_url, endpoint.api_key, None, endpoint.timeout, False, options.profile)
+
+
+@contextlib.asynccontextmanager
+async def rest_session(options: BackendOptions) -> AsyncIterator[tuple[Endpoint, RestClient]]:
+    from gradium_cli.backend import open_backend
+    from gradium_cli.transport.rest import RestClient
+
+    with open_backend(options) as endpoint:
+        async with RestClient(endpoint) as rest:
+            yield endpoint, rest
+
+
+def check_can_confirm(yes: bool, action: str) -> None:
+    """Before any request: without --yes a person must be there to answer; never hang on a pipe."""
+    env = get_env()
+    if not yes and not (env.stdin_isatty and env.stderr_isatty):
+        fail(UsageError(f"refusing to {action} without confirmation: stdin is not a terminal", hint="pass --yes"))
+
+
+def confirm(question: str, yes: bool) -> None:
+    """Ask on stderr; a "no" ends the command with exit 1 and nothing changed."""
+    if yes:
+        return
+    if not typer.confirm(question, default=False, err=True):
+        get_env().say("gradium: nothing changed")
+        raise typer.Exit(DECLINED_EXIT)

@@ -1,0 +1,448 @@
+"""`gradium voices`: list, inspect, clone, rename, delete and preview voices (PROTOCOL.md §8)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from gradium_cli.cli import options as o
+from gradium_cli.cli.manage import YesOpt, backend_options, check_can_confirm, confirm, inner_backend, rest_session
+from gradium_cli.cli.runtime import fail, guard, run
+from gradium_cli.errors import RequestError, UsageError
+from gradium_cli.ui.env import get_env
+from gradium_cli.ui.tables import Column, print_record, print_table, write_stdout
+
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.transport.rest import RestClient
+
+voices_app = typer.Typer(
+    name="voices",
+    help="List, inspect, clone, update, delete and preview voices.",
+    epilog="Voices are named by id or name. An id that starts with - goes after --: "
+    "gradium voices show -- -uP9MuGtBqAvEyxI",
+    no_args_is_help=True,
+)
+
+# --json keys, in this order, for every voice (missing fields are null).
+VOICE_KEYS = ("uid", "name", "language", "description", "is_catalog", "is_pro_clone", "start_s", "filename", "tags")
+LIST_COLUMNS = [
+    Column("uid", "ID", style="cyan", no_wrap=True),
+    Column("name", "NAME", style="bold"),
+    Column("language", "LANG", no_wrap=True),
+    Column("type", "TYPE", no_wrap=True),
+    Column("description", "DESCRIPTION"),
+]
+SHOW_FIELDS = [
+    Column("uid", "id"),
+    Column("name", "name"),
+    Column("language", "language"),
+    Column("type", "type"),
+    Column("description", "description"),
+    Column("filename", "sample"),
+    Column("start_s", "start (s)"),
+    Column("tags", "tags"),
+]
+
+MAX_SAMPLE_BYTES = 20 * 1024 * 1024
+MIN_SAMPLE_S = 1.0
+MAX_SAMPLE_S = 60.0
+CLONE_WINDOW_S = 10.0
+# A short sentence in the voice's language for `preview` without TEXT.
+PREVIEW_TEXT = {
+    "en": "Hello! This is a preview of this voice. How does it sound?",
+    "fr": "Bonjour ! Voici un aperçu de cette voix. Qu'en pensez-vous ?",
+    "de": "Hallo! Das ist eine Hörprobe dieser Stimme. Wie klingt sie?",
+    "es": "¡Hola! Esta es una muestra de esta voz. ¿Qué te parece?",
+    "pt": "Olá! Esta é uma amostra desta voz. O que você acha?",
+}
+
+
+def project(voice: dict[str, Any]) -> dict[str, Any]:
+    """A voice with exactly VOICE_KEYS, whatever extra fields a server sends."""
+    return {key: voice.get(key, [] if key == "tags" else None) for key in VOICE_KEYS}
+
+
+def _display(voice: dict[str, Any]) -> dict[str, Any]:
+    row = dict(voice)
+    row["type"] = "catalog" if voice.get("is_catalog") else "custom"
+    tags = voice.get("tags") or []
+    row["tags"] = [f"{t.get('category')}:{t.get('value')}" if t.get("category") else t.get("value") for t in tags]
+    return row
+
+
+def _language_matches(language: str | None, wanted: str) -> bool:
+    lang, wanted = (language or "").lower(), wanted.lower()
+    return lang == wanted or lang.startswith(wanted + "-")
+
+
+def _search_matches(voice: dict[str, Any], wanted: str) -> bool:
+    needle = wanted.lower()
+    return any(needle in str(voice.get(key) or "").lower() for key in ("name", "description", "uid"))
+
+
+async def _custom_name_clash(rest: RestClient, name: str, uid: str | None = None) -> None:
+    """Refuse a duplicate name before sending anything (the hosted service might accept it)."""
+    voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0})
+    for voice in voices:
+        if str(voice.get("name", "")).lower() == name.lower() and voice.get("uid") != uid:
+            raise RequestError(f"a voice named '{voice['name']}' already exists ({voice['uid']})")
+
+
+# ----------------------------------------------------------------------------- list
+
+
+@voices_app.command("list")
+def list_voices(
+    language: Annotated[str | None, typer.Option("--language", "-l", help="Only voices of this language")] = None,
+    search: Annotated[
+        str | None, typer.Option("--search", "-s", help="Only voices whose name, description or id contains this")
+    ] = None,
+    mine: Annotated[bool, typer.Option("--mine", help="Only your own (custom) voices")] = False,
+    json_out: o.JsonOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """List voices: a table on a terminal, tab-separated lines when piped, JSON with --json.
+
+    \b
+    Piped columns: id, name, language, type (catalog|custom), description.
+    gradium voices list --mine
+    gradium voices list --language fr | cut -f1,2
+    """
+    backend = backend_options(base_url, api_key, region, timeout, local, profile)
+    voices = run(_list(backend, mine))
+    if language:
+        voices = [v for v in voices if _language_matches(v.get("language"), language)]
+    if search:
+        voices = [v for v in voices if _search_matches(v, search)]
+    print_table(
+        [_display(v) for v in voices],
+        LIST_COLUMNS,
+        json_out=json_out,
+        json_rows=[project(v) for v in voices],
+        empty="no voices match",
+    )
+
+
+async def _list(backend: BackendOptions, mine: bool) -> list[dict[str, Any]]:
+    async with rest_session(backend) as (_endpoint, rest):
+        voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0 if mine else 1})
+    return [v for v in voices if not (mine and v.get("is_catalog"))]
+
+
+# ----------------------------------------------------------------------------- show
+
+
+@voices_app.command("show")
+def show_voice(
+    voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
+    json_out: o.JsonOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """Show one voice; piped, one `field<TAB>value` line per field."""
+    backend = backend_options(base_url, api_key, region, timeout, local, profile)
+    record = run(_show(backend, voice))
+    print_record(_display(record), SHOW_FIELDS, json_out=json_out, json_record=project(record))
+
+
+async def _show(backend: BackendOptions, wanted: str) -> dict[str, Any]:
+    from gradium_cli import resolve
+
+    async with rest_session(backend) as (_endpoint, rest):
+        listed = await resolve.voice_record(rest, wanted)
+        voice: dict[str, Any] = await rest.json(
+            "GET", f"voices/{listed['uid']}", params={"limit": 0, "include_catalog": 1}
+        )
+    return voice
+
+
+# --------------------------------------------------------------------------- create
+
+
+@dataclass(frozen=True)
+class Sample:
+    path: Path
+    data: bytes
+    duration_s: float
+    extension: str
+
+
+def check_sample(path: Path, start_s: float) -> Sample:
+    """Everything the service would refuse, found before uploading: size, format, duration."""
+    import soundfile as sf
+
+    try:
+        size = path.stat().st_size
+        if path.is_dir():
+            raise UsageError(f"{path} is a directory, not an audio file")
+        if size > MAX_SAMPLE_BYTES:
+            raise UsageError(f"{path} is {size / 1024 / 1024:.1f} MB; a voice sample must be at most 20 MB")
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    try:
+        info = sf.info(path)
+    except (sf.LibsndfileError, RuntimeError, TypeError):
+        raise UsageError(f"{path} is not an audio file (use WAV, FLAC, OGG or MP3)") from None
+    duration = info.frames / info.samplerate if info.samplerate else 0.0
+    if duration < MIN_SAMPLE_S:
+        raise UsageError(f"{path} lasts {duration:.2f} s; a voice sample must last at least 1 s")
+    if duration > MAX_SAMPLE_S:
+        raise UsageError(
+            f"{path} lasts {duration:.1f} s; a voice sample must last at most 60 s",
+            hint=f"trim it: the voice is cloned from {CLONE_WINDOW_S:g} s starting at --start",
+        )
+    if start_s < 0 or start_s >= duration:
+        raise UsageError(f"--start {start_s:g} is outside the {duration:.1f} s sample")
+    detected = {"MPEG": "mp3", "OGG": "ogg", "WAV": "wav", "FLAC": "flac"}.get(info.format, info.format.lower())
+    extension = path.suffix.lower().lstrip(".") or detected
+    return Sample(path, data, duration, extension)
+
+
+def multipart_parts(
+    sample: Sample, name: str, language: str, start_s: float, description: str | None
+) -> list[tuple[str, tuple[str | None, bytes, str]]]:
+    """The parts, in the order and with the headers the SDK sends (§8): the file, then text fields."""
+    text = "text/plain; charset=utf-8"
+    fields: list[tuple[str, str | None]] = [
+        ("name", name),
+        ("language", language),
+        ("start_s", str(float(start_s))),
+        ("description", description),
+        ("input_format", sample.extension),
+    ]
+    parts: list[tuple[str, tuple[str | None, bytes, str]]] = [
+        ("audio_file", (sample.path.name, sample.data, f"audio/{sample.extension}"))
+    ]
+    parts += [(key, (None, value.encode("utf-8"), text)) for key, value in fields if value is not None]
+    return parts
+
+
+@voices_app.command("create")
+def create_voice(
+    audio: Annotated[
+        Path, typer.Option("--audio", "-a", help="Voice sample: WAV, FLAC, OGG or MP3, 1–60 s, at most 20 MB")
+    ],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="Voice name (default: the file name)")] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d", help="Free text")] = None,
+    language: Annotated[str, typer.Option("--language", "-l", help="Language code of the speaker")] = "en",
+    start: Annotated[
+        float, typer.Option("--start", help="Seconds into the sample where the 10 s clone window starts")
+    ] = 0.0,
+    json_out: o.JsonOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """Clone a voice from an audio sample; prints the new voice's id.
+
+    \b
+    gradium voices create --name Narrator --audio me.wav --description "calm, low"
+    id=$(gradium voices create --name Narrator --audio me.wav)
+    """
+    backend = backend_options(base_url, api_key, region, timeout, local, profile)
+    voice_name = (name if name is not None else audio.stem).strip()
+    if not voice_name:
+        fail(UsageError("--name must not be empty"))
+    if not language.strip():
+        fail(UsageError("--language must not be empty"))
+    record = run(_create(backend, audio, voice_name, language.strip(), start, description))
+    env = get_env()
+    env.say(f"created voice '{record['name']}' ({record['uid']})")
+    write_stdout(json.dumps(project(record), indent=2) + "\n" if json_out or env.json else record["uid"] + "\n")
+
+
+async def _create(
+    backend: BackendOptions, audio: Path, name: str, language: str, start_s: float, description: str | None
+) -> dict[str, Any]:
+    sample = check_sample(audio, start_s)
+    async with rest_session(backend) as (_endpoint, rest):
+        await _custom_name_clash(rest, name)
+        parts = multipart_parts(sample, name, language, start_s, description)
+        created = await rest.json("POST", "voices/", files=parts)
+        uid = created.get("uid") if isinstance(created, dict) else None
+        if not uid:
+            raise RequestError(f"the server did not create the voice: {created}")
+        if created.get("error"):
+            get_env().say(f"gradium: note from the server: {created['error']}")
+        record: dict[str, Any] = await rest.json("GET", f"voices/{uid}", params={"limit": 0, "include_catalog": 0})
+    return record
+
+
+# --------------------------------------------------------------------------- update
+
+
+@voices_app.command("update")
+def update_voice(
+    voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
+    name: Annotated[str | None, typer.Option("--name", "-n", help="New name")] = None,
+    description: Annotated[str | None, typer.Option("--description", "-d", help="New description")] = None,
+    language: Annotated[str | None, typer.Option("--language", "-l", help="New language code")] = None,
+    start: Annotated[
+        float | None, typer.Option("--start", help="New start of the 10 s clone window, in seconds")
+    ] = None,
+    json_out: o.JsonOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """Rename a voice or change its description, language or clone window."""
+    changes: dict[str, Any] = {
+        k: v
+        for k, v in {"name": name, "description": description, "language": language, "start_s": start}.items()
+        if v is not None
+    }
+    if not changes:
+        fail(UsageError("nothing to change: give --name, --description, --language or --start"))
+    if name is not None and not name.strip():
+        fail(UsageError("--name must not be empty"))
+    if start is not None and start < 0:
+        fail(UsageError("--start must be 0 or more"))
+    if name is not None:
+        changes["name"] = name.strip()
+    backend = backend_options(base_url, api_key, region, timeout, local, profile)
+    record = run(_update(backend, voice, changes))
+    env = get_env()
+    env.say(f"updated voice '{record['name']}' ({record['uid']})")
+    if json_out or env.json:
+        write_stdout(json.dumps(project(record), indent=2) + "\n")
+
+
+async def _update(backend: BackendOptions, wanted: str, changes: dict[str, Any]) -> dict[str, Any]:
+    from gradium_cli import resolve
+
+    async with rest_session(backend) as (_endpoint, rest):
+        listed = await resolve.voice_record(rest, wanted, custom_only=True)
+        if "name" in changes:
+            await _custom_name_clash(rest, changes["name"], listed["uid"])
+        updated: dict[str, Any] = await rest.json("PUT", f"voices/{listed['uid']}", json=changes)
+    return {**listed, **updated} if isinstance(updated, dict) else listed
+
+
+# --------------------------------------------------------------------------- delete
+
+
+@voices_app.command("delete")
+def delete_voice(
+    voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
+    yes: YesOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """Delete one of your voices (asks first on a terminal; --yes skips the question)."""
+    check_can_confirm(yes, "delete a voice")
+    backend = backend_options(base_url, api_key, region, timeout, local, profile)
+    record = run(_delete(backend, voice, yes))
+    get_env().say(f"deleted voice '{record['name']}' ({record['uid']})")
+
+
+async def _delete(backend: BackendOptions, wanted: str, yes: bool) -> dict[str, Any]:
+    from gradium_cli import resolve
+
+    async with rest_session(backend) as (_endpoint, rest):
+        record = await resolve.voice_record(rest, wanted, custom_only=True)
+        confirm(f"Delete voice '{record['name']}' ({record['uid']})? This cannot be undone.", yes)
+        try:
+            await rest.json("DELETE", f"voices/{record['uid']}")
+        except RequestError as exc:
+            raise RequestError(f"cannot delete voice '{record['name']}': {exc.message}", exc.hint) from None
+    return record
+
+
+# -------------------------------------------------------------------------- preview
+
+
+@voices_app.command("preview")
+def preview_voice(
+    voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
+    text: Annotated[
+        str | None, typer.Argument(help="What to say (default: a sample sentence in the voice's language)")
+    ] = None,
+    output: o.OutputOpt = None,
+    format: o.FormatOpt = None,
+    play: o.PlayOpt = False,
+    device: o.DeviceOpt = None,
+    force: o.ForceOpt = False,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+) -> None:
+    """Hear a voice: plays on a terminal, or writes like `say` (-o FILE, or stdout when piped).
+
+    \b
+    gradium voices preview Emma
+    gradium voices preview Narrator "Chapter one." -o narrator.wav
+    """
+    if text is not None and not text.strip():
+        fail(UsageError("the text is empty"))
+    from gradium_cli.audio.plan import plan_output
+
+    # Where the audio goes is checked before any request (an existing file, a binary on a terminal).
+    guard(lambda: plan_output(output, format, play=play, env=get_env(), force=force))
+    backend = backend_options(base_url, api_key, region, timeout, local, profile)
+    run(_preview(backend, voice, text, output, format, play, device, force))
+
+
+async def _preview(
+    backend: BackendOptions,
+    wanted: str,
+    text: str | None,
+    output: str | None,
+    format: str | None,
+    play: bool,
+    device: str | None,
+    force: bool,
+) -> None:
+    from gradium_cli import resolve
+    from gradium_cli.cli.say_core import SayRequest, speak
+    from gradium_cli.voice_settings import VoiceOptions
+
+    env = get_env()
+    async with rest_session(backend) as (endpoint, rest):
+        record = await resolve.voice_record(rest, wanted)
+        language = str(record.get("language") or "en").split("-")[0].lower()
+        sentence = text if text is not None else PREVIEW_TEXT.get(language, PREVIEW_TEXT["en"])
+        env.say(f"voice '{record['name']}' ({record['uid']}): {sentence}")
+        request = SayRequest(
+            text=sentence,
+            file=None,
+            output=output,
+            format=format,
+            play=play,
+            device=device,
+            force=force,
+            timestamps=None,
+            voice=VoiceOptions(voice=str(record["uid"])),
+            backend=inner_backend(endpoint, backend),
+            use_rest=False,
+            stats=False,
+            json_out=False,
+        )
+        await speak(request)
