@@ -3,8 +3,19 @@
 It shares no code with `gradium serve`: raw `websockets`, hand-written frames.
 It sends every `ready` field plus fields no client knows yet, a priming frame,
 exact 80 ms PCM chunks of a known waveform, word timestamps with extra fields,
-then `end_of_stream` and a close. `mode="drop"` drops the connection mid-stream
-to test how clients survive it.
+then `end_of_stream` and a close.
+
+Fault modes, for testing how clients survive them (`fail_first=N` applies the
+fault to the first N connections only, then serves normally):
+  drop            abort the TCP connection mid-stream, no close frame
+  close_1011      close with code 1011 mid-stream, no error frame
+  error_midstream an `error` frame (1011) mid-stream, then close
+  malformed       a frame that is not JSON, after `ready`
+  unknown_type    a message type no client knows, mid-stream (clients must ignore it)
+  stall           `ready`, then silence with the socket open
+  never_answer    accept the connection, read, never send anything
+  http_429/500/503  refuse the WebSocket upgrade with that HTTP status
+  hostile_error   an error whose text carries terminal escape sequences
 """
 
 from __future__ import annotations
@@ -18,8 +29,10 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from http import HTTPStatus
 
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.http11 import Request, Response
 
 CHUNK_SAMPLES = 3840  # 80 ms at 48 kHz (§4)
 
@@ -48,8 +61,21 @@ def wav_stream_header() -> bytes:
 class MinimalServer:
     chunks: int = 12
     mode: str = "normal"
+    fail_first: int | None = None
     received: list[dict[str, object]] = field(default_factory=list)
     port: int = 0
+    connections: int = 0
+
+    def faulty(self) -> bool:
+        """Whether this connection gets the fault (`connections` counts upgrades tried)."""
+        return self.mode != "normal" and (self.fail_first is None or self.connections <= self.fail_first)
+
+    def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.connections += 1
+        if self.faulty() and self.mode.startswith("http_"):
+            status = HTTPStatus(int(self.mode.removeprefix("http_")))
+            return connection.respond(status, f"{status.phrase}\n")
+        return None
 
     @property
     def base_url(self) -> str:
@@ -59,6 +85,11 @@ class MinimalServer:
         return known_pcm(self.chunks)
 
     async def handler(self, ws: ServerConnection) -> None:
+        mode = self.mode if self.faulty() else "normal"
+        if mode == "never_answer":
+            async for _frame in ws:  # read politely, answer never
+                pass
+            return
         setup = json.loads(await ws.recv())
         self.received.append(setup)
         while True:  # the client may send everything before `ready` (§2.5 rule 3)
@@ -66,7 +97,7 @@ class MinimalServer:
             self.received.append(message)
             if message["type"] == "end_of_stream":
                 break
-        if self.mode == "hostile_error":
+        if mode == "hostile_error":
             # An error whose text tries to drive the terminal (colour, window title, bell).
             text = "bad \x1b[31mthing\x1b]0;pwned\x07 happened"
             await ws.send(json.dumps({"type": "error", "message": text, "code": 1011}))
@@ -87,6 +118,13 @@ class MinimalServer:
                 }
             )
         )
+        if mode == "stall":
+            await ws.wait_closed()
+            return
+        if mode == "malformed":
+            await ws.send("{this is not json")
+            await ws.wait_closed()
+            return
         # A priming frame: empty for raw PCM, the streaming WAV header for wav (§2.7).
         priming = wav_stream_header() if setup.get("output_format") == "wav" else b""
         await ws.send(
@@ -106,9 +144,19 @@ class MinimalServer:
         pcm = self.payload()
         size = CHUNK_SAMPLES * 2
         for index in range(self.chunks):
-            if self.mode == "drop" and index == self.chunks // 2:
-                ws.transport.abort()  # no close frame: a dropped connection
-                return
+            if index == self.chunks // 2:
+                if mode == "drop":
+                    ws.transport.abort()  # no close frame: a dropped connection
+                    return
+                if mode == "close_1011":
+                    await ws.close(1011, "worker crashed")
+                    return
+                if mode == "error_midstream":
+                    await ws.send(json.dumps({"type": "error", "message": "internal failure", "code": 1011}))
+                    await ws.close(1011)
+                    return
+                if mode == "unknown_type":
+                    await ws.send(json.dumps({"type": "surprise", "detail": {"new": True}, "stream_id": 0}))
             frame = {
                 "type": "audio",
                 "audio": base64.b64encode(pcm[index * size : (index + 1) * size]).decode(),
@@ -133,7 +181,9 @@ def minimal_server(**options: object) -> Iterator[MinimalServer]:
     async def main() -> None:
         nonlocal stop
         stop = loop.create_future()
-        async with serve(server.handler, "127.0.0.1", 0, compression=None) as ws_server:
+        async with serve(
+            server.handler, "127.0.0.1", 0, compression=None, process_request=server.process_request
+        ) as ws_server:
             server.port = next(iter(ws_server.sockets)).getsockname()[1]
             ready.set()
             await stop

@@ -140,3 +140,13 @@ DeviceOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file", rich_help_panel=OUTPUT)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout (stats, events)")]
 StatsOpt = Annotated[bool, typer.Option("--stats", help="Print timing statistics on stderr")]
+RetriesOpt = Annotated[
+    int,
+    typer.Option(
+        "--retries",
+        help="Retries after a dropped connection or a busy server, with exponential back-off",
+        rich_help_panel=BACKEND,
+        min=0,
+        max=10,
+    ),
+]

@@ -1,7 +1,5 @@
 """`gradium say`: one-shot synthesis to a file, a pipe or the speakers."""
 
-from __future__ import annotations
-
 import json
 from pathlib import Path
 from typing import Annotated
@@ -42,6 +40,7 @@ def say(
     api_key: o.ApiKeyOpt = None,
     region: o.RegionOpt = None,
     timeout: o.TimeoutOpt = 30.0,
+    retries: o.RetriesOpt = 2,
     local: o.LocalOpt = False,
     profile: o.ProfileOpt = None,
     stats: o.StatsOpt = False,
@@ -94,6 +93,7 @@ def say(
         backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
         use_rest=rest,
         stats=stats,
+        retries=retries,
         json_out=json_out or env.json,
     )
     result = run(speak(request))

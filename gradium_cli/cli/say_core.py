@@ -4,19 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gradium_cli.audio.atomic import write_atomic
-from gradium_cli.audio.plan import open_sinks, plan_output
+from gradium_cli.audio.plan import OutputPlan, open_sinks, plan_output
 from gradium_cli.audio.subtitles import check_timestamps_path, render
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.config import mask_secret
+from gradium_cli.errors import GradiumError
+from gradium_cli.protocol.messages import Setup
 from gradium_cli.protocol.text import split_long_text
+from gradium_cli.retry import DEFAULT_RETRIES, backoff_delay, is_transient
 from gradium_cli.streaming.monitor import StreamMonitor
 from gradium_cli.synthesis import Collector, run_rest, run_websocket
+from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.rest import RestClient
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.live import LiveState, LiveView, attach_player
@@ -40,6 +45,7 @@ class SayRequest:
     use_rest: bool
     stats: bool
     json_out: bool
+    retries: int = DEFAULT_RETRIES
 
 
 async def speak(request: SayRequest) -> dict[str, Any]:
@@ -63,29 +69,26 @@ async def speak(request: SayRequest) -> dict[str, Any]:
         async with contextlib.AsyncExitStack() as stack:
             rest = await stack.enter_async_context(RestClient(endpoint)) if needs_lookup else None
             setup = await build_setup(request.voice, plan.wire.name, rest)
-        sinks = open_sinks(plan, env, request.device)
-        collector = Collector(sinks)
-        hooks = [stderr_wire_log(env.debug)] if env.verbose else []
-        view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-        if plan.play and env.stderr_isatty and not env.quiet and not request.json_out:
-            # Playing on a terminal: the same live view as `gradium stream`.
-            state = LiveState(title=f"gradium say · {request.voice.voice or 'default voice'}")
-            attach_player(state, sinks)
-            monitor = StreamMonitor(env, state, events=None, progress_lines=False)
-            hooks.append(monitor.frame)
-            collector.on_message = lambda message: monitor.message(message, time.monotonic())
-            view = LiveView(state, env.stderr, env.no_color)
-        want_timestamps = request.timestamps is not None
-        try:
-            with view:
-                if request.use_rest:
-                    await run_rest(endpoint, setup, chunks, collector, want_timestamps=want_timestamps)
-                else:
-                    await run_websocket(endpoint, setup, chunks, collector, fan_out(hooks))
-                await asyncio.to_thread(collector.finish)
-        except BaseException:
-            collector.abort()
-            raise
+        rng = random.Random()
+        attempt = 0
+        while True:
+            attempt += 1
+            collector = Collector(open_sinks(plan, env, request.device))
+            try:
+                await _attempt(request, plan, endpoint, setup, chunks, collector)
+                break
+            except GradiumError as error:
+                collector.abort()
+                # Audio already played or piped cannot be taken back: only a file restarts cleanly.
+                delivered = collector.stats.audio_bytes > 0 and (plan.pipe or plan.play)
+                if attempt > request.retries or delivered or not is_transient(error):
+                    raise
+                delay = backoff_delay(attempt, rng)
+                env.debug(f"gradium: {error.message}; retry {attempt}/{request.retries} in {delay:.2f} s")
+                await asyncio.sleep(delay)
+            except BaseException:
+                collector.abort()
+                raise
     if request.timestamps is not None:
         write_atomic(request.timestamps, render(collector.words, request.timestamps.suffix).encode("utf-8"))
     stats = collector.stats
@@ -96,3 +99,26 @@ async def speak(request: SayRequest) -> dict[str, Any]:
     result["format"] = plan.wire.name
     result["stdout_audio"] = plan.pipe
     return result
+
+
+async def _attempt(
+    request: SayRequest, plan: OutputPlan, endpoint: Endpoint, setup: Setup, chunks: list[str], collector: Collector
+) -> None:
+    """One try at the whole synthesis, into freshly opened sinks."""
+    env = get_env()
+    hooks = [stderr_wire_log(env.debug)] if env.verbose else []
+    view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
+    if plan.play and env.stderr_isatty and not env.quiet and not request.json_out:
+        # Playing on a terminal: the same live view as `gradium stream`.
+        state = LiveState(title=f"gradium say · {request.voice.voice or 'default voice'}")
+        attach_player(state, collector.sinks)
+        monitor = StreamMonitor(env, state, events=None, progress_lines=False)
+        hooks.append(monitor.frame)
+        collector.on_message = lambda message: monitor.message(message, time.monotonic())
+        view = LiveView(state, env.stderr, env.no_color)
+    with view:
+        if request.use_rest:
+            await run_rest(endpoint, setup, chunks, collector, want_timestamps=request.timestamps is not None)
+        else:
+            await run_websocket(endpoint, setup, chunks, collector, fan_out(hooks))
+        await asyncio.to_thread(collector.finish)

@@ -1,0 +1,43 @@
+"""When a failed request may be repeated, and how long to wait: shared by say and batch.
+
+Only requests that are safe to repeat are retried (synthesis is idempotent);
+only failures that mean "not now" are retried: a dropped or refused connection,
+a server error, a busy or rate-limited server. Never a refused key or a bad request.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+
+from gradium_cli.errors import AuthError, GradiumError, NetworkError, RequestError, ServerError
+
+BACKOFF_BASE_S = 0.25
+BACKOFF_CAP_S = 10.0
+DEFAULT_RETRIES = 2
+
+# Refusals that mean "not now" rather than "never" (§11.1 names "Concurrency limit exceeded").
+_NOT_NOW = re.compile(
+    r"busy|overload|rate.?limit|too many requests|concurrency limit|try again|temporar|capacity|HTTP (429|503)",
+    re.IGNORECASE,
+)
+
+
+def is_transient(error: GradiumError) -> bool:
+    if isinstance(error, AuthError):
+        return False
+    if isinstance(error, (NetworkError, ServerError)):
+        return True
+    if isinstance(error, RequestError):
+        return bool(_NOT_NOW.search(error.message))
+    return False
+
+
+def backoff_delay(attempt: int, rng: random.Random, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:
+    """Exponential back-off with "equal jitter": half the step fixed, half random, capped."""
+    step = min(cap, base * 2.0 ** (attempt - 1))
+    return step / 2 + rng.uniform(0, step / 2)
+
+
+def retry_budget_s(retries: int) -> float:
+    return sum(min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2.0**k) for k in range(retries))
