@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from gradium_cli import __version__
+from gradium_cli.cli.batch import batch
 from gradium_cli.cli.devices import devices
 from gradium_cli.cli.pronounce import pronounce_app
 from gradium_cli.cli.say import say
@@ -57,6 +58,7 @@ def main_options(
 
 app.command(rich_help_panel="Speak")(say)
 app.command(rich_help_panel="Speak")(stream)
+app.command(rich_help_panel="Speak")(batch)
 app.command(rich_help_panel="Audio")(devices)
 app.add_typer(voices_app, name="voices", rich_help_panel="Manage")
 app.add_typer(pronounce_app, name="pronounce", rich_help_panel="Manage")

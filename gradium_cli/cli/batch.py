@@ -1,0 +1,156 @@
+"""`gradium batch`: one file per manifest row, many requests in flight, resumable."""
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gradium_cli.cli import options as o
+from gradium_cli.cli.runtime import run
+from gradium_cli.errors import ExitCode
+from gradium_cli.ui.env import get_env
+
+BATCH = "Batch"
+
+
+def batch(
+    manifest: Annotated[
+        str,
+        typer.Argument(
+            help="Manifest: .txt (one utterance a line), .csv/.tsv with a header, or .jsonl; - for stdin",
+            show_default=False,
+        ),
+    ],
+    out_dir: Annotated[
+        Path,
+        typer.Option(
+            "--out-dir", "-d", help="Where outputs (and the .gradium-batch.jsonl state) go", rich_help_panel=BATCH
+        ),
+    ] = Path("."),
+    name: Annotated[
+        str,
+        typer.Option(
+            "--name",
+            help="Output name for rows without one: {index}, {line}, {voice}, {format}, {ext}, {slug}",
+            rich_help_panel=BATCH,
+        ),
+    ] = "{index:04d}.{ext}",
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", help="Requests in flight at once", min=1, max=256, rich_help_panel=BATCH)
+    ] = 8,
+    connections: Annotated[
+        int | None,
+        typer.Option(
+            "--connections",
+            help="WebSocket connections to spread them over (default: one per 8 jobs, at most 4)",
+            min=1,
+            max=64,
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
+    retries: Annotated[
+        int,
+        typer.Option(
+            "--retries", help="Retries of an item after a transient failure", min=0, max=20, rich_help_panel=BATCH
+        ),
+    ] = 5,
+    shard: Annotated[
+        str | None,
+        typer.Option(
+            "--shard",
+            help="I/N: only the rows whose (index - 1) mod N == I, for I from 0 to N-1",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option("--strict", help="Stop at a malformed row instead of skipping it", rich_help_panel=BATCH)
+    ] = False,
+    manifest_format: Annotated[
+        str | None,
+        typer.Option(
+            "--manifest-format",
+            help="txt, csv, tsv or jsonl (default: from the extension, else sniffed)",
+            rich_help_panel=BATCH,
+        ),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Make every item again, even those already done", rich_help_panel=BATCH)
+    ] = False,
+    format: o.FormatOpt = None,
+    timestamps: Annotated[
+        str | None,
+        typer.Option(
+            "--timestamps",
+            help="Also write word timestamps beside each file: srt, vtt, json or jsonl",
+            rich_help_panel=o.OUTPUT,
+        ),
+    ] = None,
+    voice: o.VoiceOpt = None,
+    model: o.ModelOpt = None,
+    speed: o.SpeedOpt = None,
+    temperature: o.TemperatureOpt = None,
+    similarity: o.SimilarityOpt = None,
+    rewrite: o.RewriteOpt = None,
+    set_: o.SetOpt = None,
+    json_config: o.JsonConfigOpt = None,
+    pronunciation: o.PronunciationOpt = None,
+    base_url: o.BaseUrlOpt = None,
+    api_key: o.ApiKeyOpt = None,
+    region: o.RegionOpt = None,
+    timeout: o.TimeoutOpt = 30.0,
+    local: o.LocalOpt = False,
+    profile: o.ProfileOpt = None,
+    json_out: Annotated[bool, typer.Option("--json", help="One JSON line per item on stdout")] = False,
+) -> None:
+    """Make one audio file per manifest row: fast, resumable, with progress.
+
+    Rows may override any voice or output option (columns text, output, voice,
+    format, speed, ...). A killed run resumes where it stopped; the exit code is
+    0 when every item succeeded, 1 when some failed. See docs/batch.md.
+
+    \b
+    gradium batch lines.txt --out-dir clips/           # clips/0001.wav ...
+    gradium batch manifest.csv --jobs 16 --timestamps srt
+    cat manifest.jsonl | gradium batch - --out-dir clips/ --shard 0/4
+    """
+    # Imported here so that `gradium --help` does not load numpy and the transport.
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.batch.manifest import Defaults
+    from gradium_cli.batch.runner import BatchRequest, RunOptions, default_connections, run_batch
+    from gradium_cli.voice_settings import VoiceOptions
+
+    env = get_env()
+    request = BatchRequest(
+        manifest=manifest,
+        manifest_format=manifest_format,
+        defaults=Defaults(
+            out_dir=out_dir,
+            name=name,
+            format=format,
+            timestamps=timestamps,
+            voice=VoiceOptions(
+                voice,
+                model,
+                speed,
+                temperature,
+                similarity,
+                rewrite,
+                set_ or [],
+                json_config,
+                pronunciation,
+            ),
+        ),
+        shard=shard,
+        strict=strict,
+        options=RunOptions(
+            jobs=jobs,
+            connections=connections or default_connections(jobs),
+            retries=retries,
+            force=force,
+        ),
+        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        json_out=json_out or env.json,
+    )
+    summary = run(run_batch(request))
+    if not summary.all_ok:
+        raise typer.Exit(int(ExitCode.FAILURE))
