@@ -1,12 +1,11 @@
 """`gradium serve`: a local Gradium-compatible server with a real speech engine."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from gradium_cli.errors import ExitCode
 from gradium_cli.ui.env import get_env
 
 
@@ -52,11 +51,12 @@ def serve(
     """
     import asyncio
     import contextlib
+    import errno
 
     import uvicorn
 
     from gradium_cli.backend import data_dir as default_data_dir
-    from gradium_cli.server.app import uvicorn_config
+    from gradium_cli.server.app import bind_socket, uvicorn_config
     from gradium_cli.server.state import ServerOptions
 
     env = get_env()
@@ -69,13 +69,17 @@ def serve(
         quiet=env.quiet,
         **parse_faults(faults),
     )
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        reason = "in use?" if exc.errno == errno.EADDRINUSE else exc.strerror or str(exc)
+        print(f"gradium serve: error: could not listen on {host}:{port} ({reason})", file=env.stderr)
+        raise typer.Exit(int(ExitCode.NETWORK)) from None
+    port = sock.getsockname()[1]
     server = uvicorn.Server(uvicorn_config(options, host, port))
     env.say(f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket at speech/tts); Ctrl-C stops")
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve())
-    if not server.started:
-        env.say(f"gradium serve: error: could not listen on {host}:{port} (in use?)")
-        raise typer.Exit(7)
+        asyncio.run(server.serve(sockets=[sock]))
     env.say("gradium serve: stopped")
 
 

@@ -61,11 +61,23 @@ class RunningServer:
         self.thread.join(timeout=10)
 
 
+def bind_socket(host: str, port: int) -> socket.socket:
+    """A listening address bound before uvicorn starts: port 0 is resolved, and a busy
+    port fails here with an OSError the caller can report, not inside uvicorn."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def start_in_thread(options: ServerOptions, host: str = "127.0.0.1", port: int = 0) -> RunningServer:
     """Start the server on a background thread; port 0 picks a free port."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind((host, port))
+    sock = bind_socket(host, port)
     server = uvicorn.Server(uvicorn_config(options, host, sock.getsockname()[1]))
     # uvicorn only captures signals on the main thread, so Ctrl-C stays with the caller.
     thread = threading.Thread(

@@ -1,0 +1,71 @@
+"""`gradium serve` as a user runs it: a real subprocess, its log lines, and Ctrl-C."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+
+from tests.cli_helpers import gradium
+
+pytestmark = pytest.mark.timeout(90)
+
+
+def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    return proc.returncode, stderr
+
+
+def test_serves_logs_one_line_per_request_and_stops_on_ctrl_c(tmp_path: Path, serve_process: Any) -> None:
+    proc, base_url = serve_process()
+    for name in ("a.wav", "b.wav"):
+        result = gradium(tmp_path, "say", "Logged request.", "--base-url", base_url, "-o", name)
+        assert result.returncode == 0, result.stderr
+    assert sf.info(str(tmp_path / "a.wav")).duration > 0.5
+    code, stderr = stop(proc)
+    assert code == 0
+    lines = stderr.splitlines()
+    assert lines[0].startswith("gradium serve: listening on http://127.0.0.1:")
+    requests = [line for line in lines if line.startswith("transport=ws ")]
+    assert len(requests) == 2
+    assert all("status=ok" in line and "chars=15" in line and "format=wav" in line for line in requests)
+    assert lines[-1] == "gradium serve: stopped"
+
+
+def test_json_logs(tmp_path: Path, serve_process: Any) -> None:
+    proc, base_url = serve_process("--json-logs")
+    assert gradium(tmp_path, "say", "Hi.", "--base-url", base_url, "-o", "x.pcm").returncode == 0
+    bad = gradium(tmp_path, "say", "Hi.", "--base-url", base_url, "-o", "y.pcm", "--voice", "AAAAAAAAAAAAAAAA")
+    assert bad.returncode == 5
+    _, stderr = stop(proc)
+    records = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
+    assert [r["status"] for r in records] == ["ok"]
+    assert records[0]["event"] == "request" and records[0]["audio_s"] > 0 and records[0]["format"] == "pcm"
+
+
+def test_serve_refuses_other_keys(tmp_path: Path, serve_process: Any) -> None:
+    proc, base_url = serve_process("--api-key", "gsk_serve_secret_1")
+    ok = gradium(tmp_path, "say", "Hi.", "--base-url", base_url, "--api-key", "gsk_serve_secret_1", "-o", "ok.wav")
+    assert ok.returncode == 0, ok.stderr
+    refused = gradium(tmp_path, "say", "Hi.", "--base-url", base_url, "--api-key", "gsk_wrong", "-o", "no.wav")
+    assert refused.returncode == 4
+    _, stderr = stop(proc)
+    assert "gsk_serve_secret_1" not in stderr and "gsk_wrong" not in stderr
+
+
+def test_port_in_use_is_a_clear_error(tmp_path: Path, serve_process: Any) -> None:
+    proc, base_url = serve_process()
+    port = base_url.split(":")[2].split("/")[0]
+    second = gradium(tmp_path, "serve", "--port", port, timeout=30)
+    assert second.returncode == 7
+    assert (
+        second.stderr.decode().splitlines()[-1]
+        == f"gradium serve: error: could not listen on 127.0.0.1:{port} (in use?)"
+    )
+    stop(proc)
