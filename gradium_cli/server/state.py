@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
 import secrets
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,8 @@ from gradium_cli.server.engine import EngineVoice, get_engine
 from gradium_cli.server.store import Store
 
 ALLOCATED_CREDITS = 1_000_000
+# The hosted service's text when a key has too many sessions open (PROTOCOL.md §11.1).
+CONCURRENCY_LIMIT_MESSAGE = "Concurrency limit exceeded"
 
 
 @dataclass(frozen=True)
@@ -32,6 +36,7 @@ class ServerOptions:
     max_text_chars: int = 100_000  # per request
     max_requests_per_socket: int = 64
     idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
+    max_connections: int = 256  # open WebSockets; one more is refused in band (§11.1)
     # Fault injection (`gradium serve --faults`), for testing clients' retries: once a
     # connection has sent `drop_after_chunks` audio messages it is aborted (TCP reset, no
     # close frame) with probability `drop_probability`, one draw per connection from a
@@ -74,6 +79,22 @@ class ServerState:
         self.voices_in_use: dict[str, int] = {}
         self.log = RequestLog(options.json_logs, options.quiet)
         self.faults = random.Random(options.fault_seed)
+        self.open_connections = 0
+
+    @contextlib.contextmanager
+    def connection_slot(self) -> Iterator[bool]:
+        """Hold one of `max_connections` slots for a WebSocket's lifetime; yields False when full.
+
+        Only the event loop's thread touches the counter, so it needs no lock.
+        """
+        admitted = self.open_connections < self.options.max_connections
+        if admitted:
+            self.open_connections += 1
+        try:
+            yield admitted
+        finally:
+            if admitted:
+                self.open_connections -= 1
 
     # ------------------------------------------------------------------ auth
 

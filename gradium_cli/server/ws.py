@@ -19,7 +19,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import CatalogVoice
 from gradium_cli.server.requests import SetupProblem, resolve_settings
-from gradium_cli.server.state import ServerState
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerState
 from gradium_cli.server.synth import Renderer, TextBuffer
 
 # How far audio may run ahead of the wall clock with --realtime, as a live
@@ -47,6 +47,7 @@ class Request:
         self.started = time.monotonic()
         self.first_audio_at: float | None = None
         self.task: asyncio.Task[None] | None = None
+        self.input_done = False  # end_of_stream received: what is left is the server's work
 
     @property
     def closes_socket(self) -> bool:
@@ -208,10 +209,11 @@ class Connection:
             return
         try:
             while not self._closing:
-                timeout = None if self.requests else self.state.options.idle_timeout_s
                 try:
-                    event = await asyncio.wait_for(self.ws.receive(), timeout)
+                    event = await asyncio.wait_for(self.ws.receive(), self.state.options.idle_timeout_s)
                 except asyncio.TimeoutError:
+                    if any(request.input_done for request in self.requests.values()):
+                        continue  # audio still rendering or paced out: the client is waiting, not idle
                     await self.fail("idle timeout: no request for too long", 1000)
                     break
                 if event["type"] == "websocket.disconnect":
@@ -229,7 +231,9 @@ class Connection:
         self.state.usage.ingress_messages += 1
         if frame is None:
             return
-        if len(frame) > self.state.options.max_message_bytes:
+        limit = self.state.options.max_message_bytes
+        # A str counts characters: non-ASCII text takes up to 4 bytes each on the wire.
+        if len(frame) > limit or (isinstance(frame, str) and not frame.isascii() and len(frame.encode()) > limit):
             await self.fail(f"message too large: at most {self.state.options.max_message_bytes} bytes")
             return
         try:
@@ -299,6 +303,8 @@ class Connection:
                 req_id,
             )
             return
+        if text is None:
+            request.input_done = True
         await request.queue.put(text if text is not None else _Eos())
 
     async def _refuse(
@@ -323,4 +329,12 @@ class Connection:
 
 async def tts_endpoint(ws: WebSocket) -> None:
     state: ServerState = ws.app.state.gradium
-    await Connection(ws, state).run()
+    with state.connection_slot() as admitted:
+        if admitted:
+            await Connection(ws, state).run()
+            return
+        # Over ServerOptions.max_connections: accepted, then refused in band like the service (§11.1).
+        await ws.accept()
+        with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+            await ws.send_text(m.encode(m.ErrorMessage(CONCURRENCY_LIMIT_MESSAGE, m.POLICY_VIOLATION)))
+            await ws.close(m.POLICY_VIOLATION)

@@ -1,0 +1,377 @@
+"""The limits that keep hostile clients from exhausting `gradium serve` (README "Offline server").
+
+Each limit is set small through `server_factory`, hit for real over a WebSocket,
+and checked by its exact `error` frame and close code; after each, another
+connection must still be served.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed
+
+from gradium_cli.server.app import RunningServer
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerOptions, ServerState
+from tests.servers import REPO
+
+RECV_TIMEOUT = 15.0
+SENTENCE = "The limits hold."
+
+Factory = Callable[..., RunningServer]
+
+
+def ws_url(server: RunningServer) -> str:
+    return server.base_url.replace("http://", "ws://") + "speech/tts"
+
+
+async def send(ws: ClientConnection, kind: str, **fields: Any) -> None:
+    await ws.send(json.dumps({"type": kind, **fields}))
+
+
+async def recv(ws: ClientConnection) -> dict[str, Any]:
+    frame = await asyncio.wait_for(ws.recv(), RECV_TIMEOUT)
+    assert isinstance(frame, str)
+    message: dict[str, Any] = json.loads(frame)
+    return message
+
+
+async def recv_until_closed(ws: ClientConnection) -> list[dict[str, Any]]:
+    messages: list[dict[str, Any]] = []
+    while True:
+        try:
+            messages.append(await recv(ws))
+        except ConnectionClosed:
+            return messages
+
+
+async def recv_until_eos(ws: ClientConnection, req_id: str | None = None) -> list[dict[str, Any]]:
+    """This request's messages up to its end_of_stream (other requests' frames are skipped)."""
+    messages: list[dict[str, Any]] = []
+    while True:
+        message = await recv(ws)
+        if message.get("client_req_id") != req_id:
+            continue
+        messages.append(message)
+        if message["type"] in ("end_of_stream", "error"):
+            return messages
+
+
+@dataclass
+class Closed:
+    messages: list[dict[str, Any]]
+    code: int | None
+
+    @property
+    def errors(self) -> list[dict[str, Any]]:
+        return [x for x in self.messages if x["type"] == "error"]
+
+
+async def exchange(server: RunningServer, frames: list[str | dict[str, Any]]) -> Closed:
+    """Send frames (dicts as JSON, strings as they are) and read until the server closes."""
+    async with connect(ws_url(server), max_size=None) as ws:
+        for frame in frames:
+            try:
+                await ws.send(json.dumps(frame) if isinstance(frame, dict) else frame)
+            except ConnectionClosed:
+                break
+        return Closed(await recv_until_closed(ws), ws.close_code)
+
+
+def speak(server: RunningServer, text: str = SENTENCE) -> Closed:
+    """One ordinary request on a new connection."""
+    return asyncio.run(
+        exchange(
+            server,
+            [{"type": "setup", "output_format": "pcm"}, {"type": "text", "text": text}, {"type": "end_of_stream"}],
+        )
+    )
+
+
+def assert_served(closed: Closed) -> None:
+    kinds = [x["type"] for x in closed.messages]
+    assert kinds[0] == "ready" and kinds[-1] == "end_of_stream" and "audio" in kinds, closed.errors
+    assert not closed.errors
+    assert closed.code == 1000
+
+
+# ---------------------------------------------------------------- message size
+
+
+def test_a_message_over_the_limit_gets_an_error_frame_then_1008(server_factory: Factory) -> None:
+    server = server_factory(max_message_bytes=1000)
+    frame = json.dumps({"type": "setup", "output_format": "pcm", "pad": "x" * 1000})
+    closed = asyncio.run(exchange(server, [frame]))
+    assert closed.messages == [{"type": "error", "message": "message too large: at most 1000 bytes", "code": 1008}]
+    assert closed.code == 1008
+    assert_served(speak(server))
+
+
+def test_a_message_at_the_limit_is_accepted(server_factory: Factory) -> None:
+    server = server_factory(max_message_bytes=1000)
+    setup = {"type": "setup", "output_format": "pcm", "pad": ""}
+    setup["pad"] = "x" * (1000 - len(json.dumps(setup)))
+    assert len(json.dumps(setup)) == 1000
+    closed = asyncio.run(exchange(server, [setup, {"type": "text", "text": SENTENCE}, {"type": "end_of_stream"}]))
+    assert_served(closed)
+
+
+def test_a_frame_past_twice_the_limit_is_cut_by_the_transport_with_1009(server_factory: Factory) -> None:
+    server = server_factory(max_message_bytes=1000)
+    closed = asyncio.run(exchange(server, [json.dumps({"type": "text", "text": "x" * 2100})]))
+    assert closed.messages == []
+    assert closed.code == 1009
+    assert_served(speak(server))
+
+
+def test_the_message_limit_counts_utf8_bytes(server_factory: Factory) -> None:
+    server = server_factory(max_message_bytes=1000)
+    frame = json.dumps({"type": "setup", "output_format": "pcm", "pad": "é" * 600}, ensure_ascii=False)
+    assert len(frame) < 1000 < len(frame.encode("utf-8")) < 2000
+    closed = asyncio.run(exchange(server, [frame]))
+    assert closed.messages == [{"type": "error", "message": "message too large: at most 1000 bytes", "code": 1008}]
+    assert closed.code == 1008
+
+
+# ---------------------------------------------------------------- text per request
+
+
+def test_text_over_the_limit_in_one_message_fails_the_request(server_factory: Factory) -> None:
+    server = server_factory(max_text_chars=50)
+    closed = asyncio.run(
+        exchange(server, [{"type": "setup", "output_format": "pcm"}, {"type": "text", "text": "a" * 51}])
+    )
+    assert [x["type"] for x in closed.messages] == ["ready", "error"]
+    assert closed.errors == [
+        {"type": "error", "message": "text too long: at most 50 characters per request", "code": 1008}
+    ]
+    assert closed.code == 1008
+    assert_served(speak(server))
+
+
+def test_text_at_the_limit_is_spoken(server_factory: Factory) -> None:
+    server = server_factory(max_text_chars=50)
+    text = "Fifty characters of text, exactly, for the limits."
+    assert len(text) == 50
+    assert_served(speak(server, text))
+
+
+def test_the_text_limit_counts_every_message_of_a_request(server_factory: Factory) -> None:
+    server = server_factory(max_text_chars=50)
+    closed = asyncio.run(
+        exchange(
+            server,
+            [
+                {"type": "setup", "output_format": "pcm"},
+                {"type": "text", "text": "Thirty characters of speech..."},
+                {"type": "text", "text": "and thirty characters of more."},
+                {"type": "end_of_stream"},
+            ],
+        )
+    )
+    assert closed.errors == [
+        {"type": "error", "message": "text too long: at most 50 characters per request", "code": 1008}
+    ]
+    assert closed.messages[-1]["type"] == "error"
+    assert closed.code == 1008
+
+
+def test_text_over_the_limit_fails_only_its_request_on_a_multiplexed_socket(server_factory: Factory) -> None:
+    server = server_factory(max_text_chars=50)
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], int | None]:
+        async with connect(ws_url(server)) as ws:
+            for req in ("long", "short"):
+                await send(ws, "setup", output_format="pcm", client_req_id=req, close_ws_on_eos=False)
+            await send(ws, "text", text="b" * 60, client_req_id="long")
+            await send(ws, "text", text=SENTENCE, client_req_id="short")
+            await send(ws, "end_of_stream", client_req_id="short")
+            everything: list[dict[str, Any]] = []
+            while sum(x["type"] in ("end_of_stream", "error") for x in everything) < 2:
+                everything.append(await recv(ws))
+            await send(ws, "end_of_stream")  # unscoped: closes the reusable socket
+            await recv_until_closed(ws)
+            long = [x for x in everything if x.get("client_req_id") == "long"]
+            short = [x for x in everything if x.get("client_req_id") == "short"]
+            return long, short, ws.close_code
+
+    long, short, code = asyncio.run(scenario())
+    assert [x["type"] for x in long] == ["ready", "error"]
+    assert long[-1] == {
+        "type": "error",
+        "message": "text too long: at most 50 characters per request",
+        "code": 1008,
+        "client_req_id": "long",
+    }
+    assert short[-1] == {"type": "end_of_stream", "client_req_id": "short"}
+    assert any(x["type"] == "audio" for x in short)
+    assert code == 1000
+
+
+# ---------------------------------------------------------------- requests per socket
+
+
+def test_requests_per_socket_are_capped(server_factory: Factory) -> None:
+    server = server_factory(max_requests_per_socket=3)
+
+    async def scenario() -> tuple[list[list[dict[str, Any]]], Closed]:
+        async with connect(ws_url(server)) as ws:
+            done = []
+            for index in range(3):
+                req = f"r{index}"
+                await send(ws, "setup", output_format="pcm", client_req_id=req, close_ws_on_eos=False)
+                await send(ws, "text", text=SENTENCE, client_req_id=req)
+                await send(ws, "end_of_stream", client_req_id=req)
+                done.append(await recv_until_eos(ws, req))
+            await send(ws, "setup", output_format="pcm", client_req_id="r3", close_ws_on_eos=False)
+            return done, Closed(await recv_until_closed(ws), ws.close_code)
+
+    done, refused = asyncio.run(scenario())
+    for messages in done:
+        assert messages[0]["type"] == "ready" and messages[-1]["type"] == "end_of_stream"
+    assert refused.messages == [
+        {
+            "type": "error",
+            "message": "too many requests on one socket; open a new connection",
+            "code": 1008,
+            "client_req_id": "r3",
+        }
+    ]
+    assert refused.code == 1008
+    assert_served(speak(server))
+
+
+# ---------------------------------------------------------------- idle time
+
+
+IDLE_ERROR = {"type": "error", "message": "idle timeout: no request for too long", "code": 1000}
+
+
+def test_a_socket_that_never_sends_is_closed_when_idle(server_factory: Factory) -> None:
+    server = server_factory(idle_timeout_s=0.5)
+    closed = asyncio.run(exchange(server, []))
+    assert closed.messages == [IDLE_ERROR]
+    assert closed.code == 1000
+
+
+def test_a_reusable_socket_is_closed_when_idle_after_its_requests(server_factory: Factory) -> None:
+    server = server_factory(idle_timeout_s=0.5)
+
+    async def scenario() -> tuple[list[dict[str, Any]], Closed]:
+        async with connect(ws_url(server)) as ws:
+            await send(ws, "setup", output_format="pcm", client_req_id="a", close_ws_on_eos=False)
+            await send(ws, "text", text=SENTENCE, client_req_id="a")
+            await send(ws, "end_of_stream", client_req_id="a")
+            first = await recv_until_eos(ws, "a")
+            return first, Closed(await recv_until_closed(ws), ws.close_code)
+
+    first, idle = asyncio.run(scenario())
+    assert first[-1] == {"type": "end_of_stream", "client_req_id": "a"}
+    assert idle.messages == [IDLE_ERROR]
+    assert idle.code == 1000
+
+
+def test_a_request_that_stops_sending_is_closed_when_idle(server_factory: Factory) -> None:
+    server = server_factory(idle_timeout_s=0.5)
+    closed = asyncio.run(exchange(server, [{"type": "setup", "output_format": "pcm"}, {"type": "text", "text": "Hi"}]))
+    assert closed.messages[0]["type"] == "ready"
+    assert closed.messages[-1] == IDLE_ERROR
+    assert closed.code == 1000
+
+
+def test_a_request_still_playing_out_is_not_idle(server_factory: Factory) -> None:
+    # Real-time pacing: the audio takes longer than the idle limit to arrive while the
+    # client, having sent everything, stays silent. The request must finish whole.
+    server = server_factory(idle_timeout_s=0.3, realtime=True)
+    closed = asyncio.run(
+        exchange(
+            server,
+            [
+                {"type": "setup", "output_format": "pcm"},
+                {"type": "text", "text": "This sentence takes well over a second to say out loud."},
+                {"type": "end_of_stream"},
+            ],
+        )
+    )
+    assert_served(closed)
+    assert max(x["stop_s"] for x in closed.messages if x["type"] == "audio") > 1.0
+
+
+# ---------------------------------------------------------------- concurrent connections
+
+
+def test_connections_over_the_limit_are_refused_in_band(server_factory: Factory) -> None:
+    server = server_factory(max_connections=2)
+
+    async def scenario() -> tuple[Closed, Closed]:
+        async with connect(ws_url(server)) as first, connect(ws_url(server)) as second:
+            over = await exchange(server, [])
+            await send(first, "setup", output_format="pcm")
+            await send(first, "text", text=SENTENCE)
+            await send(first, "end_of_stream")
+            assert (await recv_until_closed(first))[-1]["type"] == "end_of_stream"
+            await second.close()
+        # The two slots free up once the server has seen the closes: poll for a bounded time.
+        for _ in range(100):
+            after = await exchange(
+                server,
+                [{"type": "setup", "output_format": "pcm"}, {"type": "text", "text": "ok"}, {"type": "end_of_stream"}],
+            )
+            if not after.errors:
+                break
+            await asyncio.sleep(0.05)
+        return over, after
+
+    over, after = asyncio.run(scenario())
+    assert over.messages == [{"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}]
+    assert over.code == 1008
+    assert_served(after)
+
+
+def test_connection_slots_are_counted_and_released(tmp_path: Path) -> None:
+    state = ServerState(ServerOptions(data_dir=tmp_path, max_connections=2, quiet=True))
+    with state.connection_slot() as a, state.connection_slot() as b:
+        with state.connection_slot() as c:
+            assert (a, b, c) == (True, True, False)
+            assert state.open_connections == 2
+        assert state.open_connections == 2
+    assert state.open_connections == 0
+    with pytest.raises(RuntimeError), state.connection_slot():
+        raise RuntimeError("a handler that fails still frees its slot")
+    assert state.open_connections == 0
+
+
+# ---------------------------------------------------------------- the documented figures
+
+
+def test_defaults_match_the_readme() -> None:
+    options = ServerOptions(data_dir=REPO)
+    assert options.max_message_bytes == 1 << 20
+    assert options.max_text_chars == 100_000
+    assert options.max_requests_per_socket == 64
+    assert options.idle_timeout_s == 300
+    assert options.max_connections == 256
+    readme = (REPO / "README.md").read_text()
+    bullet = re.search(r"- \*\*Limits\*\*:(.*?)\n- ", readme, re.DOTALL)
+    assert bullet is not None, "README has no Limits bullet"
+    limits = " ".join(bullet[1].split())
+    for phrase in (
+        "1 MiB per message",
+        "past 2 MiB are cut",
+        "close 1009",
+        "100,000 characters per request",
+        "64 requests per socket",
+        "256 connections at once",
+        "Concurrency limit exceeded",
+        "5 minutes without a frame",
+        "closed with 1007",
+    ):
+        assert phrase in limits, phrase
