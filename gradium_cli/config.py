@@ -1,16 +1,24 @@
 """Settings resolution: flag > environment > config-file profile > default.
 
-The file is INI (configparser, standard library) at the platform config dir,
-one section per profile, written with mode 0600 because it holds the API key.
+The file is INI (configparser, standard library) at the platform config dir
+(`GRADIUM_CONFIG_DIR` overrides it; `XDG_CONFIG_HOME` is honoured through
+platformdirs), one section per profile, written with mode 0600 because it holds
+the API key. The profile is `--profile` (a command's or the global one), else
+`GRADIUM_PROFILE`, else `default`.
 """
 
 from __future__ import annotations
 
-import configparser
 import os
 import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gradium_cli.errors import ConfigError, UsageError
+
+if TYPE_CHECKING:
+    import configparser
 
 DEFAULT_PROFILE = "default"
 REGION_URLS = {
@@ -19,15 +27,31 @@ REGION_URLS = {
     "us": "https://us.api.gradium.ai/api/",
 }
 
-# Setting name → environment variable.
+# Setting name → environment variable (every setting has one).
 ENV_VARS = {
     "api-key": "GRADIUM_API_KEY",
     "base-url": "GRADIUM_BASE_URL",
     "region": "GRADIUM_REGION",
     "voice": "GRADIUM_VOICE",
     "model": "GRADIUM_MODEL",
+    "format": "GRADIUM_FORMAT",
+    "timeout": "GRADIUM_TIMEOUT",
 }
-KNOWN_SETTINGS = (*ENV_VARS, "format", "timeout")
+KNOWN_SETTINGS = tuple(ENV_VARS)
+SETTING_HELP = {
+    "api-key": "API key sent as x-api-key (shown masked)",
+    "base-url": "API root, e.g. http://127.0.0.1:8765/api/ (overrides region)",
+    "region": "hosted region: eu or us (default: georouted)",
+    "voice": "default voice id or name for say, stream and batch",
+    "model": "default model name",
+    "format": "default audio format when writing to stdout (a file's extension decides otherwise)",
+    "timeout": "default --timeout in seconds",
+}
+SECRET_SETTINGS = frozenset({"api-key"})
+
+# Set by `--profile` (the global option or a command's); beats GRADIUM_PROFILE.
+_selected_profile: str | None = None
+_seen_paths: set[Path] = set()
 
 
 def config_dir() -> Path:
@@ -53,28 +77,134 @@ def mask_secret(value: str | None) -> str:
     return f"{prefix}…{value[-4:]}"
 
 
+def select_profile(name: str | None) -> None:
+    """Make `name` the profile for this process (None: back to GRADIUM_PROFILE / default)."""
+    global _selected_profile
+    _selected_profile = name or None
+
+
 def active_profile(flag: str | None = None) -> str:
-    return flag or os.environ.get("GRADIUM_PROFILE") or DEFAULT_PROFILE
+    return flag or _selected_profile or os.environ.get("GRADIUM_PROFILE") or DEFAULT_PROFILE
 
 
-def read_config() -> configparser.ConfigParser:
+def check_setting(name: str) -> str:
+    """The setting's canonical name, or a usage error listing the valid ones."""
+    canonical = name.strip().lower().replace("_", "-")
+    if canonical not in KNOWN_SETTINGS:
+        raise UsageError(f"unknown setting '{name}' (choose from {', '.join(KNOWN_SETTINGS)})")
+    return canonical
+
+
+def check_value(name: str, value: str) -> str:
+    """A value fit to store for `name`, or a usage error saying why not."""
+    value = value.strip()
+    if not value:
+        raise UsageError(f"empty value for {name}", hint=f"use `gradium config unset {name}` to remove it")
+    if "\n" in value or "\r" in value:
+        raise UsageError(f"the value for {name} must be one line")
+    if name == "region" and value not in REGION_URLS:
+        raise UsageError(f"unknown region '{value}' (choose eu or us)")
+    if name == "timeout":
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise UsageError(f"timeout must be a number of seconds, not '{value}'") from None
+        if not seconds >= 0.1:
+            raise UsageError("timeout must be at least 0.1 seconds")
+    if name == "format":
+        from gradium_cli.protocol.formats import format_names, lookup_format
+
+        if lookup_format(value) is None:
+            raise UsageError(f"unknown format '{value}' (choose from {', '.join(format_names())})")
+    return value
+
+
+def permission_problem(path: Path) -> str | None:
+    """Why the file's mode is unsafe for a key (readable or writable by others), or None."""
+    try:
+        mode = stat.S_IMODE(path.stat().st_mode)
+    except OSError:
+        return None
+    if mode & 0o077:
+        return f"{path} has mode {mode:04o}, readable by others; run `chmod 600 {path}`"
+    return None
+
+
+def _first_read(path: Path) -> None:
+    """Once per file and process: say which file is read (-v), warn when others can read it."""
+    if path in _seen_paths:
+        return
+    _seen_paths.add(path)
+    from gradium_cli.ui.env import get_env
+
+    env = get_env()
+    if not path.exists():
+        env.debug(f"config {path} (none)")
+        return
+    env.debug(f"config {path} (profile {active_profile()})")
+    problem = permission_problem(path)
+    if problem:
+        env.say(f"gradium: warning: {problem}")
+
+
+def read_config(path: Path | None = None) -> configparser.ConfigParser:
+    import configparser  # lazy: a run with flags and env only never reads the file
+
     parser = configparser.ConfigParser(interpolation=None)
-    path = config_path()
+    path = path or config_path()
+    _first_read(path)
     if path.exists():
-        parser.read(path, encoding="utf-8")
+        try:
+            parser.read(path, encoding="utf-8")
+        except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"cannot read {path}: {reason}", hint="fix or delete the file") from None
     return parser
 
 
 def write_config(parser: configparser.ConfigParser) -> Path:
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     tmp = path.with_suffix(".tmp")
-    # Created 0600 from the start: the key must never sit world-readable, even briefly.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        parser.write(handle)
-    os.replace(tmp, path)
+    try:
+        # Created 0600 from the start: the key must never sit world-readable, even briefly.
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, stat.S_IRUSR | stat.S_IWUSR)
+        os.fchmod(fd, stat.S_IRUSR | stat.S_IWUSR)  # an old temp file may have had another mode
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            parser.write(handle)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path
+
+
+def set_value(name: str, value: str, profile: str | None = None) -> Path:
+    """Store one setting in the profile's section (the file is created 0600)."""
+    parser = read_config()
+    section = active_profile(profile)
+    if not parser.has_section(section):
+        parser.add_section(section)
+    parser.set(section, name, value)
+    return write_config(parser)
+
+
+def unset_value(name: str, profile: str | None = None) -> bool:
+    """Remove one setting; False when it was not set. An emptied profile section goes too."""
+    path = config_path()
+    if not path.exists():
+        return False
+    parser = read_config(path)
+    section = active_profile(profile)
+    if not parser.has_section(section) or not parser.remove_option(section, name):
+        return False
+    if not parser.options(section):
+        parser.remove_section(section)
+    write_config(parser)
+    return True
+
+
+def profiles() -> list[str]:
+    return read_config().sections()
 
 
 @dataclass(frozen=True)
@@ -96,3 +226,8 @@ def resolve(
     if parser.has_option(section, name):
         return Resolved(parser.get(section, name), "config")
     return Resolved(default, "default")
+
+
+def configured(name: str, profile: str | None = None) -> str | None:
+    """A setting's value from the environment or the config file, None when neither sets it."""
+    return resolve(name, None, profile).value

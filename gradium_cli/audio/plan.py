@@ -49,6 +49,14 @@ def _format(name: str) -> OutputFormat:
     return fmt
 
 
+def _configured_pipe_format() -> str:
+    """The `format` setting (GRADIUM_FORMAT or the config file) applies where no file extension decides."""
+    from gradium_cli.config import check_value, configured
+
+    value = configured("format")
+    return check_value("format", value) if value else "wav"
+
+
 def plan_output(
     output: str | None,
     format_name: str | None,
@@ -71,7 +79,7 @@ def plan_output(
                 "refusing to write binary audio to a terminal",
                 hint="redirect stdout, or use -o FILE",
             )
-        wire = _format(format_name or "wav")
+        wire = _format(format_name or _configured_pipe_format())
         if play and wire.encoding == "opus":
             raise UsageError("cannot play Opus while piping it; pick --format pcm or wav")
         return OutputPlan(wire, pipe=True, play=play)

@@ -1,15 +1,16 @@
 """The `gradium` Typer app: global options in a callback, one module per command."""
 
-from __future__ import annotations
-
 import os
 from typing import Annotated
 
 import typer
 
 from gradium_cli import __version__
+from gradium_cli.cli.auth import auth_app
 from gradium_cli.cli.batch import batch
+from gradium_cli.cli.config_cmd import config_app
 from gradium_cli.cli.devices import devices
+from gradium_cli.cli.doctor import doctor
 from gradium_cli.cli.pronounce import pronounce_app
 from gradium_cli.cli.say import say
 from gradium_cli.cli.serve import serve
@@ -47,8 +48,14 @@ def main_options(
         bool, typer.Option("--verbose", "-v", help="Wire log and details on stderr (keys masked)")
     ] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR)")] = False,
+    profile: Annotated[
+        str | None, typer.Option("--profile", help="Config profile for this run [env GRADIUM_PROFILE]")
+    ] = None,
 ) -> None:
     """Gradium text-to-speech from the shell."""
+    from gradium_cli.config import select_profile
+
+    select_profile(profile)  # None resets: the same process may run several commands (tests)
     env = Env(quiet=quiet, verbose=verbose)
     env.no_color = env.no_color or no_color
     if env.no_color:
@@ -64,6 +71,9 @@ app.add_typer(voices_app, name="voices", rich_help_panel="Manage")
 app.add_typer(pronounce_app, name="pronounce", rich_help_panel="Manage")
 app.command(rich_help_panel="Server")(serve)
 app.command("ws-raw", rich_help_panel="Debug")(ws_raw)
+app.add_typer(config_app, name="config", rich_help_panel="Setup")
+app.add_typer(auth_app, name="auth", rich_help_panel="Setup")
+app.command(rich_help_panel="Setup")(doctor)
 
 
 def main() -> None:

@@ -1,7 +1,5 @@
 """`gradium devices`: the sound devices audio can play on."""
 
-from __future__ import annotations
-
 import json
 
 from gradium_cli.cli import options as o

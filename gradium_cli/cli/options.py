@@ -1,11 +1,49 @@
-"""Options shared by several commands, defined once (Typer `Annotated` aliases)."""
+"""Options shared by several commands, defined once (Typer `Annotated` aliases).
 
-from __future__ import annotations
+`--voice`, `--model` and `--timeout` take their defaults from the config file
+(or GRADIUM_VOICE, GRADIUM_MODEL, GRADIUM_TIMEOUT) through `config_default`: the
+one place where configured defaults meet flags, so a flag always wins. `--profile`
+selects the profile for the whole run (`config.select_profile`); a command's own
+`--profile` is parsed before the options it did not get, so they see it.
+"""
 
+# No `from __future__ import annotations` in cli/ command modules: Typer evaluates
+# every annotation on every run, and string annotations cost a compile each.
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
+
+from gradium_cli.cli.complete import complete_dictionary, complete_voice
+
+
+def _profile(value: str | None) -> str | None:
+    if value:
+        from gradium_cli.config import select_profile
+
+        select_profile(value)
+    return value
+
+
+def config_default(ctx: typer.Context, param: typer.CallbackParam, value: Any) -> Any:
+    """The configured default for an option the command line did not set (flag > env > config > default)."""
+    source = ctx.get_parameter_source(param.name or "")
+    if ctx.resilient_parsing or source is None or source.name != "DEFAULT" or param.name is None:
+        return value
+    from gradium_cli.cli.runtime import fail
+    from gradium_cli.config import check_value, configured
+    from gradium_cli.errors import GradiumError
+
+    name = param.name.replace("_", "-")
+    try:
+        configured_value = configured(name)
+        if configured_value is None:
+            return value
+        checked = check_value(name, configured_value)
+    except GradiumError as error:
+        fail(error)
+    return float(checked) if isinstance(value, float) else checked
+
 
 BACKEND = "Backend"
 VOICE = "Voice"
@@ -36,9 +74,10 @@ TimeoutOpt = Annotated[
     float,
     typer.Option(
         "--timeout",
-        help="Seconds to wait to connect, and for silence from the server mid-request",
+        help="Seconds to wait to connect, and for silence from the server mid-request [config timeout]",
         rich_help_panel=BACKEND,
         min=0.1,
+        callback=config_default,
     ),
 ]
 LocalOpt = Annotated[
@@ -51,16 +90,25 @@ LocalOpt = Annotated[
 ]
 ProfileOpt = Annotated[
     str | None,
-    typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND),
+    typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND, callback=_profile),
 ]
 
 VoiceOpt = Annotated[
     str | None,
-    typer.Option("--voice", "-V", help="Voice id or name (see `gradium voices list`)", rich_help_panel=VOICE),
+    typer.Option(
+        "--voice",
+        "-V",
+        help="Voice id or name (see `gradium voices list`) [config voice]",
+        rich_help_panel=VOICE,
+        callback=config_default,
+        autocompletion=complete_voice,
+    ),
 ]
 ModelOpt = Annotated[
     str | None,
-    typer.Option("--model", help="Model name (default: default)", rich_help_panel=VOICE),
+    typer.Option(
+        "--model", help="Model name (default: default) [config model]", rich_help_panel=VOICE, callback=config_default
+    ),
 ]
 SpeedOpt = Annotated[
     float | None,
@@ -96,7 +144,12 @@ JsonConfigOpt = Annotated[
 ]
 PronunciationOpt = Annotated[
     str | None,
-    typer.Option("--pronunciation", help="Pronunciation dictionary id or name", rich_help_panel=VOICE),
+    typer.Option(
+        "--pronunciation",
+        help="Pronunciation dictionary id or name",
+        rich_help_panel=VOICE,
+        autocompletion=complete_dictionary,
+    ),
 ]
 
 OutputOpt = Annotated[
@@ -113,7 +166,7 @@ FormatOpt = Annotated[
     typer.Option(
         "--format",
         "-F",
-        help="Output format: pcm, wav, opus, ulaw_8000, alaw_8000, pcm_16000, ...",
+        help="Output format: pcm, wav, opus, ulaw_8000, alaw_8000, pcm_16000, ... [config format, for stdout]",
         rich_help_panel=OUTPUT,
     ),
 ]

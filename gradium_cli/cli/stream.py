@@ -1,7 +1,5 @@
 """`gradium stream`: live text in (stdin, as it is produced), live audio out."""
 
-from __future__ import annotations
-
 from enum import Enum
 from typing import Annotated
 

@@ -1,7 +1,5 @@
 """`gradium ws-raw`: a console for the TTS WebSocket protocol, for debugging by hand."""
 
-from __future__ import annotations
-
 from pathlib import Path
 from typing import Annotated
 

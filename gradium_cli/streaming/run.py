@@ -31,6 +31,7 @@ from gradium_cli.transport.rest import RestClient
 from gradium_cli.transport.ws import TtsSocket
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.live import LiveState, LiveView, attach_player
+from gradium_cli.ui.wirelog import fan_out, stderr_wire_log
 from gradium_cli.voice_settings import VoiceOptions, build_setup, json_config
 
 
@@ -103,7 +104,9 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
             view = LiveView(state, env.stderr, env.no_color) if show_live else contextlib.nullcontext()
             try:
                 with view:
-                    async with TtsSocket(endpoint, monitor.frame) as sock:
+                    # -v: the same wire log as `say` (frames only: the key travels in a header).
+                    hooks = [monitor.frame, *([stderr_wire_log(env.debug)] if env.verbose else [])]
+                    async with TtsSocket(endpoint, fan_out(hooks)) as sock:
                         async for message in sock.request(setup, _texts(reader, feeder, monitor, request.flush_after)):
                             collector.handle(message)
                             monitor.message(message, time.monotonic())

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
 from gradium_cli.errors import AuthError, GradiumError, NetworkError, RequestError, ServerError
 from gradium_cli.transport.endpoint import Endpoint
+from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
     import httpx
@@ -64,6 +66,7 @@ class RestClient:
 
     async def request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
         url = self.endpoint.url(route)
+        started = time.monotonic()
         try:
             response = await self.client.request(method, url, **kwargs)
         except self._httpx.TimeoutException:
@@ -72,6 +75,10 @@ class RestClient:
             raise NetworkError(
                 f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`"
             ) from None
+        # -v: one line per call (the key travels in a header, never in the URL).
+        get_env().debug(
+            f"{method} {response.url} → HTTP {response.status_code} ({(time.monotonic() - started) * 1000:.0f} ms)"
+        )
         if response.status_code >= 400:
             raise http_error(response)
         return response
@@ -89,6 +96,7 @@ class RestClient:
         url = self.endpoint.url(route)
         try:
             async with self.client.stream("POST", url, json=body) as response:
+                get_env().debug(f"POST {response.url} → HTTP {response.status_code}")
                 if response.status_code >= 400:
                     await response.aread()
                     raise http_error(response)

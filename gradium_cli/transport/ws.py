@@ -146,8 +146,6 @@ class TtsSocket:
         except asyncio.CancelledError:
             ending = _Closed(NetworkError("connection closed"))
             raise
-        finally:
-            pass
         self._closed = ending
         for queue in self._routes.values():
             queue.put_nowait(ending)
@@ -186,6 +184,10 @@ class TtsSocket:
                 sender.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await sender
+            elif not sender.cancelled():
+                # Retrieve it even when the reply side already failed for the same reason,
+                # else asyncio prints "Task exception was never retrieved" on stderr.
+                sender.exception()
 
     async def _next(
         self, queue: asyncio.Queue[m.ServerMessage | _Closed], sender: asyncio.Task[None]

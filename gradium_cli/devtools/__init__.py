@@ -1,0 +1,1 @@
+"""Developer tools: documentation and completion generators (not used at run time)."""

@@ -1,0 +1,239 @@
+"""`gradium config` and settings precedence: flag > env > profile > default, seen on the wire."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.cli_helpers import gradium, isolated_env
+
+EMMA, JACK, KENT, SYDNEY = "YTpq7expH9539ERJ", "m86j6D7UZpGzHsNu", "LFZvm12tW_z0xfGo", "jtEKaLYNn6iif5PR"
+KEY = "gsk_Config7Test_Key_4f9a2b"
+
+
+def write_config(tmp_path: Path, text: str, mode: int = 0o600) -> Path:
+    path = tmp_path / "config" / "config.ini"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text, encoding="utf-8")
+    path.chmod(mode)
+    return path
+
+
+def sent_voice(stderr: bytes) -> str | None:
+    """The voice_id of the setup frame in a `-v` wire log (None when the setup has none)."""
+    for line in stderr.decode().splitlines():
+        if line.startswith(">") and '"type": "setup"' in line:
+            setup = json.loads(line[line.index("{") :])
+            return setup.get("voice_id")
+    raise AssertionError(f"no setup frame in:\n{stderr.decode()}")
+
+
+def say_voice(tmp_path: Path, base_url: str, *args: str, **env: str) -> str | None:
+    out = tmp_path / "out.wav"
+    done = gradium(
+        tmp_path,
+        "-v",
+        "say",
+        "Hello there",
+        "-o",
+        str(out),
+        "--force",
+        *args,
+        env=isolated_env(tmp_path, GRADIUM_BASE_URL=base_url, **env),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert out.stat().st_size > 44
+    return sent_voice(done.stderr)
+
+
+def test_voice_precedence_flag_env_profile_default(tmp_path: Path, local_server) -> None:
+    base = local_server.base_url
+    # default: no voice in the setup, the server picks its own
+    assert say_voice(tmp_path, base) is None
+    write_config(tmp_path, "[default]\nvoice = Jack\n\n[work]\nvoice = Sydney\n")
+    assert say_voice(tmp_path, base) == JACK  # the default profile
+    assert say_voice(tmp_path, base, "--profile", "work") == SYDNEY  # a command's --profile
+    assert say_voice(tmp_path, base, GRADIUM_PROFILE="work") == SYDNEY  # GRADIUM_PROFILE
+    assert say_voice(tmp_path, base, "--profile", "nosuch") is None  # a profile without the setting: default
+    assert say_voice(tmp_path, base, GRADIUM_VOICE="Emma", GRADIUM_PROFILE="work") == EMMA  # env beats profile
+    assert say_voice(tmp_path, base, "--voice", "Kent", GRADIUM_VOICE="Emma") == KENT  # flag beats env
+
+
+def test_global_profile_option(tmp_path: Path, local_server) -> None:
+    write_config(tmp_path, "[default]\nvoice = Jack\n\n[work]\nvoice = Sydney\n")
+    done = gradium(
+        tmp_path,
+        "-v",
+        "--profile",
+        "work",
+        "say",
+        "Hi",
+        "-o",
+        str(tmp_path / "a.wav"),
+        env=isolated_env(tmp_path, GRADIUM_BASE_URL=local_server.base_url),
+    )
+    assert done.returncode == 0, done.stderr.decode()
+    assert sent_voice(done.stderr) == SYDNEY
+
+
+def test_base_url_and_key_come_from_the_profile(tmp_path: Path, server_factory) -> None:
+    server = server_factory(api_key=KEY)
+    write_config(
+        tmp_path,
+        f"[default]\nbase-url = http://127.0.0.1:9/api/\n\n[lab]\nbase-url = {server.base_url}\napi-key = {KEY}\n",
+    )
+    out = tmp_path / "lab.wav"
+    done = gradium(tmp_path, "say", "Hi", "-o", str(out), "--profile", "lab")
+    assert done.returncode == 0, done.stderr.decode()
+    assert out.read_bytes()[:4] == b"RIFF"
+    # the default profile points nowhere: a network error, exit 7
+    done = gradium(tmp_path, "say", "Hi", "-o", str(tmp_path / "default.wav"))
+    assert done.returncode == 7, done.stderr.decode()
+
+
+def test_format_setting_applies_to_stdout_only(tmp_path: Path, local_server) -> None:
+    env = isolated_env(tmp_path, GRADIUM_BASE_URL=local_server.base_url)
+    write_config(tmp_path, "[default]\nformat = pcm_16000\n")
+    piped = gradium(tmp_path, "say", "Hello", env=env)
+    assert piped.returncode == 0, piped.stderr.decode()
+    assert piped.stdout[:4] != b"RIFF" and len(piped.stdout) % 2 == 0  # raw s16le
+    flagged = gradium(tmp_path, "say", "Hello", "--format", "wav", env=env)
+    assert flagged.stdout[:4] == b"RIFF"  # the flag wins
+    env_wins = gradium(tmp_path, "say", "Hello", env={**env, "GRADIUM_FORMAT": "wav"})
+    assert env_wins.stdout[:4] == b"RIFF"  # the environment beats the file
+    ogg = tmp_path / "x.ogg"
+    to_file = gradium(tmp_path, "say", "Hello", "-o", str(ogg), env=env)
+    assert to_file.returncode == 0, to_file.stderr.decode()
+    assert ogg.read_bytes()[:4] == b"OggS"  # a file's extension decides, not the setting
+
+
+def test_timeout_setting_and_flag(tmp_path: Path, server_factory) -> None:
+    slow = server_factory(latency_ms=1500)
+    env = isolated_env(tmp_path, GRADIUM_BASE_URL=slow.base_url)
+    write_config(tmp_path, "[default]\ntimeout = 0.3\n")
+    configured = gradium(tmp_path, "say", "Hello", "-o", str(tmp_path / "a.wav"), env=env)
+    assert configured.returncode == 7, configured.stderr.decode()
+    assert "no reply from the server for 0.3 s" in configured.stderr.decode()
+    flagged = gradium(tmp_path, "say", "Hello", "-o", str(tmp_path / "b.wav"), "--timeout", "20", env=env)
+    assert flagged.returncode == 0, flagged.stderr.decode()
+    from_env = gradium(tmp_path, "say", "Hello", "-o", str(tmp_path / "c.wav"), env={**env, "GRADIUM_TIMEOUT": "20"})
+    assert from_env.returncode == 0, from_env.stderr.decode()
+
+
+def test_set_get_list_unset_path(tmp_path: Path) -> None:
+    assert gradium(tmp_path, "config", "set", "voice", "Emma").returncode == 0
+    assert gradium(tmp_path, "config", "set", "region", "eu", "--profile", "work").returncode == 0
+    got = gradium(tmp_path, "config", "get", "voice")
+    assert (got.returncode, got.stdout) == (0, b"Emma\n")
+    as_json = json.loads(gradium(tmp_path, "config", "get", "region", "--profile", "work", "--json").stdout)
+    assert as_json == {"name": "region", "value": "eu", "source": "config", "profile": "work"}
+    unset = gradium(tmp_path, "config", "get", "region")  # not in the default profile
+    assert (unset.returncode, unset.stdout) == (1, b"")
+    assert unset.stderr == b"gradium: region is not set in profile default\n"
+    listed = gradium(tmp_path, "config", "list").stdout.decode().splitlines()
+    assert "voice\tEmma\tconfig" in listed and "api-key\t\tunset" in listed
+    assert len(listed) == 7
+    path = gradium(tmp_path, "config", "path").stdout.decode().strip()
+    assert path == str(tmp_path / "config" / "config.ini")
+    assert "[work]\nregion = eu" in Path(path).read_text()
+    removed = gradium(tmp_path, "config", "unset", "voice")
+    assert removed.returncode == 0 and b"removed voice" in removed.stderr
+    assert gradium(tmp_path, "config", "get", "voice").returncode == 1
+
+
+def test_key_is_masked_unless_revealed(tmp_path: Path) -> None:
+    stored = gradium(tmp_path, "config", "set", "api-key", input=(KEY + "\n").encode())
+    assert stored.returncode == 0, stored.stderr.decode()
+    assert KEY.encode() not in stored.stderr
+    for args in (("config", "list"), ("config", "list", "--json"), ("config", "get", "api-key")):
+        done = gradium(tmp_path, *args)
+        assert done.returncode == 0
+        assert KEY.encode() not in done.stdout + done.stderr
+        assert "gsk_…9a2b".encode() in done.stdout  # the prefix and the last four characters
+    revealed = gradium(tmp_path, "config", "get", "api-key", "--reveal")
+    assert revealed.stdout == (KEY + "\n").encode()
+
+
+def test_key_file_mode_is_0600(tmp_path: Path) -> None:
+    path = write_config(tmp_path, "[default]\nvoice = Emma\n", mode=0o644)
+    done = gradium(tmp_path, "config", "set", "api-key", KEY)
+    assert done.returncode == 0, done.stderr.decode()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    fresh = tmp_path / "fresh"
+    env = isolated_env(fresh, GRADIUM_CONFIG_DIR=str(fresh / "cfg"))
+    fresh.mkdir()
+    assert gradium(fresh, "config", "set", "api-key", input=KEY.encode(), env=env).returncode == 0
+    created = fresh / "cfg" / "config.ini"
+    assert stat.S_IMODE(created.stat().st_mode) == 0o600
+    assert f"api-key = {KEY}" in created.read_text()
+    assert not list((fresh / "cfg").glob("*.tmp"))
+
+
+def test_loose_permissions_warn_once(tmp_path: Path, local_server) -> None:
+    path = write_config(tmp_path, f"[default]\napi-key = {KEY}\nvoice = Jack\n", mode=0o644)
+    expected = f"gradium: warning: {path} has mode 0644, readable by others; run `chmod 600 {path}`"
+    done = gradium(tmp_path, "config", "get", "voice")
+    assert done.returncode == 0
+    assert done.stderr.decode().splitlines() == [expected]
+    # a command that reads several settings still warns once
+    said = gradium(
+        tmp_path,
+        "say",
+        "Hi",
+        "-o",
+        str(tmp_path / "a.wav"),
+        env=isolated_env(tmp_path, GRADIUM_BASE_URL=local_server.base_url),
+    )
+    assert said.returncode == 0, said.stderr.decode()
+    assert said.stderr.decode().splitlines().count(expected) == 1
+    path.chmod(0o600)
+    assert gradium(tmp_path, "config", "get", "voice").stderr == b""
+
+
+def test_unknown_setting_and_bad_values(tmp_path: Path) -> None:
+    done = gradium(tmp_path, "config", "set", "colour", "blue")
+    assert done.returncode == 2
+    assert done.stderr == (
+        b"gradium: error: unknown setting 'colour' "
+        b"(choose from api-key, base-url, region, voice, model, format, timeout)\n"
+    )
+    assert gradium(tmp_path, "config", "get", "colour").returncode == 2
+    assert gradium(tmp_path, "config", "set", "region", "mars").returncode == 2
+    assert gradium(tmp_path, "config", "set", "timeout", "soon").returncode == 2
+    bad_format = gradium(tmp_path, "config", "set", "format", "mp4")
+    assert bad_format.returncode == 2 and b"unknown format 'mp4'" in bad_format.stderr
+    assert not (tmp_path / "config" / "config.ini").exists()
+
+
+def test_unreadable_config_is_exit_3(tmp_path: Path) -> None:
+    write_config(tmp_path, "this is not ini\n")
+    done = gradium(tmp_path, "config", "list")
+    assert done.returncode == 3
+    assert re.fullmatch(rb"gradium: error: cannot read .*config\.ini: .* \(fix or delete the file\)\n", done.stderr)
+
+
+def test_xdg_config_home_is_honoured(tmp_path: Path) -> None:
+    env = {k: v for k, v in isolated_env(tmp_path).items() if k != "GRADIUM_CONFIG_DIR"}
+    env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
+    done = gradium(tmp_path, "config", "set", "voice", "Jack", env=env)
+    assert done.returncode == 0, done.stderr.decode()
+    assert (tmp_path / "xdg" / "gradium" / "config.ini").read_text() == "[default]\nvoice = Jack\n\n"
+    assert gradium(tmp_path, "config", "path", env=env).stdout.decode().strip() == str(
+        tmp_path / "xdg" / "gradium" / "config.ini"
+    )
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
+def test_unwritable_config_dir_is_exit_3(tmp_path: Path) -> None:
+    (tmp_path / "config").mkdir()
+    (tmp_path / "config").chmod(0o500)
+    try:
+        done = gradium(tmp_path, "config", "set", "voice", "Emma")
+    finally:
+        (tmp_path / "config").chmod(0o700)
+    assert done.returncode == 3
