@@ -165,8 +165,14 @@ class WsConsole:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.ws.close(code, reason), self.target.timeout)
         if self.reader is not None:
+            # Bounded: a server that never completes the close handshake must not keep
+            # Ctrl-D or /quit from returning.
             with contextlib.suppress(Exception):
-                await self.reader
+                await asyncio.wait_for(asyncio.shield(self.reader), self.target.timeout)
+            if not self.reader.done():
+                self.reader.cancel()
+                with contextlib.suppress(BaseException):
+                    await self.reader
 
     async def shutdown(self) -> None:
         await self.close()
