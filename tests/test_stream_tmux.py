@@ -37,9 +37,12 @@ def capture_live_view(tmp_path: Path, server: RunningServer, width: int, height:
         f"--base-url {server.base_url} -o out.wav; echo EXIT=$?; sleep 60"
     )
     tmux_env = [arg for key, value in env.items() for arg in ("-e", f"{key}={value}")]
+    # A private tmux server per capture: the default one may be exiting as another test
+    # kills its last session, and new-session then fails.
+    tmux = ["tmux", "-L", session]
     subprocess.run(
         [
-            "tmux",
+            *tmux,
             "new-session",
             "-d",
             "-s",
@@ -59,15 +62,13 @@ def capture_live_view(tmp_path: Path, server: RunningServer, width: int, height:
         deadline = time.monotonic() + 60
         screen = ""
         while time.monotonic() < deadline:
-            screen = subprocess.run(
-                ["tmux", "capture-pane", "-p", "-t", session], capture_output=True, text=True
-            ).stdout
+            screen = subprocess.run([*tmux, "capture-pane", "-p", "-t", session], capture_output=True, text=True).stdout
             if "EXIT=" in screen:
                 break
             time.sleep(0.2)
         return screen
     finally:
-        subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+        subprocess.run([*tmux, "kill-server"], capture_output=True)
 
 
 @pytest.mark.parametrize(("width", "height"), [(80, 24), (160, 40)])
