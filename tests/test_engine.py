@@ -123,7 +123,9 @@ def test_silence_is_trimmed(engine: Engine) -> None:
 def test_comma_pause_is_not_part_of_the_word(engine: Engine) -> None:
     result = engine.synthesize(HELLO, US)
     world, this = result.words[1], result.words[2]
-    gap = result.samples[int(world.stop_s * ENGINE_RATE) : int(this.start_s * ENGINE_RATE)]
+    # stop_s is the time of the word's last audible sample: the gap starts one sample later
+    # (round, not int: a float time can fall a hair short of its sample index).
+    gap = result.samples[round(world.stop_s * ENGINE_RATE) + 1 : int(this.start_s * ENGINE_RATE)]
     assert this.start_s - world.stop_s > 0.05
     assert np.abs(gap.astype(np.int32)).max() <= 64
 
