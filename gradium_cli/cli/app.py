@@ -6,28 +6,18 @@ from typing import Annotated
 import typer
 
 from gradium_cli import __version__
-from gradium_cli.cli.auth import auth_app
-from gradium_cli.cli.batch import batch
-from gradium_cli.cli.config_cmd import config_app
-from gradium_cli.cli.devices import devices
-from gradium_cli.cli.doctor import doctor
-from gradium_cli.cli.pronounce import pronounce_app
-from gradium_cli.cli.say import say
-from gradium_cli.cli.serve import serve
-from gradium_cli.cli.stream import stream
-from gradium_cli.cli.voices import voices_app
-from gradium_cli.cli.ws_raw import ws_raw
+from gradium_cli.cli.lazy_group import LazyGroup
+from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.ui.env import Env, set_env
 
-app = typer.Typer(
+app = plain_typer(
     name="gradium",
     help="Gradium text-to-speech from the shell: speak, stream, manage voices, debug the protocol, serve offline.",
     no_args_is_help=True,
     add_completion=True,
     context_settings={"help_option_names": ["-h", "--help"]},
-    pretty_exceptions_enable=False,
-    # Plain help: rich-formatted help costs ~300 ms of imports on every `--help`.
-    rich_markup_mode=None,
+    # The commands themselves are listed in commands.py and loaded on use.
+    cls=LazyGroup,
 )
 
 
@@ -61,19 +51,6 @@ def main_options(
     if env.no_color:
         os.environ["NO_COLOR"] = "1"
     set_env(env)
-
-
-app.command(rich_help_panel="Speak")(say)
-app.command(rich_help_panel="Speak")(stream)
-app.command(rich_help_panel="Speak")(batch)
-app.command(rich_help_panel="Audio")(devices)
-app.add_typer(voices_app, name="voices", rich_help_panel="Manage")
-app.add_typer(pronounce_app, name="pronounce", rich_help_panel="Manage")
-app.command(rich_help_panel="Server")(serve)
-app.command("ws-raw", rich_help_panel="Debug")(ws_raw)
-app.add_typer(config_app, name="config", rich_help_panel="Setup")
-app.add_typer(auth_app, name="auth", rich_help_panel="Setup")
-app.command(rich_help_panel="Setup")(doctor)
 
 
 def main() -> None:

@@ -11,10 +11,11 @@ import typer
 
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import guard, run
+from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
 
-auth_app = typer.Typer(
+auth_app = plain_typer(
     name="auth",
     help="Log in with an API key (checked, then stored), see the key and credits in use, log out.",
     no_args_is_help=True,

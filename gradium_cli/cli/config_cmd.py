@@ -11,9 +11,10 @@ import typer
 
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import guard
+from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.ui.env import get_env
 
-config_app = typer.Typer(
+config_app = plain_typer(
     name="config",
     help="Settings in the config file: api-key, base-url, region, voice, model, format, timeout.",
     no_args_is_help=True,

@@ -19,6 +19,7 @@ import typer
 from gradium_cli.cli import options as o
 from gradium_cli.cli.manage import YesOpt, backend_options, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
+from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import OutputError, RequestError, UsageError
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, output_mode, print_table, render_json, render_rich, write_stdout
@@ -28,7 +29,7 @@ if TYPE_CHECKING:
     from gradium_cli.pronunciation_rules import Rule
     from gradium_cli.transport.rest import RestClient
 
-pronounce_app = typer.Typer(
+pronounce_app = plain_typer(
     name="pronounce",
     help="Pronunciation dictionaries: create them, add rules, import/export CSV or JSON, A/B test.",
     epilog="DICT is an id or a name. An id that starts with - goes after --: gradium pronounce show -- -Ab3...",

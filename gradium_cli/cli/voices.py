@@ -12,6 +12,7 @@ import typer
 from gradium_cli.cli import options as o
 from gradium_cli.cli.manage import YesOpt, backend_options, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
+from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import RequestError, UsageError
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, print_record, print_table, write_stdout
@@ -20,7 +21,7 @@ if TYPE_CHECKING:
     from gradium_cli.backend import BackendOptions
     from gradium_cli.transport.rest import RestClient
 
-voices_app = typer.Typer(
+voices_app = plain_typer(
     name="voices",
     help="List, inspect, clone, update, delete and preview voices.",
     epilog="Voices are named by id or name. An id that starts with - goes after --: "

@@ -94,7 +94,9 @@ class Node:
         return records
 
     def summary(self) -> str:
-        return str(self.command.get_short_help_str(limit=200))
+        """The help's first paragraph: fuller than the one-line summary `gradium --help` lists."""
+        paragraphs = self.paragraphs()
+        return paragraphs[0][1] if paragraphs else str(self.command.get_short_help_str(limit=200))
 
     def paragraphs(self) -> list[tuple[bool, str]]:
         """(preformatted, text) paragraphs of the help text; click's `\\b` marks preformatted ones."""
