@@ -8,7 +8,6 @@ import typer
 from gradium_cli import __version__
 from gradium_cli.cli.lazy_group import LazyGroup
 from gradium_cli.cli.typer_app import plain_typer
-from gradium_cli.ui.env import Env, set_env
 
 app = plain_typer(
     name="gradium",
@@ -44,6 +43,7 @@ def main_options(
 ) -> None:
     """Gradium text-to-speech from the shell."""
     from gradium_cli.config import select_profile
+    from gradium_cli.ui.env import Env, set_env
 
     select_profile(profile)  # None resets: the same process may run several commands (tests)
     env = Env(quiet=quiet, verbose=verbose)

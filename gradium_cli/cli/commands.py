@@ -4,11 +4,10 @@
 (see lazy_group.py), so this table is all `gradium --help` needs to list them.
 """
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
-@dataclass(frozen=True)
-class CommandEntry:
+class CommandEntry(NamedTuple):  # not a dataclass: `gradium --help` need not import dataclasses
     name: str
     module: str  # under gradium_cli.cli
     attribute: str  # a command function, or a typer.Typer of subcommands
