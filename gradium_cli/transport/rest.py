@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import AsyncIterator
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from gradium_cli.errors import AuthError, GradiumError, NetworkError, RequestError, ServerError
@@ -13,6 +15,20 @@ from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
     import httpx
+
+
+def import_httpx() -> ModuleType:
+    """httpx, without its own command-line client.
+
+    `import httpx` also imports `httpx._main`, its CLI, which loads click, rich.console,
+    rich.progress, rich.syntax and pygments (~60 ms) whenever click is installed (uvicorn
+    brings it). A None entry in sys.modules makes that import fail, so httpx defines the
+    stub it uses when those packages are missing; nothing here runs the httpx CLI.
+    """
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
+    import httpx
+
+    return httpx
 
 
 def _reason(response: httpx.Response) -> str:
@@ -52,11 +68,9 @@ def http_error(response: httpx.Response) -> GradiumError:
 
 class RestClient:
     def __init__(self, endpoint: Endpoint) -> None:
-        import httpx
-
         self.endpoint = endpoint
-        self._httpx = httpx
-        self.client = httpx.AsyncClient(headers=endpoint.headers(), timeout=endpoint.timeout)
+        self._httpx = import_httpx()
+        self.client: httpx.AsyncClient = self._httpx.AsyncClient(headers=endpoint.headers(), timeout=endpoint.timeout)
 
     async def __aenter__(self) -> RestClient:
         return self
