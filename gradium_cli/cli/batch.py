@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.errors import ExitCode
@@ -13,6 +14,7 @@ from gradium_cli.ui.env import get_env
 BATCH = "Batch"
 
 
+@o.with_backend()
 def batch(
     manifest: Annotated[
         str,
@@ -94,13 +96,9 @@ def batch(
     set_: o.SetOpt = None,
     json_config: o.JsonConfigOpt = None,
     pronunciation: o.PronunciationOpt = None,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per item on stdout")] = False,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Make one audio file per manifest row: fast, resumable, with progress.
 
@@ -114,7 +112,6 @@ def batch(
     cat manifest.jsonl | gradium batch - --out-dir clips/ --shard 0/4
     """
     # Imported here so that `gradium --help` does not load numpy and the transport.
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.batch.manifest import Defaults
     from gradium_cli.batch.runner import BatchRequest, RunOptions, default_connections, run_batch
     from gradium_cli.voice_settings import VoiceOptions
@@ -148,7 +145,7 @@ def batch(
             retries=retries,
             force=force,
         ),
-        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        backend=backend,
         json_out=json_out or env.json,
     )
     summary = run(run_batch(request))

@@ -9,19 +9,17 @@ from typing import Annotated
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.ui.env import get_env
 
 
+@o.with_backend(timeout=10.0)
 def doctor(
     json_out: Annotated[bool, typer.Option("--json", help="The checks as one JSON object on stdout")] = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 10.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Check the config file, the API key, the server and its latency, audio devices and the eSpeak NG engine.
 
@@ -32,11 +30,10 @@ def doctor(
     gradium doctor
     gradium doctor --json | jq '.checks[] | select(.status != "ok")'
     """
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.cli.doctor_core import diagnose, render_json, render_text
 
     env = get_env()
-    report = run(diagnose(BackendOptions(base_url, api_key, region, timeout, local, profile)))
+    report = run(diagnose(backend))
     if json_out or env.json:
         env.stdout.write(render_json(report).encode("utf-8"))
     else:

@@ -21,19 +21,6 @@ YesOpt = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confir
 DECLINED_EXIT = 1
 
 
-def backend_options(
-    base_url: str | None,
-    api_key: str | None,
-    region: str | None,
-    timeout: float,
-    local: bool,
-    profile: str | None,
-) -> BackendOptions:
-    from gradium_cli.backend import BackendOptions
-
-    return BackendOptions(base_url, api_key, region, timeout, local, profile)
-
-
 def inner_backend(endpoint: Endpoint, options: BackendOptions) -> BackendOptions:
     """Options that reach an endpoint already open (so `say`'s path reuses it, no second local server)."""
     from gradium_cli.backend import BackendOptions

@@ -9,12 +9,18 @@ selects the profile for the whole run (`config.select_profile`); a command's own
 
 # No `from __future__ import annotations` in cli/ command modules: Typer evaluates
 # every annotation on every run, and string annotations cost a compile each.
+import functools
+import inspect
+import typing
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import typer
 
 from gradium_cli.cli.complete import complete_dictionary, complete_voice
+
+Result = TypeVar("Result")
 
 
 def _profile(value: str | None) -> str | None:
@@ -92,6 +98,50 @@ ProfileOpt = Annotated[
     str | None,
     typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND, callback=_profile),
 ]
+
+
+def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """Give a command --base-url, --api-key, --region, --timeout, --local and --profile.
+
+    The command declares one keyword-only `backend: BackendOptions` parameter instead
+    of six. Typer reads options from the signature, so the wrapper shows it the
+    command's own parameters followed by these six (in this order: a command's
+    `--profile` must come last among them), and folds them into BackendOptions.
+    """
+    added = [
+        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+        for name, default, annotation in (
+            ("base_url", None, BaseUrlOpt),
+            ("api_key", None, ApiKeyOpt),
+            ("region", None, RegionOpt),
+            ("timeout", timeout, TimeoutOpt),
+            ("local", False, LocalOpt),
+            ("profile", None, ProfileOpt),
+        )
+    ]
+
+    def decorate(command: Callable[..., Result]) -> Callable[..., Result]:
+        hints = typing.get_type_hints(command, include_extras=True)
+        own = [
+            parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
+            for parameter in inspect.signature(command).parameters.values()
+            if parameter.name != "backend"
+        ]
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Result:
+            from gradium_cli.backend import BackendOptions
+
+            backend = BackendOptions(*(kwargs.pop(parameter.name) for parameter in added))
+            return command(*args, backend=backend, **kwargs)
+
+        parameters = own + added
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return wrapper
+
+    return decorate
+
 
 VoiceOpt = Annotated[
     str | None,

@@ -16,8 +16,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
-from gradium_cli.cli.manage import YesOpt, backend_options, check_can_confirm, confirm, inner_backend, rest_session
+from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
 from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import OutputError, RequestError, UsageError
@@ -25,7 +26,6 @@ from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, output_mode, print_table, render_json, render_rich, write_stdout
 
 if TYPE_CHECKING:
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.pronunciation_rules import Rule
     from gradium_cli.transport.rest import RestClient
 
@@ -118,18 +118,14 @@ async def _name_clash(rest: RestClient, name: str, uid: str | None = None) -> No
 
 
 @pronounce_app.command("list")
+@o.with_backend()
 def list_dictionaries(
     language: Annotated[str | None, typer.Option("--language", "-l", help="Only dictionaries of this language")] = None,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """List dictionaries; piped columns: id, name, language, rule count, description."""
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     records = run(_list(backend, language))
     rows = [project(r, LIST_KEYS) for r in records]
     print_table(rows, LIST_COLUMNS, json_out=json_out, json_rows=rows, empty="no pronunciation dictionaries")
@@ -146,18 +142,14 @@ async def _list(backend: BackendOptions, language: str | None) -> list[dict[str,
 
 
 @pronounce_app.command("show")
+@o.with_backend()
 def show_dictionary(
     dictionary: DictOpt,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Show a dictionary and its rules; piped, one `word<TAB>pronunciation<TAB>case_sensitive` line per rule."""
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_show(backend, dictionary))
     env = get_env()
     mode = output_mode(json_out, env)
@@ -182,17 +174,14 @@ async def _show(backend: BackendOptions, wanted: str) -> dict[str, Any]:
 
 
 @pronounce_app.command("create")
+@o.with_backend()
 def create_dictionary(
     name: Annotated[str, typer.Argument(help="Name of the new dictionary", show_default=False)],
     language: Annotated[str, typer.Option("--language", "-l", help="Language code")] = "en",
     description: Annotated[str | None, typer.Option("--description", "-d", help="Free text")] = None,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Create an empty dictionary; prints its id.
 
@@ -205,7 +194,6 @@ def create_dictionary(
         fail(UsageError("the dictionary name is empty"))
     if not language.strip():
         fail(UsageError("--language must not be empty"))
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_create(backend, name.strip(), language.strip(), description))
     env = get_env()
     env.say(f"created pronunciation dictionary '{record['name']}' ({record['uid']})")
@@ -224,18 +212,15 @@ async def _create(backend: BackendOptions, name: str, language: str, description
 
 
 @pronounce_app.command("update")
+@o.with_backend()
 def update_dictionary(
     dictionary: DictOpt,
     name: Annotated[str | None, typer.Option("--name", "-n", help="New name")] = None,
     language: Annotated[str | None, typer.Option("--language", "-l", help="New language code")] = None,
     description: Annotated[str | None, typer.Option("--description", "-d", help="New description")] = None,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Rename a dictionary or change its language or description (rules: add, remove, import)."""
     changes = {k: v for k, v in {"name": name, "language": language, "description": description}.items() if v}
@@ -245,7 +230,6 @@ def update_dictionary(
         fail(UsageError("nothing to change: give --name, --language or --description"))
     if name is not None:
         changes["name"] = name.strip()
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_update(backend, dictionary, changes))
     env = get_env()
     env.say(f"updated pronunciation dictionary '{record['name']}' ({record['uid']})")
@@ -266,19 +250,15 @@ async def _update(backend: BackendOptions, wanted: str, changes: dict[str, str])
 
 
 @pronounce_app.command("delete")
+@o.with_backend()
 def delete_dictionary(
     dictionary: DictOpt,
     yes: YesOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Delete a dictionary and all its rules (asks first on a terminal; --yes skips the question)."""
     check_can_confirm(yes, "delete a pronunciation dictionary")
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_delete(backend, dictionary, yes))
     get_env().say(f"deleted pronunciation dictionary '{record['name']}' ({record['uid']})")
 
@@ -296,6 +276,7 @@ async def _delete(backend: BackendOptions, wanted: str, yes: bool) -> dict[str, 
 
 
 @pronounce_app.command("add")
+@o.with_backend()
 def add_rule(
     dictionary: DictOpt,
     word: Annotated[str, typer.Argument(help="Word or phrase to replace", show_default=False)],
@@ -303,18 +284,13 @@ def add_rule(
     case_sensitive: Annotated[
         bool, typer.Option("--case-sensitive", "-c", help="Match the word's exact capitalisation only")
     ] = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Add a rule, or change the pronunciation of a word already in the dictionary."""
     from gradium_cli.pronunciation_rules import make_rule, merge
 
     rule = guard(lambda: make_rule(word, pronunciation, case_sensitive))
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
 
     async def body() -> tuple[dict[str, Any], bool]:
         from gradium_cli.pronunciation_rules import from_api
@@ -331,21 +307,17 @@ def add_rule(
 
 
 @pronounce_app.command("remove")
+@o.with_backend()
 def remove_rule(
     dictionary: DictOpt,
     word: Annotated[str, typer.Argument(help="The word whose rule to remove", show_default=False)],
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Remove a word's rule (exact spelling first, else any capitalisation)."""
     if not word.strip():
         fail(UsageError("the word is empty"))
     wanted = word.strip()
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
 
     async def body() -> tuple[dict[str, Any], int]:
         from gradium_cli.pronunciation_rules import from_api
@@ -370,6 +342,7 @@ def remove_rule(
 
 
 @pronounce_app.command("import")
+@o.with_backend()
 def import_rules(
     dictionary: DictOpt,
     file: Annotated[str, typer.Argument(help="rules.csv or rules.json (- for stdin)", show_default=False)],
@@ -377,12 +350,8 @@ def import_rules(
         bool, typer.Option("--merge", help="Keep the dictionary's other rules (default: replace them all)")
     ] = False,
     format: RulesFormatOpt = None,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Set a dictionary's rules from a file (CSV: original,rewrite,case_sensitive; JSON: a list of objects).
 
@@ -393,7 +362,6 @@ def import_rules(
     gradium pronounce export Brands -o rules.csv   # the same bytes back
     """
     rules = guard(lambda: _read_rules(file, format))
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
 
     async def body() -> tuple[dict[str, Any], int]:
         from gradium_cli.pronunciation_rules import from_api, merge
@@ -426,6 +394,7 @@ def _read_rules(file: str, fmt: str | None) -> list[Rule]:
 
 
 @pronounce_app.command("export")
+@o.with_backend()
 def export_rules(
     dictionary: DictOpt,
     output: Annotated[
@@ -433,19 +402,14 @@ def export_rules(
     ] = None,
     format: RulesFormatOpt = None,
     force: o.ForceOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Write a dictionary's rules as canonical CSV (default) or JSON, ready for `import`."""
     fmt = guard(lambda: _rules_format(format, output))
     target = Path(output) if output not in (None, "-") else None
     if target is not None and target.exists() and not force:
         fail(OutputError(f"{target} exists", hint="use --force to replace it"))
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
 
     async def body() -> dict[str, Any]:
         async with rest_session(backend) as (_endpoint, rest):
@@ -482,6 +446,7 @@ def matching_rules(rules: list[Rule], text: str) -> list[Rule]:
 
 
 @pronounce_app.command("test")
+@o.with_backend()
 def test_dictionary(
     dictionary: DictOpt,
     text: Annotated[str, typer.Argument(help="Text to speak both ways (- for stdin)", show_default=False)],
@@ -496,12 +461,8 @@ def test_dictionary(
     device: o.DeviceOpt = None,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """A/B a dictionary: speak TEXT without it (A), then with it (B). Plays both on a terminal.
 
@@ -515,7 +476,6 @@ def test_dictionary(
     env = get_env()
     sentence = guard(lambda: read_text(text, None, env))
     outputs = guard(lambda: _ab_outputs(out_dir, a_file, b_file, format, force))
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     result = run(_ab_test(backend, dictionary, sentence, voice, outputs, format, device, force))
     if json_out or env.json:
         print(json.dumps(result, ensure_ascii=False), file=sys.stdout, flush=True)

@@ -6,12 +6,14 @@ from typing import Annotated
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.errors import ExitCode
 from gradium_cli.ui.env import get_env
 
 
+@o.with_backend()
 def say(
     text: Annotated[
         str | None,
@@ -36,15 +38,11 @@ def say(
     rest: Annotated[
         bool, typer.Option("--rest", help="Use the one-shot REST endpoint instead of the WebSocket")
     ] = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
     retries: o.RetriesOpt = 2,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
     stats: o.StatsOpt = False,
     json_out: o.JsonOpt = False,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Speak TEXT once: to a file (-o), to stdout when piped, or to the speakers on a terminal.
 
@@ -54,7 +52,6 @@ def say(
     gradium say -f chapter.txt -o chapter.ogg --voice Emma --speed 1.2
     """
     # Imported here so that `gradium --help` does not load numpy and the transport.
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.cli.say_core import SayRequest, speak
     from gradium_cli.voice_settings import VoiceOptions
 
@@ -90,7 +87,7 @@ def say(
             json_config,
             pronunciation,
         ),
-        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        backend=backend,
         use_rest=rest,
         stats=stats,
         retries=retries,

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.ui.env import get_env
@@ -15,6 +16,7 @@ class OnInterrupt(str, Enum):
     discard = "discard"
 
 
+@o.with_backend()
 def stream(
     output: o.OutputOpt = None,
     format: o.FormatOpt = None,
@@ -41,15 +43,11 @@ def stream(
     set_: o.SetOpt = None,
     json_config: o.JsonConfigOpt = None,
     pronunciation: o.PronunciationOpt = None,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON event per line on stdout (text, flush, audio, word, end)")
     ] = False,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Speak text as it arrives on stdin: words go out as soon as they are complete.
 
@@ -61,7 +59,6 @@ def stream(
     some-producer | gradium stream -o out.wav --timestamps out.srt
     gradium stream --interactive
     """
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.streaming.run import StreamRequest
     from gradium_cli.streaming.run import stream as run_stream
     from gradium_cli.voice_settings import VoiceOptions
@@ -77,7 +74,7 @@ def stream(
         voice=VoiceOptions(
             voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation
         ),
-        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        backend=backend,
         interactive=interactive,
         flush_after=flush_after,
         on_interrupt=on_interrupt.value,

@@ -9,8 +9,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
-from gradium_cli.cli.manage import YesOpt, backend_options, check_can_confirm, confirm, inner_backend, rest_session
+from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
 from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import RequestError, UsageError
@@ -18,7 +19,6 @@ from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, print_record, print_table, write_stdout
 
 if TYPE_CHECKING:
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.transport.rest import RestClient
 
 voices_app = plain_typer(
@@ -98,6 +98,7 @@ async def _custom_name_clash(rest: RestClient, name: str, uid: str | None = None
 
 
 @voices_app.command("list")
+@o.with_backend()
 def list_voices(
     language: Annotated[str | None, typer.Option("--language", "-l", help="Only voices of this language")] = None,
     search: Annotated[
@@ -105,12 +106,8 @@ def list_voices(
     ] = None,
     mine: Annotated[bool, typer.Option("--mine", help="Only your own (custom) voices")] = False,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """List voices: a table on a terminal, tab-separated lines when piped, JSON with --json.
 
@@ -119,7 +116,6 @@ def list_voices(
     gradium voices list --mine
     gradium voices list --language fr | cut -f1,2
     """
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     voices = run(_list(backend, mine))
     if language:
         voices = [v for v in voices if _language_matches(v.get("language"), language)]
@@ -144,18 +140,14 @@ async def _list(backend: BackendOptions, mine: bool) -> list[dict[str, Any]]:
 
 
 @voices_app.command("show")
+@o.with_backend()
 def show_voice(
     voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Show one voice; piped, one `field<TAB>value` line per field."""
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_show(backend, voice))
     print_record(_display(record), SHOW_FIELDS, json_out=json_out, json_record=project(record))
 
@@ -234,6 +226,7 @@ def multipart_parts(
 
 
 @voices_app.command("create")
+@o.with_backend()
 def create_voice(
     audio: Annotated[
         Path, typer.Option("--audio", "-a", help="Voice sample: WAV, FLAC, OGG or MP3, 1–60 s, at most 20 MB")
@@ -245,12 +238,8 @@ def create_voice(
         float, typer.Option("--start", help="Seconds into the sample where the 10 s clone window starts")
     ] = 0.0,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Clone a voice from an audio sample; prints the new voice's id.
 
@@ -258,7 +247,6 @@ def create_voice(
     gradium voices create --name Narrator --audio me.wav --description "calm, low"
     id=$(gradium voices create --name Narrator --audio me.wav)
     """
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     voice_name = (name if name is not None else audio.stem).strip()
     if not voice_name:
         fail(UsageError("--name must not be empty"))
@@ -291,6 +279,7 @@ async def _create(
 
 
 @voices_app.command("update")
+@o.with_backend()
 def update_voice(
     voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
     name: Annotated[str | None, typer.Option("--name", "-n", help="New name")] = None,
@@ -300,12 +289,8 @@ def update_voice(
         float | None, typer.Option("--start", help="New start of the 10 s clone window, in seconds")
     ] = None,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Rename a voice or change its description, language or clone window."""
     changes: dict[str, Any] = {
@@ -321,7 +306,6 @@ def update_voice(
         fail(UsageError("--start must be 0 or more"))
     if name is not None:
         changes["name"] = name.strip()
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_update(backend, voice, changes))
     env = get_env()
     env.say(f"updated voice '{record['name']}' ({record['uid']})")
@@ -344,19 +328,15 @@ async def _update(backend: BackendOptions, wanted: str, changes: dict[str, Any])
 
 
 @voices_app.command("delete")
+@o.with_backend()
 def delete_voice(
     voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
     yes: YesOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Delete one of your voices (asks first on a terminal; --yes skips the question)."""
     check_can_confirm(yes, "delete a voice")
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     record = run(_delete(backend, voice, yes))
     get_env().say(f"deleted voice '{record['name']}' ({record['uid']})")
 
@@ -378,6 +358,7 @@ async def _delete(backend: BackendOptions, wanted: str, yes: bool) -> dict[str, 
 
 
 @voices_app.command("preview")
+@o.with_backend()
 def preview_voice(
     voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
     text: Annotated[
@@ -388,12 +369,8 @@ def preview_voice(
     play: o.PlayOpt = False,
     device: o.DeviceOpt = None,
     force: o.ForceOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Hear a voice: plays on a terminal, or writes like `say` (-o FILE, or stdout when piped).
 
@@ -407,7 +384,6 @@ def preview_voice(
 
     # Where the audio goes is checked before any request (an existing file, a binary on a terminal).
     guard(lambda: plan_output(output, format, play=play, env=get_env(), force=force))
-    backend = backend_options(base_url, api_key, region, timeout, local, profile)
     run(_preview(backend, voice, text, output, format, play, device, force))
 
 

@@ -5,6 +5,7 @@ from typing import Annotated
 
 import typer
 
+from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.ui.env import get_env
@@ -15,6 +16,7 @@ RECORDING = "Recording"
 PROXY = "Proxy"
 
 
+@o.with_backend()
 def ws_raw(
     url: Annotated[
         str | None,
@@ -150,12 +152,8 @@ def ws_raw(
     ] = False,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
-    base_url: o.BaseUrlOpt = None,
-    api_key: o.ApiKeyOpt = None,
-    region: o.RegionOpt = None,
-    timeout: o.TimeoutOpt = 30.0,
-    local: o.LocalOpt = False,
-    profile: o.ProfileOpt = None,
+    *,
+    backend: BackendOptions,
 ) -> None:
     """Talk to the TTS WebSocket by hand: type frames, see every frame, check them against the protocol.
 
@@ -171,7 +169,6 @@ def ws_raw(
     gradium ws-raw --listen 8080 --url wss://api.gradium.ai/api/speech/tts
     """
     # Imported here so that `gradium --help` stays fast.
-    from gradium_cli.backend import BackendOptions
     from gradium_cli.console.core import ConsoleOptions
     from gradium_cli.console.main import WsRawRequest, ws_raw_main
 
@@ -182,7 +179,7 @@ def ws_raw(
         headers=header or [],
         insecure=insecure,
         ca=ca,
-        backend=BackendOptions(base_url, api_key, region, timeout, local, profile),
+        backend=backend,
         console=ConsoleOptions(
             check=not no_check,
             pretty=pretty,
