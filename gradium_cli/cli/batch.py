@@ -1,20 +1,24 @@
 """`gradium batch`: one file per manifest row, many requests in flight, resumable."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.errors import ExitCode
 from gradium_cli.ui.env import get_env
 
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.voice_settings import VoiceOptions
+
 BATCH = "Batch"
 
 
 @o.with_backend()
+@o.with_voice()
 def batch(
     manifest: Annotated[
         str,
@@ -87,18 +91,10 @@ def batch(
             rich_help_panel=o.OUTPUT,
         ),
     ] = None,
-    voice: o.VoiceOpt = None,
-    model: o.ModelOpt = None,
-    speed: o.SpeedOpt = None,
-    temperature: o.TemperatureOpt = None,
-    similarity: o.SimilarityOpt = None,
-    rewrite: o.RewriteOpt = None,
-    set_: o.SetOpt = None,
-    json_config: o.JsonConfigOpt = None,
-    pronunciation: o.PronunciationOpt = None,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per item on stdout")] = False,
     *,
-    backend: BackendOptions,
+    voice_options: "VoiceOptions",
+    backend: "BackendOptions",
 ) -> None:
     """Make one audio file per manifest row: fast, resumable, with progress.
 
@@ -114,7 +110,6 @@ def batch(
     # Imported here so that `gradium --help` does not load numpy and the transport.
     from gradium_cli.batch.manifest import Defaults
     from gradium_cli.batch.runner import BatchRequest, RunOptions, default_connections, run_batch
-    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     request = BatchRequest(
@@ -125,17 +120,7 @@ def batch(
             name=name,
             format=format,
             timestamps=timestamps,
-            voice=VoiceOptions(
-                voice,
-                model,
-                speed,
-                temperature,
-                similarity,
-                rewrite,
-                set_ or [],
-                json_config,
-                pronunciation,
-            ),
+            voice=voice_options,
         ),
         shard=shard,
         strict=strict,

@@ -5,21 +5,23 @@ the offline engine is in use) decide the exit code: the first failure's code,
 else 0. Audio devices only warn: files and pipes work without them.
 """
 
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.ui.env import get_env
+
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
 
 
 @o.with_backend(timeout=10.0)
 def doctor(
     json_out: Annotated[bool, typer.Option("--json", help="The checks as one JSON object on stdout")] = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Check the config file, the API key, the server and its latency, audio devices and the eSpeak NG engine.
 

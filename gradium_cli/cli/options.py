@@ -11,7 +11,6 @@ selects the profile for the whole run (`config.select_profile`); a command's own
 # every annotation on every run, and string annotations cost a compile each.
 import functools
 import inspect
-import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -98,49 +97,6 @@ ProfileOpt = Annotated[
     str | None,
     typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND, callback=_profile),
 ]
-
-
-def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """Give a command --base-url, --api-key, --region, --timeout, --local and --profile.
-
-    The command declares one keyword-only `backend: BackendOptions` parameter instead
-    of six. Typer reads options from the signature, so the wrapper shows it the
-    command's own parameters followed by these six (in this order: a command's
-    `--profile` must come last among them), and folds them into BackendOptions.
-    """
-    added = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-        for name, default, annotation in (
-            ("base_url", None, BaseUrlOpt),
-            ("api_key", None, ApiKeyOpt),
-            ("region", None, RegionOpt),
-            ("timeout", timeout, TimeoutOpt),
-            ("local", False, LocalOpt),
-            ("profile", None, ProfileOpt),
-        )
-    ]
-
-    def decorate(command: Callable[..., Result]) -> Callable[..., Result]:
-        hints = typing.get_type_hints(command, include_extras=True)
-        own = [
-            parameter.replace(annotation=hints.get(parameter.name, parameter.annotation))
-            for parameter in inspect.signature(command).parameters.values()
-            if parameter.name != "backend"
-        ]
-
-        @functools.wraps(command)
-        def wrapper(*args: Any, **kwargs: Any) -> Result:
-            from gradium_cli.backend import BackendOptions
-
-            backend = BackendOptions(*(kwargs.pop(parameter.name) for parameter in added))
-            return command(*args, backend=backend, **kwargs)
-
-        parameters = own + added
-        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
-        wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
-        return wrapper
-
-    return decorate
 
 
 VoiceOpt = Annotated[
@@ -253,3 +209,98 @@ RetriesOpt = Annotated[
         max=10,
     ),
 ]
+
+
+# ----------------------------------------------------------------------------- option groups
+# Typer reads a command's options from its signature. A group decorator shows Typer
+# the command's own parameters followed by the group's, and calls the command with
+# the group folded into one value: the options are declared once, not per command.
+# The folded parameter's own annotation is never read, so command modules can name
+# BackendOptions or VoiceOptions under TYPE_CHECKING and `--help` need not import them.
+
+
+FOLDED = ("backend", "voice_options")  # the parameters the decorators below fill in
+
+
+def _keyword_options(*specs: tuple[str, Any, Any]) -> list[inspect.Parameter]:
+    """(name, default, Annotated option) -> keyword-only parameters, in this order."""
+    return [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=d, annotation=a) for name, d, a in specs]
+
+
+def _fold_options(
+    into: str, group: list[inspect.Parameter], build: Callable[..., Any]
+) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    def decorate(command: Callable[..., Result]) -> Callable[..., Result]:
+        own = [p for p in inspect.signature(command).parameters.values() if p.name != into]
+        for parameter in own:
+            if isinstance(parameter.annotation, str) and parameter.name not in FOLDED:  # Typer could not read it
+                raise TypeError(f"{command.__qualname__}: no string annotations in command modules")
+
+        @functools.wraps(command)
+        def wrapper(*args: Any, **kwargs: Any) -> Result:
+            folded = build(*(kwargs.pop(parameter.name) for parameter in group))
+            return command(*args, **{into: folded}, **kwargs)
+
+        parameters = own + group
+        wrapper.__signature__ = inspect.Signature(parameters)  # type: ignore[attr-defined]
+        wrapper.__annotations__ = {parameter.name: parameter.annotation for parameter in parameters}
+        return wrapper
+
+    return decorate
+
+
+def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """--base-url, --api-key, --region, --timeout, --local, --profile -> `backend: BackendOptions`.
+
+    `--profile` comes last: its callback selects the profile the others' defaults read.
+    """
+
+    def build(*values: Any) -> Any:
+        from gradium_cli.backend import BackendOptions
+
+        return BackendOptions(*values)
+
+    group = _keyword_options(
+        ("base_url", None, BaseUrlOpt),
+        ("api_key", None, ApiKeyOpt),
+        ("region", None, RegionOpt),
+        ("timeout", timeout, TimeoutOpt),
+        ("local", False, LocalOpt),
+        ("profile", None, ProfileOpt),
+    )
+    return _fold_options("backend", group, build)
+
+
+def with_voice() -> Callable[[Callable[..., Result]], Callable[..., Result]]:
+    """--voice, --model, --speed, --temperature, --similarity, --rewrite, --set, --json-config,
+    --pronunciation -> `voice_options: VoiceOptions`."""
+
+    def build(
+        voice: str | None,
+        model: str | None,
+        speed: float | None,
+        temperature: float | None,
+        similarity: float | None,
+        rewrite: str | None,
+        set_: list[str] | None,
+        json_config: str | None,
+        pronunciation: str | None,
+    ) -> Any:
+        from gradium_cli.voice_settings import VoiceOptions
+
+        return VoiceOptions(
+            voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation
+        )
+
+    group = _keyword_options(
+        ("voice", None, VoiceOpt),
+        ("model", None, ModelOpt),
+        ("speed", None, SpeedOpt),
+        ("temperature", None, TemperatureOpt),
+        ("similarity", None, SimilarityOpt),
+        ("rewrite", None, RewriteOpt),
+        ("set_", None, SetOpt),
+        ("json_config", None, JsonConfigOpt),
+        ("pronunciation", None, PronunciationOpt),
+    )
+    return _fold_options("voice_options", group, build)

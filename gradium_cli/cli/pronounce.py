@@ -6,8 +6,6 @@ dictionary, change its rule list here and PUT the whole list back (a PUT with
 request, so a bad row changes nothing.
 """
 
-from __future__ import annotations
-
 import json
 import re
 import sys
@@ -16,7 +14,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
@@ -26,8 +23,10 @@ from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, output_mode, print_table, render_json, render_rich, write_stdout
 
 if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
     from gradium_cli.pronunciation_rules import Rule
     from gradium_cli.transport.rest import RestClient
+    from gradium_cli.voice_settings import VoiceOptions
 
 pronounce_app = plain_typer(
     name="pronounce",
@@ -91,7 +90,7 @@ def _rules_format(fmt: str | None, path: str | None, data: bytes | None = None) 
     return "csv"
 
 
-async def _fetch(rest: RestClient, wanted: str) -> dict[str, Any]:
+async def _fetch(rest: "RestClient", wanted: str) -> dict[str, Any]:
     from gradium_cli import resolve
 
     listed = await resolve.dictionary_record(rest, wanted)
@@ -99,14 +98,14 @@ async def _fetch(rest: RestClient, wanted: str) -> dict[str, Any]:
     return record
 
 
-async def _put_rules(rest: RestClient, record: dict[str, Any], rules: list[Rule]) -> dict[str, Any]:
+async def _put_rules(rest: "RestClient", record: dict[str, Any], rules: list["Rule"]) -> dict[str, Any]:
     updated: dict[str, Any] = await rest.json(
         "PUT", f"pronunciations/{record['uid']}", json={"rules": [rule.to_api() for rule in rules]}
     )
     return updated
 
 
-async def _name_clash(rest: RestClient, name: str, uid: str | None = None) -> None:
+async def _name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
     from gradium_cli import resolve
 
     for item in await resolve.list_dictionaries(rest):
@@ -123,7 +122,7 @@ def list_dictionaries(
     language: Annotated[str | None, typer.Option("--language", "-l", help="Only dictionaries of this language")] = None,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """List dictionaries; piped columns: id, name, language, rule count, description."""
     records = run(_list(backend, language))
@@ -131,7 +130,7 @@ def list_dictionaries(
     print_table(rows, LIST_COLUMNS, json_out=json_out, json_rows=rows, empty="no pronunciation dictionaries")
 
 
-async def _list(backend: BackendOptions, language: str | None) -> list[dict[str, Any]]:
+async def _list(backend: "BackendOptions", language: str | None) -> list[dict[str, Any]]:
     from gradium_cli import resolve
 
     async with rest_session(backend) as (_endpoint, rest):
@@ -147,7 +146,7 @@ def show_dictionary(
     dictionary: DictOpt,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Show a dictionary and its rules; piped, one `word<TAB>pronunciation<TAB>case_sensitive` line per rule."""
     record = run(_show(backend, dictionary))
@@ -165,7 +164,7 @@ def show_dictionary(
         write_stdout(render_rich(rules, RULE_COLUMNS, title=title, env=env), env)
 
 
-async def _show(backend: BackendOptions, wanted: str) -> dict[str, Any]:
+async def _show(backend: "BackendOptions", wanted: str) -> dict[str, Any]:
     async with rest_session(backend) as (_endpoint, rest):
         return await _fetch(rest, wanted)
 
@@ -181,7 +180,7 @@ def create_dictionary(
     description: Annotated[str | None, typer.Option("--description", "-d", help="Free text")] = None,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Create an empty dictionary; prints its id.
 
@@ -200,7 +199,7 @@ def create_dictionary(
     write_stdout(render_json(project(record)) if json_out or env.json else record["uid"] + "\n", env)
 
 
-async def _create(backend: BackendOptions, name: str, language: str, description: str | None) -> dict[str, Any]:
+async def _create(backend: "BackendOptions", name: str, language: str, description: str | None) -> dict[str, Any]:
     async with rest_session(backend) as (_endpoint, rest):
         await _name_clash(rest, name)
         body: dict[str, Any] = {"name": name, "language": language, "description": description, "rules": []}
@@ -220,7 +219,7 @@ def update_dictionary(
     description: Annotated[str | None, typer.Option("--description", "-d", help="New description")] = None,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Rename a dictionary or change its language or description (rules: add, remove, import)."""
     changes = {k: v for k, v in {"name": name, "language": language, "description": description}.items() if v}
@@ -237,7 +236,7 @@ def update_dictionary(
         write_stdout(render_json(project(record)), env)
 
 
-async def _update(backend: BackendOptions, wanted: str, changes: dict[str, str]) -> dict[str, Any]:
+async def _update(backend: "BackendOptions", wanted: str, changes: dict[str, str]) -> dict[str, Any]:
     async with rest_session(backend) as (_endpoint, rest):
         record = await _fetch(rest, wanted)
         if "name" in changes:
@@ -255,7 +254,7 @@ def delete_dictionary(
     dictionary: DictOpt,
     yes: YesOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Delete a dictionary and all its rules (asks first on a terminal; --yes skips the question)."""
     check_can_confirm(yes, "delete a pronunciation dictionary")
@@ -263,7 +262,7 @@ def delete_dictionary(
     get_env().say(f"deleted pronunciation dictionary '{record['name']}' ({record['uid']})")
 
 
-async def _delete(backend: BackendOptions, wanted: str, yes: bool) -> dict[str, Any]:
+async def _delete(backend: "BackendOptions", wanted: str, yes: bool) -> dict[str, Any]:
     async with rest_session(backend) as (_endpoint, rest):
         record = await _fetch(rest, wanted)
         count = len(record.get("rules") or [])
@@ -285,7 +284,7 @@ def add_rule(
         bool, typer.Option("--case-sensitive", "-c", help="Match the word's exact capitalisation only")
     ] = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Add a rule, or change the pronunciation of a word already in the dictionary."""
     from gradium_cli.pronunciation_rules import make_rule, merge
@@ -312,7 +311,7 @@ def remove_rule(
     dictionary: DictOpt,
     word: Annotated[str, typer.Argument(help="The word whose rule to remove", show_default=False)],
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Remove a word's rule (exact spelling first, else any capitalisation)."""
     if not word.strip():
@@ -351,7 +350,7 @@ def import_rules(
     ] = False,
     format: RulesFormatOpt = None,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Set a dictionary's rules from a file (CSV: original,rewrite,case_sensitive; JSON: a list of objects).
 
@@ -377,7 +376,7 @@ def import_rules(
     get_env().say(f"imported {len(rules)} rules into '{record['name']}' ({how} {before}; now {_rules_count(record)})")
 
 
-def _read_rules(file: str, fmt: str | None) -> list[Rule]:
+def _read_rules(file: str, fmt: str | None) -> list["Rule"]:
     from gradium_cli.pronunciation_rules import parse
 
     env = get_env()
@@ -403,7 +402,7 @@ def export_rules(
     format: RulesFormatOpt = None,
     force: o.ForceOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Write a dictionary's rules as canonical CSV (default) or JSON, ready for `import`."""
     fmt = guard(lambda: _rules_format(format, output))
@@ -435,7 +434,7 @@ def export_rules(
 FILE_EXTENSIONS = {"wav": "wav", "opus": "ogg", "ulaw_8000": "ulaw", "alaw_8000": "alaw"}
 
 
-def matching_rules(rules: list[Rule], text: str) -> list[Rule]:
+def matching_rules(rules: list["Rule"], text: str) -> list["Rule"]:
     """Rules whose word appears in `text` as a whole word (what the local server replaces)."""
     found = []
     for rule in rules:
@@ -462,7 +461,7 @@ def test_dictionary(
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """A/B a dictionary: speak TEXT without it (A), then with it (B). Plays both on a terminal.
 
@@ -515,7 +514,7 @@ def _ab_outputs(
 
 
 async def _ab_test(
-    backend: BackendOptions,
+    backend: "BackendOptions",
     wanted: str,
     text: str,
     voice: str | None,
@@ -527,7 +526,6 @@ async def _ab_test(
     from gradium_cli import resolve
     from gradium_cli.cli.say_core import SayRequest, speak
     from gradium_cli.pronunciation_rules import from_api
-    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     async with rest_session(backend) as (endpoint, rest):

@@ -2,18 +2,22 @@
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.errors import ExitCode
 from gradium_cli.ui.env import get_env
 
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.voice_settings import VoiceOptions
+
 
 @o.with_backend()
+@o.with_voice()
 def say(
     text: Annotated[
         str | None,
@@ -26,15 +30,6 @@ def say(
     device: o.DeviceOpt = None,
     force: o.ForceOpt = False,
     timestamps: o.TimestampsOpt = None,
-    voice: o.VoiceOpt = None,
-    model: o.ModelOpt = None,
-    speed: o.SpeedOpt = None,
-    temperature: o.TemperatureOpt = None,
-    similarity: o.SimilarityOpt = None,
-    rewrite: o.RewriteOpt = None,
-    set_: o.SetOpt = None,
-    json_config: o.JsonConfigOpt = None,
-    pronunciation: o.PronunciationOpt = None,
     rest: Annotated[
         bool, typer.Option("--rest", help="Use the one-shot REST endpoint instead of the WebSocket")
     ] = False,
@@ -42,7 +37,8 @@ def say(
     stats: o.StatsOpt = False,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    voice_options: "VoiceOptions",
+    backend: "BackendOptions",
 ) -> None:
     """Speak TEXT once: to a file (-o), to stdout when piped, or to the speakers on a terminal.
 
@@ -53,7 +49,6 @@ def say(
     """
     # Imported here so that `gradium --help` does not load numpy and the transport.
     from gradium_cli.cli.say_core import SayRequest, speak
-    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     if (
@@ -76,17 +71,7 @@ def say(
         device=device,
         force=force,
         timestamps=timestamps,
-        voice=VoiceOptions(
-            voice,
-            model,
-            speed,
-            temperature,
-            similarity,
-            rewrite,
-            set_ or [],
-            json_config,
-            pronunciation,
-        ),
+        voice=voice_options,
         backend=backend,
         use_rest=rest,
         stats=stats,

@@ -1,14 +1,17 @@
 """`gradium stream`: live text in (stdin, as it is produced), live audio out."""
 
 from enum import Enum
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.ui.env import get_env
+
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
+    from gradium_cli.voice_settings import VoiceOptions
 
 
 class OnInterrupt(str, Enum):
@@ -17,6 +20,7 @@ class OnInterrupt(str, Enum):
 
 
 @o.with_backend()
+@o.with_voice()
 def stream(
     output: o.OutputOpt = None,
     format: o.FormatOpt = None,
@@ -34,20 +38,12 @@ def stream(
         OnInterrupt, typer.Option("--on-interrupt", help="On Ctrl-C: drain (finish what was sent) or discard")
     ] = OnInterrupt.drain,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Live view on a terminal (stderr)")] = True,
-    voice: o.VoiceOpt = None,
-    model: o.ModelOpt = None,
-    speed: o.SpeedOpt = None,
-    temperature: o.TemperatureOpt = None,
-    similarity: o.SimilarityOpt = None,
-    rewrite: o.RewriteOpt = None,
-    set_: o.SetOpt = None,
-    json_config: o.JsonConfigOpt = None,
-    pronunciation: o.PronunciationOpt = None,
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON event per line on stdout (text, flush, audio, word, end)")
     ] = False,
     *,
-    backend: BackendOptions,
+    voice_options: "VoiceOptions",
+    backend: "BackendOptions",
 ) -> None:
     """Speak text as it arrives on stdin: words go out as soon as they are complete.
 
@@ -61,7 +57,6 @@ def stream(
     """
     from gradium_cli.streaming.run import StreamRequest
     from gradium_cli.streaming.run import stream as run_stream
-    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     request = StreamRequest(
@@ -71,9 +66,7 @@ def stream(
         device=device,
         force=force,
         timestamps=timestamps,
-        voice=VoiceOptions(
-            voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation
-        ),
+        voice=voice_options,
         backend=backend,
         interactive=interactive,
         flush_after=flush_after,

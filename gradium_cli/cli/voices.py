@@ -1,7 +1,5 @@
 """`gradium voices`: list, inspect, clone, rename, delete and preview voices (PROTOCOL.md §8)."""
 
-from __future__ import annotations
-
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -9,7 +7,6 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
@@ -19,7 +16,9 @@ from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, print_record, print_table, write_stdout
 
 if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
     from gradium_cli.transport.rest import RestClient
+    from gradium_cli.voice_settings import VoiceOptions
 
 voices_app = plain_typer(
     name="voices",
@@ -86,7 +85,7 @@ def _search_matches(voice: dict[str, Any], wanted: str) -> bool:
     return any(needle in str(voice.get(key) or "").lower() for key in ("name", "description", "uid"))
 
 
-async def _custom_name_clash(rest: RestClient, name: str, uid: str | None = None) -> None:
+async def _custom_name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
     """Refuse a duplicate name before sending anything (the hosted service might accept it)."""
     voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0})
     for voice in voices:
@@ -107,7 +106,7 @@ def list_voices(
     mine: Annotated[bool, typer.Option("--mine", help="Only your own (custom) voices")] = False,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """List voices: a table on a terminal, tab-separated lines when piped, JSON with --json.
 
@@ -130,7 +129,7 @@ def list_voices(
     )
 
 
-async def _list(backend: BackendOptions, mine: bool) -> list[dict[str, Any]]:
+async def _list(backend: "BackendOptions", mine: bool) -> list[dict[str, Any]]:
     async with rest_session(backend) as (_endpoint, rest):
         voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0 if mine else 1})
     return [v for v in voices if not (mine and v.get("is_catalog"))]
@@ -145,14 +144,14 @@ def show_voice(
     voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Show one voice; piped, one `field<TAB>value` line per field."""
     record = run(_show(backend, voice))
     print_record(_display(record), SHOW_FIELDS, json_out=json_out, json_record=project(record))
 
 
-async def _show(backend: BackendOptions, wanted: str) -> dict[str, Any]:
+async def _show(backend: "BackendOptions", wanted: str) -> dict[str, Any]:
     from gradium_cli import resolve
 
     async with rest_session(backend) as (_endpoint, rest):
@@ -239,7 +238,7 @@ def create_voice(
     ] = 0.0,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Clone a voice from an audio sample; prints the new voice's id.
 
@@ -259,7 +258,7 @@ def create_voice(
 
 
 async def _create(
-    backend: BackendOptions, audio: Path, name: str, language: str, start_s: float, description: str | None
+    backend: "BackendOptions", audio: Path, name: str, language: str, start_s: float, description: str | None
 ) -> dict[str, Any]:
     sample = check_sample(audio, start_s)
     async with rest_session(backend) as (_endpoint, rest):
@@ -290,7 +289,7 @@ def update_voice(
     ] = None,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Rename a voice or change its description, language or clone window."""
     changes: dict[str, Any] = {
@@ -313,7 +312,7 @@ def update_voice(
         write_stdout(json.dumps(project(record), indent=2) + "\n")
 
 
-async def _update(backend: BackendOptions, wanted: str, changes: dict[str, Any]) -> dict[str, Any]:
+async def _update(backend: "BackendOptions", wanted: str, changes: dict[str, Any]) -> dict[str, Any]:
     from gradium_cli import resolve
 
     async with rest_session(backend) as (_endpoint, rest):
@@ -333,7 +332,7 @@ def delete_voice(
     voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
     yes: YesOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Delete one of your voices (asks first on a terminal; --yes skips the question)."""
     check_can_confirm(yes, "delete a voice")
@@ -341,7 +340,7 @@ def delete_voice(
     get_env().say(f"deleted voice '{record['name']}' ({record['uid']})")
 
 
-async def _delete(backend: BackendOptions, wanted: str, yes: bool) -> dict[str, Any]:
+async def _delete(backend: "BackendOptions", wanted: str, yes: bool) -> dict[str, Any]:
     from gradium_cli import resolve
 
     async with rest_session(backend) as (_endpoint, rest):
@@ -370,7 +369,7 @@ def preview_voice(
     device: o.DeviceOpt = None,
     force: o.ForceOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Hear a voice: plays on a terminal, or writes like `say` (-o FILE, or stdout when piped).
 
@@ -388,7 +387,7 @@ def preview_voice(
 
 
 async def _preview(
-    backend: BackendOptions,
+    backend: "BackendOptions",
     wanted: str,
     text: str | None,
     output: str | None,
@@ -399,7 +398,6 @@ async def _preview(
 ) -> None:
     from gradium_cli import resolve
     from gradium_cli.cli.say_core import SayRequest, speak
-    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     async with rest_session(backend) as (endpoint, rest):

@@ -1,14 +1,16 @@
 """`gradium ws-raw`: a console for the TTS WebSocket protocol, for debugging by hand."""
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from gradium_cli.backend import BackendOptions
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import run
 from gradium_cli.ui.env import get_env
+
+if TYPE_CHECKING:
+    from gradium_cli.backend import BackendOptions
 
 CONNECTION = "Connection"
 SESSION = "Session"
@@ -153,7 +155,7 @@ def ws_raw(
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
     *,
-    backend: BackendOptions,
+    backend: "BackendOptions",
 ) -> None:
     """Talk to the TTS WebSocket by hand: type frames, see every frame, check them against the protocol.
 
