@@ -18,6 +18,9 @@
 3. start-up: `python -c pass`, `gradium --help`, `gradium say --help`, the
    official SDK CLI (`python -m gradium.cli --help`) and raw_client.py --help,
    round-robin; medians, ratio and difference against `python -c pass`.
+4. warm, in one process: our protocol stack (`run_websocket` into a WAV file
+   sink) and raw_client's loop, alternating, so neither pays start-up or imports:
+   the client code's own first-audio overhead.
 
     .venv/bin/python bench/say_vs_raw.py
     .venv/bin/python bench/say_vs_raw.py --runs 20 --startup-runs 20 --server process
@@ -46,6 +49,7 @@ SAY_PROBE = str(HERE / "say_probe.py")
 PROBE_PREFIX = "GRADIUM_BENCH_PROBE "
 DEFAULT_TEXT = "The quick brown fox jumps over the lazy dog near the river bank."
 PROCESS_TIMEOUT_S = 60.0
+FIRST_AUDIO_OVERHEAD = 0.10  # issue 4: first-audio overhead within 10 % of the raw script
 # Must not be loaded when `gradium say` writes a file to a given server.
 FORBIDDEN = ("sounddevice", "starlette", "uvicorn")
 # Worth knowing about when they show up.
@@ -140,6 +144,7 @@ def say_vs_raw(base_url: str, text: str, runs: int, tmp: Path) -> None:
         series.add("first_P-B", first_p - first_b)
         series.add("req_first_A", num(a.get("time_to_first_audio_s")))
         series.add("req_first_B", num(b.get("first_audio_s")))
+        series.add("req_first_A/B", num(a.get("time_to_first_audio_s")) / num(b.get("first_audio_s")))
         series.add("req_total_A", num(a.get("total_s")))
         series.add("req_total_B", num(b.get("total_s")))
         series.add("import_B", num(b.get("imported_since_start_s")))
@@ -160,8 +165,66 @@ def say_vs_raw(base_url: str, text: str, runs: int, tmp: Path) -> None:
         f"first audio since start P/B: {ratio(series.med('first_P/B'))} "
         f"(median of per-round ratios; {series.med('first_P-B') * 1000:+,.1f} ms)"
     )
+    in_request = series.med("req_first_A/B")
+    print(
+        f"first audio in-request A/B: {ratio(in_request)} (median of per-round ratios; "
+        f"target <= {1 + FIRST_AUDIO_OVERHEAD:.2f}: {'PASS' if in_request <= 1 + FIRST_AUDIO_OVERHEAD else 'FAIL'})"
+    )
     print(f"probe overhead check, wall P/A: {ratio(series.med('wall_P/A'))} (about 1 means P stands for A)")
     print(f"raw client: module body starts {ms(series.med('import_B'))} ms after spawn (interpreter start-up)")
+
+
+# ---------------------------------------------------------------- 4. warm, in one process
+
+
+def warm_in_process(base_url: str, text: str, runs: int, tmp: Path) -> None:
+    """First audio of our protocol stack vs the raw loop, alternating in this process.
+
+    No process start-up and no imports on either side: what is left is the cost of
+    the client code itself (TtsSocket's reader and routing, the session state machine,
+    message decoding, the Collector and a WAV file sink) against raw_client.speak.
+    """
+    import asyncio
+
+    from raw_client import speak
+
+    from gradium_cli.audio.sinks import FileSink
+    from gradium_cli.protocol.formats import lookup_format
+    from gradium_cli.protocol.messages import Setup
+    from gradium_cli.synthesis import Collector, run_websocket
+    from gradium_cli.transport.endpoint import Endpoint
+
+    wav = lookup_format("wav")
+    assert wav is not None
+
+    async def ours() -> float:
+        collector = Collector([FileSink(tmp / "warm-ours.wav", wav)])
+        await run_websocket(Endpoint(base_url, "bench", 30.0), Setup(output_format="wav"), [text], collector)
+        collector.finish()
+        return num(collector.stats.first_audio_s)
+
+    async def raw() -> float:
+        return num((await speak(ws_url(base_url), text, str(tmp / "warm-raw.wav"), "wav"))["first_audio_s"])
+
+    async def rounds() -> Series:
+        series = Series()
+        for index in range(-3, runs):  # three warm-up rounds, discarded
+            pair = (ours, raw) if index % 2 else (raw, ours)
+            results = {fn.__name__: await fn() for fn in pair}
+            if index >= 0:
+                series.add("ours", results["ours"])
+                series.add("raw", results["raw"])
+                series.add("ours/raw", results["ours"] / results["raw"])
+        return series
+
+    series = asyncio.run(rounds())
+    print(f"\n4. warm, one process ({runs} rounds, alternating; medians, ms)")
+    table(["", "gradium_cli stack", "raw loop"], [["first audio", ms(series.med("ours")), ms(series.med("raw"))]])
+    overhead = series.med("ours/raw")
+    print(
+        f"first audio ours/raw: {ratio(overhead)} (median of per-round ratios; "
+        f"target <= {1 + FIRST_AUDIO_OVERHEAD:.2f}: {'PASS' if overhead <= 1 + FIRST_AUDIO_OVERHEAD else 'FAIL'})"
+    )
 
 
 # ---------------------------------------------------------------- 3. start-up
@@ -237,7 +300,8 @@ def main() -> int:
     parser.add_argument("--startup-runs", type=int, default=10, help="start-up rounds (default 10)")
     parser.add_argument("--text", default=DEFAULT_TEXT)
     parser.add_argument("--server", choices=("thread", "process"), default="thread")
-    parser.add_argument("--skip", action="append", default=[], choices=("say", "startup", "imports"))
+    parser.add_argument("--warm-runs", type=int, default=60, help="warm in-process rounds (default 60)")
+    parser.add_argument("--skip", action="append", default=[], choices=("say", "startup", "imports", "warm"))
     args = parser.parse_args()
     print(f"{machine()}; server: {args.server}")
     with tempfile.TemporaryDirectory(prefix="gradium-bench-") as name:
@@ -247,6 +311,8 @@ def main() -> int:
                 say_vs_raw(base_url, args.text, max(1, args.runs), tmp)
             if "imports" not in args.skip:
                 imports(base_url, args.text, tmp)
+            if "warm" not in args.skip:
+                warm_in_process(base_url, args.text, max(1, args.warm_runs), tmp)
         if "startup" not in args.skip:
             startup(max(1, args.startup_runs))
     return 0
