@@ -26,7 +26,6 @@ if TYPE_CHECKING:
     from gradium_cli.backend import BackendOptions
     from gradium_cli.pronunciation_rules import Rule
     from gradium_cli.transport.rest import RestClient
-    from gradium_cli.voice_settings import VoiceOptions
 
 pronounce_app = plain_typer(
     name="pronounce",
@@ -526,6 +525,7 @@ async def _ab_test(
     from gradium_cli import resolve
     from gradium_cli.cli.say_core import SayRequest, speak
     from gradium_cli.pronunciation_rules import from_api
+    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     async with rest_session(backend) as (endpoint, rest):
@@ -542,18 +542,12 @@ async def _ab_test(
                 env.say(f"{label.upper()}: {what}")
             request = SayRequest(
                 text=text,
-                file=None,
-                output=output,
-                format=fmt,
-                play=False,
-                device=device,
-                force=force,
-                timestamps=None,
                 voice=VoiceOptions(voice=voice_id, pronunciation=pronunciation),
                 backend=inner_backend(endpoint, backend),
-                use_rest=False,
-                stats=False,
-                json_out=False,
+                output=output,
+                format=fmt,
+                device=device,
+                force=force,
             )
             stats = await speak(request)
             versions[label] = {"with_dictionary": pronunciation is not None, "output": output, **stats}

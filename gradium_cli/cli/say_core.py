@@ -32,19 +32,21 @@ from gradium_cli.voice_settings import VoiceOptions, build_setup, json_config
 
 @dataclass
 class SayRequest:
+    """One `say`: `gradium say` fills in every field; `voices preview` and `pronounce test` a few."""
+
     text: str | None
-    file: str | None
-    output: str | None
-    format: str | None
-    play: bool
-    device: str | None
-    force: bool
-    timestamps: Path | None
     voice: VoiceOptions
     backend: BackendOptions
-    use_rest: bool
-    stats: bool
-    json_out: bool
+    file: str | None = None
+    output: str | None = None
+    format: str | None = None
+    play: bool = False
+    device: str | None = None
+    force: bool = False
+    timestamps: Path | None = None
+    use_rest: bool = False
+    stats: bool = False
+    json_out: bool = False
     retries: int = DEFAULT_RETRIES
 
 

@@ -18,7 +18,6 @@ from gradium_cli.ui.tables import Column, print_record, print_table, write_stdou
 if TYPE_CHECKING:
     from gradium_cli.backend import BackendOptions
     from gradium_cli.transport.rest import RestClient
-    from gradium_cli.voice_settings import VoiceOptions
 
 voices_app = plain_typer(
     name="voices",
@@ -398,6 +397,7 @@ async def _preview(
 ) -> None:
     from gradium_cli import resolve
     from gradium_cli.cli.say_core import SayRequest, speak
+    from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     async with rest_session(backend) as (endpoint, rest):
@@ -407,17 +407,12 @@ async def _preview(
         env.say(f"voice '{record['name']}' ({record['uid']}): {sentence}")
         request = SayRequest(
             text=sentence,
-            file=None,
+            voice=VoiceOptions(voice=str(record["uid"])),
+            backend=inner_backend(endpoint, backend),
             output=output,
             format=format,
             play=play,
             device=device,
             force=force,
-            timestamps=None,
-            voice=VoiceOptions(voice=str(record["uid"])),
-            backend=inner_backend(endpoint, backend),
-            use_rest=False,
-            stats=False,
-            json_out=False,
         )
         await speak(request)
