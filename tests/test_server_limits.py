@@ -375,3 +375,20 @@ def test_defaults_match_the_readme() -> None:
         "closed with 1007",
     ):
         assert phrase in limits, phrase
+
+
+def test_invalid_utf8_text_frame_closes_1007_and_logs_one_line(serve_process: Callable[..., Any]) -> None:
+    proc, base_url = serve_process()
+
+    async def send_bad_text() -> int | None:
+        async with connect(base_url.replace("http", "ws") + "speech/tts") as ws:
+            await ws.send(b"\xff\xfe not UTF-8", text=True)  # bytes sent as a text frame, unchecked
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+            return ws.close_code
+
+    assert asyncio.run(send_bad_text()) == 1007
+    proc.terminate()
+    _, stderr = proc.communicate(timeout=20)
+    assert stderr.count("Invalid UTF-8 sequence received from client.") == 1
+    assert "Traceback" not in stderr and "UnicodeDecodeError" not in stderr

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 import threading
 from collections.abc import Iterator
@@ -28,8 +29,28 @@ def create_app(options: ServerOptions) -> Starlette:
     return app
 
 
+class OneLineClientErrors(logging.Filter):
+    """Keep uvicorn's report of a client's invalid UTF-8 text frame to its one line.
+
+    uvicorn logs that case with a traceback, although it is the client's fault and
+    fully handled (the socket closes with 1007, as README's limits say).
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def quiet_client_errors() -> None:
+    uvicorn_errors = logging.getLogger("uvicorn.error")
+    if not any(isinstance(f, OneLineClientErrors) for f in uvicorn_errors.filters):
+        uvicorn_errors.addFilter(OneLineClientErrors())
+
+
 def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object) -> uvicorn.Config:
-    return uvicorn.Config(
+    config = uvicorn.Config(
         create_app(options),
         host=host,
         port=port,
@@ -43,6 +64,8 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         lifespan="off",
         **extra,  # type: ignore[arg-type]
     )
+    quiet_client_errors()  # after Config: it sets up uvicorn's loggers
+    return config
 
 
 @dataclass
