@@ -274,6 +274,27 @@ def test_created_voice_speaks_differently(local_server: RunningServer, api: http
     api.delete(f"voices/{uid}")
 
 
+def test_a_voice_speaking_over_rest_cannot_be_deleted(local_server: RunningServer, api: httpx.Client) -> None:
+    uid = api.post(
+        "voices/",
+        files={"audio_file": ("busy.wav", tone_wav(hz=110.0), "audio/wav")},
+        data={"name": unique("Busy"), "language": "en"},
+    ).json()["uid"]
+    # Minutes of 48 kHz PCM (~20 MB): far more than socket buffers hold, so while this
+    # client reads nothing more the server is still inside the request.
+    text = " ".join(["This sentence keeps the voice busy for a while."] * 80)
+    body = {"text": text, "voice_id": uid, "output_format": "pcm", "only_audio": True}
+    with api.stream("POST", "post/speech/tts", json=body) as response:
+        assert response.status_code == 200
+        chunks = response.iter_bytes()
+        received = len(next(chunks))
+        busy = api.delete(f"voices/{uid}")
+        assert (busy.status_code, busy.json()["detail"]) == (409, "Voice is in use by an active request")
+        received += sum(len(chunk) for chunk in chunks)
+    assert received > 10_000_000
+    assert api.delete(f"voices/{uid}").status_code == 204  # released once the audio is all out
+
+
 def pitch_hz(pcm: bytes, rate: int = 48000) -> float:
     """Median F0 of the louder 40 ms frames by autocorrelation (70–400 Hz)."""
     x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)

@@ -27,6 +27,11 @@ class SetupProblem(Exception):
         self.code = code
 
 
+def voice_uid(voice: CatalogVoice | dict[str, Any]) -> str:
+    """The id of a voice `resolve_settings` returned: catalog or custom."""
+    return voice.uid if isinstance(voice, CatalogVoice) else str(voice["uid"])
+
+
 def resolve_settings(state: ServerState, setup: m.Setup) -> tuple[RenderSettings, CatalogVoice | dict[str, Any]]:
     fmt = lookup_format(setup.output_format)
     if fmt is None:

@@ -21,7 +21,7 @@ from starlette.routing import Route
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import analyse_sample
-from gradium_cli.server.requests import SetupProblem, resolve_settings
+from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
 from gradium_cli.server.state import ALLOCATED_CREDITS, ServerState
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, TextBuffer
@@ -82,9 +82,10 @@ async def post_tts(request: Request) -> Response:
             raise SetupProblem(f"text too long: at most {state.options.max_text_chars} characters")
         setup = m.decode_client(json.dumps({**body, "type": "setup", "text": None}))
         assert isinstance(setup, m.Setup)
-        settings, _voice = resolve_settings(state, setup)
+        settings, voice = resolve_settings(state, setup)
     except (SetupProblem, m.MessageError) as exc:
         return PlainTextResponse(f"error from server {exc.code}: {exc.message}", status_code=500)
+    speaking_as = voice_uid(voice)
     only_audio = body.get("only_audio") is True
     renderer = Renderer(state.engine, settings)
     buffer = TextBuffer()
@@ -93,11 +94,13 @@ async def post_tts(request: Request) -> Response:
     started = time.monotonic()
 
     async def messages() -> AsyncIterator[m.ServerMessage]:
-        units = buffer.take(final=True)
-        for index, (unit, flush) in enumerate(units):
-            out = await asyncio.to_thread(renderer.render, unit, flush=flush, final=index == len(units) - 1)
-            for message in out:
-                yield message
+        # In use until the last byte is out, as over the WebSocket: deleting it meanwhile is a 409.
+        with state.voice_in_use(speaking_as):
+            units = buffer.take(final=True)
+            for index, (unit, flush) in enumerate(units):
+                out = await asyncio.to_thread(renderer.render, unit, flush=flush, final=index == len(units) - 1)
+                for message in out:
+                    yield message
         state.usage.consumed_credits += len(text)
         state.usage.egress_audio_duration += renderer.audio_seconds
         state.log.request(

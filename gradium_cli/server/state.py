@@ -81,6 +81,25 @@ class ServerState:
         self.faults = random.Random(options.fault_seed)
         self.open_connections = 0
 
+    def use_voice(self, uid: str) -> None:
+        """Count a request speaking with `uid`: a voice in use cannot be deleted (409)."""
+        self.voices_in_use[uid] = self.voices_in_use.get(uid, 0) + 1
+
+    def release_voice(self, uid: str) -> None:
+        uses = self.voices_in_use.get(uid, 1) - 1
+        if uses > 0:
+            self.voices_in_use[uid] = uses
+        else:
+            self.voices_in_use.pop(uid, None)
+
+    @contextlib.contextmanager
+    def voice_in_use(self, uid: str) -> Iterator[None]:
+        self.use_voice(uid)
+        try:
+            yield
+        finally:
+            self.release_voice(uid)
+
     @contextlib.contextmanager
     def connection_slot(self) -> Iterator[bool]:
         """Hold one of `max_connections` slots for a WebSocket's lifetime; yields False when full.

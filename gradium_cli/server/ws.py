@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gradium_cli.protocol import messages as m
-from gradium_cli.server.catalog import CatalogVoice
-from gradium_cli.server.requests import SetupProblem, resolve_settings
+from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerState
 from gradium_cli.server.synth import Renderer, TextBuffer
 
@@ -271,11 +270,11 @@ class Connection:
                 code=problem.code,
             )
             return
-        uid = voice.uid if isinstance(voice, CatalogVoice) else str(voice["uid"])
+        uid = voice_uid(voice)
         request = Request(self, setup, Renderer(self.state.engine, settings), uid)
         self.requests[req_id] = request
         self.request_count += 1
-        self.state.voices_in_use[uid] = self.state.voices_in_use.get(uid, 0) + 1
+        self.state.use_voice(uid)
         fmt = settings.fmt
         await self.send(
             m.Ready(
@@ -318,11 +317,7 @@ class Connection:
     async def request_done(self, request: Request, failed: bool) -> None:
         if self.requests.get(request.client_req_id) is request:
             del self.requests[request.client_req_id]
-        uses = self.state.voices_in_use.get(request.voice_uid, 1) - 1
-        if uses > 0:
-            self.state.voices_in_use[request.voice_uid] = uses
-        else:
-            self.state.voices_in_use.pop(request.voice_uid, None)
+        self.state.release_voice(request.voice_uid)
         if request.closes_socket or (failed and request.client_req_id is None and not self.requests):
             await self.close(request.error_code)
 
