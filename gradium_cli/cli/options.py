@@ -98,7 +98,6 @@ ProfileOpt = Annotated[
     typer.Option("--profile", help="Config profile [env GRADIUM_PROFILE]", rich_help_panel=BACKEND, callback=_profile),
 ]
 
-
 VoiceOpt = Annotated[
     str | None,
     typer.Option(
@@ -219,7 +218,9 @@ RetriesOpt = Annotated[
 # BackendOptions or VoiceOptions under TYPE_CHECKING and `--help` need not import them.
 
 
-FOLDED = ("backend", "voice_options")  # the parameters the decorators below fill in
+BACKEND_PARAM = "backend"
+VOICE_PARAM = "voice_options"
+FOLDED = (BACKEND_PARAM, VOICE_PARAM)  # the parameters the decorators below fill in
 
 
 def _keyword_options(*specs: tuple[str, Any, Any]) -> list[inspect.Parameter]:
@@ -238,7 +239,7 @@ def _fold_options(
 
         @functools.wraps(command)
         def wrapper(*args: Any, **kwargs: Any) -> Result:
-            folded = build(*(kwargs.pop(parameter.name) for parameter in group))
+            folded = build(**{parameter.name: kwargs.pop(parameter.name) for parameter in group})
             return command(*args, **{into: folded}, **kwargs)
 
         parameters = own + group
@@ -255,10 +256,10 @@ def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Cal
     `--profile` comes last: its callback selects the profile the others' defaults read.
     """
 
-    def build(*values: Any) -> Any:
+    def build(**values: Any) -> Any:
         from gradium_cli.backend import BackendOptions
 
-        return BackendOptions(*values)
+        return BackendOptions(**values)  # the group's names are BackendOptions' fields
 
     group = _keyword_options(
         ("base_url", None, BaseUrlOpt),
@@ -268,7 +269,7 @@ def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Cal
         ("local", False, LocalOpt),
         ("profile", None, ProfileOpt),
     )
-    return _fold_options("backend", group, build)
+    return _fold_options(BACKEND_PARAM, group, build)
 
 
 def with_voice() -> Callable[[Callable[..., Result]], Callable[..., Result]]:
@@ -289,7 +290,15 @@ def with_voice() -> Callable[[Callable[..., Result]], Callable[..., Result]]:
         from gradium_cli.voice_settings import VoiceOptions
 
         return VoiceOptions(
-            voice, model, speed, temperature, similarity, rewrite, set_ or [], json_config, pronunciation
+            voice=voice,
+            model=model,
+            speed=speed,
+            temperature=temperature,
+            similarity=similarity,
+            rewrite=rewrite,
+            settings=set_ or [],
+            json_config=json_config,
+            pronunciation=pronunciation,
         )
 
     group = _keyword_options(
@@ -303,4 +312,4 @@ def with_voice() -> Callable[[Callable[..., Result]], Callable[..., Result]]:
         ("json_config", None, JsonConfigOpt),
         ("pronunciation", None, PronunciationOpt),
     )
-    return _fold_options("voice_options", group, build)
+    return _fold_options(VOICE_PARAM, group, build)
