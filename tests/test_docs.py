@@ -9,11 +9,10 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from gradium_cli.devtools import gendocs
 from gradium_cli.errors import EXIT_CODE_MEANINGS
 from tests.cli_helpers import gradium, isolated_env
+from tests.needs import need_program
 from tests.servers import REPO, gradium_exe
 
 REGENERATE = "run `python -m gradium_cli.devtools.gendocs`"
@@ -179,9 +178,9 @@ def test_no_server_configured_offers_nothing(tmp_path: Path) -> None:
     assert complete_bash(tmp_path, "gradium say --voice Em", unreachable) == []
 
 
-@pytest.mark.skipif(not shutil.which("bash"), reason="bash not installed")
 def test_checked_in_bash_script_completes_voices(tmp_path: Path, local_server) -> None:
     """The generated script itself, sourced by a real bash, calling our `gradium`."""
+    need_program("bash")
     env = completion_env(tmp_path, GRADIUM_BASE_URL=local_server.base_url)
     env["PATH"] = f"{Path(gradium_exe()).parent}{os.pathsep}{env['PATH']}"
     script = (

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import time
@@ -14,12 +13,16 @@ import pytest
 
 from gradium_cli.server.app import RunningServer
 from tests.cli_helpers import isolated_env
+from tests.needs import need_program
 from tests.servers import gradium_exe
 
-pytestmark = [
-    pytest.mark.timeout(120),
-    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux not installed (.ci/run installs it)"),
-]
+pytestmark = pytest.mark.timeout(120)
+
+
+@pytest.fixture(autouse=True)
+def _needs_tmux() -> None:
+    need_program("tmux")
+
 
 TEXT = "Streaming speech shows each word as it is spoken. The chunks table lists their latency."
 PRODUCER = (

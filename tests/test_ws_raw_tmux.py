@@ -8,7 +8,6 @@ capture-pane. NO_COLOR keeps the captured text plain.
 from __future__ import annotations
 
 import shlex
-import shutil
 import subprocess
 import time
 import uuid
@@ -19,9 +18,14 @@ import pytest
 
 from gradium_cli.server.app import RunningServer
 from tests.cli_helpers import isolated_env
+from tests.needs import need_program
 from tests.servers import gradium_exe
 
-pytestmark = pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
+
+@pytest.fixture(autouse=True)
+def _needs_tmux() -> None:
+    need_program("tmux")
+
 
 KEY = "gsk_tmux_SECRET_5e6f7a8b"
 
