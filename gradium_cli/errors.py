@@ -84,6 +84,10 @@ class NetworkError(GradiumError):
     exit_code = ExitCode.NETWORK
 
 
+class CrossHostRedirect(NetworkError):
+    """The server redirected to another host: the API key must not follow, and a retry would not help."""
+
+
 class AudioDeviceError(GradiumError):
     exit_code = ExitCode.AUDIO
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 
-from gradium_cli.errors import AuthError, GradiumError, NetworkError, RequestError, ServerError
+from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, RequestError, ServerError
 
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 10.0
@@ -24,7 +24,7 @@ _NOT_NOW = re.compile(
 
 
 def is_transient(error: GradiumError) -> bool:
-    if isinstance(error, AuthError):
+    if isinstance(error, (AuthError, CrossHostRedirect)):
         return False
     if isinstance(error, (NetworkError, ServerError)):
         return True

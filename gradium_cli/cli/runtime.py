@@ -28,7 +28,7 @@ def fail(error: GradiumError) -> NoReturn:
         line += f" ({error.hint})"
     # Messages can carry a server's words: never let them drive the terminal.
     line = escape_control(line)
-    print(line, file=env.stderr, flush=True)
+    env.tell(line)
     raise typer.Exit(int(error.exit_code))
 
 
@@ -52,7 +52,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
             raise
         fail(error)
     except KeyboardInterrupt:
-        print("gradium: interrupted", file=get_env().stderr, flush=True)
+        get_env().tell("gradium: interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except BrokenPipeError:
         _stdout_gone()

@@ -7,21 +7,19 @@ offline engine) plus `--path` (default `speech/tts`). The socket is opened with
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import ssl
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.asyncio.client import ClientConnection
 
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.config import mask_secret, resolve
 from gradium_cli.errors import UsageError
 from gradium_cli.transport.endpoint import TTS_ROUTE, Endpoint, normalise_base_url
-from gradium_cli.transport.ws import connect_error
+from gradium_cli.transport.ws import open_websocket
 
 SECRET_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie")
 
@@ -125,15 +123,4 @@ async def open_socket(
     target: Target, url: str | None = None, headers: dict[str, str] | None = None
 ) -> ClientConnection:
     url = url or target.url
-    try:
-        return await connect(
-            url,
-            additional_headers=target.headers if headers is None else headers,
-            ssl=target.ssl,
-            open_timeout=target.timeout,
-            max_size=None,
-            compression=None,  # frames exactly as a client without permessage-deflate sends them
-            ping_interval=None,  # pings only when asked for (/ping): the log shows every one
-        )
-    except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI, ssl.SSLError) as exc:
-        raise connect_error(exc, url) from None
+    return await open_websocket(url, target.headers if headers is None else headers, target.timeout, target.ssl)

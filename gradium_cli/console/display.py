@@ -135,9 +135,12 @@ class Display:
     def line(self, arrow: str, t: float | None, text: str, style: str = "", tag: str = "") -> None:
         from rich.text import Text
 
+        from gradium_cli.ui.redact import redact
+
         when = f"{t * 1000:9.1f} ms " if t is not None else " " * 13
         prefix = f"{tag} " if tag else ""
-        self.console.print(Text(f"{prefix}{arrow} {when} {text}", style=style))
+        # A server may echo the key in a frame: mask it as every other line for people is.
+        self.console.print(Text(redact(f"{prefix}{arrow} {when} {text}"), style=style))
 
     def record(self, record: dict[str, Any]) -> None:
         """One JSON line (--json)."""

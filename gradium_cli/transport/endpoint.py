@@ -7,6 +7,7 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from gradium_cli import __version__
 from gradium_cli.config import mask_secret
+from gradium_cli.ui.redact import mask_url_passwords, remember_secret
 
 TTS_ROUTE = "speech/tts"
 SECRET_QUERY = ("token", "api_key", "key")
@@ -21,7 +22,8 @@ def normalise_base_url(url: str) -> str:
 
 
 def masked_url(url: str) -> str:
-    """The URL with secret query values (a browser `?token=`) masked."""
+    """The URL with its password (`user:secret@`) and secret query values (a browser `?token=`) masked."""
+    url = mask_url_passwords(url)
     parts = urlsplit(url)
     if not parts.query:
         return url
@@ -47,8 +49,24 @@ class Endpoint:
         url = self.url(route)
         return "ws" + url[4:] if url.startswith("http") else url
 
+    def __post_init__(self) -> None:
+        remember_secret(self.api_key)
+        for name, value in self.extra_headers.items():
+            if name.lower() == "x-api-key":
+                remember_secret(value)
+
     def headers(self) -> dict[str, str]:
         headers = {"x-api-source": f"gradium-cli/{__version__}", **self.extra_headers}
-        if self.api_key:
+        # An explicit `-H 'X-Api-Key: …'` replaces the configured key: one key per request.
+        if self.api_key and not any(name.lower() == "x-api-key" for name in headers):
             headers["x-api-key"] = self.api_key
         return headers
+
+    def same_origin(self, url: str) -> bool:
+        """Whether `url` is on the configured host: the only place the key may go."""
+        mine, theirs = urlsplit(self.url("")), urlsplit(url)
+        return (mine.scheme.replace("ws", "http"), mine.hostname, mine.port) == (
+            theirs.scheme.replace("ws", "http"),
+            theirs.hostname,
+            theirs.port,
+        )

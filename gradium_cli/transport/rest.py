@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from gradium_cli.errors import AuthError, GradiumError, NetworkError, RequestError, ServerError
-from gradium_cli.transport.endpoint import Endpoint
+from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, RequestError, ServerError
+from gradium_cli.transport.endpoint import Endpoint, masked_url
 from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
@@ -70,7 +70,25 @@ class RestClient:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self._httpx = import_httpx()
-        self.client: httpx.AsyncClient = self._httpx.AsyncClient(headers=endpoint.headers(), timeout=endpoint.timeout)
+        self.client: httpx.AsyncClient = self._httpx.AsyncClient(
+            headers=endpoint.headers(),
+            timeout=endpoint.timeout,
+            follow_redirects=True,
+            event_hooks={"request": [self._same_host_only]},
+        )
+
+    async def _same_host_only(self, request: httpx.Request) -> None:
+        """Before each request (redirects included): the key goes to the configured host only.
+
+        httpx drops Authorization across hosts but would send `x-api-key` anywhere.
+        """
+        url = str(request.url)
+        if not self.endpoint.same_origin(url):
+            raise CrossHostRedirect(
+                f"{masked_url(self.endpoint.url(''))} redirected to another host ({masked_url(url)}); "
+                "refusing to send the API key there",
+                hint="use --base-url with the server's real address",
+            )
 
     async def __aenter__(self) -> RestClient:
         return self

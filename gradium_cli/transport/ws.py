@@ -19,13 +19,59 @@ from urllib.parse import urlsplit
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.uri import parse_uri
 
-from gradium_cli.errors import AuthError, GradiumError, NetworkError, ProtocolError, UsageError
+from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, ProtocolError, UsageError
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.session import TtsSession, error_from_server
 from gradium_cli.transport.endpoint import Endpoint, masked_url
 
 FrameHook = Callable[[str, str], None]  # (direction "<" or ">", frame) for wire logs
+
+# The largest frame accepted from a server (documented in README "Limits"): an 80 ms audio
+# frame is ~10 KB; a hostile server's 100 MiB frame must not reach memory.
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+
+
+class _SameHostConnect(connect):
+    """websockets' connect, following redirects only to the host (and port, scheme) it started at.
+
+    websockets strips Authorization and Cookie across hosts but sends every other header,
+    `x-api-key` included, to wherever a redirect points.
+    """
+
+    def process_redirect(self, exc: Exception) -> Exception | str:
+        before = self.ws_uri
+        new = super().process_redirect(exc)
+        if isinstance(new, str):
+            after = parse_uri(new)
+            if (after.secure, after.host, after.port) != (before.secure, before.host, before.port):
+                return CrossHostRedirect(
+                    f"{masked_url(self.uri)} redirected to another host ({masked_url(new)}); "
+                    "refusing to send the API key there",
+                    hint="use --base-url with the server's real address",
+                )
+        return new
+
+
+async def open_websocket(
+    url: str, headers: dict[str, str], timeout: float, ssl_context: ssl.SSLContext | None = None
+) -> ClientConnection:
+    """Open a client WebSocket as every command does: bounded frames, no cross-host redirect."""
+    try:
+        return await _SameHostConnect(
+            url,
+            additional_headers=headers,
+            ssl=ssl_context,
+            open_timeout=timeout,
+            max_size=MAX_FRAME_BYTES,
+            compression=None,  # frames exactly as a client without permessage-deflate sends them
+            ping_interval=None,  # no pings the user did not ask for (ws-raw logs every frame)
+        )
+    except CrossHostRedirect:
+        raise
+    except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI, ssl.SSLError) as exc:
+        raise connect_error(exc, url) from None
 
 
 class _Closed:
@@ -61,6 +107,14 @@ def connect_error(exc: BaseException, url: str) -> GradiumError:
     return NetworkError(f"cannot connect to {where}: {reason}", hint="is the server running? see `gradium serve`")
 
 
+def closed_error(exc: ConnectionClosed) -> GradiumError:
+    """Why a socket ended under us: an oversized frame is the server's fault, anything else a drop."""
+    if exc.sent is not None and exc.sent.code == 1009:
+        return ProtocolError(f"the server sent a frame larger than {MAX_FRAME_BYTES // 2**20} MiB")
+    code = exc.rcvd.code if exc.rcvd else 1006
+    return NetworkError(f"connection dropped by the server (close code {code})")
+
+
 class TtsSocket:
     def __init__(self, endpoint: Endpoint, on_frame: FrameHook | None = None) -> None:
         self.endpoint = endpoint
@@ -78,17 +132,7 @@ class TtsSocket:
         await self.close()
 
     async def open(self) -> None:
-        try:
-            self._ws = await connect(
-                self.endpoint.ws_url(),
-                additional_headers=self.endpoint.headers(),
-                open_timeout=self.endpoint.timeout,
-                max_size=None,
-                compression=None,
-                ping_interval=None,
-            )
-        except (OSError, asyncio.TimeoutError, InvalidHandshake, InvalidURI, ssl.SSLError) as exc:
-            raise connect_error(exc, self.endpoint.ws_url()) from None
+        self._ws = await open_websocket(self.endpoint.ws_url(), self.endpoint.headers(), self.endpoint.timeout)
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:
@@ -139,8 +183,7 @@ class TtsSocket:
                         other.put_nowait(message)
             ending = _Closed(unscoped)
         except ConnectionClosed as exc:
-            code = exc.rcvd.code if exc.rcvd else 1006
-            ending = _Closed(unscoped or NetworkError(f"connection dropped by the server (close code {code})"))
+            ending = _Closed(unscoped or closed_error(exc))
         except GradiumError as exc:
             ending = _Closed(exc)
         except asyncio.CancelledError:

@@ -32,14 +32,31 @@ class Env:
     json: bool = False
     no_color: bool = field(default_factory=lambda: "NO_COLOR" in os.environ)
 
+    stderr_gone: bool = False
+
     def say(self, message: str) -> None:
         """A line for people on stderr, unless --quiet."""
         if not self.quiet:
-            print(message, file=self.stderr, flush=True)
+            self.tell(message)
 
     def debug(self, message: str) -> None:
         if self.verbose:
-            print(message, file=self.stderr, flush=True)
+            self.tell(message)
+
+    def tell(self, message: str) -> None:
+        """Print a line for people, whatever becomes of it.
+
+        Known secrets are masked (a server may echo the key). A closed or broken stderr
+        (`2>&-`, `2>&1 | true`) loses the diagnostics, never the work: the line is dropped.
+        """
+        if self.stderr_gone:
+            return
+        from gradium_cli.ui.redact import redact
+
+        try:
+            print(redact(message), file=self.stderr, flush=True)
+        except (OSError, ValueError, AttributeError):
+            self.stderr_gone = True
 
 
 _current = Env.__new__(Env)  # replaced at start-up by the CLI callback
