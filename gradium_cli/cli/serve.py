@@ -33,6 +33,16 @@ def serve(
         float,
         typer.Option("--latency-ms", help="Model latency to add before each burst of audio", min=0),
     ] = 0.0,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="eSpeak NG worker processes; an engine crash fails only its request [default: the cores available]",
+            envvar="GRADIUM_SERVE_WORKERS",
+            min=1,
+            show_default=False,
+        ),
+    ] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line")] = False,
     faults: Annotated[
         str | None,
@@ -54,10 +64,12 @@ def serve(
     import errno
 
     import uvicorn
+    from starlette.applications import Starlette
 
     from gradium_cli.backend import data_dir as default_data_dir
     from gradium_cli.server.app import bind_socket, uvicorn_config
-    from gradium_cli.server.state import ServerOptions
+    from gradium_cli.server.state import ServerOptions, ServerState
+    from gradium_cli.server.workers import available_cores
 
     env = get_env()
     options = ServerOptions(
@@ -67,6 +79,7 @@ def serve(
         latency_ms=latency_ms,
         json_logs=json_logs,
         quiet=env.quiet,
+        workers=workers or available_cores(),
         **parse_faults(faults),
     )
     try:
@@ -76,10 +89,16 @@ def serve(
         print(f"gradium serve: error: could not listen on {host}:{port} ({reason})", file=env.stderr)
         raise typer.Exit(int(ExitCode.NETWORK)) from None
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn_config(options, host, port))
+    config = uvicorn_config(options, host, port)
+    assert isinstance(config.app, Starlette)
+    state: ServerState = config.app.state.gradium
+    server = uvicorn.Server(config)
     env.say(f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket at speech/tts); Ctrl-C stops")
-    with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(server.serve(sockets=[sock]))
+    try:
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(server.serve(sockets=[sock]))
+    finally:
+        state.close()  # the engine's worker processes
     env.say("gradium serve: stopped")
 
 

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from gradium_cli.server.engine import Engine, EngineVoice
+from gradium_cli.server.engine import EngineVoice, SpeechEngine
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ def stable_uid(seed: str) -> str:
     return base64.urlsafe_b64encode(digest).decode("ascii")[:16]
 
 
-def espeak_catalog(engine: Engine) -> list[CatalogVoice]:
+def espeak_catalog(engine: SpeechEngine) -> list[CatalogVoice]:
     """One extra catalog voice per eSpeak NG language, with an id stable across runs."""
     voices = []
     for info in engine.list_voices():
@@ -110,7 +110,7 @@ def espeak_catalog(engine: Engine) -> list[CatalogVoice]:
 
 
 class Catalog:
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: SpeechEngine) -> None:
         self.engine = engine
         self.voices = FLAGSHIP_VOICES + espeak_catalog(engine)
         self.by_uid = {voice.uid: voice for voice in self.voices}

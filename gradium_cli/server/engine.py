@@ -17,6 +17,7 @@ import threading
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 import espeakng_loader
 import numpy as np
@@ -27,6 +28,7 @@ __all__ = [
     "Engine",
     "EngineVoice",
     "EspeakVoiceInfo",
+    "SpeechEngine",
     "Synthesis",
     "WordSpan",
     "get_engine",
@@ -56,6 +58,15 @@ _MIN_WPM, _MAX_WPM = 80, 449
 _EE_OK = 0
 
 _GENDERS = {1: "male", 2: "female"}
+
+# eSpeak NG overflows a fixed buffer (stack smashing or a segfault) when one call
+# spells out a couple of hundred dotted single letters: "a.a.a." x200 does it, and
+# so do "a.a. a.a." x160 or "a.a.a.a., " x80 (the letters accumulate across spaces
+# and commas). Past this many, the dots go: "a a a" is read the same way. The
+# server runs the engine in worker processes anyway; this stops the known input
+# before it costs a worker.
+_DOTTED_LETTER = re.compile(r"(?<![^\W\d_])([^\W\d_])\.")
+_MAX_DOTTED_LETTERS = 32
 _RESOLVED_CACHE_SIZE = 1024
 
 
@@ -148,6 +159,20 @@ class EspeakVoiceInfo:
     name: str
     language: str
     gender: str
+
+
+class SpeechEngine(Protocol):
+    """What the server asks of an engine: `Engine` in this process, or `workers.EnginePool`."""
+
+    sample_rate: int
+
+    def synthesize(self, text: str, voice: EngineVoice, *, phonemes: bool = True) -> Synthesis: ...
+
+    def list_voices(self) -> list[EspeakVoiceInfo]: ...
+
+    def has_voice(self, name: str) -> bool: ...
+
+    def close(self) -> None: ...
 
 
 # ------------------------------------------------------------ the library
@@ -265,6 +290,13 @@ def _languages(pointer: int | None) -> list[str]:
         names.append(name.decode("utf-8", "replace"))
         offset += len(name) + 2
     return names
+
+
+def defuse(text: str) -> str:
+    """`text` with the known crash input made harmless; always the same length."""
+    if len(_DOTTED_LETTER.findall(text)) <= _MAX_DOTTED_LETTERS:
+        return text
+    return _DOTTED_LETTER.sub(r"\1 ", text)
 
 
 def _uses_sonic(voice_file: Path) -> bool:
@@ -456,7 +488,7 @@ class Engine:
             raise ValueError(f"unknown eSpeak voice {voice.name!r}")
         # A NUL would end the C string early; a lone surrogate cannot be UTF-8.
         # Each stand-in is one character, so eSpeak's character positions still match.
-        encoded = text.replace("\0", " ").encode("utf-8", "replace") + b"\0"
+        encoded = defuse(text.replace("\0", " ")).encode("utf-8", "replace") + b"\0"
         flags = _CHARS_UTF8 | (_PHONEMES if phonemes else 0)
         library = self._library
         lib = library.lib
@@ -498,6 +530,9 @@ class Engine:
     def has_voice(self, name: str) -> bool:
         """Whether `name` (optionally with a `+variant`) names a usable voice."""
         return self._resolve(name) is not None
+
+    def close(self) -> None:
+        """Nothing to stop: the library lives as long as the process."""
 
     # ------------------------------------------------------------- private
 

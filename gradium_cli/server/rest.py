@@ -26,6 +26,7 @@ from gradium_cli.server.state import ALLOCATED_CREDITS, ServerState
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import validate_dictionary_word
+from gradium_cli.server.workers import EngineCrashed
 
 MAX_SAMPLE_BYTES = 20 * 1024 * 1024
 
@@ -93,16 +94,13 @@ async def post_tts(request: Request) -> Response:
     request_id = str(uuid.uuid4())
     started = time.monotonic()
 
-    async def messages() -> AsyncIterator[m.ServerMessage]:
-        # In use until the last byte is out, as over the WebSocket: deleting it meanwhile is a 409.
-        with state.voice_in_use(speaking_as):
-            units = buffer.take(final=True)
-            for index, (unit, flush) in enumerate(units):
-                out = await asyncio.to_thread(renderer.render, unit, flush=flush, final=index == len(units) - 1)
-                for message in out:
-                    yield message
-        state.usage.consumed_credits += len(text)
-        state.usage.egress_audio_duration += renderer.audio_seconds
+    units = buffer.take(final=True)
+
+    async def render(index: int) -> list[m.ServerMessage]:
+        unit, flush = units[index]
+        return await asyncio.to_thread(renderer.render, unit, flush=flush, final=index == len(units) - 1)
+
+    def log(error: str | None) -> None:
         state.log.request(
             transport="rest",
             request_id=request_id,
@@ -110,8 +108,37 @@ async def post_tts(request: Request) -> Response:
             chars=len(text),
             audio_s=round(renderer.audio_seconds, 3),
             total_ms=round((time.monotonic() - started) * 1000),
-            status="ok",
+            status="error" if error else "ok",
+            error=error,
         )
+
+    # The first unit renders before the response starts, so an engine crash on it is
+    # still a 500 in the protocol's shape; a crash on a later one ends the stream with
+    # an `error` line (or, for only_audio, an unfinished body).
+    try:
+        with state.voice_in_use(speaking_as):
+            first = await render(0) if units else []
+    except EngineCrashed as crash:
+        log(str(crash))
+        return PlainTextResponse(f"error from server {m.INTERNAL_ERROR}: {crash}", status_code=500)
+
+    async def messages() -> AsyncIterator[m.ServerMessage]:
+        # In use until the last byte is out, as over the WebSocket: deleting it meanwhile is a 409.
+        error: str | None = None
+        with state.voice_in_use(speaking_as):
+            for message in first:
+                yield message
+            try:
+                for index in range(1, len(units)):
+                    for message in await render(index):
+                        yield message
+            except EngineCrashed as crash:
+                error = str(crash)
+        state.usage.consumed_credits += len(text)
+        state.usage.egress_audio_duration += renderer.audio_seconds
+        log(error)
+        if error is not None:
+            yield m.ErrorMessage(error, m.INTERNAL_ERROR)
 
     if only_audio:
 
@@ -119,6 +146,8 @@ async def post_tts(request: Request) -> Response:
             async for message in messages():
                 if isinstance(message, m.Audio):
                     yield message.audio
+                elif isinstance(message, m.ErrorMessage):
+                    raise EngineCrashed(message.message)  # the client sees an unfinished body
 
         return StreamingResponse(audio_bytes(), media_type=settings.fmt.content_type)
 
@@ -127,6 +156,8 @@ async def post_tts(request: Request) -> Response:
         yield m.encode(ready) + "\n"
         async for message in messages():
             yield m.encode(message) + "\n"
+            if isinstance(message, m.ErrorMessage):
+                return
         yield m.encode(m.EndOfStream()) + "\n"
 
     return StreamingResponse(ndjson(), media_type="application/x-ndjson")

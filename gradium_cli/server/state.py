@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from gradium_cli.server.catalog import Catalog, CatalogVoice, derive_engine_voice
-from gradium_cli.server.engine import EngineVoice, get_engine
+from gradium_cli.server.engine import EngineVoice, SpeechEngine, get_engine
 from gradium_cli.server.store import Store
 
 ALLOCATED_CREDITS = 1_000_000
@@ -31,6 +31,9 @@ class ServerOptions:
     latency_ms: float = 0.0  # model latency added before each burst of audio
     json_logs: bool = False
     quiet: bool = False
+    # eSpeak NG worker processes (`serve --workers`): an engine crash then fails one
+    # request, not the server. 0 runs the engine in this process (in-thread test servers).
+    workers: int = 0
     # Limits (documented in the README): hostile input must not exhaust the server.
     max_message_bytes: int = 1 << 20
     max_text_chars: int = 100_000  # per request
@@ -71,7 +74,11 @@ class Usage:
 class ServerState:
     def __init__(self, options: ServerOptions) -> None:
         self.options = options
-        self.engine = get_engine()
+        self.engine: SpeechEngine = get_engine()
+        if options.workers:
+            from gradium_cli.server.workers import EnginePool
+
+            self.engine = EnginePool(options.workers)
         self.catalog = Catalog(self.engine)
         self.store = Store(options.data_dir)
         self.usage = Usage()
@@ -80,6 +87,10 @@ class ServerState:
         self.log = RequestLog(options.json_logs, options.quiet)
         self.faults = random.Random(options.fault_seed)
         self.open_connections = 0
+
+    def close(self) -> None:
+        """Stop the engine's worker processes, if any (they also exit when the server dies)."""
+        self.engine.close()
 
     def use_voice(self, uid: str) -> None:
         """Count a request speaking with `uid`: a voice in use cannot be deleted (409)."""

@@ -21,7 +21,7 @@ from gradium_cli.audio.encoder import ChunkEncoder
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.formats import OutputFormat
 from gradium_cli.protocol.text import FLUSH_TAG
-from gradium_cli.server.engine import Engine, EngineVoice, Synthesis
+from gradium_cli.server.engine import EngineVoice, SpeechEngine, Synthesis
 from gradium_cli.server.textprep import DictionaryRule, Pause, SpokenWord, prepare
 
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
@@ -116,7 +116,7 @@ class _Word:
 class Renderer:
     """Stateful text → messages for one request; blocking (run it in a worker thread)."""
 
-    def __init__(self, engine: Engine, settings: RenderSettings) -> None:
+    def __init__(self, engine: SpeechEngine, settings: RenderSettings) -> None:
         self.engine = engine
         self.settings = settings
         self.fmt = settings.fmt

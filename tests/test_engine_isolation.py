@@ -1,0 +1,155 @@
+"""An eSpeak NG crash fails one request, never `gradium serve` (issue 14).
+
+The engine runs in worker processes (`serve --workers N`). These tests crash a
+real worker with real input against `gradium serve` as a subprocess and check
+that only the request it was rendering fails, that another request in flight at
+the same moment completes, and that the server answers afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+from gradium_cli.protocol import messages as m
+from gradium_cli.server.engine import defuse
+from tests.servers import gradium_exe
+
+pytestmark = pytest.mark.timeout(120)
+
+# The issue's input: eSpeak NG smashes its stack (200 repeats: a segfault).
+KNOWN_CRASH = "a." * 300
+# The same overflow with a soft hyphen after each letter: the cheap rule in the
+# engine does not see these as dotted letters, so it reaches eSpeak and crashes it.
+# Isolation, not the rule, is what keeps the server up.
+UNGUARDED_CRASH = "a\u00ad." * 300
+LONG_TEXT = " ".join(["The quick brown fox jumps over the lazy dog near the river bank."] * 6)
+
+
+def ws_url(base_url: str) -> str:
+    return "ws" + base_url[4:] + "speech/tts"
+
+
+async def open_request(base_url: str) -> ClientConnection:
+    ws = await connect(ws_url(base_url), max_size=None)
+    await ws.send(json.dumps({"type": "setup", "output_format": "pcm_16000"}))
+    return ws
+
+
+async def collect(ws: ClientConnection) -> list[m.ServerMessage]:
+    out: list[m.ServerMessage] = []
+    async for frame in ws:
+        message = m.decode_server(frame)
+        out.append(message)
+        if isinstance(message, m.EndOfStream | m.ErrorMessage):
+            break
+    return out
+
+
+def audio_seconds(messages: list[m.ServerMessage]) -> float:
+    return sum(len(msg.audio) for msg in messages if isinstance(msg, m.Audio)) / (16_000 * 2)
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid`, whichever of its threads started them."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+def test_defuse_keeps_length_and_breaks_long_dotted_runs() -> None:
+    assert defuse(KNOWN_CRASH) == "a " * 300
+    assert len(defuse(KNOWN_CRASH)) == len(KNOWN_CRASH)
+    at_limit = "a." * 27 + " U.S.A. e.g. box."  # 32 dotted letters: left alone
+    assert defuse(at_limit) == at_limit
+    assert defuse("a." * 33) == "a " * 33
+    assert defuse("Dr. Who met Ms. Smith.") == "Dr. Who met Ms. Smith."
+
+
+def test_crash_fails_only_its_request_while_another_completes(serve_process: Any) -> None:
+    proc, base_url = serve_process("--workers", "2")
+    workers_before = children(proc.pid)
+    assert len(workers_before) == 2
+
+    async def scenario() -> tuple[list[m.ServerMessage], list[m.ServerMessage], list[m.ServerMessage]]:
+        # B is mid-request (audio already flowing, input still open) when A crashes a worker.
+        b = await open_request(base_url)
+        await b.send(json.dumps({"type": "text", "text": LONG_TEXT}))
+        b_messages: list[m.ServerMessage] = []
+        while not any(isinstance(msg, m.Audio) and msg.stop_s > msg.start_s for msg in b_messages):
+            b_messages.append(m.decode_server(await b.recv()))
+        a = await open_request(base_url)
+        await a.send(json.dumps({"type": "text", "text": UNGUARDED_CRASH}))
+        await a.send(json.dumps({"type": "end_of_stream"}))
+        a_messages = await collect(a)
+        await b.send(json.dumps({"type": "text", "text": "And it finishes."}))
+        await b.send(json.dumps({"type": "end_of_stream"}))
+        b_messages += await collect(b)
+        await asyncio.gather(a.close(), b.close())
+        after = await open_request(base_url)
+        await after.send(json.dumps({"type": "text", "text": "The server still answers."}))
+        await after.send(json.dumps({"type": "end_of_stream"}))
+        after_messages = await collect(after)
+        await after.close()
+        return a_messages, b_messages, after_messages
+
+    a_messages, b_messages, after_messages = asyncio.run(scenario())
+    error = a_messages[-1]
+    assert isinstance(error, m.ErrorMessage), a_messages
+    assert error.code == m.INTERNAL_ERROR
+    # Which signal depends on the memory layout: a smashed stack (abort) or a segfault.
+    assert "the speech engine crashed on this text (SIG" in error.message
+    assert any(name in error.message for name in ("SIGABRT", "SIGSEGV"))
+    assert isinstance(b_messages[-1], m.EndOfStream)
+    assert audio_seconds(b_messages) > 20  # six long sentences and the last one, all of it
+    assert isinstance(after_messages[-1], m.EndOfStream) and audio_seconds(after_messages) > 1
+    assert proc.poll() is None
+    workers_after = children(proc.pid)
+    assert len(workers_after) == 2 and set(workers_after) != set(workers_before)  # the dead one was replaced
+
+
+def test_known_crash_input_is_spoken(serve_process: Any) -> None:
+    proc, base_url = serve_process("--workers", "1")
+
+    async def speak() -> list[m.ServerMessage]:
+        ws = await open_request(base_url)
+        await ws.send(json.dumps({"type": "text", "text": KNOWN_CRASH}))
+        await ws.send(json.dumps({"type": "end_of_stream"}))
+        return await collect(ws)
+
+    messages = asyncio.run(speak())
+    assert isinstance(messages[-1], m.EndOfStream)
+    assert audio_seconds(messages) > 5
+    assert proc.poll() is None
+
+
+def test_rest_crash_is_a_500_in_the_protocol_shape(serve_process: Any) -> None:
+    proc, base_url = serve_process("--workers", "1")
+    body = {"text": UNGUARDED_CRASH, "output_format": "pcm_16000"}
+    crashed = httpx.post(base_url + "post/speech/tts", json=body, timeout=60)
+    assert crashed.status_code == 500
+    assert crashed.text.startswith(f"error from server {m.INTERNAL_ERROR}: the speech engine crashed on this text")
+    ok = httpx.post(base_url + "post/speech/tts", json={**body, "text": "Still here."}, timeout=60)
+    assert ok.status_code == 200
+    lines = [json.loads(line) for line in ok.text.splitlines()]
+    assert lines[0]["type"] == "ready" and lines[-1]["type"] == "end_of_stream"
+    assert proc.poll() is None
+
+
+def test_workers_option_and_environment(serve_process: Any) -> None:
+    proc, _ = serve_process("--workers", "3")
+    assert len(children(proc.pid)) == 3
+    env = {**os.environ, "GRADIUM_SERVE_WORKERS": "0"}
+    refused = subprocess.run(
+        [gradium_exe(), "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert refused.returncode == 2 and "--workers" in refused.stderr
