@@ -12,6 +12,7 @@ import base64
 import hashlib
 import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -147,18 +148,55 @@ class SampleAnalysis:
     duration_s: float
     sample_rate: int
     pitch_hz: float | None
+    extension: str  # the container found in the data, one of store.SAMPLE_EXTENSIONS
 
 
-def analyse_sample(data: bytes, start_s: float = 0.0) -> SampleAnalysis:
-    """Decode an uploaded voice sample; raises ValueError when it is not audio."""
+# The service clones from a 10 s window starting at start_s (§8).
+CLONE_WINDOW_S = 10.0
+
+
+def sniff_container(head: bytes) -> str | None:
+    """The container of a sample from its first 12 bytes, when it is one a voice sample may have.
+
+    Checked before libsndfile sees the data: it also parses many rarer formats
+    (MAT5, HTK, SD2, …) that no voice sample needs and an attacker could aim at.
+    """
+    if head[:4] in (b"RIFF", b"RF64") and head[8:12] == b"WAVE":
+        return "wav"
+    if head[:4] == b"FORM" and head[8:12] in (b"AIFF", b"AIFC"):
+        return "aiff"
+    if head[:4] == b"fLaC":
+        return "flac"
+    if head[:4] == b"OggS":
+        return "ogg"
+    if head[:3] == b"ID3" or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0):
+        return "mp3"
+    return None
+
+
+def analyse_sample(source: bytes | Path, start_s: float = 0.0) -> SampleAnalysis:
+    """Check an uploaded voice sample and estimate its pitch; raises ValueError when it is not audio.
+
+    Only the clone window is decoded, so a long sample costs no more memory than a short one.
+    """
+    if isinstance(source, Path):
+        with source.open("rb") as handle:
+            head = handle.read(12)
+    else:
+        head = source[:12]
+    extension = sniff_container(head)
+    if extension is None:
+        raise ValueError("audio_file is not a WAV, FLAC, OGG, MP3 or AIFF file")
     try:
-        samples, rate = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError) as exc:
+        with sf.SoundFile(source if isinstance(source, Path) else io.BytesIO(source)) as audio:
+            rate, frames = int(audio.samplerate), int(audio.frames)
+            if rate <= 0:
+                raise ValueError("no sample rate")
+            audio.seek(min(int(start_s * rate), frames))
+            window = audio.read(int(CLONE_WINDOW_S * rate), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"audio_file is not a readable audio file ({exc})") from None
-    mono = samples.mean(axis=1)
-    # The service clones from a 10 s window starting at start_s (§8).
-    window = mono[int(start_s * rate) : int((start_s + 10.0) * rate)]
-    return SampleAnalysis(len(mono) / rate, int(rate), estimate_pitch_hz(window, int(rate)))
+    return SampleAnalysis(frames / rate, rate, estimate_pitch_hz(window.mean(axis=1), rate), extension)
 
 
 def derive_engine_voice(uid: str, base_voice: str, pitch_hz: float | None) -> EngineVoice:

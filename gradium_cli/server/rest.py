@@ -229,6 +229,21 @@ async def get_voice(request: Request) -> Response:
     return JSONResponse(_custom_voice_api(record)) if record else detail(404, "Voice not found")
 
 
+# What clients send as `input_format` (the SDK sends the sample's file extension). Only a
+# hint: the stored sample's extension comes from its content (catalog.sniff_container).
+INPUT_FORMATS = frozenset({"wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "mpeg", "aiff", "aif"})
+MAX_FILENAME_CHARS = 255
+
+
+def display_filename(raw: str | None) -> str | None:
+    """The upload's file name as metadata only: its last component, printable, bounded."""
+    if not raw:
+        return None
+    base = raw.replace("\\", "/").rsplit("/", 1)[-1]
+    printable = "".join(ch for ch in base if ch.isprintable())[:MAX_FILENAME_CHARS]
+    return printable or None
+
+
 async def create_voice(request: Request) -> Response:
     if problem := _auth_problem(request):
         return detail(401, problem)
@@ -242,13 +257,17 @@ async def create_voice(request: Request) -> Response:
             return validation_error(["body", "name"], "Field required")
         data = await upload.read()
         fields = {k: form.get(k) for k in ("language", "description", "start_s", "input_format")}
-    filename = upload.filename or "sample"
     if len(data) > MAX_SAMPLE_BYTES:
         return validation_error(["body", "audio_file"], f"file larger than {MAX_SAMPLE_BYTES} bytes")
+    hint = fields["input_format"]
+    if hint not in (None, "") and (not isinstance(hint, str) or hint.lower() not in INPUT_FORMATS):
+        return validation_error(["body", "input_format"], "input_format must be one of wav, flac, ogg, mp3, aiff")
     try:
         start_s = float(str(fields["start_s"])) if fields["start_s"] not in (None, "") else 0.0
     except ValueError:
-        return validation_error(["body", "start_s"], "value is not a valid number")
+        start_s = -1.0
+    if not 0.0 <= start_s < 1e6:  # also refuses nan and inf
+        return validation_error(["body", "start_s"], "value is not a valid number >= 0")
     try:
         analysis = analyse_sample(data, start_s)
     except ValueError as exc:
@@ -258,8 +277,7 @@ async def create_voice(request: Request) -> Response:
     if any(str(r["name"]).lower() == name.strip().lower() for r in state.store.voices.all()):
         return detail(409, f"A voice named '{name.strip()}' already exists")
     uid = new_uid()
-    extension = (str(fields["input_format"] or "") or filename.rsplit(".", 1)[-1] or "wav").lower()
-    sample_path = state.store.save_sample(uid, extension, data)
+    state.store.save_sample(uid, analysis.extension, data)
     language = fields["language"] if isinstance(fields["language"], str) and fields["language"] else "en"
     state.store.voices.put(
         {
@@ -267,9 +285,9 @@ async def create_voice(request: Request) -> Response:
             "name": name.strip(),
             "description": fields["description"] if isinstance(fields["description"], str) else None,
             "language": language,
-            "filename": filename,
+            "filename": display_filename(upload.filename),
             "start_s": start_s,
-            "sample_path": str(sample_path),
+            "sample_format": analysis.extension,
             "pitch_hz": analysis.pitch_hz,
             "duration_s": analysis.duration_s,
             "created_at": now_iso(),
@@ -328,7 +346,7 @@ async def delete_voice(request: Request) -> Response:
     if state.voices_in_use.get(uid):
         return detail(409, "Voice is in use by an active request")
     state.store.voices.delete(uid)
-    state.store.delete_sample(record)
+    state.store.delete_sample(uid)
     return no_content()
 
 

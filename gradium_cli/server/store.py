@@ -3,12 +3,17 @@
 One JSON file per collection under the server's data dir, replaced atomically
 on every change, plus the uploaded voice samples. A lock serialises writers:
 the ASGI app calls in from one event loop but request handlers interleave.
+
+No request ever names a path here: a sample's file name is a server-generated
+uid plus an extension from `SAMPLE_EXTENSIONS`, both checked again on every
+write and delete, so no field of a request can reach outside the data dir.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import string
 import tempfile
@@ -18,7 +23,10 @@ from pathlib import Path
 from typing import Any
 
 UID_ALPHABET = string.ascii_letters + string.digits + "_-"
+UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16}")
 LOCAL_ORG_UID = "00000000-0000-4000-8000-000000000001"
+# The containers a stored voice sample may have, as file extensions.
+SAMPLE_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff")
 
 
 def new_uid() -> str:
@@ -87,12 +95,24 @@ class Store:
         self.dictionaries = Collection(root / "pronunciations.json")
         self.samples_dir = root / "voice-samples"
 
+    def sample_path(self, uid: str, extension: str) -> Path:
+        """Where the sample of voice `uid` lives; refuses anything but a uid and an allowed extension."""
+        if not UID_PATTERN.fullmatch(uid) or extension not in SAMPLE_EXTENSIONS:
+            raise ValueError(f"not a stored sample name: {uid!r}.{extension!r}")
+        return self.samples_dir / f"{uid}.{extension}"
+
     def save_sample(self, uid: str, extension: str, data: bytes) -> Path:
-        path = self.samples_dir / f"{uid}.{extension}"
+        path = self.sample_path(uid, extension)
         atomic_write_bytes(path, data)
         return path
 
-    def delete_sample(self, record: dict[str, Any]) -> None:
-        sample = record.get("sample_path")
-        if sample:
-            Path(sample).unlink(missing_ok=True)
+    def delete_sample(self, uid: str) -> None:
+        """Remove voice `uid`'s sample, whatever its container.
+
+        The path is rebuilt from the uid, never read from the record: records written
+        before names were checked may hold a path outside the data dir.
+        """
+        if not UID_PATTERN.fullmatch(uid):
+            return
+        for extension in SAMPLE_EXTENSIONS:
+            self.sample_path(uid, extension).unlink(missing_ok=True)
