@@ -18,6 +18,9 @@ from gradium_cli.errors import UsageError
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
 
+# The built-in engine's URLs while it runs: its port changes every run, so the request
+# cache names it by what it is instead (gradium_cli/cache.py).
+BUILTIN_URLS: set[str] = set()
 LOCAL_NOTICE = "gradium: no API key configured; using the built-in offline engine (eSpeak NG)"
 
 
@@ -48,7 +51,11 @@ def local_server_endpoint(timeout: float) -> Iterator[Endpoint]:
     from gradium_cli.server.state import ServerOptions
 
     with running(ServerOptions(data_dir=data_dir(), quiet=True)) as server:
-        yield Endpoint(server.base_url, None, timeout)
+        BUILTIN_URLS.add(server.base_url)
+        try:
+            yield Endpoint(server.base_url, None, timeout)
+        finally:
+            BUILTIN_URLS.discard(server.base_url)
 
 
 @contextlib.contextmanager

@@ -36,6 +36,8 @@ ENV_VARS = {
     "model": "GRADIUM_MODEL",
     "format": "GRADIUM_FORMAT",
     "timeout": "GRADIUM_TIMEOUT",
+    "cache": "GRADIUM_CACHE",
+    "cache-size": "GRADIUM_CACHE_SIZE",
 }
 KNOWN_SETTINGS = tuple(ENV_VARS)
 SETTING_HELP = {
@@ -46,6 +48,8 @@ SETTING_HELP = {
     "model": "default model name",
     "format": "default audio format when writing to stdout (a file's extension decides otherwise)",
     "timeout": "default --timeout in seconds",
+    "cache": "on or off: reuse audio made before in say and batch (--cache/--no-cache)",
+    "cache-size": "the request cache's cap, e.g. 500M or 2G (default 1G); least recently used entries go first",
 }
 SECRET_SETTINGS = frozenset({"api-key"})
 
@@ -116,6 +120,14 @@ def check_value(name: str, value: str) -> str:
 
         if lookup_format(value) is None:
             raise UsageError(f"unknown format '{value}' (choose from {', '.join(format_names())})")
+    if name == "cache":
+        from gradium_cli.cache import parse_switch
+
+        parse_switch(name, value)
+    if name == "cache-size":
+        from gradium_cli.cache import parse_size
+
+        parse_size(value)
     return value
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from gradium_cli.ui.env import Env
@@ -34,6 +34,9 @@ class ItemResult:
     time_to_first_audio_s: float | None = None
     total_s: float = 0.0  # wall time of the item, retries and back-off included
     error: str | None = None
+    cached: bool = False  # written from the request cache, no request made
+    flags: list[dict[str, Any]] | None = None  # what the quality checks found wrong
+    quality: dict[str, float] | None = None  # the checks' figures (items made in this run)
 
     def to_json(self) -> dict[str, Any]:
         out = asdict(self)
@@ -53,6 +56,8 @@ class Summary:
     malformed: int = 0
     audio_s: float = 0.0
     elapsed_s: float = 0.0
+    cached: int = 0
+    flagged: list[ItemResult] = field(default_factory=list)
 
     @property
     def finished(self) -> int:
@@ -67,9 +72,12 @@ class Summary:
         if self.malformed:
             failed += f" ({self.malformed} malformed row{'s' if self.malformed != 1 else ''})"
         left = f", {self.total - self.finished} not reached" if self.finished < self.total else ""
+        cached = f" ({self.cached} from the cache)" if self.cached else ""
+        flagged = f", {len(self.flagged)} flagged" if self.flagged else ""
         return (
-            f"gradium batch: {self.total} item{'s' if self.total != 1 else ''}: {self.done} written, "
-            f"{self.skipped} already done, {failed}{left}; {self.audio_s:.1f} s of audio in {self.elapsed_s:.1f} s"
+            f"gradium batch: {self.total} item{'s' if self.total != 1 else ''}: {self.done} written{cached}, "
+            f"{self.skipped} already done, {failed}{flagged}{left}; "
+            f"{self.audio_s:.1f} s of audio in {self.elapsed_s:.1f} s"
         )
 
 
@@ -118,6 +126,11 @@ class BatchProgress:
         if self._rich is not None:
             self._rich.stop()
             self._rich = None
+        for item in sorted(self.summary.flagged, key=lambda r: r.index):
+            reasons = "; ".join(
+                f"{flag['reason']} ({flag['value']:g}, limit {flag['limit']:g})" for flag in item.flags or ()
+            )
+            self.env.say(f"gradium: flagged: {self.manifest_name}:{item.line} ({item.file}): {reasons}")
         self.env.say(self.summary.line())
 
     async def _tick(self) -> None:
@@ -131,6 +144,9 @@ class BatchProgress:
         summary = self.summary
         setattr(summary, result.status, getattr(summary, result.status) + 1)
         summary.audio_s += result.audio_s
+        summary.cached += result.cached
+        if result.flags:
+            summary.flagged.append(result)
         if result.status == "malformed":
             self._error(f"{self.manifest_name}:{result.line}: {result.error}; row skipped")
         elif result.status == "failed":

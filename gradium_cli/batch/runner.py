@@ -32,9 +32,12 @@ from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import open_sinks
 from gradium_cli.audio.subtitles import render
 from gradium_cli.backend import BackendOptions, open_backend
+from gradium_cli.batch.estimate import speed_of
 from gradium_cli.batch.manifest import Defaults, Item, Malformed, Manifest, Shard, entries, scan
 from gradium_cli.batch.progress import BatchProgress, ItemResult, Summary
+from gradium_cli.batch.quality import ProbeSink, Report, Thresholds, judge
 from gradium_cli.batch.state import StaleParts, StateFile
+from gradium_cli.cache import CacheWriter, RequestCache, dictionary_digest, request_key, server_identity
 from gradium_cli.config import mask_secret
 from gradium_cli.errors import (
     AuthError,
@@ -204,11 +207,17 @@ class VoiceCache:
                 del self._ids[key]  # ask again next time; a refusal stays cached
             raise
 
+    async def rules(self, dictionary_id: str) -> str:
+        """A hash of the dictionary's rules, for the request cache's key (one GET per dictionary and run)."""
+        return await self._lookup("rules", dictionary_id)
+
     async def _fetch(self, kind: str, name: str) -> str:
         if self._rest is None:
             self._rest = RestClient(self.endpoint)
         if kind == "voice":
             return await resolve.voice_id(self._rest, name)
+        if kind == "rules":
+            return await dictionary_digest(self._rest, name)
         return await resolve.dictionary_id(self._rest, name)
 
     async def close(self) -> None:
@@ -228,6 +237,9 @@ class RunOptions:
     connections: int = 2
     retries: int = 5
     force: bool = False
+    cache: RequestCache | None = None
+    checks: Thresholds | None = None  # None: no quality checks
+    redo_flagged: bool = False
 
 
 def default_connections(jobs: int) -> int:
@@ -254,7 +266,9 @@ class Runner:
         self.stale = StaleParts()
         self.rng = random.Random()
         self.tag = secrets.token_hex(3)  # client_req_id prefix, unique to this run
+        self.server = server_identity(endpoint)
         self._dirs: set[Path] = set()
+        self._redo: set[int] = set()  # indices of flagged items made again, past the cache
 
     async def run(self, items: Iterator[Item | Malformed]) -> None:
         queue: asyncio.Queue[Item | None] = asyncio.Queue(maxsize=self.options.jobs)
@@ -281,10 +295,19 @@ class Runner:
             self.stale.remove_for(entry.output, entry.timestamps)
             record = None if self.options.force else self.state.lookup(entry)
             if record is not None and await asyncio.to_thread(self.state.verify, entry, record):
-                self.progress.result(
-                    ItemResult(entry.index, entry.line, "skipped", str(entry.output), audio_s=record.audio_s)
-                )
-                continue
+                if not (self.options.redo_flagged and record.flags):
+                    self.progress.result(
+                        ItemResult(
+                            entry.index,
+                            entry.line,
+                            "skipped",
+                            str(entry.output),
+                            audio_s=record.audio_s,
+                            flags=list(record.flags) or None,
+                        )
+                    )
+                    continue
+                self._redo.add(entry.index)
             await queue.put(entry)
         for _ in range(self.options.jobs):
             await queue.put(None)
@@ -299,7 +322,7 @@ class Runner:
         while True:
             attempt += 1
             try:
-                collector = await self._attempt(item, attempt)
+                made = await self._attempt(item, attempt)
             except (AuthError, Unreachable):
                 raise
             except GradiumError as exc:
@@ -317,22 +340,35 @@ class Runner:
                     total_s=time.monotonic() - started,
                     error=_describe(exc),
                 )
+            collector, cached, quality = made
             stats = collector.stats
             return ItemResult(
                 item.index,
                 item.line,
                 "done",
                 str(item.output),
-                request_id=stats.to_json()["request_id"],
+                request_id=stats.to_json()["request_id"] if not cached else None,
                 attempts=attempt,
                 audio_s=stats.audio_s,
                 time_to_first_audio_s=stats.first_audio_s,
                 total_s=time.monotonic() - started,
+                cached=cached,
+                flags=[flag.to_json() for flag in quality.flags] if quality else None,
+                quality=quality.to_json()["figures"] if quality else None,
             )
 
-    async def _attempt(self, item: Item, attempt: int) -> Collector:
+    async def _attempt(self, item: Item, attempt: int) -> tuple[Collector, bool, Report | None]:
+        """One try at the item: (its collector, whether it came from the cache, its quality report)."""
         voice = await self.voices.resolve(item.voice)
         setup = dataclasses.replace(await build_setup(voice, item.plan.wire.name, None), close_ws_on_eos=False)
+        cache = self.options.cache
+        key = ""
+        entry = None
+        if cache is not None:
+            rules = await self.voices.rules(setup.pronunciation_id) if setup.pronunciation_id else None
+            key = request_key(self.server, dataclasses.replace(setup, close_ws_on_eos=None), rules, item.chunks)
+            if item.index not in self._redo:
+                entry = await asyncio.to_thread(cache.get, key)
         for path in (item.output, item.timestamps):
             if path is not None and path.parent not in self._dirs:
                 try:
@@ -341,6 +377,17 @@ class Runner:
                     raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
                 self._dirs.add(path.parent)
         collector = Collector(open_sinks(item.plan, self.env, None))
+        probe = ProbeSink(item.plan.wire) if self.options.checks is not None else None
+        writer = cache.writer(key) if cache is not None and entry is None else None
+        collector.sinks.extend(sink for sink in (probe, writer) if sink is not None)
+        if entry is not None:
+            try:
+                await asyncio.to_thread(entry.replay, collector)
+            except BaseException:
+                collector.abort()
+                raise
+            quality = await asyncio.to_thread(self._finish, item, collector, None, probe)
+            return collector, True, quality
         try:
             conn = await self.pool.acquire()
             ok = False
@@ -364,10 +411,12 @@ class Runner:
             raise
         # Off the loop: fsync, rename, hashing and local encoding block. Not cancelled
         # by Ctrl-C once started, so a finished file is always recorded or left unrecorded whole.
-        await asyncio.to_thread(self._finish, item, collector)
-        return collector
+        quality = await asyncio.to_thread(self._finish, item, collector, writer, probe)
+        return collector, False, quality
 
-    def _finish(self, item: Item, collector: Collector) -> None:
+    def _finish(
+        self, item: Item, collector: Collector, writer: CacheWriter | None, probe: ProbeSink | None
+    ) -> Report | None:
         try:
             if item.timestamps is not None:
                 write_atomic(item.timestamps, render(collector.words, item.timestamps.suffix).encode("utf-8"))
@@ -375,7 +424,16 @@ class Runner:
         except BaseException:
             collector.abort()
             raise
-        self.state.add(item, collector.stats.audio_s, collector.stats.to_json()["request_id"])
+        if writer is not None:
+            writer.commit(collector.words, collector.stats.audio_s)
+        quality = None
+        if probe is not None and self.options.checks is not None:
+            if probe.decoder is None:
+                probe.measure_file(item.output)
+            quality = judge(probe.probe, item.text, collector.words, speed_of(item.voice), self.options.checks)
+        flags = [flag.to_json() for flag in quality.flags] if quality else []
+        self.state.add(item, collector.stats.audio_s, collector.stats.to_json()["request_id"], flags)
+        return quality
 
 
 # ------------------------------------------------------------------ the command's body
@@ -391,6 +449,7 @@ class BatchRequest:
     options: RunOptions
     backend: BackendOptions
     json_out: bool
+    dry_run: bool = False
 
 
 async def run_batch(request: BatchRequest) -> Summary:
@@ -408,6 +467,8 @@ async def run_batch(request: BatchRequest) -> Summary:
             env.say(f"gradium: warning: {manifest.name}:{line}: {message}")
 
         found = scan(manifest, defaults, shard, request.strict, env, warn)
+        if request.dry_run:
+            return _dry_run(manifest, request, shard, found.selected)
         state = StateFile(defaults.out_dir, shard)
         state.open()
         try:
@@ -426,3 +487,18 @@ async def run_batch(request: BatchRequest) -> Summary:
     finally:
         manifest.close()
     return progress.summary
+
+
+def _dry_run(manifest: Manifest, request: BatchRequest, shard: Shard, selected: int) -> Summary:
+    from gradium_cli.batch import dryrun
+
+    env = get_env()
+    result = dryrun.plan(manifest, request.defaults, shard, env)
+    dryrun.report(result, manifest.name, env, request.json_out)
+    if result.malformed:
+        count = len(result.malformed)
+        raise UsageError(
+            f"{manifest.name}: {count} malformed row{'s' if count != 1 else ''} (listed above)",
+            hint="fix them, then run again",
+        )
+    return Summary(total=selected, skipped=selected)

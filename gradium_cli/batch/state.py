@@ -42,6 +42,7 @@ class Record(NamedTuple):
     audio_s: float
     timestamps_size: int | None
     timestamps_sha256: str | None
+    flags: tuple[dict[str, Any], ...] = ()  # what the quality checks found (--redo-flagged redoes these)
 
 
 def file_digest(path: Path) -> tuple[int, str]:
@@ -78,6 +79,7 @@ def _record(obj: Any) -> tuple[str, Record] | None:
             audio_s=float(obj.get("audio_s") or 0.0),
             timestamps_size=None if ts_size is None else int(ts_size),
             timestamps_sha256=obj.get("timestamps_sha256"),
+            flags=tuple(flag for flag in obj.get("flags") or () if isinstance(flag, dict)),
         )
     except (KeyError, TypeError, ValueError):
         return None
@@ -98,7 +100,7 @@ class StateFile:
         """Create the output directory, read what earlier runs finished, open for appending."""
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            self._load()
+            self.load()
             self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
             # A crash mid-line must not glue that fragment onto our first record.
             if os.fstat(self._fd).st_size and not self._ends_with_newline():
@@ -111,7 +113,7 @@ class StateFile:
             handle.seek(-1, os.SEEK_END)
             return handle.read(1) == b"\n"
 
-    def _load(self) -> None:
+    def load(self) -> None:
         """Every state file in the directory, any shard's, oldest first so that newer lines win."""
         for path in sorted(self.out_dir.glob(STATE_GLOB), key=lambda p: p.stat().st_mtime_ns):
             with path.open("rb") as handle:
@@ -139,11 +141,11 @@ class StateFile:
             item.timestamps, record.timestamps_size, record.timestamps_sha256
         )
 
-    def add(self, item: Item, audio_s: float, request_id: Any) -> Record:
+    def add(self, item: Item, audio_s: float, request_id: Any, flags: list[dict[str, Any]] | None = None) -> Record:
         """Record a finished item: its files are in place. Blocking (fsync); thread-safe."""
         size, sha256 = file_digest(item.output)
         ts_size, ts_sha256 = file_digest(item.timestamps) if item.timestamps else (None, None)
-        record = Record(item.key, size, sha256, round(audio_s, 3), ts_size, ts_sha256)
+        record = Record(item.key, size, sha256, round(audio_s, 3), ts_size, ts_sha256, tuple(flags or ()))
         line = {
             "output": item.state_name,
             "key": item.key,
@@ -157,6 +159,8 @@ class StateFile:
             "request_id": request_id,
             "at": round(time.time(), 3),
         }
+        if flags:
+            line["flags"] = flags
         data = (json.dumps(line, ensure_ascii=False) + "\n").encode("utf-8")
         assert self._fd is not None, "state file not open"
         with self._lock:

@@ -91,6 +91,40 @@ def batch(
             rich_help_panel=o.OUTPUT,
         ),
     ] = None,
+    cache: o.CacheOpt = None,
+    checks: Annotated[
+        bool,
+        typer.Option(
+            "--checks/--no-checks",
+            help="Check each item's audio: silence, pace, length, words without timestamps, clipping",
+            rich_help_panel=BATCH,
+        ),
+    ] = True,
+    check: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--check",
+            help="Set a check's threshold, NAME=VALUE (repeatable; names in docs/batch.md)",
+            rich_help_panel=BATCH,
+            show_default=False,
+        ),
+    ] = None,
+    redo_flagged: Annotated[
+        bool,
+        typer.Option(
+            "--redo-flagged",
+            help="Make again only the items the checks flagged (past the cache); keep the rest",
+            rich_help_panel=BATCH,
+        ),
+    ] = False,
+    dry_run: Annotated[
+        bool,
+        typer.Option(
+            "--dry-run",
+            help="Check every row and show items, characters, estimated audio and outputs; send nothing",
+            rich_help_panel=BATCH,
+        ),
+    ] = False,
     json_out: Annotated[bool, typer.Option("--json", help="One JSON line per item on stdout")] = False,
     *,
     voice_options: "VoiceOptions",
@@ -109,7 +143,12 @@ def batch(
     """
     # Imported here so that `gradium --help` does not load numpy and the transport.
     from gradium_cli.batch.manifest import Defaults
+    from gradium_cli.batch.quality import Thresholds
     from gradium_cli.batch.runner import BatchRequest, RunOptions, default_connections, run_batch
+    from gradium_cli.cache import RequestCache, enabled
+    from gradium_cli.cli.runtime import guard
+
+    thresholds, use_cache = guard(lambda: (Thresholds.parse(check or []) if checks else None, enabled(cache)))
 
     env = get_env()
     request = BatchRequest(
@@ -129,9 +168,13 @@ def batch(
             connections=connections or default_connections(jobs),
             retries=retries,
             force=force,
+            cache=RequestCache() if use_cache else None,
+            checks=thresholds,
+            redo_flagged=redo_flagged,
         ),
         backend=backend,
         json_out=json_out or env.json,
+        dry_run=dry_run,
     )
     summary = run(run_batch(request))
     if not summary.all_ok:

@@ -25,5 +25,6 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("voices", "voices", "voices_app", "List, inspect, clone, update, delete, preview voices"),
     CommandEntry("pronounce", "pronounce", "pronounce_app", "Pronunciation dictionaries and their rules"),
     CommandEntry("config", "config_cmd", "config_app", "Read and write settings in the config file"),
+    CommandEntry("cache", "cache", "cache_app", "The request cache: its size, and emptying it"),
     CommandEntry("auth", "auth", "auth_app", "Log in with an API key, see status and credits, log out"),
 )

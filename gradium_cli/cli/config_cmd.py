@@ -16,14 +16,14 @@ from gradium_cli.ui.env import get_env
 
 config_app = plain_typer(
     name="config",
-    help="Settings in the config file: api-key, base-url, region, voice, model, format, timeout.",
+    help="Settings in the config file: api-key, base-url, region, voice, model, format, timeout, cache, cache-size.",
     no_args_is_help=True,
 )
 
 NameArg = Annotated[
     str,
     typer.Argument(
-        help="Setting: api-key, base-url, region, voice, model, format or timeout",
+        help="Setting: api-key, base-url, region, voice, model, format, timeout, cache or cache-size",
         show_default=False,
         metavar="NAME",
     ),

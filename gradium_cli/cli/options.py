@@ -198,6 +198,15 @@ DeviceOpt = Annotated[
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file", rich_help_panel=OUTPUT)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout (stats, events)")]
 StatsOpt = Annotated[bool, typer.Option("--stats", help="Print timing statistics on stderr")]
+CacheOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--cache/--no-cache",
+        help="Reuse audio made before for the same text, voice and settings (default: the cache setting)",
+        rich_help_panel=OUTPUT,
+        show_default=False,
+    ),
+]
 RetriesOpt = Annotated[
     int,
     typer.Option(

@@ -35,6 +35,7 @@ def say(
     ] = False,
     retries: o.RetriesOpt = 2,
     stats: o.StatsOpt = False,
+    cache: o.CacheOpt = None,
     json_out: o.JsonOpt = False,
     *,
     voice_options: "VoiceOptions",
@@ -77,6 +78,7 @@ def say(
         stats=stats,
         retries=retries,
         json_out=json_out or env.json,
+        cache=cache,
     )
     result = run(speak(request))
     if request.json_out:

@@ -14,6 +14,8 @@ from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import OutputPlan, open_sinks, plan_output
 from gradium_cli.audio.subtitles import check_timestamps_path, render
 from gradium_cli.backend import BackendOptions, open_backend
+from gradium_cli.cache import RequestCache, dictionary_digest, request_key, server_identity
+from gradium_cli.cache import enabled as cache_enabled
 from gradium_cli.config import mask_secret
 from gradium_cli.errors import GradiumError
 from gradium_cli.protocol.messages import Setup
@@ -48,6 +50,7 @@ class SayRequest:
     stats: bool = False
     json_out: bool = False
     retries: int = DEFAULT_RETRIES
+    cache: bool | None = None  # --cache / --no-cache; None: the `cache` setting
 
 
 async def speak(request: SayRequest) -> dict[str, Any]:
@@ -68,16 +71,33 @@ async def speak(request: SayRequest) -> dict[str, Any]:
     with open_backend(request.backend) as endpoint:
         env.debug(f"server {endpoint.ws_url()} (x-api-key {mask_secret(endpoint.api_key)})")
         needs_lookup = bool(request.voice.voice or request.voice.pronunciation)
+        # The request cache holds WebSocket runs, which always carry timestamps.
+        key = ""
+        cache = RequestCache() if not request.use_rest and cache_enabled(request.cache) else None
         async with contextlib.AsyncExitStack() as stack:
             rest = await stack.enter_async_context(RestClient(endpoint)) if needs_lookup else None
             setup = await build_setup(request.voice, plan.wire.name, rest)
+            if cache is not None:
+                dictionary = setup.pronunciation_id
+                rules = await dictionary_digest(rest, dictionary) if rest and dictionary else None
+                key = request_key(server_identity(endpoint), setup, rules, chunks)
+        entry = cache.get(key) if cache is not None else None
         rng = random.Random()
         attempt = 0
         while True:
             attempt += 1
             collector = Collector(open_sinks(plan, env, request.device))
+            writer = cache.writer(key) if cache is not None and entry is None else None
+            if writer is not None:
+                collector.sinks.append(writer)
             try:
-                await _attempt(request, plan, endpoint, setup, chunks, collector)
+                if entry is not None:
+                    entry.replay(collector)  # no request at all
+                    await asyncio.to_thread(collector.finish)
+                else:
+                    await _attempt(request, plan, endpoint, setup, chunks, collector)
+                if writer is not None:
+                    writer.commit(collector.words, collector.stats.audio_s)
                 break
             except GradiumError as error:
                 collector.abort()
@@ -100,6 +120,7 @@ async def speak(request: SayRequest) -> dict[str, Any]:
     result["output"] = str(plan.file) if plan.file else ("-" if plan.pipe else None)
     result["format"] = plan.wire.name
     result["stdout_audio"] = plan.pipe
+    result["cached"] = entry is not None
     return result
 
 

@@ -42,7 +42,8 @@ EXTRA_ENVIRONMENT = {
     "NO_COLOR": "Any value turns colour off, like --no-color.",
     "XDG_CONFIG_HOME": "Base of the config dir on Linux (default ~/.config).",
     "XDG_DATA_HOME": "Base of the data dir on Linux (default ~/.local/share).",
-    "XDG_CACHE_HOME": "Base of the completion cache on Linux (default ~/.cache).",
+    "XDG_CACHE_HOME": "Base of the completion cache and the request cache on Linux (default ~/.cache).",
+    "GRADIUM_CACHE_DIR": "Where the request cache (--cache) keeps its entries, instead of ~/.cache/gradium/requests.",
 }
 FILES = {
     "~/.config/gradium/config.ini": "Settings, one INI section per profile; mode 0600 (it holds the API key). "
@@ -50,6 +51,7 @@ FILES = {
     "~/.local/share/gradium/": "Custom voices and pronunciation dictionaries of the offline engine and "
     "gradium serve ($GRADIUM_DATA_DIR when set).",
     "~/.cache/gradium/completion/": "Voice and dictionary names for shell completion, kept five minutes.",
+    "~/.cache/gradium/requests/": "The request cache of say and batch --cache ($GRADIUM_CACHE_DIR when set).",
     "OUT_DIR/.gradium-batch.jsonl": "State of a gradium batch run, so a killed run resumes.",
 }
 EXAMPLES = (

@@ -1,0 +1,294 @@
+"""Batch for production: --dry-run, the request cache, quality checks and --redo-flagged.
+
+Everything runs the real `gradium` script against real servers on 127.0.0.1:
+a fresh `gradium serve` per test where requests are counted (its own usage
+counters), or tests/quality_server.py where items must come back broken.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from gradium_cli.audio.subtitles import Word
+from gradium_cli.cache import MAGIC, RequestCache
+from tests.cli_helpers import gradium, isolated_env
+from tests.quality_server import quality_server
+
+LINES = [
+    "Hello there.",
+    "This line is a good deal longer than the first one, so it lasts longer.",
+    "The quick brown fox jumps over the lazy dog.",
+]
+
+
+def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
+    return isolated_env(tmp_path, GRADIUM_CACHE_DIR=str(tmp_path / "cache"), **extra)
+
+
+def run(tmp_path: Path, *args: str, **extra: str) -> Any:
+    return gradium(tmp_path, *args, env=env_for(tmp_path, **extra), timeout=120)
+
+
+def usage(base_url: str) -> dict[str, Any]:
+    summary: dict[str, Any] = httpx.get(base_url + "usages/summary").json()
+    return summary
+
+
+def items(result: Any) -> dict[int, dict[str, Any]]:
+    return {row["index"]: row for row in map(json.loads, result.stdout.decode().splitlines())}
+
+
+def tree(directory: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(directory)): p.read_bytes()
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and not p.name.startswith(".gradium-batch")
+    }
+
+
+# ------------------------------------------------------------------ --dry-run
+
+
+def test_dry_run_shows_the_cost_and_outputs_and_sends_nothing(tmp_path: Path, server_factory: Any) -> None:
+    server = server_factory()
+    (tmp_path / "m.txt").write_text("\n".join(LINES) + "\n")
+    result = run(tmp_path, "batch", "m.txt", "-d", "out", "--dry-run", "--json", "--timestamps", "srt",
+                 "--base-url", server.base_url)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    plan = json.loads(result.stdout)
+    assert [item["output"] for item in plan["items"]] == ["out/0001.wav", "out/0002.wav", "out/0003.wav"]
+    assert [item["timestamps"] for item in plan["items"]] == ["out/0001.srt", "out/0002.srt", "out/0003.srt"]
+    assert [item["characters"] for item in plan["items"]] == [len(line) for line in LINES]
+    assert plan["totals"]["characters"] == plan["totals"]["credits"] == sum(map(len, LINES))
+    estimates = [item["estimated_audio_s"] for item in plan["items"]]
+    assert estimates[0] < estimates[2] < estimates[1]  # longer text, longer audio
+    assert 0.5 < estimates[0] < 2.0
+    assert not (tmp_path / "out").exists()
+    assert usage(server.base_url)["sessions"] == 0
+
+    plain = run(tmp_path, "batch", "m.txt", "-d", "out", "--dry-run", "--base-url", server.base_url)
+    text = plain.stdout.decode()
+    assert "out/0002.wav" in text and f"{sum(map(len, LINES))} characters" in text and "nothing sent" in text
+
+    # Once made, the plan says which items a run would skip.
+    made = run(tmp_path, "batch", "m.txt", "-d", "out", "--base-url", server.base_url)
+    assert made.returncode == 0, made.stderr
+    again = json.loads(run(tmp_path, "batch", "m.txt", "-d", "out", "--dry-run", "--json").stdout)
+    assert again["totals"]["already_done"] == 3
+
+
+def test_dry_run_lists_every_bad_row_and_exits_2(tmp_path: Path) -> None:
+    (tmp_path / "m.csv").write_text(
+        'text,speed,format\n"Fine.",1.0,wav\n"Bad speed.",fast,\n"Fine too.",,\n"Bad format.",,wav9\n'
+    )
+    result = run(tmp_path, "batch", "m.csv", "-d", "out", "--dry-run", "--local")
+    assert result.returncode == 2
+    err = result.stderr.decode()
+    assert "m.csv:3: 'speed' must be a number" in err
+    assert "m.csv:5: unknown format 'wav9'" in err
+    assert "2 malformed rows" in err and "Traceback" not in err
+    assert "out/0001.wav" in result.stdout.decode() and "out/0003.wav" in result.stdout.decode()
+    assert not (tmp_path / "out").exists()
+
+
+# ------------------------------------------------------------------ the request cache
+
+
+def test_second_identical_batch_makes_no_request_and_writes_the_same_bytes(tmp_path: Path, server_factory: Any) -> None:
+    server = server_factory()
+    (tmp_path / "m.txt").write_text("\n".join(LINES) + "\n")
+    args = ("batch", "m.txt", "--timestamps", "json", "--base-url", server.base_url, "--json")
+    first = run(tmp_path, *args, "-d", "one", "--cache")
+    assert first.returncode == 0, first.stderr
+    assert not any(row["cached"] for row in items(first).values())
+    before = usage(server.base_url)
+    assert before["consumed_credits"] == sum(map(len, LINES))
+
+    # The `cache` setting (here from the environment) turns it on as --cache does.
+    second = run(tmp_path, *args, "-d", "two", GRADIUM_CACHE="on")
+    assert second.returncode == 0, second.stderr
+    assert all(row["cached"] for row in items(second).values())
+    assert usage(server.base_url) == before  # not one request, not one connection
+    assert tree(tmp_path / "one") == tree(tmp_path / "two")
+    assert len(tree(tmp_path / "two")) == 6
+    assert "3 from the cache" in second.stderr.decode()
+
+    # --no-cache beats the setting.
+    third = run(tmp_path, *args, "-d", "three", "--no-cache", GRADIUM_CACHE="on")
+    assert third.returncode == 0, third.stderr
+    assert usage(server.base_url)["consumed_credits"] == 2 * sum(map(len, LINES))
+
+
+def test_a_change_of_voice_setting_or_dictionary_rule_is_a_miss(tmp_path: Path, server_factory: Any) -> None:
+    server = server_factory()
+    text = "Gradium reads this sentence aloud."
+    made = httpx.post(
+        server.base_url + "pronunciations/",
+        json={"name": "Brands", "language": "en", "rules": [{"original": "Gradium", "rewrite": "gray dee um"}]},
+    )
+    assert made.status_code == 201, made.text
+    uid = made.json()["uid"]
+
+    def say(*args: str) -> int:
+        """Credits the server counted for one `say --cache` with these options."""
+        before = usage(server.base_url)["consumed_credits"]
+        result = run(tmp_path, "say", text, "-o", "out.wav", "--force", "--cache", "--base-url", server.base_url,
+                     "--pronunciation", uid, *args)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return int(usage(server.base_url)["consumed_credits"] - before)
+
+    assert say() == len(text)
+    assert say() == 0
+    assert say("--voice", "Jack") == len(text)
+    assert say("--voice", "Jack") == 0
+    assert say("--speed", "1.2") == len(text)
+    assert say("--set", "temp=0.5") == len(text)
+    assert say("--set", "temp=0.5") == 0
+    changed = httpx.put(
+        server.base_url + f"pronunciations/{uid}",
+        json={"rules": [{"original": "Gradium", "rewrite": "grad yum"}]},
+    )
+    assert changed.status_code == 200, changed.text
+    assert say() == len(text)
+    assert say() == 0
+
+
+def test_a_corrupt_entry_is_a_miss_and_is_replaced(tmp_path: Path, server_factory: Any) -> None:
+    server = server_factory()
+    args = ("say", "A sentence for the cache.", "--cache", "--force", "--base-url", server.base_url)
+    assert run(tmp_path, *args, "-o", "a.wav").returncode == 0
+    (entry,) = [p for p in (tmp_path / "cache").rglob("*") if p.is_file()]
+    good = entry.read_bytes()
+    credits = usage(server.base_url)["consumed_credits"]
+    for damage in (good[: len(good) // 2], good[:100] + bytes([good[100] ^ 1]) + good[101:], b"", b"junk" * 10):
+        entry.write_bytes(damage)
+        result = run(tmp_path, *args, "-o", "b.wav", "--json")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["cached"] is False
+        assert "Traceback" not in result.stderr.decode()
+        credits += len("A sentence for the cache.")
+        assert usage(server.base_url)["consumed_credits"] == credits
+        assert entry.read_bytes()[: len(MAGIC)] == MAGIC  # a whole entry again
+    hit = run(tmp_path, *args, "-o", "c.wav", "--json")
+    assert json.loads(hit.stdout)["cached"] is True
+    assert (tmp_path / "c.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
+
+
+def _put(cache: RequestCache, key: str, size: int) -> None:
+    writer = cache.writer(key)
+    assert writer is not None
+    writer.write(bytes(size))
+    assert writer.commit([Word("x", 0.0, 0.1)], 0.1)
+
+
+def test_the_cap_evicts_the_least_recently_used_entries(tmp_path: Path) -> None:
+    cache = RequestCache(tmp_path / "c", max_bytes=35_000)
+    keys = [f"{i:064x}" for i in range(4)]
+    for key in keys[:3]:
+        _put(cache, key, 10_000)
+    for age, key in enumerate(keys[:3]):  # written oldest first
+        os.utime(cache._path(key), (1000 + age, 1000 + age))
+    assert cache.get(keys[0]) is not None  # now the most recently used
+    _put(cache, keys[3], 10_000)  # over the cap: the least recently used go
+    assert cache.get(keys[1]) is None
+    assert cache.get(keys[0]) is not None and cache.get(keys[3]) is not None
+    assert cache.usage().bytes <= 35_000 * 0.9
+    # Just below the cap nothing goes.
+    roomy = RequestCache(tmp_path / "d", max_bytes=3 * (10_000 + 200))
+    for key in keys[:3]:
+        _put(roomy, key, 10_000)
+    assert roomy.usage().entries == 3
+
+
+def test_cache_info_and_clear(tmp_path: Path, server_factory: Any) -> None:
+    server = server_factory()
+    for text in ("One.", "Two."):
+        assert run(tmp_path, "say", text, "-o", f"{text}wav", "--cache", "--base-url", server.base_url).returncode == 0
+    info = json.loads(run(tmp_path, "cache", "info", "--json", GRADIUM_CACHE_SIZE="200M").stdout)
+    assert info["entries"] == 2 and info["bytes"] > 2 * 44
+    assert info["directory"] == str(tmp_path / "cache") and info["max_bytes"] == 200 << 20
+    cleared = json.loads(run(tmp_path, "cache", "clear", "--json").stdout)
+    assert cleared["removed_entries"] == 2
+    assert json.loads(run(tmp_path, "cache", "info", "--json").stdout)["entries"] == 0
+    bad = run(tmp_path, "cache", "info", GRADIUM_CACHE_SIZE="lots")
+    assert bad.returncode == 2 and "cache-size must be a size" in bad.stderr.decode()
+
+
+# ------------------------------------------------------------------ quality checks
+
+
+QUALITY_LINES = [
+    "The quick brown fox jumps over the lazy dog today.",
+    "SILENT the quick brown fox jumps over the dog.",
+    "CUTOFF one two three four five six seven eight nine ten eleven twelve.",
+    "SKIPPED alpha bravo charlie delta echo foxtrot golf hotel.",
+    "Another perfectly normal sentence is spoken right here.",
+    "And a last one, to be sure that nothing else is flagged.",
+]
+
+
+def test_checks_flag_exactly_the_broken_items_and_redo_flagged_redoes_only_them(tmp_path: Path) -> None:
+    (tmp_path / "m.txt").write_text("\n".join(QUALITY_LINES) + "\n")
+    with quality_server() as server:
+        args = ("batch", "m.txt", "-d", "out", "--base-url", server.base_url, "--json", "--cache")
+        first = run(tmp_path, *args)
+        assert first.returncode == 0, first.stderr
+        rows = items(first)
+        flagged = {i: {flag["check"] for flag in row["flags"]} for i, row in rows.items() if row["flags"]}
+        assert set(flagged) == {2, 3, 4}
+        assert {"silence", "leading_silence"} <= flagged[2]
+        assert {"duration", "missing_words"} <= flagged[3]
+        assert flagged[4] == {"missing_words"}
+        skipped = next(f for f in rows[4]["flags"] if f["check"] == "missing_words")
+        assert skipped["value"] == 1 and "bravo" in skipped["reason"]
+        assert rows[2]["quality"]["silence_share"] == 1.0
+        assert rows[3]["quality"]["duration_ratio"] < 0.5
+        assert rows[1]["quality"]["missing_words"] == 0 and 2.0 < rows[1]["quality"]["words_per_s"] < 3.5
+        err = first.stderr.decode()
+        assert "3 flagged" in err
+        assert err.count("gradium: flagged: m.txt:") == 3 and "m.txt:4 (out/0004.wav): words without" in err
+        assert len(server.requests) == 6
+        kept = {name: (tmp_path / "out" / name).read_bytes() for name in ("0001.wav", "0005.wav", "0006.wav")}
+
+        # Only the three flagged items again, past the cache that holds all six.
+        redo = run(tmp_path, *args, "--redo-flagged")
+        assert redo.returncode == 0, redo.stderr
+        assert server.requests[6:] == QUALITY_LINES[1:4]
+        rows = items(redo)
+        assert {i for i, row in rows.items() if row["status"] == "done"} == {2, 3, 4}
+        assert not any(row["flags"] for row in rows.values())  # this time the server got them right
+        assert {name: (tmp_path / "out" / name).read_bytes() for name in kept} == kept
+
+        # Nothing is flagged now: a further --redo-flagged sends nothing.
+        again = run(tmp_path, *args, "--redo-flagged")
+        assert again.returncode == 0 and len(server.requests) == 9
+        assert {row["status"] for row in items(again).values()} == {"skipped"}
+
+
+def test_check_thresholds_can_be_set_and_checks_turned_off(tmp_path: Path) -> None:
+    (tmp_path / "m.txt").write_text(QUALITY_LINES[3] + "\n")
+    with quality_server() as server:
+        args = ("batch", "m.txt", "--base-url", server.base_url, "--json", "--force")
+        loose = run(tmp_path, *args, "-d", "a", "--check", "max_missing_words=1")
+        assert loose.returncode == 0, loose.stderr
+        assert items(loose)[1]["flags"] == []
+        off = run(tmp_path, *args, "-d", "b", "--no-checks")
+        assert items(off)[1]["flags"] is None and items(off)[1]["quality"] is None
+    for bad, message in (("colour=3", "--check expects NAME=VALUE"), ("silence_db=loud", "is not a number")):
+        result = run(tmp_path, "batch", "m.txt", "--local", "--check", bad)
+        assert result.returncode == 2 and message in result.stderr.decode()
+
+
+def test_cache_settings_are_checked_when_set(tmp_path: Path) -> None:
+    assert run(tmp_path, "config", "set", "cache", "on").returncode == 0
+    assert run(tmp_path, "config", "set", "cache-size", "2G").returncode == 0
+    for name, value, message in (("cache", "maybe", "cache must be on or off"), ("cache-size", "big", "a size")):
+        bad = run(tmp_path, "config", "set", name, value)
+        assert bad.returncode == 2 and message in bad.stderr.decode()
+    info = json.loads(run(tmp_path, "cache", "info", "--json").stdout)
+    assert info["enabled_by_default"] is True and info["max_bytes"] == 2 << 30
