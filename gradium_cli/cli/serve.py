@@ -44,6 +44,12 @@ def serve(
         ),
     ] = None,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line")] = False,
+    draft_ttl: Annotated[
+        float | None,
+        typer.Option(
+            "--draft-ttl", help="Seconds a designed draft voice lives unless promoted (default: 24 hours)", min=1
+        ),
+    ] = None,
     faults: Annotated[
         str | None,
         typer.Option(
@@ -72,6 +78,7 @@ def serve(
     from gradium_cli.server.workers import available_cores
 
     env = get_env()
+    drafts: dict[str, Any] = {} if draft_ttl is None else {"draft_ttl_s": draft_ttl}
     options = ServerOptions(
         data_dir=data_dir or default_data_dir(),
         api_key=api_key,
@@ -80,6 +87,7 @@ def serve(
         json_logs=json_logs,
         quiet=env.quiet,
         workers=workers or available_cores(),
+        **drafts,
         **parse_faults(faults),
     )
     try:

@@ -18,13 +18,14 @@ import uvicorn
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 
+from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
 from gradium_cli.server.rest import ROUTES
 from gradium_cli.server.state import ServerOptions, ServerState
 from gradium_cli.server.ws import tts_endpoint
 
 
 def create_app(options: ServerOptions) -> Starlette:
-    app = Starlette(routes=[WebSocketRoute("/api/speech/tts", tts_endpoint), *ROUTES])
+    app = Starlette(routes=[WebSocketRoute("/api/speech/tts", tts_endpoint), *DESIGNER_ROUTES, *ROUTES])
     app.state.gradium = ServerState(options)
     return app
 

@@ -12,6 +12,7 @@ from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.formats import format_names, lookup_format
 from gradium_cli.protocol.settings import padding_bonus_to_speed, validate_json_config
 from gradium_cli.server.catalog import DEFAULT_VOICE, CatalogVoice
+from gradium_cli.server.drafts import DRAFT_PREFIX
 from gradium_cli.server.engine import EngineVoice
 from gradium_cli.server.state import ServerState
 from gradium_cli.server.synth import RenderSettings
@@ -21,10 +22,11 @@ SUPPORTED_MODELS = ("default",)
 
 
 class SetupProblem(Exception):
-    def __init__(self, message: str, code: int = m.POLICY_VIOLATION) -> None:
+    def __init__(self, message: str, code: int = m.POLICY_VIOLATION, http_status: int = 500) -> None:
         super().__init__(message)
         self.message = message
         self.code = code
+        self.http_status = http_status  # REST: a missing draft is a 404 (§9), the rest a 500
 
 
 def voice_uid(voice: CatalogVoice | dict[str, Any]) -> str:
@@ -64,6 +66,10 @@ def resolve_settings(state: ServerState, setup: m.Setup) -> tuple[RenderSettings
 def _resolve_voice(state: ServerState, setup: m.Setup) -> CatalogVoice | dict[str, Any]:
     if setup.voice_id:
         voice = state.find_voice(setup.voice_id)
+        if voice is None and setup.voice_id.startswith(DRAFT_PREFIX):
+            raise SetupProblem(
+                f"voice_id '{setup.voice_id}' is not a ready draft: missing, expired or not ready yet", http_status=404
+            )
         if voice is None:
             raise SetupProblem(f"voice_id '{setup.voice_id}' not found")
         return voice

@@ -22,7 +22,7 @@ from starlette.routing import Route
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import analyse_sample
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
-from gradium_cli.server.state import ALLOCATED_CREDITS, ServerState
+from gradium_cli.server.state import ServerState
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import validate_dictionary_word
@@ -84,7 +84,11 @@ async def post_tts(request: Request) -> Response:
         setup = m.decode_client(json.dumps({**body, "type": "setup", "text": None}))
         assert isinstance(setup, m.Setup)
         settings, voice = resolve_settings(state, setup)
-    except (SetupProblem, m.MessageError) as exc:
+    except SetupProblem as exc:
+        if exc.http_status == 404:  # a draft voice that is missing or not ready (§9)
+            return detail(404, exc.message)
+        return PlainTextResponse(f"error from server {exc.code}: {exc.message}", status_code=500)
+    except m.MessageError as exc:
         return PlainTextResponse(f"error from server {exc.code}: {exc.message}", status_code=500)
     speaking_as = voice_uid(voice)
     only_audio = body.get("only_audio") is True
@@ -480,12 +484,13 @@ async def delete_dictionary(request: Request) -> Response:
 async def credits(request: Request) -> Response:
     if problem := _auth_problem(request):
         return detail(401, problem)
-    usage = _state(request).usage
+    state = _state(request)
+    usage, allocated = state.usage, state.options.allocated_credits
     today = datetime.now(timezone.utc)
     return JSONResponse(
         {
-            "remaining_credits": max(0, ALLOCATED_CREDITS - usage.consumed_credits),
-            "allocated_credits": ALLOCATED_CREDITS,
+            "remaining_credits": max(0, allocated - usage.consumed_credits),
+            "allocated_credits": allocated,
             "billing_period": today.strftime("%m-%Y"),
             "next_rollover_date": None,
             "plan_name": "local",

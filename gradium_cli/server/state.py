@@ -15,6 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from gradium_cli.server.catalog import Catalog, CatalogVoice, derive_engine_voice
+from gradium_cli.server.drafts import (
+    DEFAULT_DRAFT_READY_S,
+    DEFAULT_DRAFT_TTL_S,
+    MAX_LIVE_DRAFTS,
+    Drafts,
+    DraftSettings,
+    is_ready,
+)
 from gradium_cli.server.engine import EngineVoice, SpeechEngine, get_engine
 from gradium_cli.server.store import Store
 
@@ -47,6 +55,11 @@ class ServerOptions:
     drop_after_chunks: int | None = None
     drop_probability: float = 1.0
     fault_seed: int = 0
+    allocated_credits: int = ALLOCATED_CREDITS
+    # Voice designer drafts (server/drafts.py): lifetime, delay before they are ready, how many may live.
+    draft_ttl_s: float = DEFAULT_DRAFT_TTL_S
+    draft_ready_s: float = DEFAULT_DRAFT_READY_S
+    max_live_drafts: int = MAX_LIVE_DRAFTS  # a flood of generate calls must not grow the drafts file forever
 
 
 @dataclass
@@ -81,6 +94,8 @@ class ServerState:
             self.engine = EnginePool(options.workers)
         self.catalog = Catalog(self.engine)
         self.store = Store(options.data_dir)
+        drafts = DraftSettings(options.draft_ttl_s, options.draft_ready_s)
+        self.drafts = Drafts(options.data_dir / "voice-drafts.json", drafts)
         self.usage = Usage()
         self.tokens: dict[str, float] = {}  # single-use browser tokens → expiry
         self.voices_in_use: dict[str, int] = {}
@@ -150,7 +165,11 @@ class ServerState:
     # ---------------------------------------------------------------- voices
 
     def find_voice(self, uid: str) -> CatalogVoice | dict[str, Any] | None:
-        return self.catalog.by_uid.get(uid) or self.store.voices.get(uid)
+        """A catalog voice, a custom voice or a ready draft (`vox_emb_…`) by id."""
+        found = self.catalog.by_uid.get(uid) or self.store.voices.get(uid)
+        if found is None and (draft := self.drafts.get(uid)) is not None and is_ready(draft):
+            return draft
+        return found
 
     def find_voice_by_name(self, name: str) -> CatalogVoice | dict[str, Any] | None:
         lowered = name.lower()
@@ -162,6 +181,8 @@ class ServerState:
     def engine_voice(self, voice: CatalogVoice | dict[str, Any]) -> EngineVoice:
         if isinstance(voice, CatalogVoice):
             return voice.engine_voice
+        if "engine_voice" in voice:  # a draft, or a voice promoted from one: exactly the draft's voice
+            return EngineVoice(**voice["engine_voice"])
         base = self.catalog.base_voice_for(voice.get("language"))
         return derive_engine_voice(voice["uid"], base, voice.get("pitch_hz"))
 
