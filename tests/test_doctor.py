@@ -27,7 +27,17 @@ def test_all_essential_checks_pass(tmp_path: Path, server_factory) -> None:
     done = gradium(tmp_path, "doctor", env=env)
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
     checks = lines_by_check(done.stdout)
-    assert list(checks) == ["config", "api key", "server", "websocket", "audio", "espeak-ng", "python", "packages"]
+    assert list(checks) == [
+        "config",
+        "api key",
+        "server",
+        "websocket",
+        "command",
+        "audio",
+        "espeak-ng",
+        "python",
+        "packages",
+    ]
     assert checks["config"].startswith("✓ config") and "not created yet" in checks["config"]
     assert checks["api key"].endswith("gsk_…7d11 (from env)")
     assert f"{server.base_url} answered in" in checks["server"] and "key accepted" in checks["server"]

@@ -107,7 +107,7 @@ def test_dictionary_cycle_create_list_say_update_delete(serve_process: ServeProc
 def test_pronounce_test_writes_both_versions(cli: Cli, tmp_path: Path) -> None:
     cli.ok("pronounce", "create", "Brands")
     cli.ok("pronounce", "add", "Brands", "Gradium", "gray dee um")
-    result = cli.ok("pronounce", "test", "Brands", TEXT, "-o", "ab", "--json")
+    result = cli.ok("pronounce", "test", "Brands", TEXT, "--out-dir", "ab", "--json")
     a, b = tmp_path / "ab" / "without.wav", tmp_path / "ab" / "with.wav"
     assert seconds(b) > seconds(a) + 0.08
     report = json.loads(result.stdout)
@@ -126,17 +126,45 @@ def test_pronounce_test_writes_both_versions(cli: Cli, tmp_path: Path) -> None:
         (
             [],
             "pronounce test plays both versions on a terminal (when piped or scripted, write them with "
-            "-o DIR or --a FILE --b FILE)",
+            "-o FILE, --out-dir DIR or --a FILE --b FILE)",
             2,
         ),
         (["--a", "only.wav"], "--a and --b go together: one file for each version", 2),
-        (["-o", "ab"], "ab/without.wav exists (use --force to replace it)", 9),
-        (["-o", "d", "--a", "p.wav", "--b", "q.wav"], "give -o DIR or --a FILE --b FILE, not both", 2),
+        (["--out-dir", "ab"], "ab/without.wav exists (use --force to replace it)", 9),
+        (
+            ["--out-dir", "d", "--a", "p.wav", "--b", "q.wav"],
+            "give one of -o FILE, --out-dir DIR or --a FILE --b FILE",
+            2,
+        ),
+        (["-o", "ab"], "pronounce test writes two files (ab is a directory) (use -o NAME.wav or --out-dir DIR)", 2),
+        (["-o", "-"], "pronounce test writes two files (stdout) (use -o NAME.wav or --out-dir DIR)", 2),
+        (["-o", "x.wav", "--out-dir", "d"], "give one of -o FILE, --out-dir DIR or --a FILE --b FILE", 2),
     ):
         bad = cli("pronounce", "test", "Brands", TEXT, *args)
         assert bad.returncode == code, (args, bad.stderr)
         assert one_line_error(bad) == f"gradium: error: {message}"
     assert not (tmp_path / "only.wav").exists()
+    assert not (tmp_path / "d").exists() and not list(tmp_path.glob("x.[AB].*"))
+
+
+def test_pronounce_test_output_file_writes_a_and_b_beside_it(cli: Cli, tmp_path: Path) -> None:
+    """`-o ab.wav` used to create a directory `ab.wav/`: now ab.A.wav (without) and ab.B.wav (with)."""
+    cli.ok("pronounce", "create", "Brands")
+    cli.ok("pronounce", "add", "Brands", "Gradium", "gray dee um")
+    report = json.loads(cli.ok("pronounce", "test", "Brands", TEXT, "-o", "ab.wav", "--json").stdout)
+    a, b = tmp_path / "ab.A.wav", tmp_path / "ab.B.wav"
+    assert not (tmp_path / "ab.wav").exists()
+    assert report["a"]["output"] == "ab.A.wav" and report["b"]["output"] == "ab.B.wav"
+    assert seconds(b) > seconds(a) + 0.08  # B has the longer pronunciation
+    # No extension: the format's; the same name again needs --force.
+    cli.ok("pronounce", "test", "Brands", TEXT, "-o", "take", "-F", "pcm")
+    assert (tmp_path / "take.A.pcm").stat().st_size > 0 and (tmp_path / "take.B.pcm").stat().st_size > 0
+    again = cli("pronounce", "test", "Brands", TEXT, "-o", "ab.wav")
+    assert again.returncode == 9 and one_line_error(again) == (
+        "gradium: error: ab.A.wav exists (use --force to replace it)"
+    )
+    help_text = cli.ok("pronounce", "test", "--help").stdout.decode()
+    assert "ab.A.wav and ab.B.wav" in " ".join(help_text.split())
 
 
 # ------------------------------------------------------------------------------- import and export

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradium_cli.audio.pipe_encode import EncodedPipeSink
 from gradium_cli.audio.sinks import DeviceSink, EncodeSink, FileSink, PipeSink, Sink
 from gradium_cli.errors import OutputError, UsageError
 from gradium_cli.protocol.formats import FORMATS, OutputFormat, format_names, lookup_format
@@ -36,17 +37,44 @@ class OutputPlan:
     encode_locally: bool = False  # decode wire PCM here and write the file with libsndfile
     pipe: bool = False
     play: bool = False
+    local_format: str | None = None  # flac or mp3 asked for by name (-F), whatever the file's extension
 
     @property
     def extension(self) -> str:
+        """The libsndfile encoding (sinks.LOCAL_ENCODINGS key) of a locally encoded output."""
+        if self.local_format:
+            return self.local_format
         return self.file.suffix.lower().lstrip(".") if self.file else ""
 
 
 def _format(name: str) -> OutputFormat:
     fmt = lookup_format(name)
     if fmt is None:
-        raise UsageError(f"unknown format '{name}' (choose from {', '.join(format_names())})")
+        raise UsageError(f"unknown format '{name}' (choose from {', '.join([*format_names(), *LOCALLY_ENCODED])})")
     return fmt
+
+
+def known_extension(path: Path) -> bool:
+    """Whether the file's extension alone says which format to write."""
+    extension = path.suffix.lower().lstrip(".")
+    return extension in EXTENSION_FORMATS or extension in LOCALLY_ENCODED
+
+
+def _check_agreement(format_name: str, path: Path) -> None:
+    """-F and a known extension must say the same thing: `-F wav -o x.ogg` would write WAV into .ogg."""
+    extension = path.suffix.lower().lstrip(".")
+    if not known_extension(path):
+        return  # `-o clip.bin -F pcm_16000`: the extension claims nothing
+    if extension in LOCALLY_ENCODED or format_name in LOCALLY_ENCODED:
+        agrees, holds = format_name == extension, extension
+    else:
+        wanted, named = _format(format_name), FORMATS[EXTENSION_FORMATS[extension]]
+        agrees, holds = (wanted.encoding, wanted.container) == (named.encoding, named.container), named.name
+    if not agrees:
+        raise UsageError(
+            f"-F/--format {format_name} does not match the file name {path} (a .{extension} file holds {holds})",
+            hint="change the extension or drop -F",
+        )
 
 
 def _configured_pipe_format() -> str:
@@ -67,7 +95,8 @@ def plan_output(
     decodable: bool = False,
 ) -> OutputPlan:
     """Where audio goes. `decodable` asks for a wire format this client can decode."""
-    if format_name is not None:
+    local = format_name if format_name in LOCALLY_ENCODED else None
+    if format_name is not None and not local:
         _format(format_name)
     if output is None:
         if env.stdout_isatty:
@@ -79,6 +108,8 @@ def plan_output(
                 "refusing to write binary audio to a terminal",
                 hint="redirect stdout, or use -o FILE",
             )
+        if local:  # encoded here from PCM, then written to stdout
+            return OutputPlan(FORMATS[PLAYBACK_FORMAT], pipe=True, play=play, encode_locally=True, local_format=local)
         wire = _format(format_name or _configured_pipe_format())
         if play and wire.encoding == "opus":
             raise UsageError("cannot play Opus while piping it; pick --format pcm or wav")
@@ -89,15 +120,17 @@ def plan_output(
         raise OutputError(f"{path} is a directory")
     if path.exists() and not force:
         raise OutputError(f"{path} exists", hint="use --force to replace it")
-    if format_name is None and extension not in EXTENSION_FORMATS and extension not in LOCALLY_ENCODED:
+    if format_name is None and not known_extension(path):
         known = ", ".join(f".{e}" for e in (*EXTENSION_FORMATS, *LOCALLY_ENCODED))
-        raise UsageError(f"unknown output extension '.{extension}' (use {known}, or --format)")
+        what = f"unknown output extension '.{extension}' in {path}" if extension else f"{path} has no extension"
+        raise UsageError(f"{what}: cannot tell which format to write (use {known}, or -F/--format FORMAT)")
     if format_name is not None:
-        wire = _format(format_name)
-    elif extension in LOCALLY_ENCODED:
-        return OutputPlan(FORMATS[PLAYBACK_FORMAT], file=path, encode_locally=True, play=play)
-    else:
-        wire = FORMATS[EXTENSION_FORMATS[extension]]
+        _check_agreement(format_name, path)
+    if local or (format_name is None and extension in LOCALLY_ENCODED):
+        return OutputPlan(
+            FORMATS[PLAYBACK_FORMAT], file=path, encode_locally=True, play=play, local_format=local or extension
+        )
+    wire = _format(format_name) if format_name is not None else FORMATS[EXTENSION_FORMATS[extension]]
     if wire.encoding == "opus" and (play or decodable):
         return OutputPlan(FORMATS[PLAYBACK_FORMAT], file=path, encode_locally=True, play=play)
     return OutputPlan(wire, file=path, play=play)
@@ -111,8 +144,10 @@ def open_sinks(plan: OutputPlan, env: Env, device: str | None) -> list[Sink]:
                 sinks.append(EncodeSink(plan.file, plan.wire, plan.extension))
             else:
                 sinks.append(FileSink(plan.file, plan.wire))
-        if plan.pipe:
-            sinks.append(PipeSink(env.stdout))
+        if plan.pipe and plan.encode_locally:
+            sinks.append(EncodedPipeSink(env.stdout, plan.wire, plan.extension))
+        elif plan.pipe:
+            sinks.append(PipeSink(env.stdout, wav=plan.wire.container == "wav"))
         if plan.play:
             sinks.append(DeviceSink(plan.wire, device))
     except BaseException:

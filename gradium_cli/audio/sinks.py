@@ -66,20 +66,77 @@ class FileSink:
 
 
 class PipeSink:
-    """Bytes to stdout as they arrive, so `| aplay` or `| ffplay -` start at once."""
+    """Bytes to stdout as they arrive, so `| aplay` or `| ffplay -` start at once.
 
-    def __init__(self, stream: BinaryIO) -> None:
+    A streamed WAV header says "until end of file" (0xFFFFFFFF): right for a pipe,
+    but when stdout is a regular file (`say -o - > hello.wav`) that file would keep
+    those sizes, so at the end they are patched in place, as FileSink does.
+    """
+
+    def __init__(self, stream: BinaryIO, *, wav: bool = False) -> None:
         self.stream = stream
+        self.header_at = seekable_position(stream) if wav else None
+        self.header = b""
+        self.bytes_written = 0
 
     def write(self, data: bytes) -> None:
+        if self.header_at is not None and len(self.header) < WAV_HEADER_BYTES:
+            self.header += data[: WAV_HEADER_BYTES - len(self.header)]
         self.stream.write(data)
+        self.bytes_written += len(data)
         self.stream.flush()
 
     def close(self) -> None:
+        sizes = wav_sizes(self.header, self.bytes_written) if self.header_at is not None else None
+        if sizes is not None and self.header_at is not None:
+            riff, data = sizes
+            self.stream.flush()
+            self.stream.seek(self.header_at + 4)
+            self.stream.write(riff)
+            self.stream.seek(self.header_at + 40)
+            self.stream.write(data)
+            self.stream.seek(0, io.SEEK_END)
         self.stream.flush()
 
     def abort(self) -> None:
         pass
+
+
+def seekable_position(stream: BinaryIO) -> int | None:
+    """Where the next byte goes, when `stream` is a regular file we may rewrite; else None.
+
+    A file opened for appending (`>> log.wav`) is not: every write goes to its end.
+    """
+    import os
+    import stat
+
+    try:
+        fd = stream.fileno()
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return None
+        import fcntl
+
+        if fcntl.fcntl(fd, fcntl.F_GETFL) & os.O_APPEND:
+            return None
+        return stream.tell() if stream.seekable() else None
+    except (OSError, ValueError, AttributeError, ImportError):
+        return None
+
+
+def wav_sizes(header: bytes, total_bytes: int) -> tuple[bytes, bytes] | None:
+    """The RIFF and data size fields for a streamed WAV of `total_bytes`, or None when it needs none.
+
+    None when the header is not a plain streamed one, or when the sizes do not fit
+    a RIFF header (over 4 GiB): then "until end of file" stays, which readers accept.
+    """
+    if len(header) < WAV_HEADER_BYTES or header[:4] != b"RIFF" or header[36:40] != b"data":
+        return None
+    if struct.unpack_from("<I", header, 40)[0] not in (WAV_STREAMING_SIZE, 0):
+        return None
+    data_bytes = total_bytes - WAV_HEADER_BYTES
+    if 36 + data_bytes > WAV_STREAMING_SIZE - 1:
+        return None
+    return struct.pack("<I", 36 + data_bytes), struct.pack("<I", data_bytes)
 
 
 class DeviceSink:

@@ -10,7 +10,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradium_cli.errors import UsageError
+from gradium_cli.errors import OutputError, UsageError
 
 TIMESTAMP_EXTENSIONS = (".json", ".jsonl", ".srt", ".vtt")
 MAX_CUE_WORDS = 8
@@ -24,9 +24,17 @@ class Word:
     stop_s: float
 
 
-def check_timestamps_path(path: Path) -> None:
+def check_timestamps_path(path: Path, *, force: bool) -> None:
+    """Before any synthesis: the same rules as the audio file (--force to replace; a place we can write)."""
+    from gradium_cli.audio.atomic import AtomicFile
+
     if path.suffix.lower() not in TIMESTAMP_EXTENSIONS:
         raise UsageError(f"unknown timestamps extension '{path.suffix}' (use {', '.join(TIMESTAMP_EXTENSIONS)})")
+    if path.is_dir():
+        raise OutputError(f"{path} is a directory")
+    if path.exists() and not force:
+        raise OutputError(f"{path} exists", hint="use --force to replace it")
+    AtomicFile(path).abort()  # an unwritable place fails now, not after the audio is made
 
 
 def cues(words: list[Word]) -> list[tuple[float, float, str]]:

@@ -27,4 +27,6 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("config", "config_cmd", "config_app", "Read and write settings in the config file"),
     CommandEntry("cache", "cache", "cache_app", "The request cache: its size, and emptying it"),
     CommandEntry("auth", "auth", "auth_app", "Log in with an API key, see status and credits, log out"),
+    CommandEntry("tts", "tts", "tts", "The gradium SDK's `gradium tts TEXT -o FILE` form"),
+    CommandEntry("stt", "tts", "stt_app", "Speech-to-text is the SDK's: says how to run it"),
 )

@@ -7,6 +7,7 @@ import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from gradium_cli.backend import BackendOptions, open_backend
@@ -164,6 +165,33 @@ def check_engine(essential: bool) -> Check:
     return Check("espeak-ng", "ok", detail, essential=essential)
 
 
+def is_this_tool(script: Path) -> bool:
+    """Whether a console script runs gradium-cli (pip writes its entry point into the script)."""
+    try:
+        with script.open("rb") as handle:
+            return b"gradium_cli" in handle.read(4096)
+    except OSError:
+        return False
+
+
+def check_command() -> Check:
+    """Which `gradium` a shell runs: the gradium SDK installs one too, and the last installed wins."""
+    import shutil
+
+    found = shutil.which("gradium")
+    if found is None:
+        return Check("command", "warn", "no `gradium` on PATH; `gradium-cli` runs this tool", essential=False)
+    if is_this_tool(Path(found)):
+        return Check("command", "ok", f"`gradium` on PATH is this tool ({found})", essential=False)
+    return Check(
+        "command",
+        "warn",
+        f"`gradium` on PATH ({found}) is not this tool (the gradium SDK's?): run `gradium-cli`, or reinstall "
+        "this tool after the SDK (pip install --force-reinstall --no-deps gradium-cli)",
+        essential=False,
+    )
+
+
 def check_versions() -> list[Check]:
     from importlib import metadata
 
@@ -193,6 +221,7 @@ async def diagnose(options: BackendOptions) -> list[Check]:
                     checks.append(await check_websocket(endpoint, voice))
         except GradiumError as error:
             checks.append(Check("server", "fail", error.message, exit_code=error.exit_code))
+    checks.append(check_command())
     checks.append(check_audio())
     checks.append(check_engine(essential=not remote))
     checks.extend(check_versions())

@@ -449,9 +449,15 @@ def test_dictionary(
     dictionary: DictOpt,
     text: Annotated[str, typer.Argument(help="Text to speak both ways (- for stdin)", show_default=False)],
     voice: o.VoiceOpt = None,
+    output: Annotated[
+        str | None,
+        typer.Option(
+            "--output", "-o", help="Write FILE's two versions beside it: -o ab.wav writes ab.A.wav and ab.B.wav"
+        ),
+    ] = None,
     out_dir: Annotated[
         Path | None,
-        typer.Option("--output-dir", "-o", help="Write DIR/without.wav and DIR/with.wav instead of playing"),
+        typer.Option("--out-dir", help="Write DIR/without.wav (A) and DIR/with.wav (B) instead of playing"),
     ] = None,
     a_file: Annotated[str | None, typer.Option("--a", help="File for version A, without the dictionary")] = None,
     b_file: Annotated[str | None, typer.Option("--b", help="File for version B, with the dictionary")] = None,
@@ -466,30 +472,38 @@ def test_dictionary(
 
     \b
     gradium pronounce test Brands "Welcome to Gradium"
-    gradium pronounce test Brands "Welcome to Gradium" -o ab/
+    gradium pronounce test Brands "Welcome to Gradium" -o ab.wav     # ab.A.wav, ab.B.wav
+    gradium pronounce test Brands "Welcome to Gradium" --out-dir ab  # ab/without.wav, ab/with.wav
     gradium pronounce test Brands "Welcome to Gradium" --a plain.wav --b brands.wav
     """
     from gradium_cli.ui.textinput import read_text
 
     env = get_env()
     sentence = guard(lambda: read_text(text, None, env))
-    outputs = guard(lambda: _ab_outputs(out_dir, a_file, b_file, format, force))
+    outputs = guard(lambda: _ab_outputs(output, out_dir, a_file, b_file, format, force))
     result = run(_ab_test(backend, dictionary, sentence, voice, outputs, format, device, force))
     if json_out or env.json:
         print(json.dumps(result, ensure_ascii=False), file=sys.stdout, flush=True)
 
 
 def _ab_outputs(
-    out_dir: Path | None, a_file: str | None, b_file: str | None, fmt: str | None, force: bool
+    output: str | None, out_dir: Path | None, a_file: str | None, b_file: str | None, fmt: str | None, force: bool
 ) -> tuple[str | None, str | None]:
     """Where A and B go: two files, or (None, None) to play them."""
     env = get_env()
-    if out_dir is not None and (a_file or b_file):
-        raise UsageError("give -o DIR or --a FILE --b FILE, not both")
+    if sum(given is not None for given in (output, out_dir, a_file or b_file or None)) > 1:
+        raise UsageError("give one of -o FILE, --out-dir DIR or --a FILE --b FILE")
     if bool(a_file) != bool(b_file):
         raise UsageError("--a and --b go together: one file for each version")
-    if out_dir is not None:
-        extension = FILE_EXTENSIONS.get(fmt or "wav", "pcm" if (fmt or "").startswith("pcm") else "wav")
+    extension = FILE_EXTENSIONS.get(fmt or "wav", "pcm" if (fmt or "").startswith("pcm") else fmt or "wav")
+    if output is not None:
+        named = Path(output)
+        if output == "-" or named.is_dir():
+            what = "stdout" if output == "-" else f"{output} is a directory"
+            raise UsageError(f"pronounce test writes two files ({what})", hint="use -o NAME.wav or --out-dir DIR")
+        suffix = named.suffix or f".{extension}"
+        a_file, b_file = (str(named.with_name(f"{named.stem}.{label}{suffix}")) for label in "AB")
+    elif out_dir is not None:
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -507,7 +521,7 @@ def _ab_outputs(
     if not env.stdout_isatty:
         raise UsageError(
             "pronounce test plays both versions on a terminal",
-            hint="when piped or scripted, write them with -o DIR or --a FILE --b FILE",
+            hint="when piped or scripted, write them with -o FILE, --out-dir DIR or --a FILE --b FILE",
         )
     return None, None
 

@@ -52,15 +52,11 @@ def say(
     from gradium_cli.cli.say_core import SayRequest, speak
 
     env = get_env()
-    if (
-        output is not None
-        and output != "-"
-        and Path(output).exists()
-        and not force
-        and env.stdin_isatty
-        and env.stderr_isatty
-    ):
-        force = typer.confirm(f"{output} exists. Replace it?", default=False, err=True)
+    existing = [str(path) for path in (output, timestamps) if path not in (None, "-") and Path(path).exists()]
+    if existing and not force and env.stdin_isatty and env.stderr_isatty:
+        many = len(existing) > 1
+        question = f"{' and '.join(existing)} exist{'' if many else 's'}. Replace {'them' if many else 'it'}?"
+        force = typer.confirm(question, default=False, err=True)
         if not force:
             raise typer.Exit(int(ExitCode.OUTPUT))
     request = SayRequest(

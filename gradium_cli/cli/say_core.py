@@ -57,7 +57,7 @@ async def speak(request: SayRequest) -> dict[str, Any]:
     env = get_env()
     text = read_text(request.text, request.file, env)
     if request.timestamps is not None:
-        check_timestamps_path(request.timestamps)
+        check_timestamps_path(request.timestamps, force=request.force)
     json_config(request.voice)  # bad voice settings fail before any connection
     chunks = split_long_text(text)
     plan = plan_output(

@@ -65,7 +65,7 @@ class _Interrupts:
 async def stream(request: StreamRequest) -> dict[str, Any]:
     env = get_env()
     if request.timestamps is not None:
-        check_timestamps_path(request.timestamps)
+        check_timestamps_path(request.timestamps, force=request.force)
     json_config(request.voice)
     if request.interactive and not env.stdin_isatty:
         raise UsageError("--interactive needs a terminal on stdin")
