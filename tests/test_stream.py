@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +85,94 @@ def test_blank_line_flushes_before_more_text(tmp_path: Path, realtime_server: Ru
     early_words = [w["text"] for w in kinds(events, "word") if w["t"] < more["input_t"]]
     assert early_words == ["No", "sentence", "end", "here"]
     assert any(flush["t"] < a["t"] < more["input_t"] for a in kinds(events, "audio"))
+
+
+class LiveStream:
+    """`gradium stream --json` with the test as its producer: input written once the
+    request is ready, and each event stamped on this clock as it arrives."""
+
+    def __init__(self, tmp_path: Path, server: RunningServer, *args: str) -> None:
+        self.proc = subprocess.Popen(
+            [gradium_exe(), "stream", "--base-url", server.base_url, "--json", "-o", "out.pcm", *args],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=isolated_env(tmp_path),
+            cwd=tmp_path,
+        )
+        self.events: list[dict[str, Any]] = []
+        self._arrivals: queue.Queue[tuple[float, dict[str, Any]] | None] = queue.Queue()
+        threading.Thread(target=self._read, daemon=True).start()
+        self.until(lambda e: e["event"] == "ready", timeout=30)
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._arrivals.put((time.monotonic(), json.loads(line)))
+        self._arrivals.put(None)
+
+    def write(self, text: str) -> float:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+        return time.monotonic()
+
+    def until(self, done: Callable[[dict[str, Any]], bool], timeout: float = 5) -> float:
+        """Wait for an event satisfying `done`; when it arrived."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                item = self._arrivals.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                self.proc.kill()
+                raise AssertionError(f"no such event within {timeout} s; got {self.events}") from None
+            assert item is not None, f"the stream ended first; got {self.events}"
+            arrived, event = item
+            self.events.append(event)
+            if done(event):
+                return arrived
+
+    def finish(self) -> list[dict[str, Any]]:
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        assert self.proc.wait(30) == 0, self.proc.stderr.read().decode() if self.proc.stderr else ""
+        while (item := self._arrivals.get(timeout=5)) is not None:
+            self.events.append(item[1])
+        return self.events
+
+
+def test_line_end_puts_its_last_word_on_the_wire_at_once(tmp_path: Path, local_server: RunningServer) -> None:
+    # No idle flush: only the newline tells the client that "now." is complete.
+    stream = LiveStream(tmp_path, local_server, "--flush-after", "0")
+    newline_at = stream.write("This line should be spoken now.\n")
+    sent_at = stream.until(lambda e: e["event"] == "text")
+    assert stream.events[-1]["text"] == "This line should be spoken now."  # the whole line, last word included
+    assert sent_at - newline_at <= 0.05
+    # The sentence ended with its message: the server speaks it without waiting for more.
+    heard_at = stream.until(lambda e: e["event"] == "audio" and e["stop_s"] > e["start_s"])
+    stream.until(lambda e: e["event"] == "word" and e["text"] == "now.")
+    assert heard_at - newline_at < 3.0
+    time.sleep(max(0.0, newline_at + 3.0 - time.monotonic()))
+    stream.write("Later line.\n")
+    events = stream.finish()
+    assert [e["text"] for e in kinds(events, "text")] == ["This line should be spoken now.", "Later line."]
+    assert not kinds(events, "flush")
+
+
+def test_default_idle_flush_speaks_an_unfinished_line_within_a_second(
+    tmp_path: Path, local_server: RunningServer
+) -> None:
+    # Four words and no sentence end: the server waits for more; the idle flush does not.
+    stream = LiveStream(tmp_path, local_server)
+    newline_at = stream.write("No end in sight\n")
+    flushed_at = stream.until(lambda e: e["event"] == "flush")
+    heard_at = stream.until(lambda e: e["event"] == "audio" and e["stop_s"] > e["start_s"])
+    stream.until(lambda e: e["event"] == "word" and e["text"] == "sight")
+    spoken_at = time.monotonic()
+    assert flushed_at - newline_at >= 0.45
+    assert heard_at - newline_at < 1.0 and spoken_at - newline_at < 1.0
+    events = stream.finish()
+    assert [w["text"] for w in kinds(events, "word")] == ["No", "end", "in", "sight"]
 
 
 def test_word_split_across_writes_is_joined(tmp_path: Path, realtime_server: RunningServer) -> None:
@@ -165,6 +256,7 @@ def test_non_utf8_input(tmp_path: Path, local_server: RunningServer) -> None:
 @pytest.mark.parametrize("mode", ["drain", "discard"])
 def test_ctrl_c(tmp_path: Path, realtime_server: RunningServer, mode: str) -> None:
     env = isolated_env(tmp_path)
+    started = time.monotonic()
     feeder = subprocess.Popen(
         [sys.executable, "-c", producer("Interrupt me while I am still talking. More", 30.0)],
         stdout=subprocess.PIPE,
@@ -192,12 +284,16 @@ def test_ctrl_c(tmp_path: Path, realtime_server: RunningServer, mode: str) -> No
     for line in proc.stdout:  # wait until audio flows
         if json.loads(line)["event"] == "audio":
             break
+    # The first sentence is heard while the producer sleeps, not after its 30 s.
+    first_audio_s = time.monotonic() - started
+    assert first_audio_s < 10
     proc.send_signal(signal.SIGINT)
     start = time.monotonic()
-    _, stderr = proc.communicate(timeout=60)
+    _, stderr = proc.communicate(timeout=20)
     feeder.kill()
     assert proc.returncode == 130
-    assert time.monotonic() - start < 60
+    # Draining is bounded by the audio requested (about 3 s at real time), not by the producer.
+    assert time.monotonic() - start < 8
     if mode == "drain":
         assert stderr.decode().splitlines()[-1] == "gradium: interrupted: the audio requested so far was kept"
         info = sf.info(str(tmp_path / "i.wav"))

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from gradium_cli.voice_settings import VoiceOptions
 
 
+# Quiet input for this long means the producer paused (an LLM's tokens come every
+# 20-50 ms, a log line all at once), so what came is spoken; see bench/README.md.
+DEFAULT_FLUSH_AFTER_S = 0.5
+
+
 class OnInterrupt(str, Enum):
     drain = "drain"
     discard = "discard"
@@ -32,8 +37,15 @@ def stream(
         bool, typer.Option("--interactive", "-i", help="Type lines; Enter speaks each line")
     ] = False,
     flush_after: Annotated[
-        float | None, typer.Option("--flush-after", help="Flush after SECONDS of idle input", min=0.05)
-    ] = None,
+        float,
+        typer.Option(
+            "--flush-after",
+            metavar="SECONDS",
+            help="When input is quiet this long, flush: what was received is heard now, at the cost of"
+            " prosody that can break mid-sentence (0: never)",
+            min=0,
+        ),
+    ] = DEFAULT_FLUSH_AFTER_S,
     on_interrupt: Annotated[
         OnInterrupt, typer.Option("--on-interrupt", help="On Ctrl-C: drain (finish what was sent) or discard")
     ] = OnInterrupt.drain,
@@ -47,7 +59,7 @@ def stream(
 ) -> None:
     """Speak text as it arrives on stdin: words go out as soon as they are complete.
 
-    A blank line (or --flush-after idle seconds) flushes: the audio for everything so far comes out at once.
+    A blank line, or input quiet for --flush-after seconds, flushes: the audio for everything so far comes out at once.
     End of input ends the stream. Ctrl-C stops cleanly.
 
     \b
@@ -69,7 +81,7 @@ def stream(
         voice=voice_options,
         backend=backend,
         interactive=interactive,
-        flush_after=flush_after,
+        flush_after=flush_after or None,
         on_interrupt=on_interrupt.value,
         live=live,
         json_events=json_out or env.json,

@@ -17,6 +17,7 @@ MAX_CHARS_PER_REQUEST = 1500
 
 _SENTENCE_END = re.compile(r"(?<=[.!?…。！？])[\"'”’)\]]*\s+")
 _CLAUSE_END = re.compile(r"(?<=[,;:—])\s+")
+_LAST_SPACE = re.compile(r"\s+(?=\S*\Z)")
 _PUNCTUATION_START = re.compile(r"^[^\w\s<\[(\"'“‘¿¡#@$€£+-]")
 
 
@@ -80,14 +81,20 @@ class StreamSplitter:
 
     def feed(self, fragment: str) -> list[str]:
         self._pending += fragment
-        # Only text followed by whitespace is known to end on a word boundary.
-        match = re.search(r"\s+(?=\S*$)", self._pending)
+        # Only text followed by whitespace is known to end on a word boundary. `\Z`,
+        # not `$`: `$` also matches before a trailing newline, which would hold the
+        # last word of every line until the next input arrives.
+        match = _LAST_SPACE.search(self._pending)
         if match is None:
             return []
         ready, rest = self._pending[: match.start()], self._pending[match.end() :]
-        # Punctuation that starts the next fragment belongs to the word before it.
         if rest and _starts_with_punctuation(rest):
-            return []
+            # Punctuation that starts the next fragment belongs to the word before
+            # it, so that word waits with it; everything before it is complete.
+            before = _LAST_SPACE.search(ready)
+            if before is None:
+                return []
+            ready, rest = ready[: before.start()], f"{ready[before.end() :]} {rest}"
         self._pending = rest
         return self._emit(ready)
 

@@ -25,15 +25,27 @@ from gradium_cli.server.engine import EngineVoice, SpeechEngine, Synthesis
 from gradium_cli.server.textprep import DictionaryRule, Pause, SpokenWord, prepare
 
 _SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*$")
-# Past this many unspoken words the buffer speaks all but the last few, so audio
-# keeps flowing for text that has no sentence ends (an LLM's run-on list).
-MAX_LAG_WORDS = 16
-LAG_WORDS = 4
+_CLAUSE_END = re.compile(r"[,;:—–][\"'”’)\]]*$")
+# Text without sentence or clause ends is spoken in units of at most this many
+# words, so audio lags at most a few words behind it (the hosted model's "a few").
+MAX_UNIT_WORDS = 5
+# A `<break ...>` tag spans at most this many tokens (textprep._BREAK_MAX_TOKENS):
+# an unterminated "<break" must not hold back the rest of the text.
+_TAG_MAX_TOKENS = 6
 
 
 @dataclass
 class TextBuffer:
-    """Pending words of one request and the policy for when to speak them."""
+    """Pending words of one request and the policy for when to speak them.
+
+    Units end at sentence ends, clause ends (`,` `;` `:` dashes), every
+    MAX_UNIT_WORDS words in between, and at `<flush>`. Each rule looks only at
+    the tokens themselves, never at how they were split into messages: a text
+    sent whole or word by word is cut into the same units, so it is spoken with
+    the same words and timestamps. A token is complete when its message arrives
+    (messages are joined with a space), so a unit is released as soon as the
+    message holding its last token does.
+    """
 
     tokens: list[str] = field(default_factory=list)
     total_chars: int = 0
@@ -46,55 +58,40 @@ class TextBuffer:
     def take(self, final: bool) -> list[tuple[str, bool]]:
         """Units ready to speak now, as (text, flush) pairs; flush pads the last chunk.
 
-        One unit per sentence, so the first sentence's audio goes out while the
-        next is still being synthesised: time to first audio does not grow with
-        the length of the text.
+        Small units also mean the first unit's audio goes out while the next is
+        still being synthesised: time to first audio does not grow with the text.
         """
         units: list[tuple[str, bool]] = []
-        while FLUSH_TAG in self.tokens:
-            index = self.tokens.index(FLUSH_TAG)
-            units += self._sentence_units(self.tokens[:index], flush=True)
-            del self.tokens[: index + 1]
-        cut = self._cut_point()
-        if cut:
-            units += self._sentence_units(self.tokens[:cut], flush=False)
-            del self.tokens[:cut]
+        start = 0
+        while (found := self._unit_end(start)) is not None:
+            end, flush = found
+            words = [token for token in self.tokens[start:end] if token != FLUSH_TAG]
+            if words or flush:
+                units.append((" ".join(words), flush))
+            start = end
+        del self.tokens[:start]
         if final:
-            units += self._sentence_units(self.tokens, flush=True)
+            units.append((" ".join(self.tokens), True))
             self.tokens.clear()
         return units
 
-    def _sentence_units(self, tokens: list[str], flush: bool) -> list[tuple[str, bool]]:
-        """Split tokens at sentence ends (never inside a break tag); only the last unit flushes."""
-        sentences: list[list[str]] = [[]]
-        in_tag = False
-        for token in tokens:
-            sentences[-1].append(token)
-            in_tag = (in_tag or token.startswith("<break")) and not token.endswith("/>")
-            if not in_tag and _SENTENCE_END.search(token):
-                sentences.append([])
-        if not sentences[-1] and len(sentences) > 1:
-            sentences.pop()
-        return [(" ".join(words), flush and i == len(sentences) - 1) for i, words in enumerate(sentences)]
-
-    def _cut_point(self) -> int:
-        """How many leading tokens can be spoken now without waiting for context."""
-        last_sentence_end = 0
-        for index, token in enumerate(self.tokens[:-1]):
-            if _SENTENCE_END.search(token):
-                last_sentence_end = index + 1
-        if last_sentence_end:
-            return self._outside_tag(last_sentence_end)
-        if len(self.tokens) > MAX_LAG_WORDS:
-            return self._outside_tag(len(self.tokens) - LAG_WORDS)
-        return 0
-
-    def _outside_tag(self, cut: int) -> int:
-        # Never cut a `<break time="1s" />` tag in two: move the cut before it.
-        opened = max((i for i, t in enumerate(self.tokens[:cut]) if t.startswith("<break")), default=-1)
-        if opened >= 0 and not any(t.endswith("/>") for t in self.tokens[opened:cut]):
-            return opened
-        return cut
+    def _unit_end(self, start: int) -> tuple[int, bool] | None:
+        """(end of the complete unit starting at `start`, whether `<flush>` ends it), or None."""
+        words = 0
+        tag_tokens = 0  # tokens of the `<break ...>` tag being read; 0 outside one
+        for index in range(start, len(self.tokens)):
+            token = self.tokens[index]
+            if token == FLUSH_TAG:
+                return index + 1, True
+            if tag_tokens or token.lower().startswith("<break"):
+                tag_tokens += 1
+                if ">" in token or tag_tokens >= _TAG_MAX_TOKENS:
+                    tag_tokens = 0
+                continue
+            words += 1
+            if words >= MAX_UNIT_WORDS or _SENTENCE_END.search(token) or _CLAUSE_END.search(token):
+                return index + 1, False
+        return None
 
 
 @dataclass(frozen=True)

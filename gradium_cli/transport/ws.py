@@ -242,6 +242,11 @@ class TtsSocket:
         waiting: set[asyncio.Future[Any]] = {getter}
         if not sender.done():
             waiting.add(sender)
+        elif not sender.cancelled() and sender.exception() is not None:
+            # It failed while the last reply was handled (bad input): say so now, not
+            # after `timeout` seconds of waiting for a server that has nothing to say.
+            getter.cancel()
+            raise sender.exception()  # type: ignore[misc]
         while True:
             # While text is still being fed (a person typing, an LLM thinking) silence is
             # normal; once everything is sent, a silent server is a stalled one.
