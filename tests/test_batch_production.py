@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from gradium_cli.audio.subtitles import Word
 from gradium_cli.cache import MAGIC, RequestCache
@@ -292,3 +293,164 @@ def test_cache_settings_are_checked_when_set(tmp_path: Path) -> None:
         assert bad.returncode == 2 and message in bad.stderr.decode()
     info = json.loads(run(tmp_path, "cache", "info", "--json").stdout)
     assert info["enabled_by_default"] is True and info["max_bytes"] == 2 << 30
+
+
+# ------------------------------------------------------------------ --concat
+
+
+BOOK = [
+    ("Chapter one. It was a dark and stormy night.", "One"),
+    ("The rain fell in torrents, except at occasional intervals.", ""),
+    ("Chapter two. Morning came, and with it the sun.", "Two"),
+    ("The end.", "Three"),
+]
+
+
+def book_manifest(tmp_path: Path) -> None:
+    rows = "".join(f'"{text}",{chapter}\n' for text, chapter in BOOK)
+    (tmp_path / "book.csv").write_text("text,chapter\n" + rows)
+
+
+def samples_of(path: Path) -> tuple[Any, int]:
+    import soundfile as sf
+
+    data, rate = sf.read(str(path), dtype="int16")
+    return data, rate
+
+
+def test_concat_joins_items_with_gaps_to_the_sample(tmp_path: Path, local_server: Any) -> None:
+    import numpy as np
+
+    book_manifest(tmp_path)
+    args = ("batch", "book.csv", "-d", "parts", "--base-url", local_server.base_url, "--gap", "0.25")
+    result = run(tmp_path, *args, "--concat", "book.wav")
+    assert result.returncode == 0, result.stderr
+    parts = [samples_of(tmp_path / "parts" / f"000{i}.wav") for i in range(1, 5)]
+    joined, rate = samples_of(tmp_path / "book.wav")
+    gap = round(0.25 * rate)
+    assert rate == 48000 and all(r == rate for _, r in parts)
+    assert len(joined) == sum(len(p) for p, _ in parts) + 3 * gap
+    position = 0
+    for number, (part, _) in enumerate(parts):
+        assert np.array_equal(joined[position : position + len(part)], part)  # every sample, untouched
+        position += len(part)
+        if number < 3:
+            assert not joined[position : position + gap].any()
+            position += gap
+    assert "assembled book.wav: 3 chapters" in result.stderr.decode()
+
+    # FLAC is lossless too: the same samples; and no gap is no gap.
+    flac = run(tmp_path, *args[:-2], "--concat", "book.flac")
+    assert flac.returncode == 0, flac.stderr
+    assert np.array_equal(samples_of(tmp_path / "book.flac")[0], np.concatenate([p for p, _ in parts]))
+
+
+def item_offsets(tmp_path: Path, gap_s: float) -> list[float]:
+    lengths = [len(samples_of(tmp_path / "parts" / f"000{i}.wav")[0]) for i in range(1, 5)]
+    gap = round(gap_s * 48000)
+    return [(sum(lengths[:i]) + i * gap) / 48000 for i in range(4)]
+
+
+def test_chapters_inside_each_container_match_the_item_offsets(tmp_path: Path, local_server: Any) -> None:
+    import mutagen
+
+    book_manifest(tmp_path)
+    expected_titles = ["One", "Two", "Three"]
+    for extension in ("flac", "ogg", "mp3", "m4b"):
+        result = run(tmp_path, "batch", "book.csv", "-d", "parts", "--base-url", local_server.base_url,
+                     "--gap", "0.5", "--concat", f"book.{extension}")  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        offsets = item_offsets(tmp_path, 0.5)
+        expected = [offsets[0], offsets[2], offsets[3]]  # rows 1-2 are chapter One
+        tags = mutagen.File(str(tmp_path / f"book.{extension}"))
+        if extension in ("flac", "ogg"):
+            starts = [tags[f"CHAPTER00{n}"][0] for n in (1, 2, 3)]
+            seconds = [int(s[:2]) * 3600 + int(s[3:5]) * 60 + float(s[6:]) for s in starts]
+            titles = [tags[f"CHAPTER00{n}NAME"][0] for n in (1, 2, 3)]
+        elif extension == "mp3":
+            chaps = sorted(tags.tags.getall("CHAP"), key=lambda c: c.start_time)
+            seconds = [c.start_time / 1000 for c in chaps]
+            titles = [c.sub_frames["TIT2"].text[0] for c in chaps]
+            assert tags.tags.getall("CTOC")[0].child_element_ids == [c.element_id for c in chaps]
+        else:
+            seconds = [c.start for c in tags.chapters]
+            titles = [c.title for c in tags.chapters]
+        assert titles == expected_titles, extension
+        assert seconds == pytest.approx(expected, abs=0.0011), extension
+        duration = item_offsets(tmp_path, 0.5)[3] + len(samples_of(tmp_path / "parts" / "0004.wav")[0]) / 48000
+        assert tags.info.length == pytest.approx(duration, abs=0.1), extension
+    cue = (tmp_path / "book.cue").read_text()
+    assert cue.startswith('FILE "book.m4b" WAVE\n')
+    frames = [round(s * 75) for s in expected]
+    for number, (title, frame) in enumerate(zip(expected_titles, frames, strict=True), 1):
+        minutes, rest = divmod(frame, 75 * 60)
+        index = f"{minutes:02d}:{rest // 75:02d}:{rest % 75:02d}"
+        assert f'  TRACK 0{number} AUDIO\n    TITLE "{title}"\n    INDEX 01 {index}\n' in cue
+
+
+def test_one_chapter_per_item_without_a_chapter_column(tmp_path: Path, local_server: Any) -> None:
+    import mutagen
+
+    (tmp_path / "m.txt").write_text("\n".join(text for text, _ in BOOK) + "\n")
+    result = run(tmp_path, "batch", "m.txt", "-d", "parts", "--base-url", local_server.base_url,
+                 "--concat", "book.flac")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    tags = mutagen.File(str(tmp_path / "book.flac"))
+    assert [tags[f"CHAPTER00{n}NAME"][0] for n in (1, 2, 3, 4)] == [text for text, _ in BOOK]
+
+
+def test_loudness_is_normalised_per_item_to_within_half_a_lu(tmp_path: Path, local_server: Any) -> None:
+    import numpy as np
+    import pyloudnorm
+    import soundfile as sf
+
+    book_manifest(tmp_path)
+    result = run(tmp_path, "batch", "book.csv", "-d", "parts", "--base-url", local_server.base_url,
+                 "--gap", "0.3", "--loudness", "-28", "--concat", "book.wav")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    joined, rate = sf.read(str(tmp_path / "book.wav"))
+    meter = pyloudnorm.Meter(rate)
+    offsets = item_offsets(tmp_path, 0.3)
+    before = [meter.integrated_loudness(sf.read(str(tmp_path / "parts" / f"000{i}.wav"))[0]) for i in (1, 2, 3)]
+    assert all(abs(lufs + 28) > 5 for lufs in before)  # there was something to do
+    for number in range(3):  # the last item is shorter than a loudness block
+        start = round(offsets[number] * rate)
+        length = len(samples_of(tmp_path / "parts" / f"000{number + 1}.wav")[0])
+        assert meter.integrated_loudness(joined[start : start + length]) == pytest.approx(-28, abs=0.5)
+    assert meter.integrated_loudness(joined) == pytest.approx(-28, abs=0.5)
+    assert np.max(np.abs(joined)) <= 1.0
+
+
+def test_concat_timestamps_put_every_word_on_the_joined_timeline(tmp_path: Path, local_server: Any) -> None:
+    book_manifest(tmp_path)
+    result = run(tmp_path, "batch", "book.csv", "-d", "parts", "--base-url", local_server.base_url,
+                 "--gap", "1", "--timestamps", "json", "--concat", "book.mp3")  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    joined = json.loads((tmp_path / "book.json").read_text())
+    offsets = item_offsets(tmp_path, 1.0)
+    expected = []
+    for number, offset in enumerate(offsets, 1):
+        for word in json.loads((tmp_path / "parts" / f"000{number}.json").read_text()):
+            expected.append((word["text"], round(offset + word["start_s"], 3), round(offset + word["stop_s"], 3)))
+    assert [(w["text"], w["start_s"], w["stop_s"]) for w in joined] == expected
+    assert [w[0] for w in expected].count("Chapter") == 2
+
+
+def test_concat_refuses_what_it_cannot_do(tmp_path: Path, local_server: Any) -> None:
+    book_manifest(tmp_path)
+    for args, message in (
+        (("--concat", "book.aiff"), "unknown extension '.aiff'"),
+        (("--concat", "book.wav", "--gap", "-1"), "--gap must be between 0 and 3600"),
+        (("--concat", "book.wav", "--loudness", "5"), "--loudness must be between -70 and 0"),
+        (("--concat", "book.wav", "--shard", "0/2"), "cannot be used with --shard"),
+    ):
+        result = run(tmp_path, "batch", "book.csv", "-d", "parts", "--local", *args)
+        assert result.returncode == 2 and message in result.stderr.decode(), args
+        assert not (tmp_path / "parts").exists()
+    # An item that fails leaves no joined file, and says so.
+    (tmp_path / "bad.csv").write_text('text,voice\n"Fine.",\n"Not fine.",NoSuchVoice\n')
+    failed = run(tmp_path, "batch", "bad.csv", "-d", "parts", "--base-url", local_server.base_url,
+                 "--concat", "book.wav")  # fmt: skip
+    assert failed.returncode == 1
+    assert "book.wav not assembled: 1 item not done" in failed.stderr.decode()
+    assert not (tmp_path / "book.wav").exists() and not (tmp_path / "book.cue").exists()

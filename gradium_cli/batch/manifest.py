@@ -39,7 +39,7 @@ EXTENSION_KINDS = {".txt": "txt", ".csv": "csv", ".tsv": "tsv", ".jsonl": "jsonl
 
 STRING_FIELDS = ("output", "voice", "model", "rewrite", "pronunciation", "format", "timestamps")
 NUMBER_FIELDS = ("speed", "temperature", "similarity")
-KNOWN_FIELDS = ("text", *STRING_FIELDS, *NUMBER_FIELDS, "json_config")
+KNOWN_FIELDS = ("text", *STRING_FIELDS, *NUMBER_FIELDS, "json_config", "chapter")
 # The API's own names are accepted for the same columns.
 ALIASES = {
     "voice_id": "voice",
@@ -304,6 +304,7 @@ class Item:
     voice: VoiceOptions
     timestamps: Path | None
     key: str  # digest of everything that decides the audio: a changed row is redone
+    chapter: str | None = None  # `chapter` column: starts a chapter of --concat's file (no effect on the audio)
 
 
 def slug(text: str, limit: int = 40) -> str:
@@ -468,6 +469,7 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         voice=voice,
         timestamps=timestamps,
         key=key,
+        chapter=_string(fields, "chapter"),
     )
 
 

@@ -32,6 +32,8 @@ from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import open_sinks
 from gradium_cli.audio.subtitles import render
 from gradium_cli.backend import BackendOptions, open_backend
+from gradium_cli.batch.assemble import ConcatOptions, assemble
+from gradium_cli.batch.assemble import check as check_concat
 from gradium_cli.batch.estimate import speed_of
 from gradium_cli.batch.manifest import Defaults, Item, Malformed, Manifest, Shard, entries, scan
 from gradium_cli.batch.progress import BatchProgress, ItemResult, Summary
@@ -450,6 +452,7 @@ class BatchRequest:
     backend: BackendOptions
     json_out: bool
     dry_run: bool = False
+    concat: ConcatOptions | None = None
 
 
 async def run_batch(request: BatchRequest) -> Summary:
@@ -458,6 +461,10 @@ async def run_batch(request: BatchRequest) -> Summary:
     defaults = request.defaults
     defaults.check()
     shard = Shard.parse(request.shard)
+    if request.concat is not None:
+        check_concat(request.concat)
+        if shard.count > 1:
+            raise UsageError("--concat joins the whole manifest: it cannot be used with --shard")
     if request.manifest == "-" and env.stdin_isatty:
         raise UsageError("no manifest piped on stdin", hint="pipe one in, or give a file name")
     manifest = Manifest(request.manifest, request.manifest_format, env.stdin)
@@ -484,9 +491,29 @@ async def run_batch(request: BatchRequest) -> Summary:
                     progress.stop()
         finally:
             state.close()
+        if request.concat is not None:
+            await _concat(manifest, request, shard, progress.summary)
     finally:
         manifest.close()
     return progress.summary
+
+
+async def _concat(manifest: Manifest, request: BatchRequest, shard: Shard, summary: Summary) -> None:
+    """The joined file, once every item is done; otherwise say why there is none."""
+    env = get_env()
+    assert request.concat is not None
+    output = request.concat.output
+    if not summary.all_ok or summary.finished < summary.total:
+        missing = summary.total - summary.done - summary.skipped
+        env.say(f"gradium: error: {output} not assembled: {missing} item{'s' if missing != 1 else ''} not done")
+        return
+    items = (e for e in entries(manifest, request.defaults, shard, env) if isinstance(e, Item))
+    result = await asyncio.to_thread(assemble, items, request.concat)
+    env.say(
+        f"gradium batch: assembled {output}: {len(result.chapters)} chapter{'s' if len(result.chapters) != 1 else ''}, "
+        f"{result.duration_s:.1f} s; cue sheet {result.cue_sheet}"
+        + (f"; timestamps {result.timestamps}" if result.timestamps else "")
+    )
 
 
 def _dry_run(manifest: Manifest, request: BatchRequest, shard: Shard, selected: int) -> Summary:

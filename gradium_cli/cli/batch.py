@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from gradium_cli.voice_settings import VoiceOptions
 
 BATCH = "Batch"
+ASSEMBLY = "One assembled file"
 
 
 @o.with_backend()
@@ -117,6 +118,28 @@ def batch(
             rich_help_panel=BATCH,
         ),
     ] = False,
+    concat: Annotated[
+        Path | None,
+        typer.Option(
+            "--concat",
+            help="Also join every item, in manifest order, into this file (.wav, .flac, .ogg, .mp3) with chapters",
+            rich_help_panel=ASSEMBLY,
+            show_default=False,
+        ),
+    ] = None,
+    gap: Annotated[
+        float,
+        typer.Option("--gap", help="Seconds of silence between items in --concat's file", rich_help_panel=ASSEMBLY),
+    ] = 0.0,
+    loudness: Annotated[
+        float | None,
+        typer.Option(
+            "--loudness",
+            help="Normalise each item to this integrated loudness (LUFS, e.g. -18) in --concat's file",
+            rich_help_panel=ASSEMBLY,
+            show_default=False,
+        ),
+    ] = None,
     dry_run: Annotated[
         bool,
         typer.Option(
@@ -142,6 +165,7 @@ def batch(
     cat manifest.jsonl | gradium batch - --out-dir clips/ --shard 0/4
     """
     # Imported here so that `gradium --help` does not load numpy and the transport.
+    from gradium_cli.batch.assemble import ConcatOptions, timestamps_extension
     from gradium_cli.batch.manifest import Defaults
     from gradium_cli.batch.quality import Thresholds
     from gradium_cli.batch.runner import BatchRequest, RunOptions, default_connections, run_batch
@@ -175,6 +199,7 @@ def batch(
         backend=backend,
         json_out=json_out or env.json,
         dry_run=dry_run,
+        concat=None if concat is None else ConcatOptions(concat, gap, loudness, timestamps_extension(timestamps)),
     )
     summary = run(run_batch(request))
     if not summary.all_ok:
