@@ -32,7 +32,8 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.USAGE: "bad usage or input: empty text, non-UTF-8 input, unknown format or extension",
     ExitCode.CONFIG: "configuration problem",
     ExitCode.AUTH: "API key missing or refused",
-    ExitCode.BAD_REQUEST: "request refused by the server: unknown voice, dictionary or setting",
+    ExitCode.BAD_REQUEST: "request refused by the server: unknown voice, dictionary or setting, "
+    "missing or expired draft voice, no credits left",
     ExitCode.SERVER: "server error or protocol violation",
     ExitCode.NETWORK: "connection refused, dropped or timed out",
     ExitCode.AUDIO: "audio device error",
@@ -68,6 +69,7 @@ class RequestError(GradiumError):
     """The server refused the request itself (unknown voice, out-of-range setting)."""
 
     exit_code = ExitCode.BAD_REQUEST
+    status: int | None = None  # the HTTP status of a REST refusal, for callers that word some apart
 
 
 class ServerError(GradiumError):

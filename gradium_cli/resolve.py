@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from gradium_cli.errors import RequestError
+from gradium_cli.protocol.design import is_draft_id
 from gradium_cli.transport.rest import RestClient
 
 # Service ids are 16 characters of [A-Za-z0-9_-] (§8); anything else is a name.
@@ -32,7 +33,7 @@ def _pick(kind: str, wanted: str, items: list[dict[str, Any]], key: str) -> str:
 
 
 async def voice_id(rest: RestClient, wanted: str) -> str:
-    if ID_PATTERN.match(wanted):
+    if ID_PATTERN.match(wanted) or is_draft_id(wanted):  # a draft is not listed; the server knows it
         return wanted
     voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 1})
     return _pick("voice", wanted, voices, "name")

@@ -19,8 +19,9 @@ import pytest
 import soundfile as sf
 from gradium.client import GradiumClient
 
+from gradium_cli.protocol.design import MAX_PROMPT_CHARS
 from gradium_cli.server.app import RunningServer
-from gradium_cli.server.drafts import MAX_PROMPT_CHARS, design_voice
+from gradium_cli.server.drafts import design_voice
 from tests.manage_helpers import pitch_hz
 from tests.test_server_ws import synth
 

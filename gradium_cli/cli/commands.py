@@ -22,7 +22,7 @@ COMMANDS: tuple[CommandEntry, ...] = (
     CommandEntry("serve", "serve", "serve", "Run a local Gradium-compatible server (eSpeak NG)"),
     CommandEntry("ws-raw", "ws_raw", "ws_raw", "Talk to the TTS WebSocket by hand, see every frame"),
     CommandEntry("doctor", "doctor", "doctor", "Check config, key, server, latency, audio and engine"),
-    CommandEntry("voices", "voices", "voices_app", "List, inspect, clone, update, delete, preview voices"),
+    CommandEntry("voices", "voices", "voices_app", "List, inspect, clone, design, update, delete, preview voices"),
     CommandEntry("pronounce", "pronounce", "pronounce_app", "Pronunciation dictionaries and their rules"),
     CommandEntry("config", "config_cmd", "config_app", "Read and write settings in the config file"),
     CommandEntry("cache", "cache", "cache_app", "The request cache: its size, and emptying it"),

@@ -1,4 +1,4 @@
-"""Dynamic shell completion: voice and pronunciation dictionary names from the API.
+"""Dynamic shell completion: voice and pronunciation dictionary names from the API, live draft ids.
 
 Answers come from a small on-disk cache (five minutes, under the platform cache
 dir) or one REST call bounded to under a second. Completion never prints an
@@ -134,6 +134,18 @@ def complete_voice(ctx: typer.Context, incomplete: str) -> list[Item]:
 
 def complete_dictionary(ctx: typer.Context, incomplete: str) -> list[Item]:
     return _complete("dictionaries", _dictionaries, ctx, incomplete)
+
+
+def complete_draft(ctx: typer.Context, incomplete: str) -> list[Item]:
+    """Draft voices this user designed on this server that have not expired: from a local note, no request."""
+    from gradium_cli.cli import draft_memory
+
+    try:
+        endpoint = _endpoint(ctx)
+        server = draft_memory.server_key(endpoint.base_url, endpoint.api_key) if endpoint else draft_memory.OFFLINE
+        return [item for item in draft_memory.alive(server) if item[0].startswith(incomplete)]
+    except Exception:  # completion must stay silent
+        return []
 
 
 def clear_cache() -> None:

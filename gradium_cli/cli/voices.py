@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from gradium_cli.cli import options as o
+from gradium_cli.cli.design import design_app
 from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
 from gradium_cli.cli.typer_app import plain_typer
@@ -21,11 +22,13 @@ if TYPE_CHECKING:
 
 voices_app = plain_typer(
     name="voices",
-    help="List, inspect, clone, update, delete and preview voices.",
+    help="List, inspect, clone, design, update, delete and preview voices.",
     epilog="Voices are named by id or name. An id that starts with - goes after --: "
     "gradium voices show -- -uP9MuGtBqAvEyxI",
     no_args_is_help=True,
 )
+
+voices_app.add_typer(design_app, name="design")
 
 # --json keys, in this order, for every voice (missing fields are null).
 VOICE_KEYS = ("uid", "name", "language", "description", "is_catalog", "is_pro_clone", "start_s", "filename", "tags")
@@ -84,7 +87,7 @@ def _search_matches(voice: dict[str, Any], wanted: str) -> bool:
     return any(needle in str(voice.get(key) or "").lower() for key in ("name", "description", "uid"))
 
 
-async def _custom_name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
+async def custom_name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
     """Refuse a duplicate name before sending anything (the hosted service might accept it)."""
     voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0})
     for voice in voices:
@@ -261,7 +264,7 @@ async def _create(
 ) -> dict[str, Any]:
     sample = check_sample(audio, start_s)
     async with rest_session(backend) as (_endpoint, rest):
-        await _custom_name_clash(rest, name)
+        await custom_name_clash(rest, name)
         parts = multipart_parts(sample, name, language, start_s, description)
         created = await rest.json("POST", "voices/", files=parts)
         uid = created.get("uid") if isinstance(created, dict) else None
@@ -317,7 +320,7 @@ async def _update(backend: "BackendOptions", wanted: str, changes: dict[str, Any
     async with rest_session(backend) as (_endpoint, rest):
         listed = await resolve.voice_record(rest, wanted, custom_only=True)
         if "name" in changes:
-            await _custom_name_clash(rest, changes["name"], listed["uid"])
+            await custom_name_clash(rest, changes["name"], listed["uid"])
         updated: dict[str, Any] = await rest.json("PUT", f"voices/{listed['uid']}", json=changes)
     return {**listed, **updated} if isinstance(updated, dict) else listed
 

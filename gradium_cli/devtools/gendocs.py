@@ -51,6 +51,7 @@ FILES = {
     "~/.local/share/gradium/": "Custom voices and pronunciation dictionaries of the offline engine and "
     "gradium serve ($GRADIUM_DATA_DIR when set).",
     "~/.cache/gradium/completion/": "Voice and dictionary names for shell completion, kept five minutes.",
+    "~/.cache/gradium/drafts.json": "Draft voices made by gradium voices design, until they expire (for completion).",
     "~/.cache/gradium/requests/": "The request cache of say and batch --cache ($GRADIUM_CACHE_DIR when set).",
     "OUT_DIR/.gradium-batch.jsonl": "State of a gradium batch run, so a killed run resumes.",
 }

@@ -12,19 +12,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from gradium_cli.server.drafts import (
-    CREDITS_PER_SAMPLE,
-    DESIGN_LANGUAGES,
-    MAX_PROMPT_CHARS,
-    MAX_SAMPLES,
-    draft_api,
-    is_ready,
-)
+from gradium_cli.protocol.design import DESIGN_LANGUAGES, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_VOICE_NAME_CHARS
+from gradium_cli.server.drafts import CREDITS_PER_SAMPLE, draft_api, is_ready
 from gradium_cli.server.rest import _auth_problem, _custom_voice_api, _json_body, _state, detail, no_content
 from gradium_cli.server.rest import validation_error as invalid
 from gradium_cli.server.store import new_uid, now_iso
 
-MAX_NAME_CHARS = 200
 MAX_DESCRIPTION_CHARS = 1000
 MAX_ID_CHARS = 64  # longer than any id this server makes: looked up no further
 
@@ -107,7 +100,7 @@ async def from_embedding(request: Request) -> Response:
     draft_id = _text_field(body, "voxium_embedding_id", MAX_ID_CHARS, required=True)
     if isinstance(draft_id, JSONResponse):
         return draft_id
-    name = _text_field(body, "name", MAX_NAME_CHARS, required=True)
+    name = _text_field(body, "name", MAX_VOICE_NAME_CHARS, required=True)
     if isinstance(name, JSONResponse):
         return name
     description = _text_field(body, "description", MAX_DESCRIPTION_CHARS, required=False)

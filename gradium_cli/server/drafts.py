@@ -23,14 +23,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from gradium_cli.protocol.design import DRAFT_PREFIX
 from gradium_cli.server.catalog import LANGUAGE_BASE_VOICE
 from gradium_cli.server.engine import EngineVoice
 from gradium_cli.server.store import UID_ALPHABET, Collection
 
-DRAFT_PREFIX = "vox_emb_"
-DESIGN_LANGUAGES = ("en", "fr", "es", "pt", "de")  # the service's list (§8)
-MAX_SAMPLES = 5
-MAX_PROMPT_CHARS = 1000
 DEFAULT_DRAFT_TTL_S = 24 * 3600.0
 DEFAULT_DRAFT_READY_S = 0.5
 MAX_LIVE_DRAFTS = 500

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from gradium_cli.protocol import messages as m
+from gradium_cli.protocol.design import DRAFT_PREFIX
 from gradium_cli.protocol.formats import format_names, lookup_format
 from gradium_cli.protocol.settings import padding_bonus_to_speed, validate_json_config
 from gradium_cli.server.catalog import DEFAULT_VOICE, CatalogVoice
-from gradium_cli.server.drafts import DRAFT_PREFIX
 from gradium_cli.server.engine import EngineVoice
 from gradium_cli.server.state import ServerState
 from gradium_cli.server.synth import RenderSettings

@@ -62,7 +62,9 @@ def http_error(response: httpx.Response) -> GradiumError:
             return AuthError(f"server refused the API key: {message}")
         return RequestError(f"server refused the request: {message}")
     if 400 <= status < 500:
-        return RequestError(f"{reason} (HTTP {status})")
+        refused = RequestError(f"{reason} (HTTP {status})")
+        refused.status = status
+        return refused
     return ServerError(f"server error: {reason} (HTTP {status})")
 
 
