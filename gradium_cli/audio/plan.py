@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from gradium_cli.audio.atomic import is_stream_target
 from gradium_cli.audio.pipe_encode import EncodedPipeSink
 from gradium_cli.audio.sinks import DeviceSink, EncodeSink, FileSink, PipeSink, Sink
 from gradium_cli.errors import OutputError, UsageError
@@ -118,7 +119,8 @@ def plan_output(
     extension = path.suffix.lower().lstrip(".")
     if path.is_dir():
         raise OutputError(f"{path} is a directory")
-    if path.exists() and not force:
+    # A device, FIFO or socket is written into, never replaced: no --force needed.
+    if path.exists() and not force and not is_stream_target(path):
         raise OutputError(f"{path} exists", hint="use --force to replace it")
     if format_name is None and not known_extension(path):
         known = ", ".join(f".{e}" for e in (*EXTENSION_FORMATS, *LOCALLY_ENCODED))

@@ -12,7 +12,7 @@ import struct
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO, Protocol
 
-from gradium_cli.audio.atomic import AtomicFile, write_atomic
+from gradium_cli.audio.atomic import AtomicFile, is_stream_target, open_output, write_atomic
 from gradium_cli.errors import OutputError
 from gradium_cli.protocol.formats import WAV_HEADER_BYTES, WAV_STREAMING_SIZE, OutputFormat
 
@@ -35,7 +35,7 @@ class FileSink:
     def __init__(self, path: Path, fmt: OutputFormat) -> None:
         self.path = path
         self.format = fmt
-        self.file = AtomicFile(path)
+        self.file = open_output(path)
         self.bytes_written = 0
 
     def write(self, data: bytes) -> None:
@@ -43,7 +43,7 @@ class FileSink:
         self.bytes_written += len(data)
 
     def close(self) -> None:
-        if self.format.container == "wav" and self.bytes_written >= WAV_HEADER_BYTES:
+        if self.format.container == "wav" and self.bytes_written >= WAV_HEADER_BYTES and self.file.seekable:
             self._patch_wav_sizes()
         self.file.commit()
 
@@ -182,8 +182,9 @@ class EncodeSink:
         self.sample_rate = wire.sample_rate
         self.container, self.subtype = LOCAL_ENCODINGS[extension]
         self.chunks: list[np.ndarray] = []
-        # Fail on an unwritable place now, not after the whole synthesis.
-        AtomicFile(path).abort()
+        # Fail on an unwritable place now, not after the whole synthesis (a FIFO is opened at the end).
+        if not is_stream_target(path):
+            AtomicFile(path).abort()
 
     def write(self, data: bytes) -> None:
         self.chunks.append(self.decoder.feed(data))
