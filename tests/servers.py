@@ -79,15 +79,24 @@ def wait_for_port(port: int, timeout: float = 20.0) -> None:
 def serve_process(tmp_path: Path) -> Iterator[Callable[..., tuple[subprocess.Popen[str], str]]]:
     procs: list[subprocess.Popen[str]] = []
 
-    def start(*args: str) -> tuple[subprocess.Popen[str], str]:
+    def start(*args: str, max_open_files: int | None = None) -> tuple[subprocess.Popen[str], str]:
+        """`max_open_files` lowers the server's descriptor limit, e.g. to the common 1024."""
         port = free_port()
         env = {**os.environ, "GRADIUM_DATA_DIR": str(tmp_path / "serve-data")}
+
+        def limit_files() -> None:
+            if max_open_files is not None:
+                import resource
+
+                resource.setrlimit(resource.RLIMIT_NOFILE, (max_open_files, max_open_files))
+
         proc = subprocess.Popen(
             [gradium_exe(), "serve", "--port", str(port), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
+            preexec_fn=limit_files if max_open_files is not None else None,
         )
         procs.append(proc)
         wait_for_port(port)

@@ -19,6 +19,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from gradium_cli.cli import serve as serve_cli
 from gradium_cli.server.app import RunningServer
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerOptions, ServerState
 from tests.servers import REPO
@@ -359,6 +360,9 @@ def test_defaults_match_the_readme() -> None:
     assert options.max_requests_per_socket == 64
     assert options.idle_timeout_s == 300
     assert options.max_connections == 256
+    assert options.max_upload_bytes == 20 << 20 == serve_cli.DEFAULT_MAX_UPLOAD_BYTES
+    assert options.header_timeout_s == 10 == serve_cli.DEFAULT_HEADER_TIMEOUT_S
+    assert options.max_pending_headers == 64
     readme = (REPO / "README.md").read_text()
     bullet = re.search(r"- \*\*Limits\*\*:(.*?)\n- ", readme, re.DOTALL)
     assert bullet is not None, "README has no Limits bullet"
@@ -373,6 +377,10 @@ def test_defaults_match_the_readme() -> None:
         "Concurrency limit exceeded",
         "5 minutes without a frame",
         "closed with 1007",
+        "a voice upload above 20 MiB (`--max-upload-bytes`)",
+        "any other body above 1 MiB get 413",
+        "within 10 s (`--header-timeout`; then 408)",
+        "at most 64 connections may be mid-headers",
     ):
         assert phrase in limits, phrase
 

@@ -8,6 +8,11 @@ import typer
 from gradium_cli.errors import ExitCode
 from gradium_cli.ui.env import get_env
 
+# The same figures as ServerOptions' defaults (server/state.py), which a test keeps equal;
+# repeated here so `gradium serve --help` does not import the server.
+DEFAULT_MAX_UPLOAD_BYTES = 20 << 20
+DEFAULT_HEADER_TIMEOUT_S = 10.0
+
 
 def serve(
     host: Annotated[str, typer.Option("--host", help="Address to listen on (loopback by default)")] = "127.0.0.1",
@@ -43,6 +48,24 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            help="Let web pages from ORIGIN (e.g. http://localhost:3000) use the server; repeatable. "
+            "Requests from any other page are refused with 403",
+            metavar="ORIGIN",
+            show_default=False,
+        ),
+    ] = None,
+    max_upload_bytes: Annotated[
+        int,
+        typer.Option("--max-upload-bytes", help="Largest voice upload; bigger ones get 413 while they arrive", min=1),
+    ] = DEFAULT_MAX_UPLOAD_BYTES,
+    header_timeout: Annotated[
+        float,
+        typer.Option("--header-timeout", help="Seconds a connection has to send its request headers", min=0.01),
+    ] = DEFAULT_HEADER_TIMEOUT_S,
     json_logs: Annotated[bool, typer.Option("--json-logs", help="One JSON object per log line")] = False,
     draft_ttl: Annotated[
         float | None,
@@ -64,6 +87,12 @@ def serve(
     \b
     gradium serve &                      # then, anywhere:
     gradium say "Hello" --base-url http://127.0.0.1:8765/api/ -o hello.wav
+
+    Web pages are refused (403) unless their origin is given with --allow-origin.
+    Bodies are counted while they arrive: a voice upload above --max-upload-bytes
+    and any other body above 1 MiB get 413. Request headers must arrive within
+    --header-timeout (408), and at most 64 connections may be sending them: the
+    oldest is dropped for a new one. Off loopback, use --api-key.
     """
     import asyncio
     import contextlib
@@ -79,6 +108,7 @@ def serve(
 
     env = get_env()
     drafts: dict[str, Any] = {} if draft_ttl is None else {"draft_ttl_s": draft_ttl}
+    origins = tuple(parse_origin(origin) for origin in allow_origin or ())
     options = ServerOptions(
         data_dir=data_dir or default_data_dir(),
         api_key=api_key,
@@ -88,6 +118,9 @@ def serve(
         quiet=env.quiet,
         workers=workers or available_cores(),
         **drafts,
+        allowed_origins=origins,
+        max_upload_bytes=max_upload_bytes,
+        header_timeout_s=header_timeout,
         **parse_faults(faults),
     )
     try:
@@ -97,6 +130,11 @@ def serve(
         print(f"gradium serve: error: could not listen on {host}:{port} ({reason})", file=env.stderr)
         raise typer.Exit(int(ExitCode.NETWORK)) from None
     port = sock.getsockname()[1]
+    if api_key is None and not is_loopback(host):
+        print(
+            f"gradium serve: warning: listening on {host} without --api-key: anyone who can reach it can use it",
+            file=env.stderr,
+        )
     config = uvicorn_config(options, host, port)
     assert isinstance(config.app, Starlette)
     state: ServerState = config.app.state.gradium
@@ -111,6 +149,29 @@ def serve(
 
 
 DEFAULT_DROP_AFTER_CHUNKS = 4
+
+
+def is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to anything
+
+
+def parse_origin(value: str) -> str:
+    from gradium_cli.server.guard import normalise_origin
+
+    origin = normalise_origin(value)
+    if origin is None:
+        raise typer.BadParameter(
+            f"'{value}' is not an origin (use scheme://host[:port], e.g. http://localhost:3000)",
+            param_hint="--allow-origin",
+        )
+    return origin
 
 
 def parse_faults(spec: str | None) -> dict[str, Any]:

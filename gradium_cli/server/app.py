@@ -16,16 +16,32 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
 from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
+from gradium_cli.server.guard import Guard
+from gradium_cli.server.header_limits import header_limited_protocol
 from gradium_cli.server.rest import ROUTES
 from gradium_cli.server.state import ServerOptions, ServerState
-from gradium_cli.server.ws import tts_endpoint
+from gradium_cli.server.ws import speech_to_text_endpoint, tts_endpoint
 
 
 def create_app(options: ServerOptions) -> Starlette:
-    app = Starlette(routes=[WebSocketRoute("/api/speech/tts", tts_endpoint), *DESIGNER_ROUTES, *ROUTES])
+    middleware = [Middleware(Guard, options=options)]
+    if options.allowed_origins:
+        # Pages from an allowed origin may also read the answers (and send preflighted requests).
+        origins = list(options.allowed_origins)
+        middleware.append(Middleware(CORSMiddleware, allow_origins=origins, allow_methods=["*"], allow_headers=["*"]))
+    routes = [
+        WebSocketRoute("/api/speech/tts", tts_endpoint),
+        WebSocketRoute("/api/speech/asr", speech_to_text_endpoint),
+        WebSocketRoute("/api/speech/s2s", speech_to_text_endpoint),
+        *DESIGNER_ROUTES,
+        *ROUTES,
+    ]
+    app = Starlette(routes=routes, middleware=middleware)
     app.state.gradium = ServerState(options)
     return app
 
@@ -62,6 +78,7 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         ws_max_size=2 * options.max_message_bytes,
         # The protocol has no use for compression and the SDK never offers it (§1.3).
         ws_per_message_deflate=False,
+        http=header_limited_protocol(options.header_timeout_s, options.max_pending_headers),
         lifespan="off",
         **extra,  # type: ignore[arg-type]
     )

@@ -22,13 +22,12 @@ from starlette.routing import Route
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import analyse_sample
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
-from gradium_cli.server.state import ServerState
+from gradium_cli.server.state import NO_SPEECH_TO_TEXT, ServerState
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import validate_dictionary_word
+from gradium_cli.server.uploads import FormProblem, VoiceForm, voice_form
 from gradium_cli.server.workers import EngineCrashed
-
-MAX_SAMPLE_BYTES = 20 * 1024 * 1024
 
 
 def _state(request: Request) -> ServerState:
@@ -252,44 +251,46 @@ async def create_voice(request: Request) -> Response:
     if problem := _auth_problem(request):
         return detail(401, problem)
     state = _state(request)
-    async with request.form(max_part_size=MAX_SAMPLE_BYTES) as form:
-        upload = form.get("audio_file")
-        name = form.get("name")
-        if upload is None or isinstance(upload, str):
-            return validation_error(["body", "audio_file"], "Field required")
-        if not isinstance(name, str) or not name.strip():
-            return validation_error(["body", "name"], "Field required")
-        data = await upload.read()
-        fields = {k: form.get(k) for k in ("language", "description", "start_s", "input_format")}
-    if len(data) > MAX_SAMPLE_BYTES:
-        return validation_error(["body", "audio_file"], f"file larger than {MAX_SAMPLE_BYTES} bytes")
-    hint = fields["input_format"]
-    if hint not in (None, "") and (not isinstance(hint, str) or hint.lower() not in INPUT_FORMATS):
+    try:
+        async with voice_form(request, state.store.uploads_dir) as form:
+            return _store_voice(state, form)
+    except FormProblem as bad:
+        return validation_error(bad.location, bad.message)
+
+
+def _store_voice(state: ServerState, form: VoiceForm) -> Response:
+    fields = form.fields
+    name = fields.get("name", "").strip()
+    if form.sample is None:
+        return validation_error(["body", "audio_file"], "Field required")
+    if not name:
+        return validation_error(["body", "name"], "Field required")
+    hint = fields.get("input_format", "")
+    if hint and hint.lower() not in INPUT_FORMATS:
         return validation_error(["body", "input_format"], "input_format must be one of wav, flac, ogg, mp3, aiff")
     try:
-        start_s = float(str(fields["start_s"])) if fields["start_s"] not in (None, "") else 0.0
+        start_s = float(fields.get("start_s") or 0.0)
     except ValueError:
         start_s = -1.0
     if not 0.0 <= start_s < 1e6:  # also refuses nan and inf
         return validation_error(["body", "start_s"], "value is not a valid number >= 0")
     try:
-        analysis = analyse_sample(data, start_s)
+        analysis = analyse_sample(form.sample, start_s)
     except ValueError as exc:
         return validation_error(["body", "audio_file"], str(exc))
     if analysis.duration_s < 1.0:
         return validation_error(["body", "audio_file"], "audio is shorter than 1 second")
-    if any(str(r["name"]).lower() == name.strip().lower() for r in state.store.voices.all()):
-        return detail(409, f"A voice named '{name.strip()}' already exists")
+    if any(str(r["name"]).lower() == name.lower() for r in state.store.voices.all()):
+        return detail(409, f"A voice named '{name}' already exists")
     uid = new_uid()
-    state.store.save_sample(uid, analysis.extension, data)
-    language = fields["language"] if isinstance(fields["language"], str) and fields["language"] else "en"
+    state.store.keep_sample(uid, analysis.extension, form.sample)
     state.store.voices.put(
         {
             "uid": uid,
-            "name": name.strip(),
-            "description": fields["description"] if isinstance(fields["description"], str) else None,
-            "language": language,
-            "filename": display_filename(upload.filename),
+            "name": name,
+            "description": fields.get("description"),
+            "language": fields.get("language") or "en",
+            "filename": display_filename(form.filename),
             "start_s": start_s,
             "sample_format": analysis.extension,
             "pitch_hz": analysis.pitch_hz,
@@ -512,8 +513,15 @@ async def mint_token(request: Request) -> Response:
     return JSONResponse({"token": token, "expires_at": expires.replace("+00:00", "Z")})
 
 
+async def speech_to_text(request: Request) -> Response:
+    """One-shot STT (and S2S): the protocol's JSON error shape, not a 404 (§11.2). The body is never read."""
+    return detail(501, NO_SPEECH_TO_TEXT)
+
+
 ROUTES = [
     Route("/api/post/speech/tts", post_tts, methods=["POST"]),
+    Route("/api/post/speech/asr", speech_to_text, methods=["POST"]),
+    Route("/api/post/speech/s2s", speech_to_text, methods=["POST"]),
     Route("/api/voices/", list_voices, methods=["GET"]),
     Route("/api/voices/", create_voice, methods=["POST"]),
     Route("/api/voices/{uid}", get_voice, methods=["GET"]),

@@ -29,6 +29,8 @@ from gradium_cli.server.store import Store
 ALLOCATED_CREDITS = 1_000_000
 # The hosted service's text when a key has too many sessions open (PROTOCOL.md §11.1).
 CONCURRENCY_LIMIT_MESSAGE = "Concurrency limit exceeded"
+# What the STT and S2S routes answer, WebSocket and REST alike.
+NO_SPEECH_TO_TEXT = "gradium serve does not offer speech-to-text (speech/asr, speech/s2s): it only speaks text"
 
 
 @dataclass(frozen=True)
@@ -48,6 +50,16 @@ class ServerOptions:
     max_requests_per_socket: int = 64
     idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
     max_connections: int = 256  # open WebSockets; one more is refused in band (§11.1)
+    # Request bodies are counted while they are read (server/guard.py): the voice upload
+    # (`serve --max-upload-bytes`) and every other body (JSON), which gets the WebSocket's
+    # per-message limit. Above the limit: 413, whatever has arrived is dropped.
+    max_upload_bytes: int = 20 << 20
+    # A connection must finish its request headers in time, and only so many may be
+    # in the middle of theirs: the oldest is dropped for a new one (server/header_limits.py).
+    header_timeout_s: float = 10.0
+    max_pending_headers: int = 64
+    # Browser pages: a request with an Origin header is refused (403) unless listed here.
+    allowed_origins: tuple[str, ...] = ()
     # Fault injection (`gradium serve --faults`), for testing clients' retries: once a
     # connection has sent `drop_after_chunks` audio messages it is aborted (TCP reset, no
     # close frame) with probability `drop_probability`, one draw per connection from a

@@ -94,6 +94,11 @@ class Store:
         self.voices = Collection(root / "voices.json")
         self.dictionaries = Collection(root / "pronunciations.json")
         self.samples_dir = root / "voice-samples"
+        # Uploads arrive here while they are read (server/uploads.py), then move into samples_dir.
+        self.uploads_dir = root / "uploads"
+        if self.uploads_dir.is_dir():
+            for leftover in self.uploads_dir.glob(".upload-*"):  # from a server that was killed
+                leftover.unlink(missing_ok=True)
 
     def sample_path(self, uid: str, extension: str) -> Path:
         """Where the sample of voice `uid` lives; refuses anything but a uid and an allowed extension."""
@@ -101,9 +106,13 @@ class Store:
             raise ValueError(f"not a stored sample name: {uid!r}.{extension!r}")
         return self.samples_dir / f"{uid}.{extension}"
 
-    def save_sample(self, uid: str, extension: str, data: bytes) -> Path:
+    def keep_sample(self, uid: str, extension: str, upload: Path) -> Path:
+        """Move an upload (a file in uploads_dir) into place as voice `uid`'s sample."""
+        if upload.parent != self.uploads_dir:
+            raise ValueError(f"not an upload: {upload}")
         path = self.sample_path(uid, extension)
-        atomic_write_bytes(path, data)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(upload, path)
         return path
 
     def delete_sample(self, uid: str) -> None:

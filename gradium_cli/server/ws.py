@@ -18,7 +18,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
-from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerState
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState
 from gradium_cli.server.synth import Renderer, TextBuffer
 
 # How far audio may run ahead of the wall clock with --realtime, as a live
@@ -333,3 +333,11 @@ async def tts_endpoint(ws: WebSocket) -> None:
         with contextlib.suppress(WebSocketDisconnect, RuntimeError):
             await ws.send_text(m.encode(m.ErrorMessage(CONCURRENCY_LIMIT_MESSAGE, m.POLICY_VIOLATION)))
             await ws.close(m.POLICY_VIOLATION)
+
+
+async def speech_to_text_endpoint(ws: WebSocket) -> None:
+    """STT and S2S: accepted, then refused in the protocol's shape, not with a bare HTTP 403 (§11.1)."""
+    await ws.accept()
+    with contextlib.suppress(WebSocketDisconnect, RuntimeError):
+        await ws.send_text(m.encode(m.ErrorMessage(NO_SPEECH_TO_TEXT, m.POLICY_VIOLATION)))
+        await ws.close(m.POLICY_VIOLATION)

@@ -1,0 +1,123 @@
+"""What every request to `gradium serve` passes before its route: browser origins and body sizes.
+
+- A request with an `Origin` header comes from a web page. Unless that origin was
+  allowed (`serve --allow-origin`), it is refused with 403 on every route, the
+  WebSocket upgrade included: a page must not drive a server that answers any key.
+- A request body is counted while it is read. A declared `Content-Length` above
+  the limit is refused before reading anything; a body that grows past it (chunked)
+  is cut as soon as it does. Either way the answer is 413 and the connection closes,
+  so the rest of the body is never read.
+"""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlsplit
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from gradium_cli.server.state import ServerOptions
+
+VOICE_UPLOAD_PATH = "/api/voices/"
+
+
+class BodyTooLarge(Exception):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body too large: at most {limit} bytes")
+        self.limit = limit
+
+
+def normalise_origin(origin: str) -> str | None:
+    """`scheme://host[:port]` in lower case, as browsers send it; None when it is not an origin."""
+    parts = urlsplit(origin.strip().lower())
+    if parts.scheme not in ("http", "https") or not parts.hostname or parts.path not in ("", "/"):
+        return None
+    if parts.query or parts.fragment or parts.username or parts.password:
+        return None
+    try:
+        port = parts.port
+    except ValueError:
+        return None
+    return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port is not None else "")
+
+
+def body_limit(options: ServerOptions, scope: Scope) -> int:
+    if scope["method"] == "POST" and scope["path"] == VOICE_UPLOAD_PATH:
+        return options.max_upload_bytes
+    return options.max_message_bytes
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return bytes(value).decode("latin-1")
+    return None
+
+
+async def _refuse(send: Send, status: int, message: str) -> None:
+    body = json.dumps({"detail": message}).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        # The rest of the request is not read: the connection cannot be reused.
+        (b"connection", b"close"),
+    ]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class Guard:
+    """ASGI middleware around the whole app."""
+
+    def __init__(self, app: ASGIApp, options: ServerOptions) -> None:
+        self.app = app
+        self.options = options
+        self.allowed_origins = {normalise_origin(origin) for origin in options.allowed_origins} - {None}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None and normalise_origin(origin) not in self.allowed_origins:
+            await self._refuse_origin(scope, receive, send, origin)
+            return
+        if scope["type"] == "websocket":
+            await self.app(scope, receive, send)  # frames have their own limit (ws.py)
+            return
+        limit = body_limit(self.options, scope)
+        declared = _header(scope, b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            await _refuse(send, 413, str(BodyTooLarge(limit)))
+            return
+        received = 0
+        started = False
+
+        async def counting_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise BodyTooLarge(limit)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, counting_receive, tracking_send)
+        except BodyTooLarge as exc:
+            if not started:  # routes read their whole body before answering, so this always holds
+                await _refuse(send, 413, str(exc))
+
+    async def _refuse_origin(self, scope: Scope, receive: Receive, send: Send, origin: str) -> None:
+        shown = json.dumps(origin[:200])
+        if scope["type"] == "websocket":
+            await receive()  # websocket.connect
+            # Closing before accepting makes uvicorn answer the upgrade with HTTP 403.
+            await send({"type": "websocket.close", "code": 1008})
+            return
+        await _refuse(send, 403, f"Origin {shown} is not allowed: start gradium serve with --allow-origin to allow it")

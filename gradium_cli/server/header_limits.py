@@ -1,0 +1,71 @@
+"""Connections that have not finished their request headers: timed out, and capped.
+
+uvicorn waits forever for the headers of a new connection, so a client that opens
+connections and sends headers slowly (or never finishes them) holds a file
+descriptor each until the server can accept no one else. Here each connection
+must finish its headers within a timeout (408, then closed), and when more than
+a cap are still in the middle of theirs, the one waiting longest is dropped for
+the newcomer: an attacker cannot keep the slots, while a real client, whose
+headers take a millisecond, gets through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from typing import Any
+
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+
+
+def header_limited_protocol(timeout_s: float, max_pending: int) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with the limits; one class per server, which counts its own connections."""
+    pending: OrderedDict[HeaderLimitedProtocol, None] = OrderedDict()
+
+    class HeaderLimitedProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._await_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            # IDLE: h11 has not seen a whole request head yet (first request, or the next on
+            # a kept-alive connection); anything else, including an upgrade, means it has.
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self._await_headers()
+            else:
+                self._headers_done()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._headers_done()
+            super().connection_lost(exc)
+
+        def _await_headers(self) -> None:
+            if self._header_timer is not None:
+                return
+            self._header_timer = self.loop.call_later(timeout_s, self._headers_timed_out)
+            pending[self] = None
+            while len(pending) > max_pending:
+                oldest = next(iter(pending))
+                oldest._headers_done()
+                oldest.transport.abort()
+
+        def _headers_done(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+            pending.pop(self, None)
+
+        def _headers_timed_out(self) -> None:
+            self._header_timer = None
+            pending.pop(self, None)
+            if not self.transport.is_closing():
+                self.transport.write(TIMEOUT_RESPONSE)
+                self.transport.close()
+
+    return HeaderLimitedProtocol

@@ -1,0 +1,129 @@
+"""`gradium serve` under memory and connection attacks, with a real `gradium say` served meanwhile.
+
+The server runs as a subprocess with the common limit of 1024 open files. While
+~1,100 connections sit on half-sent headers, four 200 MB voice uploads and a
+200 MB JSON body stream in (chunked, so only counting while reading can stop
+them; and with Content-Length, as curl sends them), `gradium say` must succeed,
+and the server's peak resident memory (VmHWM from /proc, server and its engine
+worker together) must stay below 200 MB.
+"""
+
+from __future__ import annotations
+
+import resource
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import soundfile as sf
+
+from tests.servers import gradium_exe
+
+ATTACK_BYTES = 200 * 1024 * 1024
+HALF_SENT_HEADERS = 1100
+RSS_LIMIT_KB = 200 * 1024
+CHUNK = b"\0" * (1 << 20)
+
+
+def peak_rss_kb(pid: int) -> int:
+    """VmHWM of a process and its children (the engine workers), in kB."""
+    total = 0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    for each in pids:
+        for line in Path(f"/proc/{each}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                total += int(line.split()[1])
+    return total
+
+
+def stream_body(port: int, path: str, content_type: str, prefix: bytes, *, chunked: bool) -> None:
+    """Send ATTACK_BYTES of body until done or the server hangs up."""
+    framing = "transfer-encoding: chunked" if chunked else f"content-length: {ATTACK_BYTES}"
+    head = f"POST /api/{path} HTTP/1.1\r\nhost: t\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+        try:
+            sock.sendall(head.encode())
+            sent = 0
+            while sent < ATTACK_BYTES:
+                piece = prefix if sent == 0 else CHUNK
+                sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n" if chunked else piece)
+                sent += len(piece)
+        except (BrokenPipeError, ConnectionResetError, TimeoutError):
+            return  # cut off by the server: what the limit is for
+
+
+def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
+    tmp_path: Path, serve_process: Callable[..., tuple[Any, str]]
+) -> None:
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < HALF_SENT_HEADERS + 200:  # this process holds the attacking sockets
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    proc, base_url = serve_process("--workers", "1", max_open_files=1024)
+    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+    log: list[str] = []
+    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
+    drain.start()
+
+    half_sent = []
+    for _ in range(HALF_SENT_HEADERS):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+        sock.sendall(b"POST /api/voices/ HTTP/1.1\r\nhost: t\r\n")
+        half_sent.append(sock)
+
+    boundary = "b0undary"
+    upload_prefix = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="audio_file"; filename="s.wav"\r\n'
+        "Content-Type: audio/wav\r\n\r\nRIFF"
+    ).encode()
+    attacks = [
+        (port, "voices/", f"multipart/form-data; boundary={boundary}", upload_prefix, chunked)
+        for chunked in (True, True, True, True, False)
+    ] + [
+        (port, "post/speech/tts", "application/json", b'{"text": "' + b"a" * 1000, chunked) for chunked in (True, False)
+    ]
+    attackers = [threading.Thread(target=stream_body, args=args[:4], kwargs={"chunked": args[4]}) for args in attacks]
+    for attacker in attackers:
+        attacker.start()
+    time.sleep(0.3)  # the uploads are streaming in
+
+    out = tmp_path / "meanwhile.wav"
+    started = time.monotonic()
+    say = subprocess.run(
+        [gradium_exe(), "say", "Served while under attack.", "--base-url", base_url, "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    say_s = time.monotonic() - started
+    for attacker in attackers:
+        attacker.join(60)
+    peak_kb = peak_rss_kb(proc.pid)
+    for sock in half_sent:
+        sock.close()
+
+    print(f"peak RSS {peak_kb / 1024:.0f} MB; say took {say_s:.2f} s under attack")
+    assert say.returncode == 0, say.stderr
+    audio, rate = sf.read(out)
+    assert len(audio) / rate > 1.0
+    assert say_s < 20, say_s
+    assert peak_kb < RSS_LIMIT_KB, f"peak RSS {peak_kb / 1024:.0f} MB"
+    assert not any(attacker.is_alive() for attacker in attackers)
+    # The attacks left nothing in the data dir, and the server is still up and answering.
+    assert list((tmp_path / "serve-data" / "uploads").iterdir()) == []
+    again = subprocess.run(
+        [gradium_exe(), "say", "Still here.", "--base-url", base_url, "-o", str(tmp_path / "after.wav")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    proc.terminate()
+    proc.wait(15)
+    drain.join(5)
+    assert not any("Traceback" in line for line in log), "".join(log)[-2000:]

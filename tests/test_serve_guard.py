@@ -1,0 +1,295 @@
+"""`gradium serve` at its edges: browser origins, a public address, body sizes, slow headers,
+and the speech-to-text routes it lacks. Each against `gradium serve` run as a subprocess."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.test_serve_store import multipart
+from tests.test_server_rest import tone_wav
+
+Serve = Callable[..., tuple[Any, str]]
+PAGE = "http://localhost:3000"
+
+
+def port_of(base_url: str) -> int:
+    return int(base_url.rsplit(":", 1)[1].split("/")[0])
+
+
+def ws_url(base_url: str, route: str) -> str:
+    return base_url.replace("http://", "ws://") + route
+
+
+async def ws_first_frame(url: str, **headers: str) -> tuple[dict[str, Any], int | None]:
+    async with connect(url, additional_headers=headers, open_timeout=10) as ws:
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+        return first, ws.close_code
+
+
+def voice_upload(name: str) -> tuple[bytes, dict[str, str]]:
+    body, content_type = multipart(
+        [("audio_file", "s.wav", tone_wav(1.5)), ("name", None, name.encode()), ("language", None, b"en")]
+    )
+    return body, {"content-type": content_type}
+
+
+# ------------------------------------------------------------------ browser origins
+
+
+def test_a_page_from_another_origin_is_refused_on_every_route(tmp_path: Path, serve_process: Serve) -> None:
+    _, base_url = serve_process()
+    body, headers = voice_upload("from-a-page")
+    evil = {"origin": "https://evil.example"}
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        attempts = [
+            client.post("voices/", content=body, headers={**headers, **evil}),  # a no-preflight form POST
+            client.get("voices/", headers=evil),
+            client.delete("voices/AAAAAAAAAAAAAAAA", headers=evil),
+            client.post("pronunciations/", json={"name": "d", "language": "en"}, headers=evil),
+            client.post("post/speech/tts", json={"text": "Hi."}, headers=evil),
+            client.get("usages/credits", headers=evil),
+            client.get("api-keys/token", headers=evil),
+            client.post("post/speech/asr", content=b"x", headers=evil),
+            client.get("no/such/route", headers=evil),
+            client.options("voices/", headers={**evil, "access-control-request-method": "POST"}),
+            client.post("voices/", content=body, headers={**headers, "origin": "null"}),
+        ]
+        for response in attempts:
+            assert response.status_code == 403, (response.request.url, response.status_code)
+            assert "Origin" in response.json()["detail"]
+            assert "access-control-allow-origin" not in response.headers
+        # Nothing was stored; the same requests without an Origin (any non-browser client) work.
+        assert client.get("voices/").json() == []
+        assert client.get("pronunciations/").json()["total"] == 0
+        assert client.post("voices/", content=body, headers=headers).status_code == 201
+    assert len(list((tmp_path / "serve-data" / "voice-samples").iterdir())) == 1
+
+
+@pytest.mark.parametrize("route", ["speech/tts", "speech/asr", "speech/s2s"])
+def test_a_cross_origin_websocket_upgrade_is_refused_with_403(serve_process: Serve, route: str) -> None:
+    _, base_url = serve_process()
+
+    async def attempt() -> None:
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(ws_url(base_url, route), origin="https://evil.example", open_timeout=10):  # type: ignore[arg-type]
+                pass
+        assert refused.value.response.status_code == 403
+
+    asyncio.run(attempt())
+    # Without an Origin header (every non-browser client) the TTS socket opens and speaks.
+    if route == "speech/tts":
+
+        async def speak() -> dict[str, Any]:
+            async with connect(ws_url(base_url, route), open_timeout=10) as ws:
+                await ws.send(json.dumps({"type": "setup", "output_format": "pcm"}))
+                return dict(json.loads(await ws.recv()))
+
+        assert asyncio.run(speak())["type"] == "ready"
+
+
+def test_allowed_origins_are_served_with_cors_headers(serve_process: Serve) -> None:
+    _, base_url = serve_process("--allow-origin", PAGE, "--allow-origin", "HTTPS://Tool.Example:8443/")
+    body, headers = voice_upload("from-my-page")
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        created = client.post("voices/", content=body, headers={**headers, "origin": PAGE})
+        assert created.status_code == 201
+        assert created.headers["access-control-allow-origin"] == PAGE
+        preflight = client.options(
+            "pronunciations/",
+            headers={"origin": "https://tool.example:8443", "access-control-request-method": "POST"},
+        )
+        assert preflight.status_code == 200
+        assert preflight.headers["access-control-allow-origin"] == "https://tool.example:8443"
+        # Near misses are other origins.
+        for other in ("http://localhost:3001", "https://localhost:3000", "http://localhost:3000.evil.example"):
+            assert client.get("voices/", headers={"origin": other}).status_code == 403, other
+
+    async def speak() -> str:
+        async with connect(ws_url(base_url, "speech/tts"), origin=PAGE, open_timeout=10) as ws:  # type: ignore[arg-type]
+            await ws.send(json.dumps({"type": "setup", "output_format": "pcm"}))
+            return str(json.loads(await ws.recv())["type"])
+
+    assert asyncio.run(speak()) == "ready"
+
+
+def test_allow_origin_refuses_what_is_not_an_origin(tmp_path: Path) -> None:
+    import subprocess
+
+    from tests.servers import gradium_exe
+
+    for value in ("localhost:3000", "ftp://x.example", "http://x.example/path", "*"):
+        done = subprocess.run(
+            [gradium_exe(), "serve", "--port", "0", "--allow-origin", value],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert done.returncode == 2, (value, done.stderr)
+        assert "not an origin" in done.stderr and "Traceback" not in done.stderr
+
+
+# ------------------------------------------------------------------ a public address
+
+
+def stderr_after_stop(proc: Any) -> str:
+    proc.terminate()
+    _, err = proc.communicate(timeout=15)
+    return str(err)
+
+
+def test_a_public_address_without_a_key_gets_one_warning_line(serve_process: Serve) -> None:
+    public, _ = serve_process("--host", "0.0.0.0")
+    keyed, _ = serve_process("--host", "0.0.0.0", "--api-key", "gsk_local_secret_1")
+    loopback, _ = serve_process()
+    warned = [line for line in stderr_after_stop(public).splitlines() if "warning" in line]
+    assert warned == [
+        "gradium serve: warning: listening on 0.0.0.0 without --api-key: anyone who can reach it can use it"
+    ]
+    assert "warning" not in stderr_after_stop(keyed)
+    assert "warning" not in stderr_after_stop(loopback)
+
+
+# ------------------------------------------------------------------ what it lacks
+
+
+@pytest.mark.parametrize("route", ["speech/asr", "speech/s2s"])
+def test_speech_to_text_websockets_answer_an_error_frame_then_1008(serve_process: Serve, route: str) -> None:
+    _, base_url = serve_process()
+    first, close_code = asyncio.run(ws_first_frame(ws_url(base_url, route)))
+    assert first["type"] == "error" and first["code"] == 1008
+    assert "gradium serve does not offer speech-to-text" in first["message"]
+    assert close_code == 1008
+
+
+def test_speech_to_text_rest_answers_501_with_a_detail(serve_process: Serve) -> None:
+    _, base_url = serve_process()
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for route in ("post/speech/asr", "post/speech/s2s"):
+            response = client.post(route, content=b"RIFF" + bytes(50_000), headers={"content-type": "audio/wav"})
+            assert response.status_code == 501
+            assert response.headers["content-type"] == "application/json"
+            assert "gradium serve does not offer speech-to-text" in response.json()["detail"]
+
+
+# ------------------------------------------------------------------ body sizes
+
+
+def raw_exchange(port: int, head: bytes, body: bytes, *, chunked: bool) -> int | None:
+    """Send one request on a raw socket; the status line's code, or None when the server hung up first."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+        try:
+            sock.sendall(head)
+            if chunked:
+                for start in range(0, len(body), 65536):
+                    piece = body[start : start + 65536]
+                    sock.sendall(b"%x\r\n" % len(piece) + piece + b"\r\n")
+                sock.sendall(b"0\r\n\r\n")
+            else:
+                sock.sendall(body)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            reply = sock.recv(200)
+        except ConnectionResetError:
+            return None
+    return int(reply.split()[1]) if reply.startswith(b"HTTP/1.1 ") else None
+
+
+def request_head(path: str, content_type: str, length: int | None) -> bytes:
+    framing = f"content-length: {length}" if length is not None else "transfer-encoding: chunked"
+    return f"POST /api/{path} HTTP/1.1\r\nhost: t\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n".encode()
+
+
+def padded_upload(name: str, size: int) -> tuple[bytes, str]:
+    """A valid voice upload of exactly `size` bytes: the description part is padding."""
+    body, _ = multipart(
+        [("audio_file", "s.wav", tone_wav(1.5)), ("name", None, name.encode()), ("description", None, b"")]
+    )
+    return multipart(
+        [
+            ("audio_file", "s.wav", tone_wav(1.5)),
+            ("name", None, name.encode()),
+            ("description", None, b"d" * (size - len(body))),
+        ]
+    )
+
+
+def test_upload_limit_just_below_at_and_above(serve_process: Serve) -> None:
+    limit = len(padded_upload("x", 60_000)[0]) + 1000  # room for a tone and a short description
+    _, base_url = serve_process("--max-upload-bytes", str(limit))
+    port = port_of(base_url)
+    for index, (size, expected) in enumerate([(limit - 1, 201), (limit, 201), (limit + 1, 413)]):
+        for chunked in (False, True):
+            body, content_type = padded_upload(f"v{index}{chunked}", size)
+            assert len(body) == size
+            head = request_head("voices/", content_type, None if chunked else size)
+            assert raw_exchange(port, head, body, chunked=chunked) == expected, (size, chunked)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        assert len(client.get("voices/").json()) == 4
+
+
+def test_json_body_limit_just_below_at_and_above(serve_process: Serve) -> None:
+    limit = 1 << 20  # the per-message limit, for every body but the voice upload
+    _, base_url = serve_process()
+    port = port_of(base_url)
+    for index, (size, expected) in enumerate([(limit - 1, 201), (limit, 201), (limit + 1, 413)]):
+        for chunked in (False, True):
+            start = json.dumps({"name": f"d{index}{chunked}", "language": "en"})
+            body = (start[:-1] + " " * (size - len(start)) + "}").encode()
+            assert len(body) == size
+            head = request_head("pronunciations/", "application/json", None if chunked else size)
+            assert raw_exchange(port, head, body, chunked=chunked) == expected, (size, chunked)
+
+
+def test_a_too_large_upload_leaves_nothing_behind(tmp_path: Path, serve_process: Serve) -> None:
+    _, base_url = serve_process("--max-upload-bytes", "100000")
+    body, content_type = padded_upload("big", 300_000)
+    status = raw_exchange(port_of(base_url), request_head("voices/", content_type, None), body, chunked=True)
+    assert status in (413, None)  # the server may close before the client has read its answer
+    data_dir = tmp_path / "serve-data"
+    assert [p.name for p in (data_dir / "uploads").iterdir()] == []
+    assert not (data_dir / "voice-samples").exists() or list((data_dir / "voice-samples").iterdir()) == []
+
+
+# ------------------------------------------------------------------ slow headers
+
+
+def test_headers_must_arrive_within_the_timeout(serve_process: Serve) -> None:
+    _, base_url = serve_process("--header-timeout", "0.5")
+    port = port_of(base_url)
+    # Just inside the timeout: served.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /api/usages/credits HTTP/1.1\r\nhost: t\r\n")
+        time.sleep(0.3)
+        sock.sendall(b"\r\n")
+        assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
+    # Past it: 408, then closed, at the timeout and not much later.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        sock.sendall(b"GET /api/usages/credits HTTP/1.1\r\nhost: t\r\n")
+        reply = sock.recv(100)
+        waited = time.monotonic() - started
+        assert reply.startswith(b"HTTP/1.1 408 ")
+        assert 0.45 <= waited < 1.5, waited
+        assert sock.recv(100) == b""
+    # Trickling bytes does not reset the clock.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        started = time.monotonic()
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            for _ in range(40):
+                sock.sendall(b"x-slow: y\r\n")
+                time.sleep(0.05)
+        assert time.monotonic() - started < 1.5
