@@ -28,6 +28,7 @@ import json
 import os
 import re
 import struct
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -181,6 +182,7 @@ class RequestCache:
         self.root = root or cache_dir()
         self.max_bytes = configured_max_bytes() if max_bytes is None else max_bytes
         self._total: int | None = None  # bytes in the store, counted on the first write
+        self._lock = threading.Lock()  # batch commits entries from worker threads
 
     def _path(self, key: str) -> Path:
         return self.root / key[:2] / key
@@ -206,16 +208,17 @@ class RequestCache:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             return CacheWriter(self, path)
-        except (OSError, UsageError, Exception):  # an unwritable cache never fails a synthesis
+        except Exception:  # an unwritable cache (or a bad cache-size) never fails a synthesis
             return None
 
     def added(self, size: int) -> None:
-        if self._total is None:
-            self._total = self.usage().bytes
-        else:
-            self._total += size
-        if self._total > self.max_bytes:
-            self._total = self.trim(int(self.max_bytes * 0.9))
+        with self._lock:
+            if self._total is None:
+                self._total = self.usage().bytes  # the new entry included
+            else:
+                self._total += size
+            if self._total > self.max_bytes:
+                self._total = self.trim(int(self.max_bytes * 0.9))
 
     def _files(self) -> list[os.DirEntry[str]]:
         found: list[os.DirEntry[str]] = []

@@ -145,6 +145,18 @@ def test_a_change_of_voice_setting_or_dictionary_rule_is_a_miss(tmp_path: Path, 
 
     assert say() == len(text)
     assert say() == 0
+
+    def batch(*args: str) -> int:
+        """The same for a one-row batch (a fresh --out-dir each time, so the state file skips nothing)."""
+        before = usage(server.base_url)["consumed_credits"]
+        out = f"b{len(list(tmp_path.glob('b*')))}"
+        result = run(tmp_path, "batch", "one.txt", "-d", out, "--cache", "--base-url", server.base_url,
+                     "--pronunciation", uid, *args)  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        return int(usage(server.base_url)["consumed_credits"] - before)
+
+    (tmp_path / "one.txt").write_text(text + "\n")
+    assert batch() == 0  # say and batch share entries
     assert say("--voice", "Jack") == len(text)
     assert say("--voice", "Jack") == 0
     assert say("--speed", "1.2") == len(text)
@@ -155,8 +167,10 @@ def test_a_change_of_voice_setting_or_dictionary_rule_is_a_miss(tmp_path: Path, 
         json={"rules": [{"original": "Gradium", "rewrite": "grad yum"}]},
     )
     assert changed.status_code == 200, changed.text
-    assert say() == len(text)
+    assert batch() == len(text)  # batch fetched the changed rules too
     assert say() == 0
+    assert batch("--speed", "1.2") == len(text)  # made before under the old rules: a miss
+    assert say("--speed", "1.2") == 0
 
 
 def test_a_corrupt_entry_is_a_miss_and_is_replaced(tmp_path: Path, server_factory: Any) -> None:

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from gradium_cli.audio.subtitles import Word
 from gradium_cli.batch.estimate import predicted_duration_s, words
 from gradium_cli.errors import UsageError
+from gradium_cli.protocol.formats import WAV_HEADER_BYTES
 
 if TYPE_CHECKING:
     import numpy as np
@@ -88,31 +89,40 @@ class Probe:
         self.rms = array("f")
         self.samples = 0
         self.clipped = 0
-        self._pending: np.ndarray | None = None
+        self._pending: list[np.ndarray] = []
+        self._pending_size = 0
 
     def feed(self, samples: np.ndarray) -> None:
-        import numpy as np
-
+        """Take int16 samples; they are measured a second at a time (fewer, larger numpy calls)."""
         if samples.size == 0:
             return
-        data = samples.astype(np.int32)
-        self.samples += data.size
-        self.clipped += int(np.count_nonzero(np.abs(data) >= FULL_SCALE))
-        if self._pending is not None:
-            data = np.concatenate([self._pending, data])
-        whole = data.size - data.size % self.frame
-        self._pending = data[whole:]
-        if whole:
-            frames = data[:whole].reshape(-1, self.frame).astype(np.float64) / 32768.0
-            self.rms.extend(np.sqrt(np.mean(frames * frames, axis=1)).astype(np.float32).tolist())
+        self._pending.append(samples)
+        self._pending_size += samples.size
+        if self._pending_size >= self.rate:
+            self._measure(final=False)
 
-    def finish(self) -> None:
+    def _measure(self, final: bool) -> None:
         import numpy as np
 
-        if self._pending is not None and self._pending.size:
-            tail = self._pending.astype(np.float64) / 32768.0
-            self.rms.append(float(np.sqrt(np.mean(tail * tail))))
-        self._pending = None
+        data = np.concatenate(self._pending) if len(self._pending) > 1 else self._pending[0]
+        whole = data.size if final else data.size - data.size % self.frame
+        block, rest = data[:whole], data[whole:]
+        self._pending = [rest] if rest.size else []
+        self._pending_size = rest.size
+        self.samples += block.size
+        self.clipped += int(np.count_nonzero((block >= FULL_SCALE) | (block <= -FULL_SCALE)))
+        frames = block.size // self.frame
+        if frames:
+            grid = block[: frames * self.frame].reshape(frames, self.frame).astype(np.float32) / 32768.0
+            self.rms.extend(np.sqrt(np.einsum("ij,ij->i", grid, grid) / self.frame).tolist())
+        tail = block[frames * self.frame :]
+        if tail.size:  # only at the end: the last, shorter frame
+            scaled = tail.astype(np.float64) / 32768.0
+            self.rms.append(float(np.sqrt(np.mean(scaled * scaled))))
+
+    def finish(self) -> None:
+        if self._pending:
+            self._measure(final=True)
 
 
 @dataclass(frozen=True)
@@ -199,9 +209,25 @@ class ProbeSink:
 
         self.probe = Probe(wire.sample_rate)
         self.decoder = StreamDecoder(wire) if wire.encoding != "opus" else None
+        # PCM (raw or in WAV) is viewed in place, not copied: the probe runs on every chunk.
+        self._pcm = wire.encoding == "s16le"
+        self._skip = WAV_HEADER_BYTES if wire.container == "wav" else 0
+        self._odd = b""
 
     def write(self, data: bytes) -> None:
-        if self.decoder is not None:
+        if self._pcm:
+            import numpy as np
+
+            if self._skip:
+                taken = min(self._skip, len(data))
+                self._skip -= taken
+                data = data[taken:]
+            if self._odd:
+                data, self._odd = self._odd + data, b""
+            if len(data) % 2:
+                data, self._odd = data[:-1], data[-1:]
+            self.probe.feed(np.frombuffer(data, dtype="<i2"))
+        elif self.decoder is not None:
             self.probe.feed(self.decoder.feed(data))
 
     def close(self) -> None:
