@@ -63,11 +63,12 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def local_server(mode: str, data_dir: Path, code: str = SERVE_CODE) -> Iterator[str]:
+def local_server(mode: str, data_dir: Path, code: str = SERVE_CODE, args: Sequence[str] = ()) -> Iterator[str]:
     """Base URL (http://127.0.0.1:PORT/api/) of a server on 127.0.0.1 that lives for the block.
 
     mode "thread": `start_in_thread` in this process. mode "process": `gradium
-    serve` in a subprocess (`code` replaces its -c program, e.g. to profile it).
+    serve` in a subprocess (`code` replaces its -c program, e.g. to profile it;
+    `args` are more `serve` options, e.g. --workers).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if mode == "thread":
@@ -81,7 +82,7 @@ def local_server(mode: str, data_dir: Path, code: str = SERVE_CODE) -> Iterator[
             running.stop()
         return
     port = free_port()
-    argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir)]
+    argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
     proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         wait_for_port(port, proc)

@@ -1,8 +1,12 @@
 """Which server a command talks to: a configured one, or the built-in offline engine.
 
-With no API key and no base URL configured, commands start `gradium serve`'s
-app on an ephemeral loopback port in this process and use it over the same
-protocol path, saying so in one line on stderr.
+With no API key and no base URL configured, commands use the built-in engine
+and say so in one line on stderr. Commands that speak TTS over the WebSocket
+(`say`, `stream`, `batch`: `pipe=True`) reach it over a pipe to a child process
+running the server's WebSocket handler and eSpeak NG (`transport/local.py`):
+no HTTP server to start, and an engine crash is one error line, not a core dump.
+Their REST calls, and every other command, get `gradium serve`'s app on an
+ephemeral loopback port in this process, its engine in a worker process.
 """
 
 from __future__ import annotations
@@ -12,11 +16,15 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gradium_cli.config import REGION_URLS, resolve
 from gradium_cli.errors import UsageError
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
+
+if TYPE_CHECKING:
+    from gradium_cli.transport.local import LocalEngine
 
 # The built-in engine's URLs while it runs: its port changes every run, so the request
 # cache names it by what it is instead (gradium_cli/cache.py).
@@ -50,7 +58,7 @@ def local_server_endpoint(timeout: float) -> Iterator[Endpoint]:
     from gradium_cli.server.app import running
     from gradium_cli.server.state import ServerOptions
 
-    with running(ServerOptions(data_dir=data_dir(), quiet=True)) as server:
+    with running(ServerOptions(data_dir=data_dir(), quiet=True, workers=1)) as server:
         BUILTIN_URLS.add(server.base_url)
         try:
             yield Endpoint(server.base_url, None, timeout)
@@ -58,17 +66,55 @@ def local_server_endpoint(timeout: float) -> Iterator[Endpoint]:
             BUILTIN_URLS.discard(server.base_url)
 
 
+_prestarted: LocalEngine | None = None
+
+
+def uses_local_engine(options: BackendOptions) -> bool:
+    key = resolve("api-key", options.api_key, options.profile)
+    base = resolve("base-url", options.base_url, options.profile)
+    return options.local or (not key.value and not base.value)
+
+
+def prestart_local_engine(options: BackendOptions) -> None:
+    """Start the built-in engine now if the command will use it over a pipe.
+
+    Called first thing by `say`, `stream` and `batch`, so the engine process
+    starts up while the command is still importing its own modules.
+    """
+    global _prestarted
+    if _prestarted is None and uses_local_engine(options):
+        from gradium_cli.transport.local import LocalEngine
+
+        _prestarted = LocalEngine(data_dir())
+
+
 @contextlib.contextmanager
-def open_backend(options: BackendOptions) -> Iterator[Endpoint]:
+def local_engine_endpoint(timeout: float) -> Iterator[Endpoint]:
+    global _prestarted
+    from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
+
+    engine, _prestarted = _prestarted or LocalEngine(data_dir()), None
+    BUILTIN_URLS.add(LOCAL_BASE_URL)
+    try:
+        yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine)
+    finally:
+        BUILTIN_URLS.discard(LOCAL_BASE_URL)
+        engine.stop()
+
+
+@contextlib.contextmanager
+def open_backend(options: BackendOptions, *, pipe: bool = False) -> Iterator[Endpoint]:
+    """The endpoint to use; `pipe`: the command only needs `Endpoint.url` and `TtsSocket`,
+    never `base_url` itself, so the built-in engine may be reached over a pipe."""
     key = resolve("api-key", options.api_key, options.profile)
     base = resolve("base-url", options.base_url, options.profile)
     region = resolve("region", options.region, options.profile).value
     if region is not None and region not in REGION_URLS:
         raise UsageError(f"unknown region '{region}' (choose eu or us)")
-    if options.local or (not key.value and not base.value):
+    if uses_local_engine(options):
         if not options.local:
             get_env().say(LOCAL_NOTICE)
-        with local_server_endpoint(options.timeout) as endpoint:
+        with (local_engine_endpoint if pipe else local_server_endpoint)(options.timeout) as endpoint:
             yield endpoint
         return
     url = base.value or REGION_URLS[region or "default"]

@@ -23,8 +23,13 @@ _NOT_NOW = re.compile(
 )
 
 
+# The engine crashed on this text (`gradium serve`'s worker or the built-in engine):
+# it would crash on it again, so a retry only costs time.
+_SAME_AGAIN = re.compile(r"crashed on this text")
+
+
 def is_transient(error: GradiumError) -> bool:
-    if isinstance(error, (AuthError, CrossHostRedirect)):
+    if isinstance(error, (AuthError, CrossHostRedirect)) or _SAME_AGAIN.search(error.message):
         return False
     if isinstance(error, (NetworkError, ServerError)):
         return True

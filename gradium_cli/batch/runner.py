@@ -479,7 +479,7 @@ async def run_batch(request: BatchRequest) -> Summary:
         state = StateFile(defaults.out_dir, shard)
         state.open()
         try:
-            with open_backend(request.backend) as endpoint:
+            with open_backend(request.backend, pipe=True) as endpoint:
                 env.debug(f"server {endpoint.ws_url()} (x-api-key {mask_secret(endpoint.api_key)})")
                 progress = BatchProgress(env, manifest.name, found.selected, request.json_out)
                 wire_log = stderr_wire_log(env.debug) if env.verbose else None

@@ -48,6 +48,9 @@ def say(
     echo "Hello" | gradium say -o - > hello.wav
     gradium say -f chapter.txt -o chapter.ogg --voice Emma --speed 1.2
     """
+    from gradium_cli.backend import prestart_local_engine
+
+    prestart_local_engine(backend)  # before the imports below, so they overlap its start-up
     # Imported here so that `gradium --help` does not load numpy and the transport.
     from gradium_cli.cli.say_core import SayRequest, speak
 

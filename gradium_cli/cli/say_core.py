@@ -68,7 +68,7 @@ async def speak(request: SayRequest) -> dict[str, Any]:
         force=request.force,
         decodable=len(chunks) > 1,
     )
-    with open_backend(request.backend) as endpoint:
+    with open_backend(request.backend, pipe=True) as endpoint:
         env.debug(f"server {endpoint.ws_url()} (x-api-key {mask_secret(endpoint.api_key)})")
         needs_lookup = bool(request.voice.voice or request.voice.pronunciation)
         # The request cache holds WebSocket runs, which always carry timestamps.

@@ -106,7 +106,11 @@ def bind_socket(host: str, port: int) -> socket.socket:
     """A listening address bound before uvicorn starts: port 0 is resolved, and a busy
     port fails here with an OSError the caller can report, not inside uvicorn."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP, not the default 0: asyncio turns Nagle off (TCP_NODELAY) only on
+    # sockets whose proto says TCP, and accepted sockets inherit it. With Nagle on, the
+    # small frame after a large one (end_of_stream, a short last audio frame) waited
+    # for the client's delayed ACK: ~40 ms in most requests.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))

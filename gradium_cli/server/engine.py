@@ -31,6 +31,7 @@ __all__ = [
     "SpeechEngine",
     "Synthesis",
     "WordSpan",
+    "engine_lock",
     "get_engine",
 ]
 
@@ -178,6 +179,11 @@ class SpeechEngine(Protocol):
 # ------------------------------------------------------------ the library
 
 _LOCK = threading.RLock()
+
+
+def engine_lock() -> threading.RLock:
+    """The lock every call into eSpeak NG holds (reentrant)."""
+    return _LOCK
 
 
 class _Library:

@@ -33,9 +33,10 @@ from typing import IO, Any
 
 import numpy as np
 
+from gradium_cli.server.crash import describe_death
 from gradium_cli.server.engine import Engine, EngineVoice, EspeakVoiceInfo, Synthesis, WordSpan, get_engine
 
-__all__ = ["EngineCrashed", "EnginePool", "available_cores", "crash_reason", "worker_command"]
+__all__ = ["EngineCrashed", "EnginePool", "available_cores", "worker_command"]
 
 _HEADER = struct.Struct("<I")
 
@@ -50,29 +51,6 @@ def available_cores() -> int:
         return max(1, len(os.sched_getaffinity(0)))
     except (AttributeError, OSError):
         return max(1, os.cpu_count() or 1)
-
-
-_SIGNAL_MEANINGS = {
-    signal.SIGSEGV: "segmentation fault",
-    signal.SIGABRT: "aborted, e.g. stack smashing detected",
-    signal.SIGBUS: "bus error",
-    signal.SIGFPE: "arithmetic error",
-    signal.SIGILL: "illegal instruction",
-}
-
-
-def crash_reason(returncode: int | None) -> str:
-    """How a process ended, in words: 'SIGSEGV, segmentation fault', 'exit status 1'."""
-    if returncode is None:
-        return "no exit status"
-    if returncode >= 0:
-        return f"exit status {returncode}"
-    try:
-        sig = signal.Signals(-returncode)
-    except ValueError:
-        return f"signal {-returncode}"
-    meaning = _SIGNAL_MEANINGS.get(sig)
-    return f"{sig.name}, {meaning}" if meaning else sig.name
 
 
 def worker_command() -> list[str]:
@@ -139,12 +117,7 @@ class _Worker:
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait()
-        detail = ""
-        with contextlib.suppress(OSError, ValueError):
-            self.log.seek(0)
-            lines = self.log.read()[-4096:].decode("utf-8", "replace").strip().splitlines()
-            detail = f": {lines[-1].strip(' *')}" if lines else ""
-        return f"the speech engine crashed on this text ({crash_reason(code)}{detail})"
+        return f"the speech engine crashed on this text ({describe_death(code, self.log)})"
 
     def stop(self) -> None:
         with contextlib.suppress(OSError):

@@ -93,7 +93,7 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
     interrupts = _Interrupts(on_first=reader.stop if request.on_interrupt == "drain" else discard, on_second=discard)
     loop.add_signal_handler(signal.SIGINT, interrupts)
     try:
-        with open_backend(request.backend) as endpoint:
+        with open_backend(request.backend, pipe=True) as endpoint:
             async with contextlib.AsyncExitStack() as stack:
                 rest = await stack.enter_async_context(RestClient(endpoint)) if request.voice.voice else None
                 setup = await build_setup(request.voice, plan.wire.name, rest)

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from gradium_cli import __version__
 from gradium_cli.config import mask_secret
+
+if TYPE_CHECKING:
+    from gradium_cli.transport.local import LocalEngine
 from gradium_cli.ui.redact import mask_url_passwords, remember_secret
 
 TTS_ROUTE = "speech/tts"
@@ -40,11 +44,17 @@ class Endpoint:
     api_key: str | None = None
     timeout: float = 30.0
     extra_headers: dict[str, str] = field(default_factory=dict)
+    # The built-in offline engine: TTS WebSockets go over its pipe, and REST routes
+    # to an HTTP server it starts only when one is first asked for.
+    local: LocalEngine | None = None
 
     def url(self, route: str) -> str:
-        return normalise_base_url(self.base_url) + route.lstrip("/")
+        base = self.local.http_base_url() if self.local is not None else self.base_url
+        return normalise_base_url(base) + route.lstrip("/")
 
     def ws_url(self, route: str = TTS_ROUTE) -> str:
+        if self.local is not None:
+            return f"{self.base_url}{route.lstrip('/')}"
         # Only the scheme changes: the SDK's replace-every-"http" would also mangle paths.
         url = self.url(route)
         return "ws" + url[4:] if url.startswith("http") else url

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -25,6 +25,9 @@ from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, Netwo
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.session import TtsSession, error_from_server
 from gradium_cli.transport.endpoint import Endpoint, masked_url
+
+if TYPE_CHECKING:
+    from gradium_cli.transport.local import LocalSocket
 
 FrameHook = Callable[[str, str], None]  # (direction "<" or ">", frame) for wire logs
 
@@ -119,7 +122,7 @@ class TtsSocket:
     def __init__(self, endpoint: Endpoint, on_frame: FrameHook | None = None) -> None:
         self.endpoint = endpoint
         self.on_frame = on_frame
-        self._ws: ClientConnection | None = None
+        self._ws: ClientConnection | LocalSocket | None = None
         self._routes: dict[str | None, asyncio.Queue[m.ServerMessage | _Closed]] = {}
         self._reader: asyncio.Task[None] | None = None
         self._closed: _Closed | None = None
@@ -132,7 +135,10 @@ class TtsSocket:
         await self.close()
 
     async def open(self) -> None:
-        self._ws = await open_websocket(self.endpoint.ws_url(), self.endpoint.headers(), self.endpoint.timeout)
+        if self.endpoint.local is not None:
+            self._ws = await self.endpoint.local.connect()
+        else:
+            self._ws = await open_websocket(self.endpoint.ws_url(), self.endpoint.headers(), self.endpoint.timeout)
         self._reader = asyncio.create_task(self._read())
 
     async def close(self) -> None:

@@ -1,0 +1,168 @@
+"""The built-in offline engine's process: `gradium serve`'s WebSocket handler over a pipe.
+
+Commands with no API key start this module as a child process (see
+`transport/local.py`) instead of an HTTP server in their own process: no
+uvicorn or starlette routing to import, no server thread to join, and an engine
+crash cannot take the command down with it. Each client "socket" is a channel
+multiplexed on the child's stdin/stdout and served by the same `ws.Connection`
+as a real WebSocket, so both paths speak exactly the same protocol messages.
+
+eSpeak NG runs in this process (one more process would cost a command as much
+start-up again). Before each engine call the channel rendering is written to the
+marker file the client handed over (fd `GRADIUM_LOCAL_MARKER_FD`), and 0 after:
+if the engine kills this process, the client knows which request it was
+rendering, fails that one and retries the others on a new child.
+
+Framing, both ways: a 9-byte header (payload length u32, channel u32, kind byte,
+little-endian) and the payload. Client to child: OPEN, TEXT (a text frame, UTF-8)
+and CLOSE; child to client: TEXT and CLOSE (payload: the close code as text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import os
+import resource
+import struct
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+if TYPE_CHECKING:
+    from gradium_cli.server.engine import EngineVoice, EspeakVoiceInfo, SpeechEngine, Synthesis
+
+__all__ = ["CLOSE", "HEADER", "MARKER", "OPEN", "TEXT", "MarkedEngine", "PipeSocket", "main"]
+
+HEADER = struct.Struct("<IIc")
+OPEN, TEXT, CLOSE = b"O", b"T", b"C"
+MARKER = struct.Struct("<I")  # the channel in the engine now; 0: none
+
+# The channel a task serves; asyncio.to_thread carries it into the render threads.
+_channel: contextvars.ContextVar[int] = contextvars.ContextVar("channel", default=0)
+
+
+class MarkedEngine:
+    """The in-process engine, recording in the marker file which channel is inside it."""
+
+    def __init__(self, engine: SpeechEngine, marker_fd: int) -> None:
+        from gradium_cli.server.engine import engine_lock
+
+        self._engine = engine
+        self._marker_fd = marker_fd
+        self._lock = engine_lock()
+        self.sample_rate = engine.sample_rate
+
+    def synthesize(self, text: str, voice: EngineVoice, *, phonemes: bool = True) -> Synthesis:
+        # Under the engine's own (reentrant) lock, so the marker names the one caller inside.
+        with self._lock:
+            os.pwrite(self._marker_fd, MARKER.pack(_channel.get()), 0)
+            try:
+                return self._engine.synthesize(text, voice, phonemes=phonemes)
+            finally:
+                os.pwrite(self._marker_fd, MARKER.pack(0), 0)
+
+    def list_voices(self) -> list[EspeakVoiceInfo]:
+        return self._engine.list_voices()
+
+    def has_voice(self, name: str) -> bool:
+        return self._engine.has_voice(name)
+
+    def close(self) -> None:
+        self._engine.close()
+
+
+class PipeSocket:
+    """The part of starlette's WebSocket that `ws.Connection` uses, over one pipe channel."""
+
+    def __init__(self, channel: int, out: asyncio.StreamWriter) -> None:
+        self.channel = channel
+        self.out = out
+        self.headers: dict[str, str] = {}
+        self.query_params: dict[str, str] = {}
+        self.application_state = WebSocketState.CONNECTING
+        self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def accept(self) -> None:
+        self.application_state = WebSocketState.CONNECTED
+
+    async def receive(self) -> dict[str, Any]:
+        text = await self.inbox.get()
+        if text is None:
+            return {"type": "websocket.disconnect", "code": 1000}
+        return {"type": "websocket.receive", "text": text}
+
+    async def send_text(self, text: str) -> None:
+        if self.application_state is not WebSocketState.CONNECTED:
+            raise WebSocketDisconnect(1006)
+        write(self.out, self.channel, TEXT, text.encode("utf-8"))
+        await self.out.drain()
+
+    async def close(self, code: int = 1000) -> None:
+        if self.application_state is WebSocketState.DISCONNECTED:
+            return
+        self.application_state = WebSocketState.DISCONNECTED
+        write(self.out, self.channel, CLOSE, str(code).encode())
+        await self.out.drain()
+
+
+def write(out: asyncio.StreamWriter, channel: int, kind: bytes, payload: bytes) -> None:
+    out.write(HEADER.pack(len(payload), channel, kind) + payload)
+
+
+async def serve(data_dir: Path, marker_fd: int) -> None:
+    from gradium_cli.server.state import ServerOptions, ServerState
+    from gradium_cli.server.ws import Connection
+
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=1 << 24)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
+    transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
+    out = asyncio.StreamWriter(transport, protocol, None, loop)
+
+    state = ServerState(ServerOptions(data_dir=data_dir, quiet=True))
+    state.engine = MarkedEngine(state.engine, marker_fd)
+    sockets: dict[int, PipeSocket] = {}
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def run(sock: PipeSocket) -> None:
+        _channel.set(sock.channel)
+        with state.connection_slot():
+            await Connection(sock, state).run()  # type: ignore[arg-type]
+        await sock.close(1000)
+        sockets.pop(sock.channel, None)
+
+    try:
+        while True:
+            try:
+                size, channel, kind = HEADER.unpack(await reader.readexactly(HEADER.size))
+                payload = await reader.readexactly(size)
+            except asyncio.IncompleteReadError:
+                break  # the client is gone
+            if kind == OPEN:
+                sock = sockets[channel] = PipeSocket(channel, out)
+                task = asyncio.create_task(run(sock))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            elif (sock_or_none := sockets.get(channel)) is not None:
+                sock_or_none.inbox.put_nowait(payload.decode("utf-8", "replace") if kind == TEXT else None)
+    finally:
+        for task in tasks:
+            task.cancel()
+        state.close()
+
+
+def main() -> None:
+    # A crash here is expected to happen, and must not leave a core file behind.
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+    data_dir = Path(os.environ["GRADIUM_LOCAL_DATA_DIR"])
+    marker_fd = int(os.environ["GRADIUM_LOCAL_MARKER_FD"])
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(data_dir, marker_fd))
+
+
+if __name__ == "__main__":
+    main()

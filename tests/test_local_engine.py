@@ -1,0 +1,114 @@
+"""The built-in offline engine (commands with no API key): same messages as `gradium serve`,
+and an engine crash is one error line with exit 6, never a core dump (issue 14).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import soundfile as sf
+
+from gradium_cli.protocol import messages as m
+from gradium_cli.transport.endpoint import Endpoint
+from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
+from gradium_cli.transport.ws import TtsSocket, collect
+from tests.cli_helpers import gradium, isolated_env
+
+pytestmark = pytest.mark.timeout(120)
+
+KNOWN_CRASH = "a." * 300
+UNGUARDED_CRASH = "a\u00ad." * 300  # not defused by the engine's cheap rule: it really crashes eSpeak
+TEXT = (
+    "The committee will publish its final report on the 3rd of March. "
+    'Would you like a cup of tea? <break time="0.3s" /> 42 dollars, please!'
+)
+
+
+def setup(**fields: Any) -> m.Setup:
+    return m.Setup(
+        model_name="default",
+        voice_id="YTpq7expH9539ERJ",
+        output_format="wav",
+        json_config={"padding_bonus": 0.5, "rewrite_rules": "en"},
+        **fields,
+    )
+
+
+async def messages_from(endpoint: Endpoint, texts: list[str]) -> list[m.ServerMessage]:
+    async with TtsSocket(endpoint) as sock:
+        return await collect(sock.request(setup(), texts))
+
+
+def test_pipe_and_served_paths_give_the_same_messages(tmp_path: Path, serve_process: Any) -> None:
+    # Both engines fresh (a new worker, a new child), so even the audio bytes match:
+    # eSpeak's flutter phase only drifts from one call to the next within a process.
+    _, base_url = serve_process("--workers", "1")
+    texts = [TEXT[:40], TEXT[40:]]  # two text messages: the server's buffering is exercised too
+    served = asyncio.run(messages_from(Endpoint(base_url), texts))
+    engine = LocalEngine(tmp_path / "data")
+    try:
+        piped = asyncio.run(messages_from(Endpoint(LOCAL_BASE_URL, local=engine), texts))
+    finally:
+        engine.stop()
+    kinds = [type(message).__name__ for message in served]
+    assert kinds[0] == "Ready" and kinds[-1] == "EndOfStream" and "WordTimestamp" in kinds and "Audio" in kinds
+    # request_id is a fresh uuid per request: everything else must be equal, field by field.
+    assert isinstance(piped[0], m.Ready) and isinstance(served[0], m.Ready)
+    piped[0].request_id = served[0].request_id
+    assert piped == served
+
+
+def test_pipe_channels_multiplex_and_close(tmp_path: Path) -> None:
+    engine = LocalEngine(tmp_path / "data")
+
+    async def two_at_once() -> list[list[m.ServerMessage]]:
+        endpoint = Endpoint(LOCAL_BASE_URL, local=engine)
+        return list(await asyncio.gather(*(messages_from(endpoint, [f"Request number {n}."]) for n in (1, 2))))
+
+    try:
+        first, second = asyncio.run(two_at_once())
+    finally:
+        engine.stop()
+    words = [[msg.text for msg in out if isinstance(msg, m.WordTimestamp)] for out in (first, second)]
+    assert words == [["Request", "number", "1."], ["Request", "number", "2."]]
+
+
+def test_offline_say_crash_is_one_line_and_exit_6(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text(UNGUARDED_CRASH + "\n")
+    result = gradium(tmp_path, "say", "--local", "-f", "t.txt", "-o", "x.wav")
+    assert result.returncode == 6
+    lines = result.stderr.decode().strip().splitlines()
+    assert len(lines) == 1, lines
+    assert "the speech engine crashed on this text (SIG" in lines[0]
+    assert "Traceback" not in result.stderr.decode() and "***" not in result.stderr.decode()
+    assert not (tmp_path / "x.wav").exists()
+    assert not list(tmp_path.glob("core*"))
+
+
+def test_offline_say_speaks_the_known_crash_input(tmp_path: Path) -> None:
+    (tmp_path / "t.txt").write_text(KNOWN_CRASH + "\n")
+    result = gradium(tmp_path, "say", "--local", "-f", "t.txt", "-o", "x.wav")
+    assert result.returncode == 0, result.stderr
+    assert sf.info(str(tmp_path / "x.wav")).duration > 5
+
+
+def test_offline_default_needs_no_http_server(tmp_path: Path) -> None:
+    """With no key, `say` reaches the engine over the pipe: neither uvicorn nor starlette
+    is imported in the command's own process (they are what made it slow)."""
+    probe = (
+        "import sys, runpy; sys.argv = ['gradium', 'say', 'Hi there.', '-o', 'x.wav'];\n"
+        "import atexit; atexit.register(lambda: print(sorted(m for m in sys.modules "
+        "if m.split('.')[0] in ('uvicorn', 'starlette', 'numpy')), file=sys.stderr))\n"
+        "from gradium_cli.cli.app import main; main()"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, env=isolated_env(tmp_path), cwd=tmp_path, timeout=60
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.decode().strip().splitlines()[-1] == "[]"
+    assert sf.info(str(tmp_path / "x.wav")).duration > 0.3
