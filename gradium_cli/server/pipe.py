@@ -9,7 +9,7 @@ as a real WebSocket, so both paths speak exactly the same protocol messages.
 
 eSpeak NG runs in this process (one more process would cost a command as much
 start-up again). Before each engine call the channel rendering is written to the
-marker file the client handed over (fd `GRADIUM_LOCAL_MARKER_FD`), and 0 after:
+marker file the client handed over (its fd is the second argument), and 0 after:
 if the engine kills this process, the client knows which request it was
 rendering, fails that one and retries the others on a new child.
 
@@ -158,8 +158,7 @@ async def serve(data_dir: Path, marker_fd: int) -> None:
 def main() -> None:
     # A crash here is expected to happen, and must not leave a core file behind.
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-    data_dir = Path(os.environ["GRADIUM_LOCAL_DATA_DIR"])
-    marker_fd = int(os.environ["GRADIUM_LOCAL_MARKER_FD"])
+    data_dir, marker_fd = Path(sys.argv[1]), int(sys.argv[2])
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(data_dir, marker_fd))
 

@@ -94,14 +94,12 @@ class _Child:
         self.marker.flush()
         env = {
             **os.environ,
-            "GRADIUM_LOCAL_DATA_DIR": str(data_dir),
-            "GRADIUM_LOCAL_MARKER_FD": str(self.marker.fileno()),
             # glibc reports a smashed stack on the terminal by default; this sends it
             # to the child's stderr (our log), so users see our one line instead.
             "LIBC_FATAL_STDERR_": "1",
         }
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "gradium_cli.server.pipe"],
+            [sys.executable, "-m", "gradium_cli.server.pipe", str(data_dir), str(self.marker.fileno())],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=self.log,
