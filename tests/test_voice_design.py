@@ -208,6 +208,23 @@ def test_delete_draft(designer: tuple[RunningServer, httpx.Client]) -> None:
     assert client.delete(f"voice-generator/embeddings/{draft}").status_code == 404
 
 
+def test_a_draft_speaking_cannot_be_deleted(designer: tuple[RunningServer, httpx.Client]) -> None:
+    _server, client = designer
+    draft = generate(client).json()["embeddings"][0]["embedding_id"]
+    # Far more audio than socket buffers hold: while nothing more is read the server is mid-request.
+    text = " ".join(["This sentence keeps the draft busy for a while."] * 80)
+    body = {"text": text, "voice_id": draft, "output_format": "pcm", "only_audio": True}
+    with client.stream("POST", "post/speech/tts", json=body) as response:
+        assert response.status_code == 200
+        chunks = response.iter_bytes()
+        next(chunks)
+        busy = client.delete(f"voice-generator/embeddings/{draft}")
+        assert (busy.status_code, busy.json()["detail"]) == (409, "Embedding is in use by an active request")
+        for _ in chunks:
+            pass
+    assert client.delete(f"voice-generator/embeddings/{draft}").status_code == 204
+
+
 def test_drafts_outlive_the_server(server_factory: Callable[..., RunningServer], tmp_path: Any) -> None:
     """Each offline `gradium` command runs its own server: a draft made by one is promoted by the next."""
     first = server_factory(data_dir=tmp_path / "shared", draft_ready_s=0.0)

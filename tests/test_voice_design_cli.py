@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -91,6 +93,8 @@ def test_waits_for_drafts_and_bounds_the_wait(server_factory: Callable[..., Runn
     assert time.monotonic() - started < 3.0
     assert late.returncode == 7 and one_line_error(late).startswith("gradium: error: 2 draft(s) not ready after 0.3 s")
     assert [line.split("\t")[2] for line in late.stdout.decode().splitlines()] == ["false", "false"]  # ids kept
+    late_json = cli("voices", "design", "calm", "-n", "1", "--wait", "0.3", "--json")
+    assert late_json.returncode == 7 and json.loads(late_json.stdout)[0]["ready"] is False
 
 
 def test_spinner_and_table_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
@@ -223,3 +227,36 @@ def test_preview_plays_each_draft(audio_device: AudioDevice, cli: Cli, tmp_path:
     start, end = active_span(recorded, rate)
     assert end - start > 0.9 * reference  # both drafts reached the device, one after the other
     assert not list(tmp_path.glob("draft-*.wav"))  # played, not written
+
+
+class _Hostile(BaseHTTPRequestHandler):
+    """A server whose draft ids carry a terminal escape and a path."""
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        entry = {"embedding_id": "vox_emb_\x1b[2J/../../x", "ready": True, "expires_at": "2030-01-01T00:00:00Z"}
+        body = json.dumps({"embeddings": [entry]}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_hostile_draft_id_is_refused(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = completion_env(tmp_path, GRADIUM_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}/api/")
+        refused = gradium(tmp_path, "voices", "design", "calm", "-n", "1", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert refused.returncode == 6 and refused.stdout == b""
+    assert one_line_error(refused) == (
+        "gradium: error: the server's answer to voice-generator/generate has no well-formed draft ids"
+    )
+    assert not (tmp_path / "cache" / "gradium" / "drafts.json").exists()  # nothing remembered

@@ -106,6 +106,11 @@ def _refusal(error: RequestError, draft_id: str | None = None, samples: int = 0)
     return error
 
 
+def _well_formed(draft: Any) -> bool:
+    """A draft entry this client may store and print: its id cannot carry a path or a terminal escape."""
+    return isinstance(draft, dict) and isinstance(draft.get("embedding_id"), str) and is_draft_id(draft["embedding_id"])
+
+
 def _check_draft_id(draft_id: str) -> None:
     if not is_draft_id(draft_id):
         fail(UsageError(f"'{draft_id}' is not a draft id (they start with vox_emb_)"))
@@ -168,9 +173,7 @@ def generate(
         fail(UsageError("previews need ready drafts: give --wait more than 0"))
     if out_dir is not None:
         _check_out_dir(out_dir, samples, force)
-    drafts = run(_generate(backend, prompt, language, samples, wait, text, out_dir, preview, device, force, json_out))
-    if json_out or env.json:
-        write_stdout(_json([{key: d.get(key) for key in DRAFT_KEYS} for d in drafts]))
+    run(_generate(backend, prompt, language, samples, wait, text, out_dir, preview, device, force, json_out))
 
 
 def _check_out_dir(out_dir: Path, samples: int, force: bool) -> None:
@@ -200,7 +203,7 @@ async def _generate(
     device: str | None,
     force: bool,
     json_out: bool,
-) -> list[dict[str, Any]]:
+) -> None:
     from gradium_cli.cli import draft_memory
     from gradium_cli.cli.manage import rest_session
 
@@ -213,14 +216,16 @@ async def _generate(
         except RequestError as exc:
             raise _refusal(exc, samples=samples) from None
         drafts = made.get("embeddings") if isinstance(made, dict) else None
-        if not isinstance(drafts, list) or not all(isinstance(d, dict) and d.get("embedding_id") for d in drafts):
-            raise ServerError("the server's answer to voice-generator/generate has no draft ids")
+        if not isinstance(drafts, list) or not drafts or not all(_well_formed(d) for d in drafts):
+            raise ServerError("the server's answer to voice-generator/generate has no well-formed draft ids")
         draft_memory.remember(_server(backend, endpoint), drafts, prompt)
         if wait > 0:
             drafts = await _wait_ready(rest, drafts, wait)
-        rows = [{"draft": n, **draft} for n, draft in enumerate(drafts, 1)]
-        if not (json_out or env.json):
-            print_table(rows, DRAFT_COLUMNS)
+        # Listed before anything can fail: the ids are what the user needs to go on.
+        if json_out or env.json:
+            write_stdout(_json([{key: d.get(key) for key in DRAFT_KEYS} for d in drafts]))
+        else:
+            print_table([{"draft": n, **draft} for n, draft in enumerate(drafts, 1)], DRAFT_COLUMNS)
         late = [d["embedding_id"] for d in drafts if not d.get("ready")]
         if late and wait > 0:
             raise NetworkError(
@@ -229,7 +234,6 @@ async def _generate(
             )
         if preview or out_dir is not None:
             await _previews(endpoint, backend, drafts, language, text, out_dir, device, force)
-    return drafts
 
 
 async def _wait_ready(rest: "RestClient", drafts: list[dict[str, Any]], wait: float) -> list[dict[str, Any]]:
@@ -261,7 +265,7 @@ async def _wait_ready(rest: "RestClient", drafts: list[dict[str, Any]], wait: fl
                     raise _refusal(exc, draft_id) from None
                 entries = status.get("embeddings") if isinstance(status, dict) else None
                 if entries and isinstance(entries[0], dict):
-                    drafts[index] = {**drafts[index], **entries[0]}
+                    drafts[index] = {**drafts[index], **entries[0], "embedding_id": draft_id}
 
 
 async def _previews(

@@ -23,7 +23,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from gradium_cli.protocol.design import DRAFT_PREFIX
+from gradium_cli.protocol.design import DRAFT_PREFIX, is_draft_id
 from gradium_cli.server.catalog import LANGUAGE_BASE_VOICE
 from gradium_cli.server.engine import EngineVoice
 from gradium_cli.server.store import UID_ALPHABET, Collection
@@ -140,7 +140,7 @@ class Drafts:
 
     def get(self, draft_id: str) -> dict[str, Any] | None:
         """A draft that has not expired, or None."""
-        if not draft_id.startswith(DRAFT_PREFIX):
+        if not is_draft_id(draft_id):
             return None
         record = self.records.get(draft_id)
         if record is None:
