@@ -213,11 +213,14 @@ def test_the_cap_evicts_the_least_recently_used_entries(tmp_path: Path) -> None:
     assert cache.get(keys[1]) is None
     assert cache.get(keys[0]) is not None and cache.get(keys[3]) is not None
     assert cache.usage().bytes <= 35_000 * 0.9
-    # Just below the cap nothing goes.
-    roomy = RequestCache(tmp_path / "d", max_bytes=3 * (10_000 + 200))
-    for key in keys[:3]:
-        _put(roomy, key, 10_000)
-    assert roomy.usage().entries == 3
+    # Exactly at the cap nothing goes; one byte under it, the oldest goes.
+    size = cache._path(keys[0]).stat().st_size
+    for name, cap, kept in (("at", 3 * size, 3), ("under", 3 * size - 1, 2)):
+        store = RequestCache(tmp_path / name, max_bytes=cap)
+        for key in keys[:3]:
+            _put(store, key, 10_000)
+        assert store.usage().entries == kept, name
+        assert store.get(keys[2]) is not None, name
 
 
 def test_cache_info_and_clear(tmp_path: Path, server_factory: Any) -> None:
@@ -294,9 +297,17 @@ def test_check_thresholds_can_be_set_and_checks_turned_off(tmp_path: Path) -> No
         assert items(loose)[1]["flags"] == []
         off = run(tmp_path, *args, "-d", "b", "--no-checks")
         assert items(off)[1]["flags"] is None and items(off)[1]["quality"] is None
-    for bad, message in (("colour=3", "--check expects NAME=VALUE"), ("silence_db=loud", "is not a number")):
+    for bad, message in (
+        ("colour=3", "--check expects NAME=VALUE"),
+        ("silence_db", "--check expects NAME=VALUE"),
+        ("silence_db=loud", "is not a number"),
+        ("max_words_per_s=inf", "is not a finite number"),
+        ("max_silence_share=nan", "is not a finite number"),
+    ):
         result = run(tmp_path, "batch", "m.txt", "--local", "--check", bad)
-        assert result.returncode == 2 and message in result.stderr.decode()
+        assert result.returncode == 2 and message in result.stderr.decode(), bad
+    result = run(tmp_path, "batch", "m.txt", "--local", "--no-checks", "--redo-flagged")
+    assert result.returncode == 2 and "--redo-flagged needs the checks" in result.stderr.decode()
 
 
 def test_cache_settings_are_checked_when_set(tmp_path: Path) -> None:
@@ -454,8 +465,11 @@ def test_concat_refuses_what_it_cannot_do(tmp_path: Path, local_server: Any) -> 
     book_manifest(tmp_path)
     for args, message in (
         (("--concat", "book.aiff"), "unknown extension '.aiff'"),
-        (("--concat", "book.wav", "--gap", "-1"), "--gap must be between 0 and 3600"),
-        (("--concat", "book.wav", "--loudness", "5"), "--loudness must be between -70 and 0"),
+        (("--concat", "book.wav", "--gap", "-0.01"), "--gap must be between 0 and 3600"),
+        (("--concat", "book.wav", "--gap", "3600.01"), "--gap must be between 0 and 3600"),
+        (("--concat", "book.wav", "--gap", "nan"), "--gap must be between 0 and 3600"),
+        (("--concat", "book.wav", "--loudness", "0.1"), "--loudness must be between -70 and 0"),
+        (("--concat", "book.wav", "--loudness", "-70.1"), "--loudness must be between -70 and 0"),
         (("--concat", "book.wav", "--shard", "0/2"), "cannot be used with --shard"),
     ):
         result = run(tmp_path, "batch", "book.csv", "-d", "parts", "--local", *args)
@@ -468,3 +482,35 @@ def test_concat_refuses_what_it_cannot_do(tmp_path: Path, local_server: Any) -> 
     assert failed.returncode == 1
     assert "book.wav not assembled: 1 item not done" in failed.stderr.decode()
     assert not (tmp_path / "book.wav").exists() and not (tmp_path / "book.cue").exists()
+
+
+def test_a_short_item_is_measured_looped_and_silence_is_left_alone() -> None:
+    import numpy as np
+    import pyloudnorm
+
+    from gradium_cli.batch.assemble import normalise
+
+    rate = 48000
+    for seconds in (0.1, 0.39, 0.4, 2.0):  # under, just under, at and over BS.1770's 0.4 s block
+        tone = 0.05 * np.sin(2 * np.pi * 440 * np.arange(round(seconds * rate)) / rate)
+        louder = normalise(tone, rate, -16.0)
+        looped = np.tile(louder, int(np.ceil(2.0 / seconds)))
+        assert pyloudnorm.Meter(rate).integrated_loudness(looped) == pytest.approx(-16, abs=0.5), seconds
+    silence = np.zeros(rate)
+    assert not normalise(silence, rate, -16.0).any()
+
+
+def test_cue_sheet_titles_cannot_break_its_lines() -> None:
+    from gradium_cli.batch.assemble import Chapter, cue_sheet
+
+    hostile = Chapter(0.0, 1.0, 'A "quoted"\nFILE "evil.wav" WAVE')
+    sheet = cue_sheet(Path('my "book".mp3'), [hostile, Chapter(61.5, 62, "B")])
+    assert sheet.splitlines() == [
+        "FILE \"my 'book'.mp3\" MP3",
+        "  TRACK 01 AUDIO",
+        "    TITLE \"A 'quoted' FILE 'evil.wav' WAVE\"",
+        "    INDEX 01 00:00:00",
+        "  TRACK 02 AUDIO",
+        '    TITLE "B"',
+        "    INDEX 01 01:01:37",
+    ]

@@ -170,8 +170,11 @@ def batch(
     from gradium_cli.batch.quality import Thresholds
     from gradium_cli.batch.runner import BatchRequest, RunOptions, default_connections, run_batch
     from gradium_cli.cache import RequestCache, enabled
-    from gradium_cli.cli.runtime import guard
+    from gradium_cli.cli.runtime import fail, guard
+    from gradium_cli.errors import UsageError
 
+    if redo_flagged and not checks:
+        fail(UsageError("--redo-flagged needs the checks: leave out --no-checks"))
     thresholds, use_cache = guard(lambda: (Thresholds.parse(check or []) if checks else None, enabled(cache)))
 
     env = get_env()
