@@ -85,12 +85,12 @@ def test_waits_for_drafts_and_bounds_the_wait(server_factory: Callable[..., Runn
     cli = Cli(tmp_path, server_factory(draft_ready_s=1.0).base_url)
     started = time.monotonic()
     ready = cli.ok("voices", "design", "calm", "-n", "1")
-    assert 1.0 <= time.monotonic() - started < 4.0 and ready.stdout.decode().split("\t")[2] == "true"
+    assert 1.0 <= time.monotonic() - started < 8.0 and ready.stdout.decode().split("\t")[2] == "true"
     no_wait = cli.ok("voices", "design", "calm", "-n", "1", "--wait", "0")
     assert no_wait.stdout.decode().split("\t")[2] == "false"
     started = time.monotonic()
     late = cli("voices", "design", "calm", "-n", "2", "--wait", "0.3")
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 6.0  # the 0.3 s asked for, not the 60 s default
     assert late.returncode == 7 and one_line_error(late).startswith("gradium: error: 2 draft(s) not ready after 0.3 s")
     assert [line.split("\t")[2] for line in late.stdout.decode().splitlines()] == ["false", "false"]  # ids kept
     late_json = cli("voices", "design", "calm", "-n", "1", "--wait", "0.3", "--json")
@@ -104,29 +104,37 @@ def test_spinner_and_table_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
     assert "DRAFT ID" in shown.terminal and shown.terminal.count("vox_emb_") == 2
 
 
-def test_refusals_are_one_line_with_exit_5(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
-    server = server_factory(allocated_credits=2000, draft_ready_s=0.0, draft_ttl_s=4.0)
-    cli = Cli(tmp_path, server.base_url)
+def test_402_and_409_are_one_line_with_exit_5(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    cli = Cli(tmp_path, server_factory(allocated_credits=2000, draft_ready_s=0.0).base_url)
     poor = cli("voices", "design", "calm", "-n", "3")
     assert poor.returncode == 5 and poor.stdout == b""
     assert one_line_error(poor) == (
         "gradium: error: not enough credits to design 3 draft voice(s) "
         "(Not enough credits: 3 draft voice(s) cost 3000, 2000 left) (see `gradium auth status`)"
     )
-    generated = time.monotonic()
-    first, second = draft_ids(cli.ok("voices", "design", "calm", "-n", "2"))
-    cli.ok("voices", "design", "promote", first, "--name", "One")
+    first = draft_ids(cli.ok("voices", "design", "calm", "-n", "2"))[0]
+    uid = cli.ok("voices", "design", "promote", first, "--name", "One").stdout.decode().strip()
     twice = cli("voices", "design", "promote", first, "--name", "Two")
-    assert twice.returncode == 5 and one_line_error(twice).startswith(f"gradium: error: cannot promote draft {first}: ")
-    time.sleep(max(0.0, generated + 4.1 - time.monotonic()))
-    for args in (["show", second], ["promote", second, "--name", "Late"]):
-        gone = cli("voices", "design", *args)
-        assert gone.returncode == 5, args
-    assert one_line_error(cli("voices", "design", "show", second)) == (
-        f"gradium: error: draft {second} does not exist or has expired "
+    assert twice.returncode == 5 and one_line_error(twice) == (
+        f"gradium: error: cannot promote draft {first}: A voice was already created from embedding {first} ({uid})"
+    )
+
+
+def test_an_expired_draft_is_404_exit_5(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    cli = Cli(tmp_path, server_factory(draft_ready_s=0.0, draft_ttl_s=1.0).base_url)
+    generated = time.monotonic()
+    draft = draft_ids(cli.ok("voices", "design", "calm", "-n", "1", "--wait", "0"))[0]
+    time.sleep(max(0.0, generated + 1.1 - time.monotonic()))
+    gone = cli("voices", "design", "show", draft)
+    assert gone.returncode == 5 and one_line_error(gone) == (
+        f"gradium: error: draft {draft} does not exist or has expired "
         "(drafts live a limited time; design new ones with `gradium voices design PROMPT`)"
     )
-    preview = cli("say", "Hi", "--voice", second, "--rest", "-o", "late.wav")
+    late = cli("voices", "design", "promote", draft, "--name", "Late")
+    assert late.returncode == 5 and one_line_error(late) == (
+        f"gradium: error: cannot promote draft {draft}: Embedding {draft} does not exist or has expired"
+    )
+    preview = cli("say", "Hi", "--voice", draft, "--rest", "-o", "late.wav")
     assert preview.returncode == 5 and not (tmp_path / "late.wav").exists()
 
 
@@ -197,9 +205,8 @@ def test_offline_drafts_survive_between_commands(tmp_path: Path) -> None:
 
 
 def test_completion_offers_live_drafts(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
-    server = server_factory(draft_ready_s=0.0, draft_ttl_s=5.0)
+    server = server_factory(draft_ready_s=0.0)
     env = completion_env(tmp_path, GRADIUM_BASE_URL=server.base_url)
-    generated = time.monotonic()
     made = gradium(tmp_path, "voices", "design", "calm", "-n", "2", env=env)
     first, second = draft_ids(made)
     assert sorted(complete_bash(tmp_path, "gradium voices design promote vox", env)) == sorted([first, second])
@@ -209,8 +216,16 @@ def test_completion_offers_live_drafts(server_factory: Callable[..., RunningServ
     assert complete_bash(tmp_path, "gradium voices design promote vox", env) == [second]  # promoted: gone
     other = completion_env(tmp_path, GRADIUM_BASE_URL=server.base_url.replace("127.0.0.1", "localhost"))
     assert complete_bash(tmp_path, "gradium voices design promote vox", other) == []  # another server's
-    time.sleep(max(0.0, generated + 5.1 - time.monotonic()))
-    assert complete_bash(tmp_path, "gradium voices design promote vox", env) == []  # expired
+
+
+def test_completion_forgets_expired_drafts(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    server = server_factory(draft_ready_s=0.0, draft_ttl_s=1.0)
+    env = completion_env(tmp_path, GRADIUM_BASE_URL=server.base_url)
+    generated = time.time()
+    short_lived = draft_ids(gradium(tmp_path, "voices", "design", "calm", "-n", "1", env=env))[0]
+    assert short_lived in (tmp_path / "cache" / "gradium" / "drafts.json").read_text()  # noted
+    time.sleep(max(0.0, generated + 2.1 - time.time()))  # expires_at has whole seconds
+    assert complete_bash(tmp_path, "gradium voices design promote vox", env) == []
 
 
 def test_preview_plays_each_draft(audio_device: AudioDevice, cli: Cli, tmp_path: Path) -> None:
