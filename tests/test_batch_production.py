@@ -475,6 +475,10 @@ def test_concat_refuses_what_it_cannot_do(tmp_path: Path, local_server: Any) -> 
         result = run(tmp_path, "batch", "book.csv", "-d", "parts", "--local", *args)
         assert result.returncode == 2 and message in result.stderr.decode(), args
         assert not (tmp_path / "parts").exists()
+    clash = run(tmp_path, "batch", "book.csv", "-d", "parts", "--base-url", local_server.base_url,
+                "--concat", "parts/0002.wav")  # fmt: skip
+    assert clash.returncode == 2 and "--concat parts/0002.wav is also the output of line 3" in clash.stderr.decode()
+    assert len(samples_of(tmp_path / "parts" / "0002.wav")[0]) > 0  # the item is still itself
     # An item that fails leaves no joined file, and says so.
     (tmp_path / "bad.csv").write_text('text,voice\n"Fine.",\n"Not fine.",NoSuchVoice\n')
     failed = run(tmp_path, "batch", "bad.csv", "-d", "parts", "--base-url", local_server.base_url,

@@ -328,11 +328,14 @@ class _M4bWriter:
             self.container.close()
 
 
-def _blocks(items: Iterable[Item], loudness: float | None) -> Iterator[tuple[Item, np.ndarray, int]]:
+def _blocks(items: Iterable[Item], options: ConcatOptions) -> Iterator[tuple[Item, np.ndarray, int]]:
+    joined = options.output.resolve()
     for item in items:
+        if item.output.resolve() == joined:
+            raise UsageError(f"--concat {options.output} is also the output of line {item.line}")
         samples, rate = _decode(item)
-        if loudness is not None:
-            samples = normalise(samples, rate, loudness)
+        if options.loudness is not None:
+            samples = normalise(samples, rate, options.loudness)
         yield item, samples, rate
 
 
@@ -350,7 +353,7 @@ def assemble(items: Iterable[Item], options: ConcatOptions) -> Assembled:
     rate = 0
     gap = 0
     try:
-        for item, samples, item_rate in _blocks(items, options.loudness):
+        for item, samples, item_rate in _blocks(items, options):
             if writer is None:
                 rate = item_rate
                 if extension in ("ogg", "opus") and rate not in OPUS_RATES:
