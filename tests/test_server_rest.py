@@ -16,6 +16,7 @@ import pytest
 import soundfile as sf
 
 from gradium_cli.server.app import RunningServer
+from tests.manage_helpers import pitch_hz as estimate_pitch
 from tests.test_server_ws import synth
 
 EMMA = "YTpq7expH9539ERJ"
@@ -296,19 +297,8 @@ def test_a_voice_speaking_over_rest_cannot_be_deleted(local_server: RunningServe
 
 
 def pitch_hz(pcm: bytes, rate: int = 48000) -> float:
-    """Median F0 of the louder 40 ms frames by autocorrelation (70–400 Hz)."""
-    x = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
-    frame, low, high = int(rate * 0.04), rate // 400, rate // 70
-    level = rms(x)
-    estimates = []
-    for begin in range(0, len(x) - frame, frame):
-        chunk = x[begin : begin + frame]
-        if rms(chunk) < level:
-            continue
-        chunk = chunk - chunk.mean()
-        corr = np.correlate(chunk, chunk, mode="full")[frame - 1 :]
-        estimates.append(rate / (low + int(np.argmax(corr[low:high]))))
-    return float(np.median(estimates))
+    """The shared estimate (tests/manage_helpers.py) of s16le PCM."""
+    return estimate_pitch(np.frombuffer(pcm, dtype="<i2").astype(np.float64), rate)
 
 
 # ---------------------------------------------------------------- pronunciations
