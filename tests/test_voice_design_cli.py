@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import threading
 import time
@@ -18,6 +19,7 @@ from gradium_cli.server.app import RunningServer
 from tests.audio_device import AudioDevice, active_span
 from tests.cli_helpers import gradium
 from tests.manage_helpers import Cli, one_line_error, pitch_hz, run_on_pty
+from tests.servers import REPO, gradium_exe
 from tests.test_docs import complete_bash, completion_env
 
 DEEP = "a deep, calm male narrator"
@@ -216,6 +218,22 @@ def test_completion_offers_live_drafts(server_factory: Callable[..., RunningServ
     assert complete_bash(tmp_path, "gradium voices design promote vox", env) == [second]  # promoted: gone
     other = completion_env(tmp_path, GRADIUM_BASE_URL=server.base_url.replace("127.0.0.1", "localhost"))
     assert complete_bash(tmp_path, "gradium voices design promote vox", other) == []  # another server's
+
+
+def test_checked_in_bash_script_completes_drafts(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
+    """The generated script, sourced by a real bash, offers the draft just designed."""
+    env = completion_env(tmp_path, GRADIUM_BASE_URL=server_factory(draft_ready_s=0.0).base_url)
+    draft = draft_ids(gradium(tmp_path, "voices", "design", "calm", "-n", "1", env=env))[0]
+    env["PATH"] = f"{Path(gradium_exe()).parent}{os.pathsep}{env['PATH']}"
+    script = (
+        f"source {REPO / 'completions' / 'gradium.bash'}\n"
+        "COMP_WORDS=(gradium voices design promote vox_emb_); COMP_CWORD=4\n"
+        "_gradium_completion gradium\n"
+        'printf "%s\\n" "${COMPREPLY[@]}"\n'
+    )
+    done = subprocess.run(["bash", "--norc", "-c", script], capture_output=True, env=env, timeout=60, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr.decode()
+    assert done.stdout.decode().split() == [draft]
 
 
 def test_completion_forgets_expired_drafts(server_factory: Callable[..., RunningServer], tmp_path: Path) -> None:
