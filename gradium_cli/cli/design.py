@@ -19,7 +19,7 @@ from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import NetworkError, RequestError, ServerError, UsageError
 from gradium_cli.protocol.design import DESIGN_LANGUAGES, MAX_PROMPT_CHARS, MAX_SAMPLES, is_draft_id
 from gradium_cli.ui.env import get_env
-from gradium_cli.ui.tables import Column, print_record, print_table, write_stdout
+from gradium_cli.ui.tables import Column, print_record, print_table, render_json, write_stdout
 
 if TYPE_CHECKING:
     from gradium_cli.backend import BackendOptions
@@ -185,12 +185,6 @@ def _check_out_dir(out_dir: Path, samples: int, force: bool) -> None:
             fail(UsageError(f"{out_dir / f'draft-{number}.wav'} exists", hint="use --force to replace it"))
 
 
-def _json(value: Any) -> str:
-    import json
-
-    return json.dumps(value, indent=2) + "\n"
-
-
 async def _generate(
     backend: "BackendOptions",
     prompt: str,
@@ -223,7 +217,7 @@ async def _generate(
             drafts = await _wait_ready(rest, drafts, wait)
         # Listed before anything can fail: the ids are what the user needs to go on.
         if json_out or env.json:
-            write_stdout(_json([{key: d.get(key) for key in DRAFT_KEYS} for d in drafts]))
+            write_stdout(render_json([{key: d.get(key) for key in DRAFT_KEYS} for d in drafts]))
         else:
             print_table([{"draft": n, **draft} for n, draft in enumerate(drafts, 1)], DRAFT_COLUMNS)
         late = [d["embedding_id"] for d in drafts if not d.get("ready")]
@@ -367,7 +361,7 @@ def promote(
     record = run(_promote(backend, draft_id, name, description))
     env = get_env()
     env.say(f"created voice '{record['name']}' ({record['uid']}) from draft {draft_id}")
-    write_stdout(_json(project(record)) if json_out or env.json else record["uid"] + "\n")
+    write_stdout(render_json(project(record)) if json_out or env.json else record["uid"] + "\n")
 
 
 async def _promote(backend: "BackendOptions", draft_id: str, name: str, description: str | None) -> dict[str, Any]:
