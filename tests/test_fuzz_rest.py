@@ -170,7 +170,7 @@ JSON_ROUTES = [
 ]
 
 
-@settings(FUZZ, max_examples=250)
+@settings(FUZZ, max_examples=150)
 @given(st.sampled_from(JSON_ROUTES), json_bodies, st.sampled_from(["application/json", "text/plain", None]))
 def test_any_json_body_gets_a_clear_answer(
     served: Served, route: tuple[str, str], body: bytes, content_type: str | None
