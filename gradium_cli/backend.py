@@ -40,6 +40,7 @@ class BackendOptions:
     timeout: float = 30.0
     local: bool = False
     profile: str | None = None
+    deadline: float | None = None
 
 
 def data_dir() -> Path:
@@ -52,7 +53,7 @@ def data_dir() -> Path:
 
 
 @contextlib.contextmanager
-def local_server_endpoint(timeout: float) -> Iterator[Endpoint]:
+def local_server_endpoint(timeout: float, deadline: float | None = None) -> Iterator[Endpoint]:
     # Imported here: the server stack (starlette, uvicorn, the engine) is only
     # loaded when a command really falls back to it.
     from gradium_cli.server.app import running
@@ -61,7 +62,7 @@ def local_server_endpoint(timeout: float) -> Iterator[Endpoint]:
     with running(ServerOptions(data_dir=data_dir(), quiet=True, workers=1)) as server:
         BUILTIN_URLS.add(server.base_url)
         try:
-            yield Endpoint(server.base_url, None, timeout)
+            yield Endpoint(server.base_url, None, timeout, deadline=deadline)
         finally:
             BUILTIN_URLS.discard(server.base_url)
 
@@ -89,14 +90,14 @@ def prestart_local_engine(options: BackendOptions) -> None:
 
 
 @contextlib.contextmanager
-def local_engine_endpoint(timeout: float) -> Iterator[Endpoint]:
+def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iterator[Endpoint]:
     global _prestarted
     from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
 
     engine, _prestarted = _prestarted or LocalEngine(data_dir()), None
     BUILTIN_URLS.add(LOCAL_BASE_URL)
     try:
-        yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine)
+        yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine, deadline=deadline)
     finally:
         BUILTIN_URLS.discard(LOCAL_BASE_URL)
         engine.stop()
@@ -114,8 +115,8 @@ def open_backend(options: BackendOptions, *, pipe: bool = False) -> Iterator[End
     if uses_local_engine(options):
         if not options.local:
             get_env().say(LOCAL_NOTICE)
-        with (local_engine_endpoint if pipe else local_server_endpoint)(options.timeout) as endpoint:
+        with (local_engine_endpoint if pipe else local_server_endpoint)(options.timeout, options.deadline) as endpoint:
             yield endpoint
         return
     url = base.value or REGION_URLS[region or "default"]
-    yield Endpoint(url, key.value, options.timeout)
+    yield Endpoint(url, key.value, options.timeout, deadline=options.deadline)

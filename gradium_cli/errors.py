@@ -90,6 +90,10 @@ class CrossHostRedirect(NetworkError):
     """The server redirected to another host: the API key must not follow, and a retry would not help."""
 
 
+class DeadlineExceeded(NetworkError):
+    """A request ran past --deadline: the user's bound on it, not a reason to try again."""
+
+
 class AudioDeviceError(GradiumError):
     exit_code = ExitCode.AUDIO
 

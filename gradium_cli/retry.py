@@ -10,7 +10,15 @@ from __future__ import annotations
 import random
 import re
 
-from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, RequestError, ServerError
+from gradium_cli.errors import (
+    AuthError,
+    CrossHostRedirect,
+    DeadlineExceeded,
+    GradiumError,
+    NetworkError,
+    RequestError,
+    ServerError,
+)
 
 BACKOFF_BASE_S = 0.25
 BACKOFF_CAP_S = 10.0
@@ -29,7 +37,7 @@ _SAME_AGAIN = re.compile(r"crashed on this text")
 
 
 def is_transient(error: GradiumError) -> bool:
-    if isinstance(error, (AuthError, CrossHostRedirect)) or _SAME_AGAIN.search(error.message):
+    if isinstance(error, (AuthError, CrossHostRedirect, DeadlineExceeded)) or _SAME_AGAIN.search(error.message):
         return False
     if isinstance(error, (NetworkError, ServerError)):
         return True

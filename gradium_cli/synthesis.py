@@ -15,8 +15,9 @@ from typing import Any
 
 from gradium_cli.audio.sinks import Sink
 from gradium_cli.audio.subtitles import Word
-from gradium_cli.errors import GradiumError
+from gradium_cli.errors import GradiumError, ProtocolError
 from gradium_cli.protocol import messages as m
+from gradium_cli.protocol.bounds import MAX_FRAME_BYTES, AudioBudget
 from gradium_cli.protocol.formats import lookup_format
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.rest import RestClient
@@ -156,6 +157,8 @@ async def run_rest(
             if setup.pronunciation_id:
                 body["pronunciation_id"] = setup.pronunciation_id
             collector.begin_request()
+            budget = AudioBudget(setup.output_format)
+            budget.add_text(text)
             if not want_timestamps:
                 # Raw audio carries no timing: derive it from the byte count where the
                 # format has a fixed sample size (Opus has none and reports no duration).
@@ -163,6 +166,7 @@ async def run_rest(
                 rate = fmt.sample_rate * fmt.bytes_per_sample if fmt else 0
                 position = 0
                 async for chunk in rest.stream_post("post/speech/tts", body):
+                    budget.add_audio(len(chunk))
                     start, position = position, position + len(chunk)
                     collector.handle(m.Audio(chunk, start / rate if rate else 0.0, position / rate if rate else 0.0))
                 continue
@@ -170,15 +174,22 @@ async def run_rest(
             async for chunk in rest.stream_post("post/speech/tts", body):
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
+                if len(pending) > MAX_FRAME_BYTES:
+                    raise ProtocolError(f"the server sent a line longer than {MAX_FRAME_BYTES // 2**20} MiB")
                 for line in lines:
                     if line.strip():
-                        _handle_rest_line(line, collector)
+                        _handle_rest_line(line, collector, budget)
             if pending.strip():
-                _handle_rest_line(pending, collector)
+                _handle_rest_line(pending, collector, budget)
 
 
-def _handle_rest_line(line: bytes, collector: Collector) -> None:
-    message = m.decode_server(line.decode("utf-8"))
+def _handle_rest_line(line: bytes, collector: Collector, budget: AudioBudget) -> None:
+    try:
+        message = m.decode_server(line.decode("utf-8"))
+    except (m.MessageError, UnicodeDecodeError) as exc:
+        raise ProtocolError(f"malformed line from server: {getattr(exc, 'message', exc)}") from None
+    if isinstance(message, m.Audio):
+        budget.add_audio(len(message.audio))
     if isinstance(message, m.ErrorMessage):
         from gradium_cli.protocol.session import error_from_server
 

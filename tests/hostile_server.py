@@ -214,3 +214,11 @@ def tts_session(frames: Callable[[list[dict[str, Any]]], list[dict[str, Any] | b
         await conn.ws_send(struct.pack(">H", 1000), opcode=8)
 
     return script
+
+
+async def start_chunked(conn: Conn, content_type: str = "audio/pcm") -> None:
+    await conn.write(f"HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nTransfer-Encoding: chunked\r\n\r\n".encode())
+
+
+async def send_chunk(conn: Conn, data: bytes) -> None:
+    await conn.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")

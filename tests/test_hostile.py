@@ -3,8 +3,10 @@ masked, bounds hold, and every failure is one line and a documented exit code.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -15,8 +17,11 @@ from tests.hostile_server import (
     Request,
     audio_frame,
     hostile_server,
+    json_reply,
     ready_frame,
     redirect_to,
+    send_chunk,
+    start_chunked,
     tts_session,
 )
 
@@ -141,3 +146,193 @@ def test_ws_raw_header_replaces_the_configured_key(tmp_path: Path) -> None:
         keyed(tmp_path, "ws-raw", "--base-url", server.base_url, "-H", "X-Api-Key: gsk_other_key_1234", "-x", "Hi.")
     sent = [value for name, value in server.requests[0].raw_headers if name.lower() == "x-api-key"]
     assert sent == ["gsk_other_key_1234"]
+
+
+# 3. Bounds: frame size, audio per request, JSON bodies, --deadline ----------------------
+
+
+def timed(tmp_path: Path, *args: str) -> tuple[subprocess.CompletedProcess[bytes], float]:
+    started = time.monotonic()
+    result = keyed(tmp_path, *args)
+    return result, time.monotonic() - started
+
+
+def test_a_frame_over_16_mib_ends_the_request(tmp_path: Path) -> None:
+    big = {"type": "text", "text": "x" * (16 * 1024 * 1024), "start_s": 0, "stop_s": 1}
+    session = tts_session(lambda received: [ready_frame(), big, {"type": "end_of_stream"}])
+    with hostile_server(session) as server:
+        result = keyed(tmp_path, "say", "Hi.", "-o", "out.wav", "--retries", "0", "--base-url", server.base_url)
+    assert_one_line(result, 6, "the server sent a frame larger than 16 MiB")
+    assert not (tmp_path / "out.wav").exists()
+
+
+PCM_8K_PER_S = 16000  # pcm_8000: 8 kHz, 16-bit
+ALLOWED_FOR_HI = (30 + 1 * len("Hi.")) * PCM_8K_PER_S  # README "Limits": 30 s + 1 s per character
+
+
+@pytest.mark.parametrize(("extra", "ok"), [(-2, True), (0, True), (2, False)])
+def test_audio_per_request_is_bounded_by_its_text(tmp_path: Path, extra: int, ok: bool) -> None:
+    total = ALLOWED_FOR_HI + extra
+    frame = b"\x01\x00" * 640  # 80 ms at 8 kHz
+
+    def frames(received: list[dict[str, object]]) -> list[dict[str, object] | bytes]:
+        out: list[dict[str, object] | bytes] = [ready_frame()]
+        for start in range(0, total, len(frame)):
+            piece = frame[: min(len(frame), total - start)]
+            out.append(audio_frame(piece, start / PCM_8K_PER_S, (start + len(piece)) / PCM_8K_PER_S))
+        return [*out, {"type": "end_of_stream"}]
+
+    with hostile_server(tts_session(frames)) as server:
+        args = ("say", "Hi.", "-o", "out.pcm", "-F", "pcm_8000", "--retries", "0", "--base-url", server.base_url)
+        result = keyed(tmp_path, *args)
+    if ok:
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out.pcm").stat().st_size == total
+    else:
+        assert_one_line(result, 6, "the server sent more than 33 s of audio for 3 characters of text")
+        assert not (tmp_path / "out.pcm").exists()
+
+
+async def endless_rest_audio(request: Request, conn: Conn) -> None:
+    await start_chunked(conn)
+    while True:
+        await send_chunk(conn, b"\x01\x00" * 8000)
+
+
+def test_endless_rest_audio_stops_at_the_bound(tmp_path: Path) -> None:
+    with hostile_server(endless_rest_audio) as server:
+        args = ("say", "Hi.", "-o", "out.pcm", "-F", "pcm_8000", "--rest", "--retries", "0")
+        result, took = timed(tmp_path, *args, "--base-url", server.base_url)
+    assert_one_line(result, 6, "more than 33 s of audio for 3 characters")
+    assert not (tmp_path / "out.pcm").exists() and took < 20
+
+
+def voices_body(size: int) -> bytes:
+    """A valid voices listing of exactly `size` bytes (padded with spaces)."""
+    body = json.dumps([{"uid": "v1", "name": "Padded", "description": "", "language": "en"}]).encode()
+    return body + b" " * (size - len(body))
+
+
+@pytest.mark.parametrize(("size", "ok"), [(16 * 2**20, True), (16 * 2**20 + 1, False)])
+def test_json_bodies_are_capped_at_16_mib(tmp_path: Path, size: int, ok: bool) -> None:
+    async def listing(request: Request, conn: Conn) -> None:
+        await conn.respond(200, voices_body(size), {"Content-Type": "application/json"})
+
+    with hostile_server(listing) as server:
+        result = keyed(tmp_path, "voices", "list", "--base-url", server.base_url)
+    if ok:
+        assert result.returncode == 0, result.stderr
+        assert "Padded" in result.stdout.decode()
+    else:
+        assert_one_line(result, 6, "is larger than 16 MiB")
+
+
+def test_deadline_ends_a_websocket_response_that_never_goes_quiet(tmp_path: Path) -> None:
+    async def chatty(request: Request, conn: Conn) -> None:
+        await conn.accept_ws(request)
+        await conn.ws_read_request()
+        await conn.ws_send_json(ready_frame())
+        while True:  # a frame every 0.1 s: the idle --timeout never fires
+            await conn.ws_send_json({"type": "keepalive"})
+            await asyncio.sleep(0.1)
+
+    with hostile_server(chatty) as server:
+        args = ("say", "Hi.", "-o", "out.wav", "--timeout", "2", "--deadline", "1", "--retries", "2")
+        result, took = timed(tmp_path, *args, "--base-url", server.base_url)
+    assert_one_line(result, 7, "the request did not finish within --deadline 1 s (raise --deadline)")
+    assert 1 <= took < 6, took
+    assert server.connections == 1, "a deadline is the user's bound: not retried"
+    assert not (tmp_path / "out.wav").exists()
+
+
+def test_deadline_ends_a_drip_fed_rest_response(tmp_path: Path) -> None:
+    async def drip(request: Request, conn: Conn) -> None:
+        await start_chunked(conn)
+        while True:
+            await send_chunk(conn, b"\x00")
+            await asyncio.sleep(0.1)
+
+    with hostile_server(drip) as server:
+        args = ("say", "Hi.", "-o", "out.pcm", "--rest", "--timeout", "2", "--deadline", "1")
+        result, took = timed(tmp_path, *args, "--base-url", server.base_url)
+    assert_one_line(result, 7, "--deadline 1 s")
+    assert 1 <= took < 6, took
+
+
+# 4. Server strings never drive the terminal ----------------------------------------------
+
+ESCAPES = {
+    "title": "\x1b]0;pwned\x07",
+    "clear": "\x1b[2J",
+    "blink": "\x1b[5mblink\x1b[0m",
+    "link": "\x1b]8;;http://evil.example\x1b\\click\x1b]8;;\x1b\\",
+    "csi8bit": "\x9b31m",
+    "bidi": "\u202eevil",
+}
+HOSTILE_TEXT = "Name " + "".join(ESCAPES.values())
+
+
+def hostile_voices() -> list[dict[str, object]]:
+    return [{"uid": "v\x1b[31m1", "name": HOSTILE_TEXT, "description": HOSTILE_TEXT, "language": "en\x07"}]
+
+
+def assert_inert(output: bytes) -> None:
+    text = output.decode()
+    for char in ("\x1b", "\x07", "\x9b", "\u202e"):
+        assert char not in text, (char, text)
+    assert "\\x1b]0;pwned\\x07" in text, text
+
+
+def on_a_terminal(tmp_path: Path, *args: str) -> bytes:
+    """Run gradium with stdout on a pseudo-terminal (a rich table), return what it wrote there."""
+    import os
+    import pty
+
+    from tests.servers import gradium_exe
+
+    controller, terminal = pty.openpty()
+    env = isolated_env(tmp_path, GRADIUM_API_KEY=KEY, COLUMNS="300")
+    proc = subprocess.Popen([gradium_exe(), *args], stdout=terminal, stderr=subprocess.PIPE, env=env, cwd=tmp_path)
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 65536)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    proc.wait(30)
+    os.close(controller)
+    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    return output
+
+
+def test_voice_listing_escapes_server_strings_in_tsv_and_table(tmp_path: Path) -> None:
+    with hostile_server(json_reply(hostile_voices())) as server:
+        piped = keyed(tmp_path, "voices", "list", "--base-url", server.base_url)
+        assert piped.returncode == 0, piped.stderr
+        assert_inert(piped.stdout)
+        fields = piped.stdout.decode().rstrip("\n").split("\t")
+        assert len(fields) == 5, "one line, five fields: nothing in a name splits a row"
+        table = on_a_terminal(tmp_path, "voices", "list", "--base-url", server.base_url)
+    # rich's own styling uses ESC sequences: the hostile ones must be gone, shown as text.
+    text = table.decode()
+    for sequence in ESCAPES.values():
+        assert sequence not in text
+    assert "\\x1b]0;pwned\\x07" in text and "\x07" not in text and "\x9b" not in text, text
+
+
+def test_auth_status_escapes_what_the_server_says(tmp_path: Path) -> None:
+    credits = {"remaining_credits": 5, "allocated_credits": 10, "plan_name": HOSTILE_TEXT}
+    with hostile_server(json_reply(credits)) as server:
+        result = keyed(tmp_path, "auth", "status", "--base-url", server.base_url)
+    assert result.returncode == 0, result.stderr
+    assert_inert(result.stdout)
+    assert "credits_left\t5 of 10 (plan Name " in result.stdout.decode()
+
+    with hostile_server(json_reply({"detail": f"refused {HOSTILE_TEXT}"}, status=500)) as server:
+        result = keyed(tmp_path, "auth", "status", "--base-url", server.base_url)
+    assert result.returncode == 6, result.stderr
+    assert_inert(result.stdout)

@@ -104,6 +104,8 @@ def plan_output(
             return OutputPlan(FORMATS[PLAYBACK_FORMAT], play=True)
         output = "-"
     if output == "-":
+        if env.stdout_closed:
+            raise OutputError("stdout is closed: nowhere to write the audio", hint="use -o FILE")
         if env.stdout_isatty:
             raise UsageError(
                 "refusing to write binary audio to a terminal",

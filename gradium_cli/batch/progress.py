@@ -171,7 +171,7 @@ class BatchProgress:
         if self._rich is not None:
             self._rich.console.print(line, markup=False, highlight=False, soft_wrap=True)
         else:
-            print(line, file=self.env.stderr, flush=True)
+            self.env.tell(line)  # masked, escaped, and harmless on a closed stderr
 
     def plain_line(self) -> str:
         summary = self.summary

@@ -54,4 +54,7 @@ def main_options(
 
 
 def main() -> None:
+    from gradium_cli.ui.env import reopen_closed_std_fds
+
+    reopen_closed_std_fds()
     app()

@@ -85,6 +85,16 @@ TimeoutOpt = Annotated[
         callback=config_default,
     ),
 ]
+DeadlineOpt = Annotated[
+    float | None,
+    typer.Option(
+        "--deadline",
+        help="Seconds a whole request may take, however the server paces it (default: no limit)",
+        rich_help_panel=BACKEND,
+        min=0.1,
+        show_default=False,
+    ),
+]
 LocalOpt = Annotated[
     bool,
     typer.Option(
@@ -260,7 +270,7 @@ def _fold_options(
 
 
 def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Callable[..., Result]]:
-    """--base-url, --api-key, --region, --timeout, --local, --profile -> `backend: BackendOptions`.
+    """--base-url, --api-key, --region, --timeout, --deadline, --local, --profile -> `backend: BackendOptions`.
 
     `--profile` comes last: its callback selects the profile the others' defaults read.
     """
@@ -275,6 +285,7 @@ def with_backend(timeout: float = 30.0) -> Callable[[Callable[..., Result]], Cal
         ("api_key", None, ApiKeyOpt),
         ("region", None, RegionOpt),
         ("timeout", timeout, TimeoutOpt),
+        ("deadline", None, DeadlineOpt),
         ("local", False, LocalOpt),
         ("profile", None, ProfileOpt),
     )

@@ -81,4 +81,7 @@ def say(
     )
     result = run(speak(request))
     if request.json_out:
-        print(json.dumps(result), file=env.stderr if result.get("stdout_audio") else None)
+        if result.get("stdout_audio"):
+            env.tell(json.dumps(result))
+        else:
+            print(json.dumps(result))

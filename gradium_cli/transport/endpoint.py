@@ -47,6 +47,7 @@ class Endpoint:
     # The built-in offline engine: TTS WebSockets go over its pipe, and REST routes
     # to an HTTP server it starts only when one is first asked for.
     local: LocalEngine | None = None
+    deadline: float | None = None  # --deadline: seconds for a whole request (None: no bound)
 
     def url(self, route: str) -> str:
         base = self.local.http_base_url() if self.local is not None else self.base_url

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -10,6 +9,7 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, RequestError, ServerError
+from gradium_cli.protocol.bounds import MAX_JSON_BYTES, Deadline
 from gradium_cli.transport.endpoint import Endpoint, masked_url
 from gradium_cli.ui.env import get_env
 
@@ -99,10 +99,27 @@ class RestClient:
         await self.client.aclose()
 
     async def request(self, method: str, route: str, **kwargs: Any) -> httpx.Response:
+        """One call, its body read whole but never past MAX_JSON_BYTES nor past --deadline."""
         url = self.endpoint.url(route)
         started = time.monotonic()
+        deadline = Deadline(self.endpoint.deadline)
         try:
-            response = await self.client.request(method, url, **kwargs)
+            request = self.client.build_request(method, url, **kwargs)
+            streamed = await self.client.send(request, stream=True)
+            body = bytearray()
+            try:
+                async for chunk in streamed.aiter_bytes():
+                    body += chunk
+                    deadline.check()
+                    if len(body) > MAX_JSON_BYTES:
+                        raise ServerError(
+                            f"the answer to {route} is larger than {MAX_JSON_BYTES // 2**20} MiB; not reading on"
+                        )
+            finally:
+                await streamed.aclose()
+            response: httpx.Response = self._httpx.Response(
+                streamed.status_code, headers=streamed.headers, content=bytes(body), request=request
+            )
         except self._httpx.TimeoutException:
             raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
         except self._httpx.HTTPError as exc:
@@ -115,6 +132,10 @@ class RestClient:
         )
         if response.status_code >= 400:
             raise http_error(response)
+        if response.is_redirect:  # a redirect left unfollowed: no Location, or one httpx cannot use
+            raise ServerError(
+                f"server answered {route} with a redirect that leads nowhere (HTTP {response.status_code})"
+            )
         return response
 
     async def json(self, method: str, route: str, **kwargs: Any) -> Any:
@@ -123,7 +144,7 @@ class RestClient:
             return None
         try:
             return response.json()
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past what Python parses
             raise ServerError(f"server sent invalid JSON for {route}") from None
 
     async def stream_post(self, route: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
@@ -134,7 +155,9 @@ class RestClient:
                 if response.status_code >= 400:
                     await response.aread()
                     raise http_error(response)
+                deadline = Deadline(self.endpoint.deadline)
                 async for chunk in response.aiter_bytes():
+                    deadline.check()
                     yield chunk
         except self._httpx.TimeoutException:
             raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None

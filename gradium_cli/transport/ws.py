@@ -23,6 +23,7 @@ from websockets.uri import parse_uri
 
 from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, ProtocolError, UsageError
 from gradium_cli.protocol import messages as m
+from gradium_cli.protocol.bounds import MAX_FRAME_BYTES, AudioBudget, Deadline
 from gradium_cli.protocol.session import TtsSession, error_from_server
 from gradium_cli.transport.endpoint import Endpoint, masked_url
 
@@ -30,10 +31,6 @@ if TYPE_CHECKING:
     from gradium_cli.transport.local import LocalSocket
 
 FrameHook = Callable[[str, str], None]  # (direction "<" or ">", frame) for wire logs
-
-# The largest frame accepted from a server (documented in README "Limits"): an 80 ms audio
-# frame is ~10 KB; a hostile server's 100 MiB frame must not reach memory.
-MAX_FRAME_BYTES = 16 * 1024 * 1024
 
 
 class _SameHostConnect(connect):
@@ -216,14 +213,18 @@ class TtsSocket:
         queue: asyncio.Queue[m.ServerMessage | _Closed] = asyncio.Queue()
         self._routes[client_req_id] = queue
         session = TtsSession(client_req_id)
-        sender = asyncio.create_task(self._send_texts(session, setup, texts, send_eos))
+        budget = AudioBudget(setup.output_format)
+        deadline = Deadline(self.endpoint.deadline)
+        sender = asyncio.create_task(self._send_texts(session, setup, texts, send_eos, budget))
         try:
             while True:
-                item = await self._next(queue, sender)
+                item = await self._next(queue, sender, deadline)
                 if isinstance(item, _Closed):
                     if sender.done() and sender.exception() is not None:
                         raise sender.exception()  # type: ignore[misc]
                     raise item.error or NetworkError("server closed the connection before end_of_stream")
+                if isinstance(item, m.Audio):
+                    budget.add_audio(len(item.audio))
                 yield session.receive_message(item)
                 if session.done:
                     return
@@ -239,9 +240,11 @@ class TtsSocket:
                 sender.exception()
 
     async def _next(
-        self, queue: asyncio.Queue[m.ServerMessage | _Closed], sender: asyncio.Task[None]
+        self, queue: asyncio.Queue[m.ServerMessage | _Closed], sender: asyncio.Task[None], deadline: Deadline
     ) -> m.ServerMessage | _Closed:
-        """The next frame for a request; a server silent for `timeout` seconds is an error."""
+        """The next frame for a request; a server silent for `timeout` seconds, or a request
+        running past --deadline, is an error."""
+        deadline.check()
         if not queue.empty():  # the common case mid-stream: no futures, no waiting
             return queue.get_nowait()
         getter = asyncio.ensure_future(queue.get())
@@ -256,12 +259,13 @@ class TtsSocket:
         while True:
             # While text is still being fed (a person typing, an LLM thinking) silence is
             # normal; once everything is sent, a silent server is a stalled one.
-            timeout = self.endpoint.timeout if sender.done() else None
+            timeout = deadline.cap(self.endpoint.timeout if sender.done() else None)
             done, _ = await asyncio.wait(waiting, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
             if getter in done:
                 return getter.result()
             if not done:
                 getter.cancel()
+                deadline.check()
                 raise NetworkError(
                     f"no reply from the server for {self.endpoint.timeout:g} s",
                     hint="raise --timeout",
@@ -278,15 +282,18 @@ class TtsSocket:
         setup: m.Setup,
         texts: str | Iterable[str] | AsyncIterable[str],
         send_eos: bool,
+        budget: AudioBudget,
     ) -> None:
         await self.send(session.setup(setup))
         if isinstance(texts, str):
             texts = [texts]
         if isinstance(texts, AsyncIterable):
             async for text in texts:
+                budget.add_text(text)
                 await self.send(session.text(text))
         else:
             for text in texts:
+                budget.add_text(text)
                 await self.send(session.text(text))
         if send_eos:
             await self.send(session.end_of_stream())

@@ -11,6 +11,27 @@ import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
+CLOSED_STD_FDS: set[int] = set()  # which of stdin, stdout, stderr were closed when we started
+
+
+def reopen_closed_std_fds() -> None:
+    """Put /dev/null on a closed stdin, stdout or stderr (`2>&-`), remembering which.
+
+    Else the next file opened takes the free descriptor and anything written to
+    "stderr" lands in the output audio; Python also leaves sys.stderr as None,
+    and print(file=None) writes to stdout.
+    """
+    for fd, name, mode in ((0, "stdin", "r"), (1, "stdout", "w"), (2, "stderr", "w")):
+        try:
+            os.fstat(fd)
+        except OSError:
+            CLOSED_STD_FDS.add(fd)
+            devnull = os.open(os.devnull, os.O_RDWR)
+            if devnull != fd:
+                os.dup2(devnull, fd)
+                os.close(devnull)
+            setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
+
 
 def _isatty(stream: object) -> bool:
     try:
@@ -32,7 +53,8 @@ class Env:
     json: bool = False
     no_color: bool = field(default_factory=lambda: "NO_COLOR" in os.environ)
 
-    stderr_gone: bool = False
+    stderr_gone: bool = field(default_factory=lambda: 2 in CLOSED_STD_FDS)
+    stdout_closed: bool = field(default_factory=lambda: 1 in CLOSED_STD_FDS)
 
     def say(self, message: str) -> None:
         """A line for people on stderr, unless --quiet."""
@@ -46,15 +68,18 @@ class Env:
     def tell(self, message: str) -> None:
         """Print a line for people, whatever becomes of it.
 
-        Known secrets are masked (a server may echo the key). A closed or broken stderr
+        Known secrets are masked (a server may echo the key), control characters escaped. A closed or broken stderr
         (`2>&-`, `2>&1 | true`) loses the diagnostics, never the work: the line is dropped.
         """
-        if self.stderr_gone:
+        if self.stderr_gone or self.stderr is None:
             return
         from gradium_cli.ui.redact import redact
+        from gradium_cli.ui.wirelog import escape_control
 
+        # Lines can carry a server's words (voice names, errors): they never drive the terminal.
+        line = "\n".join(escape_control(part) for part in redact(message).split("\n"))
         try:
-            print(redact(message), file=self.stderr, flush=True)
+            print(line, file=self.stderr, flush=True)
         except (OSError, ValueError, AttributeError):
             self.stderr_gone = True
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from gradium_cli.ui.env import Env, get_env
+from gradium_cli.ui.redact import redact
+from gradium_cli.ui.wirelog import escape_control
 
 OutputMode = Literal["json", "tsv", "rich"]
 
@@ -39,7 +41,9 @@ def output_mode(json_out: bool, env: Env | None = None) -> OutputMode:
 
 
 def cell_text(value: Any) -> str:
-    """One value as a single line of text (TSV cells never contain tabs or newlines)."""
+    """One value as a single line of printable text: TSV cells never contain tabs or newlines,
+    and a server's string never drives the terminal (escape sequences, window titles, links
+    become visible `\\x1b` text); known secrets and URL passwords are masked."""
     if value is None:
         return ""
     if isinstance(value, bool):
@@ -47,7 +51,8 @@ def cell_text(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return ",".join(cell_text(item) for item in value)
     text = str(value)
-    return text.replace("\t", " ").replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    text = text.replace("\t", " ").replace("\r\n", " ").replace("\n", " ").replace("\r", " ")
+    return escape_control(redact(text))
 
 
 def render_tsv(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
