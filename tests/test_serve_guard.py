@@ -264,6 +264,27 @@ def test_a_too_large_upload_leaves_nothing_behind(tmp_path: Path, serve_process:
     assert not (data_dir / "voice-samples").exists() or list((data_dir / "voice-samples").iterdir()) == []
 
 
+def test_a_client_leaving_mid_body_is_not_an_error(tmp_path: Path, serve_process: Serve) -> None:
+    proc, base_url = serve_process()
+    port = port_of(base_url)
+    upload_start = b'--b\r\nContent-Disposition: form-data; name="audio_file"; filename="s.wav"\r\n\r\nRIFF'
+    for path, content_type, first in [
+        ("voices/", "multipart/form-data; boundary=b", upload_start),
+        ("pronunciations/", "application/json", b'{"name": "x"'),
+        ("post/speech/tts", "application/json", b'{"text": "Hello'),
+    ]:
+        for length in (100_000, None):
+            with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+                sock.sendall(request_head(path, content_type, length))
+                sock.sendall(first if length else b"%x\r\n%s\r\n" % (len(first), first))
+                time.sleep(0.2)  # the route is reading the body
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.get("voices/").json() == []  # still serving, nothing stored
+    assert list((tmp_path / "serve-data" / "uploads").iterdir()) == []
+    log = stderr_after_stop(proc)
+    assert "Traceback" not in log and "Exception" not in log, log[-2000:]
+
+
 # ------------------------------------------------------------------ slow headers
 
 

@@ -6,7 +6,7 @@
 - A request body is counted while it is read. A declared `Content-Length` above
   the limit is refused before reading anything; a body that grows past it (chunked)
   is cut as soon as it does. Either way the answer is 413 and the connection closes,
-  so the rest of the body is never read.
+  so the rest of the body is never read. A client that leaves mid-body is no error.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from urllib.parse import urlsplit
 
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from gradium_cli.server.state import ServerOptions
@@ -112,6 +113,8 @@ class Guard:
         except BodyTooLarge as exc:
             if not started:  # routes read their whole body before answering, so this always holds
                 await _refuse(send, 413, str(exc))
+        except ClientDisconnect:
+            pass  # the client left in the middle of its body: no one to answer, nothing to log
 
     async def _refuse_origin(self, scope: Scope, receive: Receive, send: Send, origin: str) -> None:
         shown = json.dumps(origin[:200])
