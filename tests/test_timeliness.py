@@ -211,9 +211,11 @@ SAID = [
     "Short one. Then a clause, and another; then twenty more words that go on and on and on and on",
     'Numbers like 1234 and 12:30 stay, pauses <break time="0.3s" /> too, and the end.',
 ]
-# Two renders of the same units differ by up to ~70 ms: eSpeak's pitch-flutter phase
-# carries over between calls, and a quiet tail then crosses the silence threshold or not.
-ENGINE_NOISE_S = 0.1
+# eSpeak's run-to-run noise (its pitch-flutter phase carries over between calls): audio
+# lengths move by a few samples, word starts by up to ~10 ms over a few units; a word's stop is its last loud
+# sample, and the fading release of a final stop consonant crosses that line or not (~70 ms).
+START_NOISE_S = 0.02
+STOP_NOISE_S = 0.1
 
 
 @settings(CI_BUDGET, max_examples=12)
@@ -227,8 +229,8 @@ def test_any_split_on_whitespace_says_the_same_words_at_the_same_times(text: str
     assert split.units == whole.units
     assert [w for w, _, _ in split.words] == [w for w, _, _ in whole.words] == _words_outside_tags(tokens)
     for (_, a0, a1), (_, b0, b1) in zip(whole.words, split.words, strict=True):
-        assert abs(a0 - b0) <= ENGINE_NOISE_S and abs(a1 - b1) <= ENGINE_NOISE_S
-    assert split.audio_s == pytest.approx(whole.audio_s, abs=ENGINE_NOISE_S)
+        assert abs(a0 - b0) <= START_NOISE_S and abs(a1 - b1) <= STOP_NOISE_S
+    assert split.audio_s == pytest.approx(whole.audio_s, abs=0.081)  # whole 80 ms chunks: a few samples can add one
 
 
 # ---------------------------------------------------------------- the wire of `gradium serve`

@@ -333,6 +333,12 @@ _SILENCE = 64
 # with ~12 ms, but far more after leading punctuation ("(Hello" gives 120 ms).
 _LEAD_S = 0.02
 _TAIL_S = 0.05
+# eSpeak's own output ends with the fading release of its last sound (up to ~90 ms,
+# never silence). Whether that release crosses the silence threshold changes from call
+# to call, so a tail this short is kept whole: the length of the audio stays the same
+# for the same text (within a few samples), which keeps a text cut into several units
+# timed like the same text sent whole.
+_KEEP_TAIL_S = 0.1
 
 _PHONEME_BLOCK = re.compile(r"\[\[.*?\]\]", re.DOTALL)
 
@@ -430,7 +436,9 @@ def _spans(
         return [], 0, len(samples)
     begin = max(0, int(loud[0]) - int(_LEAD_S * rate))
     audible_end = int(loud[-1]) + 1
-    end = min(len(samples), audible_end + int(_TAIL_S * rate))
+    end = len(samples)
+    if end - audible_end > _KEEP_TAIL_S * rate:
+        end = audible_end + int(_TAIL_S * rate)
 
     grouped = _group_words(raw, len(text))
     ranges = _word_ranges(text, [start for start, _ in grouped], blocks)
