@@ -38,6 +38,7 @@ ENV_VARS = {
     "timeout": "GRADIUM_TIMEOUT",
     "cache": "GRADIUM_CACHE",
     "cache-size": "GRADIUM_CACHE_SIZE",
+    "markdown": "GRADIUM_MARKDOWN",
 }
 KNOWN_SETTINGS = tuple(ENV_VARS)
 SETTING_HELP = {
@@ -50,6 +51,7 @@ SETTING_HELP = {
     "timeout": "default --timeout in seconds",
     "cache": "on or off: reuse audio made before in say and batch (--cache/--no-cache)",
     "cache-size": "the request cache's cap, e.g. 500M or 2G (default 1G); least recently used entries go first",
+    "markdown": "on or off: speak markdown as prose in say, stream and batch (default: on for stream and .md files)",
 }
 SECRET_SETTINGS = frozenset({"api-key"})
 
@@ -120,7 +122,7 @@ def check_value(name: str, value: str) -> str:
 
         if lookup_format(value) is None:
             raise UsageError(f"unknown format '{value}' (choose from {', '.join(format_names())})")
-    if name == "cache":
+    if name in ("cache", "markdown"):
         from gradium_cli.cache import parse_switch
 
         parse_switch(name, value)

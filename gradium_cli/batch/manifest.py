@@ -28,6 +28,7 @@ from typing import Any, BinaryIO, TypeVar
 from gradium_cli.audio.plan import EXTENSION_FORMATS, LOCALLY_ENCODED, OutputPlan, plan_output
 from gradium_cli.audio.subtitles import TIMESTAMP_EXTENSIONS
 from gradium_cli.errors import GradiumError, UsageError
+from gradium_cli.markdown_prose import to_prose
 from gradium_cli.protocol.formats import format_names, lookup_format
 from gradium_cli.protocol.settings import speed_to_padding_bonus
 from gradium_cli.protocol.text import split_long_text
@@ -271,6 +272,7 @@ class Defaults:
     format: str | None = None
     timestamps: str | None = None
     voice: VoiceOptions = field(default_factory=VoiceOptions)
+    markdown: bool = False  # each row's text is markdown, spoken as prose
 
     def check(self) -> None:
         """Bad flags fail before the manifest is read."""
@@ -402,6 +404,8 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         raise RowProblem("'text' must be a string")
     if not _is_utf8(text):
         raise RowProblem("text is not valid UTF-8")
+    if defaults.markdown:
+        text = to_prose(text).text
     chunks = tuple(split_long_text(text))
     if not chunks:
         raise RowProblem("empty text")

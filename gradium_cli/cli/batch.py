@@ -93,6 +93,7 @@ def batch(
         ),
     ] = None,
     cache: o.CacheOpt = None,
+    markdown: o.MarkdownOpt = None,
     checks: Annotated[
         bool,
         typer.Option(
@@ -172,10 +173,12 @@ def batch(
     from gradium_cli.cache import RequestCache, enabled
     from gradium_cli.cli.runtime import fail, guard
     from gradium_cli.errors import UsageError
+    from gradium_cli.markdown_prose import markdown_enabled
 
     if redo_flagged and not checks:
         fail(UsageError("--redo-flagged needs the checks: leave out --no-checks"))
     thresholds, use_cache = guard(lambda: (Thresholds.parse(check or []) if checks else None, enabled(cache)))
+    use_markdown = guard(lambda: markdown_enabled(markdown, None))
 
     env = get_env()
     request = BatchRequest(
@@ -187,6 +190,7 @@ def batch(
             format=format,
             timestamps=timestamps,
             voice=voice_options,
+            markdown=use_markdown,
         ),
         shard=shard,
         strict=strict,

@@ -217,6 +217,15 @@ CacheOpt = Annotated[
         show_default=False,
     ),
 ]
+MarkdownOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--markdown/--no-markdown",
+        help="Speak markdown as prose: headings, lists, links and emphasis as their text, code blocks skipped"
+        " (default: the markdown setting, else on for stream and .md files)",
+        show_default=False,
+    ),
+]
 RetriesOpt = Annotated[
     int,
     typer.Option(

@@ -36,6 +36,7 @@ def say(
     retries: o.RetriesOpt = 2,
     stats: o.StatsOpt = False,
     cache: o.CacheOpt = None,
+    markdown: o.MarkdownOpt = None,
     json_out: o.JsonOpt = False,
     *,
     voice_options: "VoiceOptions",
@@ -78,6 +79,7 @@ def say(
         retries=retries,
         json_out=json_out or env.json,
         cache=cache,
+        markdown=markdown,
     )
     result = run(speak(request))
     if request.json_out:

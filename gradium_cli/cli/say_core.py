@@ -18,6 +18,7 @@ from gradium_cli.cache import RequestCache, dictionary_digest, request_key, serv
 from gradium_cli.cache import enabled as cache_enabled
 from gradium_cli.config import mask_secret
 from gradium_cli.errors import GradiumError
+from gradium_cli.markdown_prose import markdown_enabled, spoken_text
 from gradium_cli.protocol.messages import Setup
 from gradium_cli.protocol.text import split_long_text
 from gradium_cli.retry import DEFAULT_RETRIES, backoff_delay, is_transient
@@ -51,11 +52,14 @@ class SayRequest:
     json_out: bool = False
     retries: int = DEFAULT_RETRIES
     cache: bool | None = None  # --cache / --no-cache; None: the `cache` setting
+    markdown: bool | None = None  # --markdown / --no-markdown; None: the setting, else by file type
 
 
 async def speak(request: SayRequest) -> dict[str, Any]:
     env = get_env()
     text = read_text(request.text, request.file, env)
+    if markdown_enabled(request.markdown, request.file):
+        text = spoken_text(text, env)
     if request.timestamps is not None:
         check_timestamps_path(request.timestamps, force=request.force)
     json_config(request.voice)  # bad voice settings fail before any connection

@@ -49,6 +49,7 @@ def stream(
     on_interrupt: Annotated[
         OnInterrupt, typer.Option("--on-interrupt", help="On Ctrl-C: drain (finish what was sent) or discard")
     ] = OnInterrupt.drain,
+    markdown: o.MarkdownOpt = None,
     live: Annotated[bool, typer.Option("--live/--no-live", help="Live view on a terminal (stderr)")] = True,
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON event per line on stdout (text, flush, audio, word, end)")
@@ -60,13 +61,16 @@ def stream(
     """Speak text as it arrives on stdin: words go out as soon as they are complete.
 
     A blank line, or input quiet for --flush-after seconds, flushes: the audio for everything so far comes out at once.
-    End of input ends the stream. Ctrl-C stops cleanly.
+    End of input ends the stream. Ctrl-C stops cleanly. Markdown is spoken as prose (code blocks
+    are skipped); --no-markdown reads the text as it is.
 
     \b
     llm "tell me a story" | gradium stream
     some-producer | gradium stream -o out.wav --timestamps out.srt
     gradium stream --interactive
     """
+    from gradium_cli.cli.runtime import guard
+    from gradium_cli.markdown_prose import markdown_enabled
     from gradium_cli.streaming.run import StreamRequest
     from gradium_cli.streaming.run import stream as run_stream
 
@@ -82,6 +86,7 @@ def stream(
         backend=backend,
         interactive=interactive,
         flush_after=flush_after or None,
+        markdown=guard(lambda: markdown_enabled(markdown, None, stream=True)),
         on_interrupt=on_interrupt.value,
         live=live,
         json_events=json_out or env.json,

@@ -2,23 +2,29 @@
 
 Words go out as soon as they are complete (a fragment ending mid-word waits
 for the rest), punctuation stays on its word, and `<flush>` is sent on a blank
-line, on an idle timeout, or on every line in interactive mode.
+line, on an idle timeout, or on every line in interactive mode. With markdown on,
+the input is turned into prose first (`markdown_prose.MarkdownStream`).
 """
 
 from __future__ import annotations
 
+from gradium_cli.markdown_prose import MarkdownStream
 from gradium_cli.protocol.text import FLUSH_TAG, StreamSplitter
 
 
 class TextFeeder:
-    def __init__(self, flush_every_line: bool = False) -> None:
+    def __init__(self, flush_every_line: bool = False, markdown: MarkdownStream | None = None) -> None:
         self.splitter = StreamSplitter()
         self.flush_every_line = flush_every_line
+        self.markdown = markdown
         self._line_has_text = False
         self._unflushed = False  # words sent since the last flush
 
     def feed(self, chunk: str) -> list[str]:
         """Messages to send for a chunk of input (any size, any boundaries)."""
+        return self._feed(self.markdown.feed(chunk) if self.markdown is not None else chunk)
+
+    def _feed(self, chunk: str) -> list[str]:
         out: list[str] = []
         *lines, rest = chunk.split("\n")
         for line in lines:
@@ -39,11 +45,13 @@ class TextFeeder:
 
     def idle(self) -> list[str]:
         """Input went quiet: speak everything so far, if anything is waiting."""
-        return self._flush()
+        out = self._feed(self.markdown.idle()) if self.markdown is not None else []
+        return out + self._flush()
 
     def finish(self) -> list[str]:
         """End of input: the last partial word is complete (end_of_stream follows)."""
-        return self.splitter.finish()
+        out = self._feed(self.markdown.finish()) if self.markdown is not None else []
+        return out + self.splitter.finish()
 
     def _flush(self) -> list[str]:
         out = self.splitter.finish()

@@ -73,6 +73,16 @@ class StreamMonitor:
         self.state.status = "streaming"
         self.emit("text", t=self._t(now), input_t=self._t(read_at), text=text)
 
+    def code_skipped(self, blocks: int, lines: int, in_code: bool) -> None:
+        """Markdown input: fenced code is not spoken; the view and the events say how much."""
+        self.state.code_lines_skipped = lines
+        if blocks == self.state.code_blocks_skipped or in_code:
+            return  # reported once the block has closed, with its length
+        self.state.code_blocks_skipped = blocks
+        self.emit("code_skipped", t=self._t(), blocks=blocks, lines=lines)
+        if self.progress_lines:
+            self.env.say(f"gradium: code block not spoken ({blocks} skipped, {lines} lines in all)")
+
     # ------------------------------------------------------------- incoming
 
     def message(self, message: m.ServerMessage, handled_at: float) -> None:

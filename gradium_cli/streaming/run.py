@@ -23,6 +23,7 @@ from gradium_cli.audio.plan import open_sinks, plan_output
 from gradium_cli.audio.subtitles import check_timestamps_path, render
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.errors import Interrupted, UsageError
+from gradium_cli.markdown_prose import MarkdownStream
 from gradium_cli.streaming.feeder import TextFeeder
 from gradium_cli.streaming.monitor import StreamMonitor
 from gradium_cli.streaming.reader import EOF_MARK, InputReader
@@ -47,6 +48,7 @@ class StreamRequest:
     backend: BackendOptions
     interactive: bool
     flush_after: float | None
+    markdown: bool
     on_interrupt: str
     live: bool
     json_events: bool
@@ -74,7 +76,7 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
         raise UsageError("--json writes events to stdout: send the audio to a file with -o FILE")
     loop = asyncio.get_running_loop()
     reader = InputReader(env.stdin, loop)
-    feeder = TextFeeder(flush_every_line=request.interactive)
+    feeder = TextFeeder(flush_every_line=request.interactive, markdown=MarkdownStream() if request.markdown else None)
     show_live = request.live and env.stderr_isatty and not env.quiet and not request.interactive
     state = LiveState(title=f"gradium stream · {request.voice.voice or 'default voice'} · {plan.wire.name}")
     monitor = StreamMonitor(
@@ -147,6 +149,10 @@ async def _texts(
         for message in feeder.feed(reader.decode(data)):
             monitor.text_queued(message, read_at)
             yield message
+        if feeder.markdown is not None:
+            monitor.code_skipped(feeder.markdown.code_blocks, feeder.markdown.code_lines, feeder.markdown.in_code)
     for message in feeder.finish():
         monitor.text_queued(message, time.monotonic())
         yield message
+    if feeder.markdown is not None:
+        monitor.code_skipped(feeder.markdown.code_blocks, feeder.markdown.code_lines, in_code=False)

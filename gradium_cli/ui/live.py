@@ -39,6 +39,8 @@ class LiveState:
     first_audio_s: float | None = None
     words_sent: int = 0
     flushes: int = 0
+    code_blocks_skipped: int = 0  # fenced code in markdown input: counted, not spoken
+    code_lines_skipped: int = 0
     status: str = "connecting"
     # Playback clock: seconds of audio played so far (None when not playing).
     played_s: Callable[[], float] | None = None
@@ -122,6 +124,8 @@ def render(state: LiveState, width: int = 80, height: int = 24) -> RenderableTyp
     if state.underruns is not None:
         figures.append(f"underruns {state.underruns()}")
     figures += [f"words sent {state.words_sent}", f"flushes {state.flushes}"]
+    if state.code_blocks_skipped:
+        figures.append(f"code skipped {state.code_blocks_skipped} ({state.code_lines_skipped} lines)")
     footer = Text(" · ".join(figures), style="cyan")
     status = Text(f"{state.status}  {elapsed:5.1f} s", style="dim")
     body = Group(text, Text(""), table, Text(""), footer, status)
