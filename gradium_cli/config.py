@@ -133,12 +133,26 @@ def check_value(name: str, value: str) -> str:
     return value
 
 
-def permission_problem(path: Path) -> str | None:
-    """Why the file's mode is unsafe for a key (readable or writable by others), or None."""
+def _mode(path: Path) -> int | None:
     try:
-        mode = stat.S_IMODE(path.stat().st_mode)
+        return stat.S_IMODE(path.stat().st_mode)
     except OSError:
         return None
+
+
+def writable_by_others(path: Path) -> bool:
+    """As ssh does for keys: a file others can write may hold a key they planted; its key is not used."""
+    mode = _mode(path)
+    return mode is not None and bool(mode & 0o022)
+
+
+def permission_problem(path: Path) -> str | None:
+    """Why the file's mode is unsafe for a key (readable or writable by others), or None."""
+    mode = _mode(path)
+    if mode is None:
+        return None
+    if mode & 0o022:
+        return f"{path} is writable by others (mode {mode:04o}): its API key is not used; run `chmod 600 {path}`"
     if mode & 0o077:
         return f"{path} has mode {mode:04o}, readable by others; run `chmod 600 {path}`"
     return None
@@ -237,7 +251,9 @@ def resolve(
         return Resolved(os.environ[env], "env")
     parser = read_config()
     section = active_profile(profile)
-    if parser.has_option(section, name):
+    # read_config has said why, once: the key of a file others can write is not used.
+    unsafe = name in SECRET_SETTINGS and writable_by_others(config_path())
+    if parser.has_option(section, name) and not unsafe:
         return Resolved(parser.get(section, name), "config")
     return Resolved(default, "default")
 

@@ -18,7 +18,7 @@ from gradium_cli.audio.subtitles import Word
 from gradium_cli.errors import GradiumError, ProtocolError
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES, AudioBudget
-from gradium_cli.protocol.formats import lookup_format
+from gradium_cli.protocol.formats import WAV_HEADER_BYTES, lookup_format
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.rest import RestClient
 from gradium_cli.transport.ws import FrameHook, TtsSocket
@@ -169,6 +169,7 @@ async def run_rest(
                     budget.add_audio(len(chunk))
                     start, position = position, position + len(chunk)
                     collector.handle(m.Audio(chunk, start / rate if rate else 0.0, position / rate if rate else 0.0))
+                budget.check_complete(header_bytes=WAV_HEADER_BYTES if fmt and fmt.container == "wav" else 0)
                 continue
             pending = b""
             async for chunk in rest.stream_post("post/speech/tts", body):
@@ -181,6 +182,7 @@ async def run_rest(
                         _handle_rest_line(line, collector, budget)
             if pending.strip():
                 _handle_rest_line(pending, collector, budget)
+            budget.check_complete()
 
 
 def _handle_rest_line(line: bytes, collector: Collector, budget: AudioBudget) -> None:
@@ -189,7 +191,7 @@ def _handle_rest_line(line: bytes, collector: Collector, budget: AudioBudget) ->
     except (m.MessageError, UnicodeDecodeError) as exc:
         raise ProtocolError(f"malformed line from server: {getattr(exc, 'message', exc)}") from None
     if isinstance(message, m.Audio):
-        budget.add_audio(len(message.audio))
+        budget.add_audio(len(message.audio), speech=message.stop_s > message.start_s, whole_samples=True)
     if isinstance(message, m.ErrorMessage):
         from gradium_cli.protocol.session import error_from_server
 

@@ -336,3 +336,66 @@ def test_auth_status_escapes_what_the_server_says(tmp_path: Path) -> None:
         result = keyed(tmp_path, "auth", "status", "--base-url", server.base_url)
     assert result.returncode == 6, result.stderr
     assert_inert(result.stdout)
+
+
+# 9. Empty or misaligned audio is an error, not a file -------------------------------------
+
+
+@pytest.mark.parametrize("name", ["out.wav", "out.flac", "out.ogg", "out.pcm"])
+def test_ready_then_end_of_stream_is_exit_6_and_no_file(tmp_path: Path, name: str) -> None:
+    session = tts_session(lambda received: [ready_frame(), {"type": "end_of_stream"}])
+    with hostile_server(session) as server:
+        result = keyed(tmp_path, "say", "Hi.", "-o", name, "--retries", "0", "--base-url", server.base_url)
+    assert_one_line(result, 6, "the server ended the request without sending any audio")
+    assert list(tmp_path.glob("out*")) == [] and not list(tmp_path.glob(".out*"))
+
+
+def test_rest_with_no_audio_is_exit_6(tmp_path: Path) -> None:
+    with hostile_server(json_reply([])) as server:  # 200 with a body that is no audio at all
+        args = ("say", "Hi.", "-o", "out.wav", "--rest", "--retries", "0", "--base-url", server.base_url)
+        result = keyed(tmp_path, *args)
+    assert result.returncode == 6, result.stderr
+    assert not (tmp_path / "out.wav").exists()
+
+
+@pytest.mark.parametrize(("sizes", "ok"), [((1280, 1280), True), ((1281, 1279), False)])
+def test_pcm_chunks_must_hold_whole_samples(tmp_path: Path, sizes: tuple[int, int], ok: bool) -> None:
+    def frames(received: list[dict[str, object]]) -> list[dict[str, object] | bytes]:
+        out: list[dict[str, object] | bytes] = [ready_frame()]
+        for index, size in enumerate(sizes):
+            out.append(audio_frame(b"\x05" * size, index * 0.08, (index + 1) * 0.08))
+        return [*out, {"type": "end_of_stream"}]
+
+    with hostile_server(tts_session(frames)) as server:
+        result = keyed(tmp_path, "say", "Hi.", "-o", "out.pcm", "--retries", "0", "--base-url", server.base_url)
+    if ok:
+        assert result.returncode == 0, result.stderr
+        assert (tmp_path / "out.pcm").read_bytes() == b"\x05" * sum(sizes)
+    else:
+        assert_one_line(result, 6, "audio chunk of 1281 bytes: not whole 16-bit samples")
+        assert not (tmp_path / "out.pcm").exists()
+
+
+# 12. A config file others can write: its key is not used ---------------------------------
+
+
+@pytest.mark.parametrize(("mode", "used"), [(0o600, True), (0o640, True), (0o620, False), (0o602, False)])
+def test_key_of_a_config_file_others_can_write_is_not_used(tmp_path: Path, mode: int, used: bool) -> None:
+    with hostile_server(json_reply([])) as server:
+        config = tmp_path / "config" / "config.ini"
+        config.parent.mkdir()
+        config.write_text(f"[default]\napi-key = {KEY}\nbase-url = {server.base_url}\n")
+        config.chmod(mode)
+        result = gradium(tmp_path, "voices", "list")
+        sent = server.requests[0].headers.get("x-api-key") if server.requests else None
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.decode().splitlines()
+    if used:
+        assert sent == KEY
+        assert all("not used" not in line for line in lines)
+    else:
+        assert sent is None, "the key never leaves a file others could have planted it in"
+        assert lines == [
+            f"gradium: warning: {config} is writable by others (mode {mode:04o}): its API key is not used; "
+            f"run `chmod 600 {config}`"
+        ]

@@ -29,8 +29,10 @@ class AudioBudget:
         fmt = lookup_format(output_format) if output_format else None
         per_sample = fmt.bytes_per_sample if fmt else 0
         self.bytes_per_s = fmt.sample_rate * per_sample if fmt and per_sample else UNSIZED_BYTES_PER_S
+        self.sample_bytes = per_sample  # 0 for Opus: no whole-sample rule
         self.chars = 0
         self.audio_bytes = 0
+        self.speech_bytes = 0  # audio past any priming frame or container header
 
     def add_text(self, text: str) -> None:
         self.chars += len(text)
@@ -39,13 +41,27 @@ class AudioBudget:
     def allowed_s(self) -> float:
         return AUDIO_BASE_S + AUDIO_PER_CHAR_S * self.chars
 
-    def add_audio(self, size: int) -> None:
+    def add_audio(self, size: int, speech: bool = True, whole_samples: bool = False) -> None:
+        """Count `size` bytes; `speech`: not a priming frame or header; `whole_samples`: one
+        WebSocket message, which must hold whole samples (a REST body may split anywhere)."""
+        if whole_samples and speech and self.sample_bytes > 1 and size % self.sample_bytes:
+            raise ProtocolError(f"the server sent an audio chunk of {size} bytes: not whole 16-bit samples")
         self.audio_bytes += size
+        if speech:
+            self.speech_bytes += size
         if self.audio_bytes > self.allowed_s * self.bytes_per_s:
             raise ProtocolError(
                 f"the server sent more than {self.allowed_s:g} s of audio for {self.chars} characters of text "
                 f"(the limit is {AUDIO_BASE_S:g} s + {AUDIO_PER_CHAR_S:g} s per character)"
             )
+
+    def check_complete(self, header_bytes: int = 0) -> None:
+        """At the end of a request: audio came, and it is whole samples."""
+        speech = self.speech_bytes - header_bytes
+        if speech <= 0:
+            raise ProtocolError("the server ended the request without sending any audio")
+        if self.sample_bytes > 1 and speech % self.sample_bytes:
+            raise ProtocolError(f"the server sent {speech} bytes of audio: not whole 16-bit samples")
 
 
 class Deadline:

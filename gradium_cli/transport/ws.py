@@ -224,7 +224,9 @@ class TtsSocket:
                         raise sender.exception()  # type: ignore[misc]
                     raise item.error or NetworkError("server closed the connection before end_of_stream")
                 if isinstance(item, m.Audio):
-                    budget.add_audio(len(item.audio))
+                    budget.add_audio(len(item.audio), speech=item.stop_s > item.start_s, whole_samples=True)
+                elif isinstance(item, m.EndOfStream):
+                    budget.check_complete()
                 yield session.receive_message(item)
                 if session.done:
                     return
