@@ -607,3 +607,88 @@ def test_atheris_harness_runs() -> None:
     )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "Done 3000 runs" in done.stderr
+
+
+# ---------------------------------------------------------------- the engine, long tokens
+
+# eSpeak NG has memory-safety bugs that long runs of spelled-out letters reach ("a." x200
+# smashes its stack). These examples go through the server's own path (TextBuffer,
+# Renderer, prepare) to an engine in a worker process (`EnginePool`), as `gradium serve`
+# runs it: a crash raises EngineCrashed and fails the test with the input, and the run
+# goes on. By default the same few dozen examples on every run (CI); GRADIUM_FUZZ=long
+# draws thousands at random, up to the server's text limit (an hour or more: see
+# bench/README.md, "Fuzzing the engine").
+LONG_FUZZ = os.environ.get("GRADIUM_FUZZ") == "long"
+TEXT_LIMIT = ServerOptions(data_dir=REPO).max_text_chars
+ENGINE_FUZZ = settings(
+    deadline=None,
+    database=None,
+    derandomize=not LONG_FUZZ,
+    max_examples=5000 if LONG_FUZZ else 20,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.large_base_example],
+)
+# What a long token is made of: letters (some that eSpeak spells out), the dotted
+# abbreviations of the known crash, invisible and combining characters that can hide
+# a letter from a text rule, symbols eSpeak spells, digits, punctuation and eSpeak's
+# phoneme brackets.
+TOKEN_ATOMS = [
+    "a", "b", "x", "é", "Ω", "я", "中", "A", "Z", "a.", "b.", "X.", "é.", "a\u00ad", "\u00ad", "\u200b", "\u2060",
+    "\u0301", "1", "7", "1.", "-", "'", ",", ".", ";", ":", "!", "?", "(", ")", "/", "&", "%", "$", "@", "#", "_",
+    "[[", "]]", "e.g.", "U.S.", "...", "\u24d0", "\u200c", "a\u00ad.", "a\u200c.", "\u24d0.", "\u00aa.",
+]  # fmt: skip
+# The known overflow is a long run of dotted single characters: weigh those in.
+TOKEN_ATOMS += [atom for atom in TOKEN_ATOMS if atom.endswith(".") and len(atom) <= 3] * 3
+# Total lengths: mostly short enough for CI, sometimes the server's limit itself.
+LENGTHS = [100, 300, 600, 1200] if not LONG_FUZZ else [300, 1000, 2000, 4000, 10_000, 30_000, TEXT_LIMIT]
+
+
+@st.composite
+def long_token_texts(draw: st.DrawFn) -> str:
+    unit = "".join(draw(st.lists(st.sampled_from(TOKEN_ATOMS), min_size=1, max_size=6)))
+    separator = draw(st.sampled_from(["", "", "", " ", ", ", ". ", "\n"]))
+    limit = draw(st.sampled_from(LENGTHS))
+    repeats = draw(st.integers(min_value=1, max_value=max(1, limit // (len(unit) + len(separator)))))
+    return separator.join([unit] * repeats)[:limit]
+
+
+@pytest.fixture(scope="module")
+def engine_pool() -> Iterator[Any]:
+    from gradium_cli.server.workers import EnginePool
+
+    pool = EnginePool(1)
+    yield pool
+    pool.close()
+
+
+@ENGINE_FUZZ
+@given(text=long_token_texts())
+def test_long_tokens_do_not_crash_the_engine(engine_pool: Any, text: str) -> None:
+    fmt = lookup_format("pcm_16000")
+    assert fmt is not None
+    renderer = Renderer(engine_pool, RenderSettings(fmt=fmt, voice=DEFAULT_VOICE.engine_voice))
+    buffer = TextBuffer()
+    buffer.add(text)
+    units = buffer.take(final=True)
+    out: list[m.ServerMessage] = []
+    for index, (unit, flush) in enumerate(units):
+        out += renderer.render(unit, flush=flush, final=index == len(units) - 1)  # EngineCrashed fails it
+    edge = 0.0
+    for audio in (msg for msg in out if isinstance(msg, m.Audio)):
+        assert audio.start_s == pytest.approx(edge, abs=1e-3)
+        edge = audio.stop_s
+
+
+def test_the_known_crash_class_is_reached_and_isolated(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fuzzing above would notice a crash: without the engine's rule, an input of
+    the class its atoms build crashes eSpeak, and that fails the call, not this process."""
+    from gradium_cli.server.workers import EngineCrashed, EnginePool
+
+    monkeypatch.setenv("GRADIUM_ENGINE_GUARD", "off")  # the worker starts without the rule
+    pool = EnginePool(1)
+    try:
+        voice = DEFAULT_VOICE.engine_voice
+        with pytest.raises(EngineCrashed, match=r"crashed on this text \(SIG"):
+            pool.synthesize("a\u00ad." * 300, voice)
+        assert pool.synthesize("Still speaking.", voice).duration_s > 0.5
+    finally:
+        pool.close()

@@ -21,8 +21,7 @@ from tests.cli_helpers import gradium, isolated_env
 
 pytestmark = pytest.mark.timeout(120)
 
-KNOWN_CRASH = "a." * 300
-UNGUARDED_CRASH = "a\u00ad." * 300  # not defused by the engine's cheap rule: it really crashes eSpeak
+KNOWN_CRASH = "a." * 300  # defused by the engine's rule, unless GRADIUM_ENGINE_GUARD=off: then it crashes eSpeak
 TEXT = (
     "The committee will publish its final report on the 3rd of March. "
     'Would you like a cup of tea? <break time="0.3s" /> 42 dollars, please!'
@@ -79,8 +78,9 @@ def test_pipe_channels_multiplex_and_close(tmp_path: Path) -> None:
 
 
 def test_offline_say_crash_is_one_line_and_exit_6(tmp_path: Path) -> None:
-    (tmp_path / "t.txt").write_text(UNGUARDED_CRASH + "\n")
-    result = gradium(tmp_path, "say", "--local", "-f", "t.txt", "-o", "x.wav")
+    (tmp_path / "t.txt").write_text(KNOWN_CRASH + "\n")
+    env = isolated_env(tmp_path, GRADIUM_ENGINE_GUARD="off")
+    result = gradium(tmp_path, "say", "--local", "-f", "t.txt", "-o", "x.wav", env=env)
     assert result.returncode == 6
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import ctypes
+import os
 import re
 import threading
 import unicodedata
@@ -61,13 +62,17 @@ _EE_OK = 0
 _GENDERS = {1: "male", 2: "female"}
 
 # eSpeak NG overflows a fixed buffer (stack smashing or a segfault) when one call
-# spells out a couple of hundred dotted single letters: "a.a.a." x200 does it, and
-# so do "a.a. a.a." x160 or "a.a.a.a., " x80 (the letters accumulate across spaces
-# and commas). Past this many, the dots go: "a a a" is read the same way. The
-# server runs the engine in worker processes anyway; this stops the known input
-# before it costs a worker.
-_DOTTED_LETTER = re.compile(r"(?<![^\W\d_])([^\W\d_])\.")
+# spells out a couple of hundred dotted single characters: "a.a.a." x200 does it, and
+# so do "a.a. a.a." x160 or "a.a.a.a., " x80 (they accumulate across spaces and
+# commas), with an invisible character before each dot ("a\u00ad.", "a\u200c.") or
+# with symbols it spells ("\u24d0."). Past this many, the dots go: "a a a" is read
+# the same way. The server runs the engine in worker processes anyway; this stops
+# the known inputs before they cost a worker.
+_DOTTED_LETTER = re.compile(r"(?<![^\W_])([^\s.][\u00ad\u034f\u200b-\u200f\u2060-\u2064\ufeff\u0300-\u036f]*)\.")
 _MAX_DOTTED_LETTERS = 32
+# GRADIUM_ENGINE_GUARD=off lets that input through, to test that isolation holds
+# without the rule (tests/test_engine_isolation.py): never needed otherwise.
+_GUARD = os.environ.get("GRADIUM_ENGINE_GUARD", "on") != "off"
 _RESOLVED_CACHE_SIZE = 1024
 
 
@@ -300,7 +305,7 @@ def _languages(pointer: int | None) -> list[str]:
 
 def defuse(text: str) -> str:
     """`text` with the known crash input made harmless; always the same length."""
-    if len(_DOTTED_LETTER.findall(text)) <= _MAX_DOTTED_LETTERS:
+    if not _GUARD or len(_DOTTED_LETTER.findall(text)) <= _MAX_DOTTED_LETTERS:
         return text
     return _DOTTED_LETTER.sub(r"\1 ", text)
 
