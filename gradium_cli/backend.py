@@ -89,6 +89,40 @@ def prestart_local_engine(options: BackendOptions) -> None:
         _prestarted = LocalEngine(data_dir())
 
 
+NOTICE_INTERVAL_S = 24 * 3600
+NOTICE_STAMP = "offline-notice.stamp"  # in the data dir; its mtime is when the notice was last shown
+
+
+def offline_notice(profile: str | None) -> None:
+    """Say that the offline engine speaks: for people at a terminal, at most once a day, unless turned off.
+
+    Scripts and pipes never see it; `gradium config set offline-notice off` silences it for good.
+    """
+    import time
+
+    from gradium_cli.cache import parse_switch
+    from gradium_cli.config import configured
+
+    env = get_env()
+    if env.quiet or not env.stderr_isatty:
+        return
+    setting = configured("offline-notice", profile)
+    if setting is not None and not parse_switch("offline-notice", setting):
+        return
+    stamp = data_dir() / NOTICE_STAMP
+    try:
+        if time.time() - stamp.stat().st_mtime < NOTICE_INTERVAL_S:
+            return
+    except OSError:
+        pass  # never shown (or unreadable): show it
+    env.say(LOCAL_NOTICE + "; `gradium config set offline-notice off` hides this")
+    try:
+        stamp.parent.mkdir(parents=True, exist_ok=True)
+        stamp.touch()
+    except OSError:
+        pass  # a read-only home: the notice shows again next time, nothing worse
+
+
 @contextlib.contextmanager
 def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iterator[Endpoint]:
     global _prestarted
@@ -114,7 +148,7 @@ def open_backend(options: BackendOptions, *, pipe: bool = False) -> Iterator[End
         raise UsageError(f"unknown region '{region}' (choose eu or us)")
     if uses_local_engine(options):
         if not options.local:
-            get_env().say(LOCAL_NOTICE)
+            offline_notice(options.profile)
         with (local_engine_endpoint if pipe else local_server_endpoint)(options.timeout, options.deadline) as endpoint:
             yield endpoint
         return

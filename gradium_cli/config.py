@@ -39,6 +39,7 @@ ENV_VARS = {
     "cache": "GRADIUM_CACHE",
     "cache-size": "GRADIUM_CACHE_SIZE",
     "markdown": "GRADIUM_MARKDOWN",
+    "offline-notice": "GRADIUM_OFFLINE_NOTICE",
 }
 KNOWN_SETTINGS = tuple(ENV_VARS)
 SETTING_HELP = {
@@ -52,6 +53,7 @@ SETTING_HELP = {
     "cache": "on or off: reuse audio made before in say and batch (--cache/--no-cache)",
     "cache-size": "the request cache's cap, e.g. 500M or 2G (default 1G); least recently used entries go first",
     "markdown": "on or off: speak markdown as prose in say, stream and batch (default: on for stream and .md files)",
+    "offline-notice": "on or off: the once-a-day line on a terminal saying the offline engine speaks (default on)",
 }
 SECRET_SETTINGS = frozenset({"api-key"})
 
@@ -122,7 +124,7 @@ def check_value(name: str, value: str) -> str:
 
         if lookup_format(value) is None:
             raise UsageError(f"unknown format '{value}' (choose from {', '.join(format_names())})")
-    if name in ("cache", "markdown"):
+    if name in ("cache", "markdown", "offline-notice"):
         from gradium_cli.cache import parse_switch
 
         parse_switch(name, value)

@@ -14,7 +14,7 @@ class ExitCode(IntEnum):
     """Documented exit codes (README and man page render this table)."""
 
     OK = 0
-    FAILURE = 1  # some items of a batch failed; everything else went through
+    FAILURE = 1  # some items of a batch failed; or a confirmation question was answered no
     USAGE = 2  # bad flags, empty text, unknown format or extension
     CONFIG = 3  # missing or unreadable configuration
     AUTH = 4  # missing or refused API key
@@ -28,7 +28,8 @@ class ExitCode(IntEnum):
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.OK: "success",
-    ExitCode.FAILURE: "some items failed (batch); the others succeeded",
+    ExitCode.FAILURE: "some items failed (batch), the others succeeded; "
+    "or a question was answered no (nothing changed)",
     ExitCode.USAGE: "bad usage or input: empty text, non-UTF-8 input, unknown format or extension",
     ExitCode.CONFIG: "configuration problem",
     ExitCode.AUTH: "API key missing or refused",

@@ -152,9 +152,9 @@ def test_colour_on_a_terminal_and_off_with_no_color(tmp_path: Path, local_server
 
 def test_quiet_leaves_stderr_empty(tmp_path: Path) -> None:
     out = tmp_path / "q.wav"
-    loud = gradium(tmp_path, "say", "Hello", "-o", str(out))
-    assert b"offline engine" in loud.stderr  # the notice that -q silences
-    quiet = gradium(tmp_path, "-q", "say", "Hello", "-o", str(out), "--force")
+    loud = gradium(tmp_path, "say", "Hello", "-o", str(out), "--stats")
+    assert b"audio" in loud.stderr  # the statistics line that -q silences
+    quiet = gradium(tmp_path, "-q", "say", "Hello", "-o", str(out), "--force", "--stats")
     assert (quiet.returncode, quiet.stderr) == (0, b"")
     assert out.read_bytes()[:4] == b"RIFF"
     failed = gradium(tmp_path, "-q", "config", "set", "nope", "x")

@@ -111,6 +111,7 @@ def plan_output(
                 "refusing to write binary audio to a terminal",
                 hint="redirect stdout, or use -o FILE",
             )
+        env.stdout_is_audio = True  # from here on, no text may go to stdout (a --json error goes to stderr)
         if local:  # encoded here from PCM, then written to stdout
             return OutputPlan(FORMATS[PLAYBACK_FORMAT], pipe=True, play=play, encode_locally=True, local_format=local)
         wire = _format(format_name or _configured_pipe_format())

@@ -388,7 +388,7 @@ class Runner:
             except BaseException:
                 collector.abort()
                 raise
-            quality = await asyncio.to_thread(self._finish, item, collector, None, probe)
+            quality = await self._finish_whole(item, collector, None, probe, cached=True)
             return collector, True, quality
         try:
             conn = await self.pool.acquire()
@@ -411,10 +411,30 @@ class Runner:
         except BaseException:
             collector.abort()
             raise
-        # Off the loop: fsync, rename, hashing and local encoding block. Not cancelled
-        # by Ctrl-C once started, so a finished file is always recorded or left unrecorded whole.
-        quality = await asyncio.to_thread(self._finish, item, collector, writer, probe)
+        quality = await self._finish_whole(item, collector, writer, probe, cached=False)
         return collector, False, quality
+
+    async def _finish_whole(
+        self, item: Item, collector: Collector, writer: CacheWriter | None, probe: ProbeSink | None, *, cached: bool
+    ) -> Report | None:
+        """`_finish` off the loop: fsync, rename, hashing and local encoding block.
+
+        Ctrl-C does not stop it once started, so a finished file is always recorded or
+        left unrecorded whole. Cancelled meanwhile, this waits for the thread and counts
+        the item before stopping: the summary then names every file that was written.
+        """
+        work = asyncio.ensure_future(asyncio.to_thread(self._finish, item, collector, writer, probe))
+        try:
+            return await asyncio.shield(work)
+        except asyncio.CancelledError:
+            await asyncio.wait([work])
+            if not work.cancelled() and work.exception() is None:
+                self.progress.result(
+                    ItemResult(
+                        item.index, item.line, "done", str(item.output), audio_s=collector.stats.audio_s, cached=cached
+                    )
+                )
+            raise
 
     def _finish(
         self, item: Item, collector: Collector, writer: CacheWriter | None, probe: ProbeSink | None

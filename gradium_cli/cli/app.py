@@ -1,6 +1,7 @@
 """The `gradium` Typer app: global options in a callback, one module per command."""
 
 import os
+import sys
 from typing import Annotated
 
 import typer
@@ -36,17 +37,21 @@ def main_options(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Wire log and details on stderr (keys masked)")
     ] = False,
+    json_out: Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout, errors included")] = False,
     no_color: Annotated[bool, typer.Option("--no-color", help="No colour (also NO_COLOR)")] = False,
     profile: Annotated[
         str | None, typer.Option("--profile", help="Config profile for this run [env GRADIUM_PROFILE]")
     ] = None,
 ) -> None:
-    """Gradium text-to-speech from the shell."""
+    """Gradium text-to-speech from the shell.
+
+    The global options work after the command too: `gradium say hi -q`.
+    """
     from gradium_cli.config import select_profile
     from gradium_cli.ui.env import Env, set_env
 
     select_profile(profile)  # None resets: the same process may run several commands (tests)
-    env = Env(quiet=quiet, verbose=verbose)
+    env = Env(quiet=quiet, verbose=verbose, json=json_out)
     env.no_color = env.no_color or no_color
     if env.no_color:
         os.environ["NO_COLOR"] = "1"
@@ -57,4 +62,16 @@ def main() -> None:
     from gradium_cli.ui.env import reopen_closed_std_fds
 
     reopen_closed_std_fds()
-    app()
+    # Not standalone: a usage error becomes one line and a hint here, not Click's three-line block.
+    try:
+        code = app(standalone_mode=False)
+    except typer.Abort:
+        print("gradium: aborted", file=sys.stderr)
+        sys.exit(1)
+    except Exception as error:
+        if not (hasattr(error, "format_message") and hasattr(error, "exit_code")):
+            raise
+        from gradium_cli.cli.runtime import usage_failure
+
+        usage_failure(error)
+    sys.exit(code if isinstance(code, int) and not isinstance(code, bool) else 0)

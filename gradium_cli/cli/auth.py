@@ -165,7 +165,12 @@ def status(
     }
     code = ExitCode.OK
     if not key.value:
-        record["error"] = "no API key set: run `gradium auth login` (commands use the offline engine meanwhile)"
+        record["error"] = (
+            f"no API key set, but commands go to {base.value} (base-url from {base.source}) without one, "
+            "which a hosted server refuses: run `gradium auth login`, or unset base-url for the offline engine"
+            if base.value
+            else "no API key set: run `gradium auth login` (commands use the offline engine meanwhile)"
+        )
         code = ExitCode.AUTH
     else:
 
@@ -205,7 +210,7 @@ def logout(profile: o.ProfileOpt = None) -> None:
     """Remove the stored API key from the active profile."""
     import os
 
-    from gradium_cli.config import ENV_VARS, active_profile, unset_value
+    from gradium_cli.config import ENV_VARS, active_profile, resolve, unset_value
 
     removed = guard(lambda: unset_value("api-key"))
     env = get_env()
@@ -213,3 +218,11 @@ def logout(profile: o.ProfileOpt = None) -> None:
     env.say(f"gradium: removed the API key from {where}" if removed else f"gradium: no API key stored in {where}")
     if os.environ.get(ENV_VARS["api-key"]):
         env.say(f"gradium: note: {ENV_VARS['api-key']} is still set in the environment")
+    base = guard(lambda: resolve("base-url"))
+    if base.value:
+        # Without a key, commands still go to this server, not to the offline engine.
+        where_from = f"stored in {where}" if base.source == "config" else f"set by {ENV_VARS['base-url']}"
+        env.say(
+            f"gradium: note: base-url {base.value} is still {where_from}: commands go there without a key "
+            f"({'`gradium config unset base-url`' if base.source == 'config' else 'unset it'} for the offline engine)"
+        )

@@ -4,6 +4,7 @@ import json
 
 from gradium_cli.cli import options as o
 from gradium_cli.cli.runtime import guard
+from gradium_cli.ui.env import get_env
 
 
 def devices(json_out: o.JsonOpt = False) -> None:
@@ -11,7 +12,7 @@ def devices(json_out: o.JsonOpt = False) -> None:
     from gradium_cli.audio.device import list_output_devices
 
     found = guard(list_output_devices)
-    if json_out:
+    if json_out or get_env().json:
         print(json.dumps(found))
         return
     for device in found:

@@ -28,6 +28,9 @@ def build_command(entry: CommandEntry) -> Any:
         command = typer.main.get_command(holder)
     command.name = entry.name
     command.short_help = entry.summary
+    from gradium_cli.cli.global_options import add_global_options
+
+    add_global_options(command)
     return command
 
 

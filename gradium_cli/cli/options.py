@@ -206,7 +206,7 @@ DeviceOpt = Annotated[
     ),
 ]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Replace an existing output file", rich_help_panel=OUTPUT)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout (stats, events)")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable JSON on stdout")]
 StatsOpt = Annotated[bool, typer.Option("--stats", help="Print timing statistics on stderr")]
 CacheOpt = Annotated[
     bool | None,

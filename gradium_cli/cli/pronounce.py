@@ -56,9 +56,12 @@ RulesFormatOpt = Annotated[
 ]
 
 
-def _rules_count(record: dict[str, Any]) -> str:
-    count = len(record.get("rules") or [])
+def _rules(count: int) -> str:
     return f"{count} rule{'' if count == 1 else 's'}"
+
+
+def _rules_count(record: dict[str, Any]) -> str:
+    return _rules(len(record.get("rules") or []))
 
 
 def _rules_api(record: dict[str, Any]) -> list[dict[str, Any]]:
@@ -331,9 +334,7 @@ def remove_rule(
             return await _put_rules(rest, record, keep), len(rules) - len(keep)
 
     record, removed = run(body())
-    get_env().say(
-        f"removed {removed} rule{'' if removed == 1 else 's'} from '{record['name']}' ({_rules_count(record)} left)"
-    )
+    get_env().say(f"removed {_rules(removed)} from '{record['name']}' ({_rules_count(record)} left)")
 
 
 # ------------------------------------------------------------------- import, export
@@ -372,7 +373,7 @@ def import_rules(
 
     record, before = run(body())
     how = "merged with" if merge_rules else "replacing"
-    get_env().say(f"imported {len(rules)} rules into '{record['name']}' ({how} {before}; now {_rules_count(record)})")
+    get_env().say(f"imported {_rules(len(rules))} into '{record['name']}' ({how} {before}; now {_rules_count(record)})")
 
 
 def _read_rules(file: str, fmt: str | None) -> list["Rule"]:

@@ -29,7 +29,47 @@ def fail(error: GradiumError) -> NoReturn:
     # Messages can carry a server's words: never let them drive the terminal.
     line = escape_control(line)
     env.tell(line)
+    if env.json:
+        json_error(error.message, error.hint, int(error.exit_code))
     raise typer.Exit(int(error.exit_code))
+
+
+def json_error(message: str, hint: str | None, exit_code: int) -> None:
+    """With --json the error is data too: one object on stdout (on stderr when stdout carries audio)."""
+    import json
+
+    from gradium_cli.ui.redact import redact
+
+    env = get_env()
+    payload = {"ok": False, "error": redact(message), "hint": hint, "exit_code": exit_code}
+    text = json.dumps(payload, ensure_ascii=False) + "\n"
+    if env.stdout_is_audio:
+        env.tell(text.rstrip("\n"))
+        return
+    try:
+        env.stdout.write(text.encode("utf-8"))
+        env.stdout.flush()
+    except (OSError, ValueError):  # stdout closed or gone: the stderr line stands alone
+        pass
+
+
+def usage_failure(error: Any) -> NoReturn:
+    """A Click usage error (unknown option, bad value, missing argument): one line and where help is."""
+    env = get_env()
+    exit_code = int(getattr(error, "exit_code", ExitCode.USAGE))
+    if type(error).__name__ == "NoArgsIsHelpError":  # `gradium voices`: the help is the answer
+        error.show()
+        sys.exit(exit_code)
+    message = str(error.format_message()).strip().rstrip(".")
+    ctx = getattr(error, "ctx", None)
+    hint = f"see `{ctx.command_path} --help`" if ctx is not None else "see `gradium --help`"
+    env.tell(escape_control(f"gradium: error: {message} ({hint})"))
+    argv = sys.argv[1:]
+    if "--json" in (argv[: argv.index("--")] if "--" in argv else argv):  # parsing failed: env may not know yet
+        env.json = True
+    if env.json:
+        json_error(message, hint, exit_code)
+    sys.exit(exit_code)
 
 
 def _stdout_gone() -> NoReturn:

@@ -37,7 +37,10 @@ def say(
     stats: o.StatsOpt = False,
     cache: o.CacheOpt = None,
     markdown: o.MarkdownOpt = None,
-    json_out: o.JsonOpt = False,
+    json_out: Annotated[
+        bool,
+        typer.Option("--json", help="Statistics as one JSON object on stdout (on stderr when audio goes to stdout)"),
+    ] = False,
     *,
     voice_options: "VoiceOptions",
     backend: "BackendOptions",
@@ -61,8 +64,9 @@ def say(
         many = len(existing) > 1
         question = f"{' and '.join(existing)} exist{'' if many else 's'}. Replace {'them' if many else 'it'}?"
         force = typer.confirm(question, default=False, err=True)
-        if not force:
-            raise typer.Exit(int(ExitCode.OUTPUT))
+        if not force:  # a "no" is the same everywhere: nothing changed, exit 1
+            env.say("gradium: nothing changed")
+            raise typer.Exit(int(ExitCode.FAILURE))
     request = SayRequest(
         text=text,
         file=file,

@@ -17,6 +17,8 @@ from gradium_cli.ui.env import get_env
 from gradium_cli.ui.tables import Column, print_record, print_table, write_stdout
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from gradium_cli.backend import BackendOptions
     from gradium_cli.transport.rest import RestClient
 
@@ -51,6 +53,8 @@ SHOW_FIELDS = [
 ]
 
 MAX_SAMPLE_BYTES = 20 * 1024 * 1024
+# Speech peaks well above -30 dBFS; a clone window whose loudest 20 ms stays under this has none.
+SPEECH_FLOOR_DBFS = -45.0
 MIN_SAMPLE_S = 1.0
 MAX_SAMPLE_S = 60.0
 CLONE_WINDOW_S = 10.0
@@ -175,6 +179,38 @@ class Sample:
     extension: str
 
 
+def loudest_frame_dbfs(samples: "np.ndarray", rate: int) -> float:
+    """The level of the loudest 20 ms frame, in dB below full scale (-inf for digital silence)."""
+    import numpy as np
+
+    frame = max(1, rate // 50)
+    usable = len(samples) // frame * frame
+    if usable == 0:
+        return float("-inf")
+    frames = samples[:usable].reshape(-1, frame).astype(np.float64)
+    peak_rms = float(np.sqrt(np.mean(frames**2, axis=1)).max())
+    return 20 * float(np.log10(peak_rms)) if peak_rms > 0 else float("-inf")
+
+
+def check_speech(path: Path, rate: int, start_s: float) -> None:
+    """A clone window without speech (silence, or hiss far below a voice) would make a voice of nothing."""
+    import soundfile as sf
+
+    try:
+        samples, _ = sf.read(
+            path, start=int(start_s * rate), frames=int(CLONE_WINDOW_S * rate), dtype="float32", always_2d=True
+        )
+    except (sf.LibsndfileError, RuntimeError):
+        raise UsageError(f"{path} cannot be decoded (use WAV, FLAC, OGG or MP3)") from None
+    level = loudest_frame_dbfs(samples.mean(axis=1), rate)
+    if level < SPEECH_FLOOR_DBFS:
+        loudness = "digital silence" if level == float("-inf") else f"its loudest moment is {level:.0f} dBFS"
+        raise UsageError(
+            f"{path} has no speech from {start_s:g} s on ({loudness}); a voice is cloned from someone speaking",
+            hint="record a voice, or move --start to where it speaks",
+        )
+
+
 def check_sample(path: Path, start_s: float) -> Sample:
     """Everything the service would refuse, found before uploading: size, format, duration."""
     import soundfile as sf
@@ -202,6 +238,7 @@ def check_sample(path: Path, start_s: float) -> Sample:
         )
     if start_s < 0 or start_s >= duration:
         raise UsageError(f"--start {start_s:g} is outside the {duration:.1f} s sample")
+    check_speech(path, info.samplerate, start_s)
     detected = {"MPEG": "mp3", "OGG": "ogg", "WAV": "wav", "FLAC": "flac"}.get(info.format, info.format.lower())
     extension = path.suffix.lower().lstrip(".") or detected
     return Sample(path, data, duration, extension)

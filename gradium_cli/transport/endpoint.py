@@ -8,10 +8,11 @@ from urllib.parse import unquote_plus, urlsplit, urlunsplit
 
 from gradium_cli import __version__
 from gradium_cli.config import mask_secret
+from gradium_cli.errors import NetworkError
+from gradium_cli.ui.redact import mask_url_passwords, remember_secret
 
 if TYPE_CHECKING:
     from gradium_cli.transport.local import LocalEngine
-from gradium_cli.ui.redact import mask_url_passwords, remember_secret
 
 TTS_ROUTE = "speech/tts"
 SECRET_QUERY = ("token", "api_key", "key")
@@ -81,3 +82,25 @@ class Endpoint:
             theirs.hostname,
             theirs.port,
         )
+
+
+def unresolved_host(exc: BaseException, url: str) -> NetworkError | None:
+    """The error to report when `exc` (or what caused it) is a failed host name lookup, else None.
+
+    A name that does not resolve is a typo or a missing network, not a server that is
+    down: saying "is the server running? see `gradium serve`" would send people the wrong way.
+    """
+    import socket
+
+    seen: BaseException | None = exc
+    for _ in range(8):  # the library wraps the resolver's error a few levels deep
+        if seen is None:
+            return None
+        if isinstance(seen, socket.gaierror):
+            host = urlsplit(url).hostname or url
+            return NetworkError(
+                f"cannot resolve the host name '{host}': {seen.strerror or seen}",
+                hint="check the spelling in --base-url or the base-url setting, and the network",
+            )
+        seen = seen.__cause__ or seen.__context__
+    return None

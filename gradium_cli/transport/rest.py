@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, RequestError, ServerError
 from gradium_cli.protocol.bounds import MAX_JSON_BYTES, Deadline
-from gradium_cli.transport.endpoint import Endpoint, masked_url
+from gradium_cli.transport.endpoint import Endpoint, masked_url, unresolved_host
 from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
@@ -123,6 +123,9 @@ class RestClient:
         except self._httpx.TimeoutException:
             raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
         except self._httpx.HTTPError as exc:
+            unresolved = unresolved_host(exc, url)
+            if unresolved is not None:
+                raise unresolved from None
             raise NetworkError(
                 f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`"
             ) from None
@@ -162,4 +165,7 @@ class RestClient:
         except self._httpx.TimeoutException:
             raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
         except self._httpx.HTTPError as exc:
+            unresolved = unresolved_host(exc, url)
+            if unresolved is not None:
+                raise unresolved from None
             raise NetworkError(f"connection to {url} failed: {exc}") from None

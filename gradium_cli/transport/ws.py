@@ -25,7 +25,7 @@ from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, Netwo
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES, AudioBudget, Deadline
 from gradium_cli.protocol.session import TtsSession, error_from_server
-from gradium_cli.transport.endpoint import Endpoint, masked_url
+from gradium_cli.transport.endpoint import Endpoint, masked_url, unresolved_host
 
 if TYPE_CHECKING:
     from gradium_cli.transport.local import LocalSocket
@@ -103,6 +103,9 @@ def connect_error(exc: BaseException, url: str) -> GradiumError:
         return NetworkError(f"timed out connecting to {where}")
     if isinstance(exc, InvalidHandshake):
         return NetworkError(f"WebSocket handshake with {where} failed: {exc}")
+    unresolved = unresolved_host(exc, url)
+    if unresolved is not None:
+        return unresolved
     reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     return NetworkError(f"cannot connect to {where}: {reason}", hint="is the server running? see `gradium serve`")
 

@@ -51,6 +51,7 @@ class Env:
     quiet: bool = False
     verbose: bool = False
     json: bool = False
+    stdout_is_audio: bool = False  # set once audio is planned for stdout: nothing else may go there
     no_color: bool = field(default_factory=lambda: "NO_COLOR" in os.environ)
 
     stderr_gone: bool = field(default_factory=lambda: 2 in CLOSED_STD_FDS)
