@@ -140,9 +140,12 @@ def test_tts_without_output_pipes_and_refuses_a_terminal(tmp_path: Path, local_s
 
 
 def test_stt_points_at_the_sdk_in_one_line(tmp_path: Path) -> None:
-    result = gradium(tmp_path, "stt", "speech.wav", "--json")
-    assert result.returncode == 2 and result.stdout == b""
-    assert result.stderr.decode() == (
-        "gradium: error: `gradium stt` is the gradium SDK's speech-to-text, which this tool does not do; "
-        "run the SDK's command: python -m gradium.cli stt ARGS\n"
+    line = (
+        "`gradium stt` is the gradium SDK's speech-to-text, which this tool does not do; "
+        "run the SDK's command: python -m gradium.cli stt ARGS"
     )
+    result = gradium(tmp_path, "stt", "speech.wav", "--language", "fr")
+    assert result.returncode == 2 and result.stdout == b""
+    assert result.stderr.decode() == f"gradium: error: {line}\n"
+    as_json = gradium(tmp_path, "stt", "speech.wav", "--json")  # --json: the error is an object on stdout too
+    assert as_json.returncode == 2 and json.loads(as_json.stdout)["error"] == line
