@@ -272,6 +272,7 @@ class Defaults:
     format: str | None = None
     timestamps: str | None = None
     voice: VoiceOptions = field(default_factory=VoiceOptions)
+    allow_outside: bool = False  # --allow-outside: rows may write outside --out-dir
     markdown: bool = False  # each row's text is markdown, spoken as prose
 
     def check(self) -> None:
@@ -380,6 +381,23 @@ def _json_config(fields: dict[str, Any]) -> str | None:
     raise RowProblem("'json_config' must be a JSON object")
 
 
+def _confined(path: Path, out_dir: Path, what: str, allow_outside: bool) -> Path:
+    """`path`, checked to stay inside --out-dir (after `..` and symlinks) unless --allow-outside.
+
+    A manifest is data: a row saying `../../.bashrc` must not overwrite a file elsewhere.
+    """
+    if "\0" in str(path):
+        raise RowProblem(f"{what} name contains a NUL byte")
+    if allow_outside:
+        return path
+    root = os.path.realpath(out_dir)
+    where = os.path.realpath(path)
+    if os.path.commonpath([root, where]) != root or where == root:
+        shown = path if Path(os.path.relpath(path, out_dir)).is_absolute() else os.path.relpath(path, out_dir)
+        raise RowProblem(f"{what} {shown} is outside --out-dir {out_dir} (--allow-outside allows it)")
+    return path
+
+
 def _timestamps_path(value: str | None, output: Path, out_dir: Path) -> Path | None:
     if value is None:
         return None
@@ -451,7 +469,7 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         raise RowProblem("a batch writes files: output '-' (stdout) is not possible")
     if not Path(output_name).suffix:
         output_name += "." + ext
-    output = defaults.out_dir / output_name
+    output = _confined(defaults.out_dir / output_name, defaults.out_dir, "output", defaults.allow_outside)
     if fmt in LOCALLY_ENCODED and output.suffix.lower() != "." + fmt:
         raise RowProblem(f"format {fmt} needs a .{fmt} file name, not {output.name}")
     try:
@@ -459,6 +477,8 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
     except GradiumError as exc:
         raise RowProblem(exc.message) from None
     timestamps = _timestamps_path(strings["timestamps"] or defaults.timestamps, output, defaults.out_dir)
+    if timestamps is not None:
+        timestamps = _confined(timestamps, defaults.out_dir, "timestamps", defaults.allow_outside)
     key_source = [text, dataclasses.asdict(voice), plan.wire.name, plan.encode_locally, plan.extension]
     key_source.append(timestamps.suffix.lower() if timestamps else None)
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:32]

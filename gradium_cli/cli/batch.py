@@ -42,6 +42,14 @@ def batch(
             rich_help_panel=BATCH,
         ),
     ] = "{index:04d}.{ext}",
+    allow_outside: Annotated[
+        bool,
+        typer.Option(
+            "--allow-outside",
+            help="Let manifest rows write outside --out-dir (absolute paths, ..)",
+            rich_help_panel=BATCH,
+        ),
+    ] = False,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", help="Requests in flight at once", min=1, max=256, rich_help_panel=BATCH)
     ] = 8,
@@ -191,6 +199,7 @@ def batch(
             timestamps=timestamps,
             voice=voice_options,
             markdown=use_markdown,
+            allow_outside=allow_outside,
         ),
         shard=shard,
         strict=strict,

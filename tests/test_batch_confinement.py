@@ -1,0 +1,85 @@
+"""A batch manifest is data: its outputs and timestamps stay inside --out-dir (after `..`,
+absolute paths and symlinks), each offending row fails alone with its own line, and nothing
+outside is touched, unless --allow-outside. A NUL in a name fails only that row."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+
+from gradium_cli.server.app import RunningServer
+from tests.cli_helpers import gradium
+
+pytestmark = pytest.mark.timeout(120)
+
+
+def run_batch(tmp_path: Path, server: RunningServer, rows: list[dict[str, str]], *args: str) -> tuple[int, list[str]]:
+    manifest = tmp_path / "work" / "m.jsonl"
+    manifest.parent.mkdir(exist_ok=True)
+    manifest.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = gradium(
+        tmp_path,
+        "batch",
+        str(manifest),
+        "--out-dir",
+        str(tmp_path / "work" / "clips"),
+        "--base-url",
+        server.base_url,
+        "-F",
+        "pcm_8000",
+        *args,
+    )
+    errors = [line for line in result.stderr.decode().splitlines() if line.startswith("gradium: error:")]
+    assert "Traceback" not in result.stderr.decode()
+    return result.returncode, errors
+
+
+def test_rows_writing_outside_out_dir_fail_alone(tmp_path: Path, local_server: RunningServer) -> None:
+    outside = tmp_path / "precious.pcm"
+    outside.write_bytes(b"keep me")
+    settings = tmp_path / "work" / "settings.json"
+    settings.parent.mkdir()
+    settings.write_text("{}")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "work" / "clips").mkdir()
+    (tmp_path / "work" / "clips" / "link").symlink_to(elsewhere)
+    rows = [
+        {"text": "Inside.", "output": "ok.pcm"},
+        {"text": "Up.", "output": "../../precious.pcm"},
+        {"text": "Absolute.", "output": str(outside)},
+        {"text": "Through a link.", "output": "link/x.pcm"},
+        {"text": "Timestamps up.", "output": "t.pcm", "timestamps": "../settings.json"},
+        {"text": "Nul.", "output": "a\u0000b.pcm"},
+        {"text": "Also inside.", "output": "sub/deeper.pcm"},
+    ]
+    code, errors = run_batch(tmp_path, local_server, rows)
+    assert code == 1
+    assert len(errors) == 5, errors
+    assert any(":2: output ../../precious.pcm is outside --out-dir" in e for e in errors), errors
+    assert any(":3: output " in e and "is outside --out-dir" in e for e in errors), errors
+    assert any(":4: output link/x.pcm is outside --out-dir" in e for e in errors), errors
+    assert any(":5: timestamps ../settings.json is outside --out-dir" in e for e in errors), errors
+    assert any(":6: output name contains a NUL byte" in e for e in errors), errors
+    assert all("(--allow-outside allows it)" in e for e in errors if "is outside --out-dir" in e)
+    assert outside.read_bytes() == b"keep me"
+    assert settings.read_text() == "{}"
+    assert list(elsewhere.iterdir()) == []
+    clips = tmp_path / "work" / "clips"
+    for name in ("ok.pcm", "sub/deeper.pcm"):
+        samples, _ = sf.read(clips / name, samplerate=8000, channels=1, subtype="PCM_16", format="RAW")
+        assert len(samples) > 800, name  # more than 0.1 s of speech
+
+
+def test_allow_outside_lets_a_row_write_elsewhere(tmp_path: Path, local_server: RunningServer) -> None:
+    target = tmp_path / "work" / "beside.pcm"
+    code, errors = run_batch(
+        tmp_path, local_server, [{"text": "Beside.", "output": "../beside.pcm"}], "--allow-outside"
+    )
+    assert code == 0 and errors == []
+    assert target.stat().st_size > 1600
+    assert not os.path.exists(tmp_path / "work" / "clips" / "beside.pcm")
