@@ -79,8 +79,9 @@ def uses_local_engine(options: BackendOptions) -> bool:
 def prestart_local_engine(options: BackendOptions) -> None:
     """Start the built-in engine now if the command will use it over a pipe.
 
-    Called first thing by `say`, `stream` and `batch`, so the engine process
-    starts up while the command is still importing its own modules.
+    `say` calls it first thing, so the engine process starts up while the
+    command is still importing its own modules (`stream` and `batch` start it
+    when they open the backend).
     """
     global _prestarted
     if _prestarted is None and uses_local_engine(options):
