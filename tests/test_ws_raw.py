@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import itertools
 import json
 import re
 import signal
@@ -19,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -29,9 +32,11 @@ from websockets.sync.server import ServerConnection, serve
 
 from gradium_cli.console import commands as c
 from gradium_cli.console.checker import Checker
+from gradium_cli.console.core import read_frame_file
 from gradium_cli.console.display import describe_received, describe_sent, pretty
 from gradium_cli.console.recorder import diff_replies, load_recording
 from gradium_cli.errors import UsageError
+from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
 from gradium_cli.server.app import RunningServer, uvicorn_config
 from gradium_cli.server.state import ServerOptions
 from tests.cli_helpers import gradium, isolated_env
@@ -477,8 +482,11 @@ def test_bad_usage_exits_2(tmp_path: Path, local_server: RunningServer) -> None:
     for args, message in [
         (["-H", "no colon"], "gradium: error: bad header 'no colon' (use -H 'name: value')"),
         (["--url", "ws://x/", "--path", "y"], "gradium: error: give --url or --path, not both"),
-        (["--fast"], "gradium: error: --fast applies to --replay"),
+        (["--fast"], "gradium: error: --fast and --timing apply to --replay"),
         (["--listen", "0", "-x", "Hi"], "gradium: error: --listen runs a proxy"),
+        (["--timing", "fast"], "gradium: error: --fast and --timing apply to --replay"),
+        (["--replay", "r.jsonl", "--fast", "--timing", "original"], "gradium: error: --fast and --timing original"),
+        (["--listen", "0", "--reconnect"], "gradium: error: --reconnect applies to a console session"),
     ]:
         result = ws_raw(tmp_path, *base, *args)
         assert result.returncode == 2 and result.stderr.decode().startswith(message), result.stderr
@@ -862,3 +870,198 @@ def test_tls_needs_the_ca_or_insecure(tmp_path: Path, tls_server: tuple[str, Pat
         assert words(result) == ["Secure."]
     missing = ws_raw(tmp_path, "--base-url", base_url, "--ca", "nope.pem")
     assert missing.returncode == 2 and "cannot load CA file nope.pem" in missing.stderr.decode()
+
+
+# ---------------------------------------------------------------------- wscat / websocat parity
+
+
+@contextlib.contextmanager
+def sync_server(handler: Callable[[ServerConnection], None], **options: Any) -> Iterator[str]:
+    """A purpose-built websockets server on 127.0.0.1; yields its ws:// URL."""
+    with serve(handler, "127.0.0.1", 0, **options) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            yield f"ws://127.0.0.1:{server.socket.getsockname()[1]}/"
+        finally:
+            server.shutdown()
+
+
+def test_subprotocol_offered_and_the_negotiated_one_shown(tmp_path: Path) -> None:
+    offered: list[str | None] = []
+
+    def handler(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        offered.append(ws.request.headers.get("Sec-WebSocket-Protocol"))
+        ws.close()
+
+    with sync_server(handler, subprotocols=["gradium.v2"]) as url:
+        result = ws_raw(tmp_path, "-c", url, "-s", "gradium.v1", "-s", "gradium.v2")
+        header = ws_raw(tmp_path, "--url", url, "-H", "Sec-WebSocket-Protocol: gradium.v2")
+        refused = ws_raw(tmp_path, "--url", url, "-s", "other")
+    with sync_server(handler) as url:
+        none = ws_raw(tmp_path, "--url", url, "-s", "other")
+    assert result.returncode == 0, result.stderr
+    assert offered[0] == "gradium.v1, gradium.v2"
+    assert "subprotocol gradium.v2 (offered gradium.v1, gradium.v2)" in texts(result, "·")
+    assert header.returncode == 0 and "subprotocol gradium.v2 (offered gradium.v2)" in texts(header, "·")
+    # A server that speaks none of them refuses the upgrade...
+    assert refused.returncode == 7 and "server answered HTTP 400 instead of a WebSocket" in refused.stderr.decode()
+    # ...or picks none (RFC 6455 §4.1 leaves going on to the client): said, not fatal.
+    assert offered[-1] == "other"
+    assert none.returncode == 0 and "no subprotocol chosen by the server (offered other)" in texts(none, "·")
+    bad = ws_raw(tmp_path, "--url", url, "-s", "a b")
+    assert bad.returncode == 2 and "bad subprotocol name 'a b'" in bad.stderr.decode()
+
+
+def test_server_pings_are_shown_with_their_time(tmp_path: Path) -> None:
+    def handler(ws: ServerConnection) -> None:
+        ws.recv()
+        for n in range(3):
+            time.sleep(0.5)
+            ws.ping(f"p{n}".encode())
+        time.sleep(0.1)
+        ws.close()
+
+    with sync_server(handler) as url:
+        result = ws_raw(tmp_path, "--url", url, "-P", input="/setup output_format=pcm\n/ping\n")
+        quiet = ws_raw(tmp_path, "--url", url, input="/setup output_format=pcm\n")
+    shown = [(a, float(m), t) for a, m, t in _timed(result) if "ping" in t or "pong" in t]
+    pings = [ms for a, ms, t in shown if a == "←" and t.startswith("ping ")]
+    assert [t for a, ms, t in shown if a == "←" and t.startswith("ping ")] == ["ping 70 30", "ping 70 31", "ping 70 32"]
+    assert ("→", "pong 70 30 (automatic)") in [(a, t) for a, ms, t in shown]
+    # When: every 0.5 s, the first 0.5 s after the setup.
+    assert all(abs(b - a - 500) < 150 for a, b in itertools.pairwise(pings)), pings
+    assert 400 < pings[0] < 900, pings
+    # /ping: its round trip.
+    assert any(re.fullmatch(r"pong, round trip \d+\.\d ms", t) for a, ms, t in shown if a == "←")
+    assert not [t for t in texts(quiet, "←") if "ping" in t]
+
+
+def test_ping_interval_keeps_the_connection_alive(tmp_path: Path) -> None:
+    def handler(ws: ServerConnection) -> None:
+        ws.recv()
+        time.sleep(1.0)
+        ws.close()
+
+    with sync_server(handler) as url:
+        result = ws_raw(tmp_path, "--url", url, "-P", "--ping-interval", "0.3", input="/setup output_format=pcm\n")
+    sent = [ms for a, ms, t in _timed(result) if a == "→" and t == "ping"]
+    assert len(sent) == 3, _timed(result)
+    assert all(abs(b - a - 300) < 100 for a, b in itertools.pairwise(sent)), sent
+    assert len([t for t in texts(result, "←") if t.startswith("pong, round trip")]) == 3
+
+
+def _timed(result: subprocess.CompletedProcess[bytes]) -> list[tuple[str, float, str]]:
+    out = []
+    for raw in result.stdout.decode().splitlines():
+        match = LINE.match(raw)
+        if match and match["ms"]:
+            out.append((match["arrow"], float(match["ms"]), match["text"]))
+    return out
+
+
+def test_binary_frames_sent_exactly_and_shown_in_hex(tmp_path: Path) -> None:
+    got: list[bytes] = []
+
+    def handler(ws: ServerConnection) -> None:
+        for _ in range(3):
+            frame = ws.recv()
+            assert isinstance(frame, bytes)
+            got.append(frame)
+            ws.send(frame[::-1])
+        ws.recv()  # a setup: the client waits for the end of this request, so all echoes show
+        ws.send(json.dumps({"type": "ready", "request_id": "x"}))
+        ws.recv()
+        ws.send(json.dumps({"type": "end_of_stream"}))
+        ws.close()
+
+    (tmp_path / "frame.bin").write_bytes(bytes(range(20)))
+    with sync_server(handler) as url:
+        script = "/binary 00 ff 10\n/binary base64:3q2+7w==\n/binary @frame.bin\n/setup output_format=pcm\n/eos\n"
+        result = ws_raw(tmp_path, "--url", url, input=script)
+    # Binary replies break the protocol: shown, then exit 6.
+    assert result.returncode == 6, result.stdout + result.stderr
+    assert "binary frames are not part of the protocol" in result.stderr.decode()
+    assert got == [b"\x00\xff\x10", b"\xde\xad\xbe\xef", bytes(range(20))]
+    assert texts(result, "→")[:3] == [
+        "binary 3 B: 00 ff 10",
+        "binary 4 B: de ad be ef",
+        "binary 20 B: 00 01 02 03 04 05 06 07 08 09 0a 0b 0c 0d 0e 0f …",
+    ]
+    assert texts(result, "←")[:3] == [
+        "binary 3 B: 10 ff 00",
+        "binary 4 B: ef be ad de",
+        "binary 20 B: 13 12 11 10 0f 0e 0d 0c 0b 0a 09 08 07 06 05 04 …",
+    ]
+    assert "binary frames are not part of the protocol (the service closes on one)" in texts(result, "!")
+
+
+def test_binary_command_refuses_bad_bytes(tmp_path: Path) -> None:
+    assert c.parse_line("/binary 0x00ff") == c.Send(b"\x00\xff")
+    assert c.parse_line("/binary base64:") == c.Send(b"")
+    assert c.parse_line("/binary @x.bin") == c.SendFile(Path("x.bin"))
+    for bad, message in [
+        ("/binary", "/binary needs the bytes"),
+        ("/binary 0g", "is not hex"),
+        ("/binary 0f0", "is not hex"),
+        ("/binary base64:AP8", "is not base64"),
+        ("/binary @", "needs a file name"),
+    ]:
+        with pytest.raises(UsageError, match=re.escape(message)):
+            c.parse_line(bad)
+    at, above = tmp_path / "at.bin", tmp_path / "above.bin"
+    with at.open("wb") as handle:
+        handle.truncate(MAX_FRAME_BYTES)
+    with above.open("wb") as handle:
+        handle.truncate(MAX_FRAME_BYTES + 1)
+    assert len(read_frame_file(at)) == MAX_FRAME_BYTES
+    with pytest.raises(UsageError, match="larger than a frame may be"):
+        read_frame_file(above)
+    with pytest.raises(UsageError, match="cannot read"):
+        read_frame_file(tmp_path / "missing.bin")
+
+
+def test_reconnect_resends_the_setup_and_the_unfinished_request(tmp_path: Path) -> None:
+    received: list[list[dict[str, Any]]] = []
+
+    def handler(ws: ServerConnection) -> None:
+        frames: list[dict[str, Any]] = []
+        received.append(frames)
+        first = len(received) % 2 == 1  # each run: its first connection drops
+        for raw in ws:
+            frame = json.loads(raw)
+            frames.append(frame)
+            req = frame.get("client_req_id")
+            if frame["type"] == "setup" and first and req == "r2":
+                ws.socket.shutdown(socket.SHUT_RDWR)  # dropped: no close frame
+                return
+            if frame["type"] == "setup":
+                ws.send(json.dumps({"type": "ready", "request_id": "x", "client_req_id": req}))
+            elif frame["type"] == "text":
+                ws.send(audio_frame(960, 0.0, req))
+            elif frame["type"] == "end_of_stream":
+                ws.send(json.dumps({"type": "end_of_stream", "client_req_id": req}))
+
+    script = "".join(
+        f"/id {req}\n/setup output_format=pcm close_ws_on_eos=false\n{text}\n/eos\n/wait\n"
+        for req, text in (("r1", "First."), ("r2", "Second."))
+    )
+    with sync_server(handler) as url:
+        result = ws_raw(tmp_path, "--url", url, "--reconnect", "--record", "r.jsonl", input=script)
+        plain = ws_raw(tmp_path, "--url", url, input=script)
+    assert result.returncode == 0, result.stdout + result.stderr
+    setup_r2 = {"type": "setup", "output_format": "pcm", "close_ws_on_eos": False, "client_req_id": "r2"}
+    assert received[0][-1] == setup_r2
+    # The unfinished request, setup first, on the new connection; r1 (finished) is not sent again.
+    assert received[1] == [
+        setup_r2,
+        {"type": "text", "text": "Second.", "client_req_id": "r2"},
+        {"type": "end_of_stream", "client_req_id": "r2"},
+    ]
+    assert "reconnecting in 0.25 s (attempt 1 of 5)" in texts(result, "!")
+    assert "reconnected: re-sending 3 frames (unfinished requests: r2)" in texts(result, "·")
+    assert texts(result, "←")[-1] == "end_of_stream [r2]"
+    starts = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
+    assert [r["conn"] for r in starts if r["event"] == "start"] == [1, 2]
+    # Without --reconnect the drop ends the session (exit 7).
+    assert plain.returncode == 7 and "end_of_stream [r2]" not in texts(plain, "←")

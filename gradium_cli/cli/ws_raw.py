@@ -1,5 +1,6 @@
 """`gradium ws-raw`: a console for the TTS WebSocket protocol, for debugging by hand."""
 
+from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,6 +12,12 @@ from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
     from gradium_cli.backend import BackendOptions
+
+
+class Timing(str, Enum):
+    original = "original"
+    fast = "fast"
+
 
 CONNECTION = "Connection"
 SESSION = "Session"
@@ -24,6 +31,7 @@ def ws_raw(
         str | None,
         typer.Option(
             "--url",
+            "-c",
             metavar="URL",
             help="Whole WebSocket URL, e.g. ws://127.0.0.1:8765/api/speech/tts",
             rich_help_panel=CONNECTION,
@@ -46,8 +54,19 @@ def ws_raw(
         ),
     ] = None,
     insecure: Annotated[
-        bool, typer.Option("--insecure", "-k", help="Skip TLS certificate checks (wss://)", rich_help_panel=CONNECTION)
+        bool,
+        typer.Option("--insecure", "-k", "-n", help="Skip TLS certificate checks (wss://)", rich_help_panel=CONNECTION),
     ] = False,
+    subprotocol: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--subprotocol",
+            "-s",
+            metavar="NAME",
+            help="Offer subprotocol NAME (repeatable); the one the server picks is shown",
+            rich_help_panel=CONNECTION,
+        ),
+    ] = None,
     ca: Annotated[
         Path | None,
         typer.Option(
@@ -66,6 +85,14 @@ def ws_raw(
             rich_help_panel=SESSION,
         ),
     ] = None,
+    reconnect: Annotated[
+        bool,
+        typer.Option(
+            "--reconnect",
+            help="After an unexpected close, reconnect (with back-off) and re-send the setup and unfinished requests",
+            rich_help_panel=SESSION,
+        ),
+    ] = False,
     no_check: Annotated[
         bool,
         typer.Option(
@@ -94,8 +121,24 @@ def ws_raw(
         ),
     ] = None,
     pretty: Annotated[
-        bool, typer.Option("--pretty", "-P", help="Show every frame as indented JSON too", rich_help_panel=SESSION)
+        bool, typer.Option("--pretty", help="Show every frame as indented JSON too", rich_help_panel=SESSION)
     ] = False,
+    show_ping: Annotated[
+        bool,
+        typer.Option(
+            "--show-ping", "-P", help="Show the server's pings and pongs (and keep-alive ones)", rich_help_panel=SESSION
+        ),
+    ] = False,
+    ping_interval: Annotated[
+        float | None,
+        typer.Option(
+            "--ping-interval",
+            metavar="SECONDS",
+            help="Ping the server every SECONDS to keep an idle connection alive",
+            min=0.05,
+            rich_help_panel=SESSION,
+        ),
+    ] = None,
     record: Annotated[
         Path | None,
         typer.Option(
@@ -118,6 +161,14 @@ def ws_raw(
         bool,
         typer.Option("--fast", help="Replay without the recorded pauses (order is kept)", rich_help_panel=RECORDING),
     ] = False,
+    timing: Annotated[
+        Timing | None,
+        typer.Option(
+            "--timing",
+            help="Replay (or --mock) with the recorded gaps (original) or as fast as the peer answers (fast)",
+            rich_help_panel=RECORDING,
+        ),
+    ] = None,
     ignore: Annotated[
         list[str] | None,
         typer.Option(
@@ -181,10 +232,14 @@ def ws_raw(
         headers=header or [],
         insecure=insecure,
         ca=ca,
+        subprotocols=subprotocol or [],
         backend=backend,
         console=ConsoleOptions(
             check=not no_check,
             pretty=pretty,
+            show_ping=show_ping,
+            ping_interval=ping_interval,
+            reconnect=reconnect,
             json_lines=json_out or env.json,
             record=record,
             force=force,
@@ -195,7 +250,8 @@ def ws_raw(
         execute=execute or [],
         wait=wait,
         replay=replay,
-        fast=fast,
+        fast=fast or timing is Timing.fast,
+        timing=timing.value if timing else None,
         listen=listen,
         host=host,
         once=once,

@@ -7,6 +7,8 @@ other line is sent as a `text` message.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import shlex
 from dataclasses import dataclass
@@ -35,6 +37,7 @@ Type a line and press Enter:
   /text TEXT           send TEXT as a text message (even if it starts with / or {)
   /flush               send the <flush> tag: audio for all text so far
   /eos                 send end_of_stream
+  /binary HEX          send a binary frame: /binary 00ff10, /binary base64:AP8Q, /binary @FILE
   /id [ID|-]           put client_req_id ID on /setup, /text, /flush, /eos and plain lines (- clears)
   /ping                WebSocket ping; shows the round-trip time
   /close [CODE [WHY]]  close the connection (default 1000)
@@ -51,6 +54,7 @@ COMMANDS = (
     "/text",
     "/flush",
     "/eos",
+    "/binary",
     "/id",
     "/ping",
     "/close",
@@ -66,7 +70,14 @@ COMMANDS = (
 
 @dataclass(frozen=True)
 class Send:
-    frame: str
+    frame: str | bytes
+
+
+@dataclass(frozen=True)
+class SendFile:
+    """`/binary @FILE`: the file's bytes as one binary frame (read by the console, bounded)."""
+
+    path: Path
 
 
 @dataclass(frozen=True)
@@ -104,7 +115,7 @@ class Local:
     name: str
 
 
-Action = Send | Ping | Close | Save | Wait | SetId | Local
+Action = Send | SendFile | Ping | Close | Save | Wait | SetId | Local
 
 
 def _value(text: str) -> Any:
@@ -222,6 +233,8 @@ def parse_line(line: str, client_req_id: str | None = None, default_setup: str |
         return Send(_text_frame(FLUSH_TAG, client_req_id))
     if command in ("/eos", "/end_of_stream"):
         return Send(m.encode(m.EndOfStream(client_req_id=client_req_id)))
+    if command == "/binary":
+        return _binary(rest.strip())
     if command == "/id":
         value = rest.strip()
         if not value:
@@ -264,3 +277,25 @@ def _close(words: list[str]) -> Close:
     if code not in SENDABLE_CLOSE_CODES:
         raise UsageError(f"close code {code} cannot be sent", hint="use 1000, 1001, 1008, 1011 or 3000-4999")
     return Close(code, " ".join(words[1:]))
+
+
+def _binary(arg: str) -> Send | SendFile:
+    """`/binary 00 ff 10`, `/binary base64:AP8Q` or `/binary @FILE`."""
+    if not arg:
+        raise UsageError("/binary needs the bytes", hint="e.g. /binary 00ff10, /binary base64:AP8Q or /binary @FILE")
+    if arg.startswith("@"):
+        if not arg[1:]:
+            raise UsageError("/binary @ needs a file name", hint="e.g. /binary @frame.bin")
+        return SendFile(Path(arg[1:]).expanduser())
+    if arg.lower().startswith("base64:"):
+        try:
+            return Send(base64.b64decode(arg[7:].strip(), validate=True))
+        except (binascii.Error, ValueError):
+            raise UsageError(f"/binary: '{arg[7:27]}' is not base64") from None
+    digits = arg.removeprefix("0x").removeprefix("0X")
+    try:
+        return Send(bytes.fromhex(digits))
+    except ValueError:
+        raise UsageError(
+            f"/binary: '{arg[:20]}' is not hex", hint="two hex digits a byte, spaces allowed; base64: or @FILE"
+        ) from None

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import contextlib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from websockets.asyncio.client import ClientConnection
+from websockets.frames import Frame, Opcode
+from websockets.protocol import Event
 
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.config import mask_secret, resolve
@@ -82,6 +84,7 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)
     ssl: ssl.SSLContext | None = None
     timeout: float = 30.0
+    subprotocols: tuple[str, ...] = ()  # offered in Sec-WebSocket-Protocol (-s)
 
     @property
     def shown_headers(self) -> dict[str, str]:
@@ -101,6 +104,7 @@ def open_target(
     extra_headers: dict[str, str],
     insecure: bool = False,
     ca: Path | None = None,
+    subprotocols: tuple[str, ...] = (),
 ) -> Iterator[Target]:
     """The target for the options; with no server configured the offline engine runs meanwhile."""
     if url is not None:
@@ -111,16 +115,39 @@ def open_target(
         full = ws_url(url)
         key = resolve("api-key", backend.api_key, backend.profile).value
         headers = Endpoint(full, key, backend.timeout, extra_headers).headers()
-        yield Target(full, headers, ssl_context(full, insecure, ca), backend.timeout)
+        yield Target(full, headers, ssl_context(full, insecure, ca), backend.timeout, subprotocols)
         return
     with open_backend(backend) as endpoint:
         full = endpoint.ws_url(TTS_ROUTE if path is None else path)
         endpoint = Endpoint(endpoint.base_url, endpoint.api_key, endpoint.timeout, extra_headers)
-        yield Target(full, endpoint.headers(), ssl_context(full, insecure, ca), backend.timeout)
+        yield Target(full, endpoint.headers(), ssl_context(full, insecure, ca), backend.timeout, subprotocols)
+
+
+ControlWatcher = Callable[[str, bytes], None]  # ("ping" | "pong", payload)
+
+
+class WatchedConnection(ClientConnection):
+    """A client connection that reports the control frames it receives (websockets answers pings itself)."""
+
+    on_control: ControlWatcher | None = None
+
+    def process_event(self, event: Event) -> None:
+        if isinstance(event, Frame) and event.opcode in (Opcode.PING, Opcode.PONG) and self.on_control is not None:
+            self.on_control("ping" if event.opcode is Opcode.PING else "pong", bytes(event.data))
+        super().process_event(event)
 
 
 async def open_socket(
     target: Target, url: str | None = None, headers: dict[str, str] | None = None
-) -> ClientConnection:
+) -> WatchedConnection:
     url = url or target.url
-    return await open_websocket(url, target.headers if headers is None else headers, target.timeout, target.ssl)
+    ws = await open_websocket(
+        url,
+        target.headers if headers is None else headers,
+        target.timeout,
+        target.ssl,
+        subprotocols=target.subprotocols,
+        connection_class=WatchedConnection,
+    )
+    assert isinstance(ws, WatchedConnection)
+    return ws

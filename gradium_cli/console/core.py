@@ -30,12 +30,14 @@ from gradium_cli.console.recorder import Recorder, Session, close_marker, diff_r
 from gradium_cli.console.saving import AudioStore
 from gradium_cli.errors import GradiumError, NetworkError, OutputError, ProtocolError, UsageError
 from gradium_cli.protocol import messages as m
+from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
 from gradium_cli.transport.endpoint import masked_url
 from gradium_cli.ui.env import Env
 from gradium_cli.ui.textinput import decode_utf8
 from gradium_cli.ui.wirelog import escape_control
 
 CHECK, WARN, QUIET = "check", "warn", "quiet"  # what a send does with protocol problems
+RECONNECT_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0)  # --reconnect back-off, seconds before each attempt
 
 
 @dataclass
@@ -48,6 +50,9 @@ class ConsoleOptions:
     force: bool = False
     ignore: list[str] = field(default_factory=list)  # reply fields the replay diff leaves out
     strict: bool = False  # replay diff: compare audio bytes and timings too
+    show_ping: bool = False  # show the pings and pongs the server sends
+    ping_interval: float | None = None  # ping the server this often to keep the connection alive
+    reconnect: bool = False  # after an unexpected close, connect again and re-send what is needed
 
 
 class WsConsole:
@@ -70,6 +75,12 @@ class WsConsole:
         self.closed: tuple[int | None, str, str | None] | None = None
         self.replies: list[str] = []
         self.pending_pings = 0
+        self.keepalive: asyncio.Task[None] | None = None
+        # --reconnect: the last setup without client_req_id, and the frames of requests not finished.
+        self.resend_setup: str | None = None
+        self.open_requests: dict[str, list[str]] = {}
+        self.reconnecting: asyncio.Task[None] | None = None
+        self._resending = False
         self._tasks: set[asyncio.Task[None]] = set()
         # What went wrong, for the exit code of a script.
         self.server_errors: list[m.ErrorMessage] = []
@@ -85,6 +96,7 @@ class WsConsole:
     async def connect(self, send_setup: bool = True) -> None:
         started = time.monotonic()
         self.ws = await open_socket(self.target)
+        self.ws.on_control = self._on_control
         self.t0 = time.monotonic()
         self.connections += 1
         self.checker = Checker()
@@ -93,6 +105,15 @@ class WsConsole:
         url = masked_url(self.target.url)
         took = (self.t0 - started) * 1000
         self.display.note(f"connected to {url} ({self.target.key_note}) in {took:.0f} ms", 0.0)
+        if self.target.subprotocols:
+            chosen = self.ws.subprotocol
+            offered = ", ".join(self.target.subprotocols)
+            self.display.note(
+                f"subprotocol {chosen} (offered {offered})"
+                if chosen
+                else f"no subprotocol chosen by the server (offered {offered})",
+                0.0,
+            )
         if self.env.verbose and not self.options.json_lines:
             for name, value in self.target.shown_headers.items():
                 self.display.note(f"request header {name}: {value}")
@@ -102,8 +123,11 @@ class WsConsole:
                 for name, value in masked_headers(list(response.headers.raw_items())).items():
                     self.display.note(f"response header {name}: {value}")
         if self.recorder is not None:
-            self.recorder.start(url, self.target.shown_headers, conn=self.connections)
+            extra = {"subprotocol": self.ws.subprotocol} if self.target.subprotocols else {}
+            self.recorder.start(url, self.target.shown_headers, conn=self.connections, **extra)
         self.reader = asyncio.create_task(self._read(self.ws))
+        if self.options.ping_interval and (self.keepalive is None or self.keepalive.done()):
+            self.keepalive = asyncio.create_task(self._keep_alive(self.options.ping_interval))
         if send_setup and self.options.setup is not None:
             await self.send(self.options.setup)
 
@@ -127,11 +151,32 @@ class WsConsole:
             self.audio.add(req, message.audio, message.stop_s, output_format)
         elif isinstance(message, m.ErrorMessage):
             self.server_errors.append(message)
+        if isinstance(message, (m.EndOfStream, m.ErrorMessage)) and req is not None:
+            self.open_requests.pop(req, None)
         self.display.received(frame, t, output_format)
         for problem in problems:
             self.violations.append(problem)
             self.display.warning(f"the server broke the protocol: {problem}", t)
         self.changed.set()
+
+    def _on_control(self, kind: str, payload: bytes) -> None:
+        """A ping or pong from the server (websockets has already queued the pong to a ping)."""
+        if not self.options.show_ping:
+            return
+        t = self.now()
+        shown = f" {payload.hex(' ')}" if payload else ""
+        if kind == "ping":
+            self.display.control(RECEIVED, t, f"ping{shown}", "ping")
+            self.display.control(SENT, t, f"pong{shown} (automatic)", "pong")
+        elif not self.pending_pings:
+            self.display.control(RECEIVED, t, f"pong{shown} (unasked)", "pong")
+
+    async def _keep_alive(self, interval: float) -> None:
+        """--ping-interval: a ping whenever the connection has been idle for `interval` seconds."""
+        while True:
+            await asyncio.sleep(interval)
+            if self.is_open and not self.pending_pings:
+                await self.ping(quiet=not self.options.show_ping)
 
     def _on_close(self, ws: ClientConnection) -> None:
         t = self.now()
@@ -151,9 +196,52 @@ class WsConsole:
                 self.dropped = f"the server closed the connection ({code}{why})"
             elif self.checker.active:
                 self.dropped = "the server closed the connection before end_of_stream"
-        if self.interactive:
+        if self.dropped and self.options.reconnect and not self.server_errors:
+            self.reconnecting = asyncio.create_task(self._reconnect())
+        elif self.interactive:
             self.display.note("/reconnect opens a new connection; Ctrl-D quits")
         self.changed.set()
+
+    async def _reconnect(self) -> None:
+        """--reconnect: back off, connect, re-send the setup and the requests that had not finished."""
+        for attempt, delay in enumerate(RECONNECT_DELAYS, 1):
+            self.display.warning(f"reconnecting in {delay:g} s (attempt {attempt} of {len(RECONNECT_DELAYS)})")
+            await asyncio.sleep(delay)
+            try:
+                await self.connect(send_setup=False)
+            except GradiumError as error:
+                self.display.warning(f"reconnect failed: {error.message}")
+                continue
+            self.dropped = None
+            self._resending = True
+            try:
+                frames = ([self.resend_setup] if self.resend_setup else []) + [
+                    frame for frames in self.open_requests.values() for frame in frames
+                ]
+                pending = ", ".join(self.open_requests) or "none"
+                self.display.note(f"reconnected: re-sending {len(frames)} frames (unfinished requests: {pending})")
+                for frame in frames:
+                    await self.send(frame, QUIET)
+            finally:
+                self._resending = False
+                self.changed.set()
+            return
+        self.display.warning(f"gave up reconnecting after {len(RECONNECT_DELAYS)} attempts")
+        self.changed.set()
+
+    def _remember(self, frame: str) -> None:
+        """What --reconnect re-sends: the last plain setup, and every frame of a request with an id."""
+        if not self.options.reconnect or self._resending:
+            return
+        try:
+            message = m.decode_client(frame)
+        except m.MessageError:
+            return
+        req = message.client_req_id
+        if req is not None:
+            self.open_requests.setdefault(req, []).append(frame)
+        elif isinstance(message, m.Setup):
+            self.resend_setup = frame
 
     @property
     def is_open(self) -> bool:
@@ -175,6 +263,10 @@ class WsConsole:
                     await self.reader
 
     async def shutdown(self) -> None:
+        if self.reconnecting is not None:
+            self.reconnecting.cancel()
+        if self.keepalive is not None:
+            self.keepalive.cancel()
         await self.close()
         for task in list(self._tasks):
             task.cancel()
@@ -186,6 +278,9 @@ class WsConsole:
     async def send(self, frame: str | bytes, mode: str | None = None) -> bool:
         """Send one frame after checking it; False when it was not sent."""
         mode = mode or (CHECK if self.options.check else WARN)
+        if self.reconnecting is not None and not self._resending:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(self.reconnecting)  # sent on the new connection
         if self.ws is not None and self.closed is None and self.ws.state is not WsState.OPEN and self.reader:
             # A close frame is in but the reader has not shown it yet: let it, so the
             # close prints before the complaint about it.
@@ -194,6 +289,8 @@ class WsConsole:
         if self.ws is None or self.closed is not None:
             self._local_error(UsageError("not sent: the connection is closed", hint="/reconnect opens a new one"))
             return False
+        if isinstance(frame, bytes) and mode != QUIET:
+            self.display.warning("binary frames are not part of the protocol (the service closes on one)")
         problems = self.checker.check(frame) if mode != QUIET and isinstance(frame, str) else []
         blocked = mode == CHECK and any(p.blocking for p in problems)
         for problem in problems:
@@ -216,18 +313,23 @@ class WsConsole:
         if self.recorder is not None:
             self.recorder.event("send", t, frame, conn=self.connections)
         self.display.sent(frame, t)
+        if isinstance(frame, str):
+            self._remember(frame)
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
+            if self.options.reconnect and isinstance(frame, str) and self.reconnecting is None:
+                return True  # remembered: the reconnect re-sends it
             self._local_error(UsageError("not sent: the connection closed meanwhile"))
             return False
         return True
 
-    async def ping(self) -> None:
+    async def ping(self, quiet: bool = False) -> None:
         if self.ws is None or not self.is_open:
             self._local_error(UsageError("cannot ping: the connection is closed", hint="/reconnect opens a new one"))
             return
-        self.display.line(SENT, self.now(), "ping", "dim")
+        if not quiet:
+            self.display.control(SENT, self.now(), "ping", "ping")
         try:
             waiter = await self.ws.ping()
         except ConnectionClosed:
@@ -238,7 +340,9 @@ class WsConsole:
         async def pong() -> None:
             try:
                 latency = await waiter
-                self.display.line(RECEIVED, self.now(), f"pong, round trip {latency * 1000:.1f} ms", "dim")
+                if not quiet:
+                    text = f"pong, round trip {latency * 1000:.1f} ms"
+                    self.display.control(RECEIVED, self.now(), text, "pong", rtt_ms=round(latency * 1000, 3))
             except (ConnectionClosed, asyncio.CancelledError):
                 pass
             finally:
@@ -253,6 +357,8 @@ class WsConsole:
 
     def _settled(self) -> bool:
         """Nothing more to wait for: closed, or every request ended and no close is coming."""
+        if self.reconnecting is not None and not self.reconnecting.done():
+            return False
         if self.ws is None or self.closed is not None:
             return True  # `closed` is set by the reader once it has shown every frame
         if self.pending_pings or self.checker.active:
@@ -309,6 +415,8 @@ class WsConsole:
     async def run_action(self, action: c.Action) -> bool:
         if isinstance(action, c.Send):
             await self.send(action.frame)
+        elif isinstance(action, c.SendFile):
+            await self.send(read_frame_file(action.path))
         elif isinstance(action, c.Ping):
             await self.ping()
         elif isinstance(action, c.Close):
@@ -439,6 +547,18 @@ class WsConsole:
             more = len(self.local_errors) - 1
             return type(first)(first.message + (f" (and {more} more problems above)" if more else ""), first.hint)
         return None
+
+
+def read_frame_file(path: Path) -> bytes:
+    """`/binary @FILE`: the file's bytes, refused above the largest frame a client accepts."""
+    try:
+        with path.open("rb") as handle:
+            data = handle.read(MAX_FRAME_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"/binary: cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FRAME_BYTES:
+        raise UsageError(f"/binary: {path} is larger than a frame may be ({MAX_FRAME_BYTES // 2**20} MiB)")
+    return data
 
 
 async def stdin_lines(stream: BinaryIO) -> AsyncIterator[str]:

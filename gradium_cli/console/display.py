@@ -52,8 +52,19 @@ def _req(obj: dict[str, Any]) -> str:
     return f" [{obj['client_req_id']}]" if obj.get("client_req_id") else ""
 
 
+HEX_SHOWN = 16  # bytes of a binary frame shown in hex
+
+
+def describe_binary(frame: bytes) -> str:
+    """`binary 9 B: 00 01 02 …`: the length, then the first bytes in hex."""
+    more = " …" if len(frame) > HEX_SHOWN else ""
+    return f"binary {len(frame)} B" + (f": {frame[:HEX_SHOWN].hex(' ')}{more}" if frame else "")
+
+
 def describe_sent(frame: str | bytes) -> tuple[str, str]:
     """(line text, style) for a frame sent."""
+    if isinstance(frame, bytes):
+        return describe_binary(frame), "yellow"
     obj = _load(frame)
     if obj is None:
         return summarise_frame(frame), "yellow"
@@ -67,6 +78,8 @@ def describe_sent(frame: str | bytes) -> tuple[str, str]:
 
 def describe_received(frame: str | bytes, output_format: str | None = None, seq: int | None = None) -> tuple[str, str]:
     """(line text, style) for a frame received; `seq` numbers audio frames within a request."""
+    if isinstance(frame, bytes):
+        return describe_binary(frame), "yellow"
     obj = _load(frame)
     if obj is None:
         return summarise_frame(frame), "yellow"
@@ -196,6 +209,13 @@ class Display:
             return
         normal = code == 1000 and by is not None
         self.line(CLOSED, t, escape_control(close_text(code, reason, by)), "dim" if normal else "bold red", tag)
+
+    def control(self, arrow: str, t: float, text: str, event: str, **fields: Any) -> None:
+        """A ping or pong, dim: they are the connection's, not the protocol's."""
+        if self.json_lines:
+            self.record({"event": event, "t": round(t, 6), "dir": "send" if arrow == SENT else "recv", **fields})
+            return
+        self.line(arrow, t, text, "dim")
 
     def note(self, text: str, t: float | None = None, tag: str = "") -> None:
         if self.json_lines:

@@ -22,6 +22,7 @@ class WsRawRequest:
     headers: list[str] = field(default_factory=list)
     insecure: bool = False
     ca: Path | None = None
+    subprotocols: list[str] = field(default_factory=list)
     backend: BackendOptions = field(default_factory=BackendOptions)
     console: ConsoleOptions = field(default_factory=ConsoleOptions)
     setup: str | None = None
@@ -29,6 +30,7 @@ class WsRawRequest:
     wait: float | None = None
     replay: Path | None = None
     fast: bool = False
+    timing: str | None = None  # --timing as given (original or fast)
     listen: int | None = None
     host: str = "127.0.0.1"
     once: bool = False
@@ -39,8 +41,12 @@ def _check_combinations(request: WsRawRequest) -> None:
         raise UsageError("--listen runs a proxy: it takes no --execute, --replay or --setup")
     if request.replay is not None and (request.execute or request.setup):
         raise UsageError("--replay sends the recorded frames: it takes no --execute or --setup")
-    if request.fast and request.replay is None:
-        raise UsageError("--fast applies to --replay")
+    if (request.fast or request.timing) and request.replay is None:
+        raise UsageError("--fast and --timing apply to --replay")
+    if request.timing == "original" and request.fast:
+        raise UsageError("--fast and --timing original contradict each other")
+    if request.console.reconnect and (request.listen is not None or request.replay is not None):
+        raise UsageError("--reconnect applies to a console session, not to --listen or --replay")
     if request.once and request.listen is None:
         raise UsageError("--once applies to --listen")
 
@@ -52,7 +58,10 @@ async def ws_raw_main(request: WsRawRequest) -> None:
     options.setup = setup_from_option(request.setup) if request.setup else None
     sessions = load_recording(request.replay) if request.replay is not None else None
     extra = parse_headers(request.headers)
-    with open_target(request.url, request.path, request.backend, extra, request.insecure, request.ca) as target:
+    subprotocols = _subprotocols(request.subprotocols, extra)
+    with open_target(
+        request.url, request.path, request.backend, extra, request.insecure, request.ca, subprotocols
+    ) as target:
         if request.listen is not None:
             from gradium_cli.console.proxy import run_proxy
 
@@ -87,6 +96,16 @@ async def ws_raw_main(request: WsRawRequest) -> None:
         error = console.outcome()
         if error is not None:
             raise error
+
+
+def _subprotocols(names: list[str], headers: dict[str, str]) -> tuple[str, ...]:
+    """-s names, and those of a `-H 'Sec-WebSocket-Protocol: a, b'` (moved out: the library offers them)."""
+    for name in [n for n in headers if n.lower() == "sec-websocket-protocol"]:
+        names = names + [part.strip() for part in headers.pop(name).split(",")]
+    for name in names:
+        if not name or any(ch in name for ch in ' ,;"()<>@:/[]?={}\t\\'):
+            raise UsageError(f"bad subprotocol name '{name}'", hint="a token such as chat or v1.gradium")
+    return tuple(dict.fromkeys(names))
 
 
 def _report(console: WsConsole, differences: list[str], ignore: list[str], strict: bool) -> None:

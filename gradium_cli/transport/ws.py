@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
+from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
 from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, ProtocolError, UsageError
@@ -55,9 +56,17 @@ class _SameHostConnect(connect):
 
 
 async def open_websocket(
-    url: str, headers: dict[str, str], timeout: float, ssl_context: ssl.SSLContext | None = None
+    url: str,
+    headers: dict[str, str],
+    timeout: float,
+    ssl_context: ssl.SSLContext | None = None,
+    *,
+    subprotocols: Sequence[str] = (),
+    connection_class: type[ClientConnection] | None = None,
 ) -> ClientConnection:
-    """Open a client WebSocket as every command does: bounded frames, no cross-host redirect."""
+    """Open a client WebSocket as every command does: bounded frames, no cross-host redirect.
+
+    `subprotocols` and `connection_class` are for `ws-raw` (-s, and watching control frames)."""
     try:
         return await _SameHostConnect(
             url,
@@ -67,6 +76,8 @@ async def open_websocket(
             max_size=MAX_FRAME_BYTES,
             compression=None,  # frames exactly as a client without permessage-deflate sends them
             ping_interval=None,  # no pings the user did not ask for (ws-raw logs every frame)
+            subprotocols=[Subprotocol(name) for name in subprotocols] or None,
+            create_connection=connection_class,
         )
     except CrossHostRedirect:
         raise
