@@ -1065,3 +1065,39 @@ def test_reconnect_resends_the_setup_and_the_unfinished_request(tmp_path: Path) 
     assert [r["conn"] for r in starts if r["event"] == "start"] == [1, 2]
     # Without --reconnect the drop ends the session (exit 7).
     assert plain.returncode == 7 and "end_of_stream [r2]" not in texts(plain, "←")
+
+
+def test_timed_replay_keeps_the_recorded_gaps(tmp_path: Path) -> None:
+    def handler(ws: ServerConnection) -> None:
+        for raw in ws:
+            kind = json.loads(raw)["type"]
+            if kind == "setup":
+                ws.send('{"type":"ready","request_id":"x"}')
+            elif kind == "end_of_stream":
+                ws.send('{"type":"end_of_stream"}')
+                ws.close()
+
+    sends = [
+        (0.001, '{"type":"setup","output_format":"pcm"}'),
+        (0.3, '{"type":"text","text":"One."}'),
+        (0.65, '{"type":"text","text":"Two."}'),
+        (1.0, '{"type":"end_of_stream"}'),
+    ]
+    records: list[dict[str, Any]] = [{"event": "start", "version": 1, "url": "ws://x/", "headers": {}}]
+    records.append({"event": "send", "t": sends[0][0], "frame": sends[0][1]})
+    records.append({"event": "recv", "t": 0.004, "frame": '{"type":"ready","request_id":"y"}'})
+    records += [{"event": "send", "t": t, "frame": frame} for t, frame in sends[1:]]
+    records.append({"event": "recv", "t": 1.002, "frame": '{"type":"end_of_stream"}'})
+    records.append({"event": "close", "t": 1.003, "code": 1000, "reason": "", "by": "server"})
+    (tmp_path / "gaps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    with sync_server(handler) as url:
+        timed = ws_raw(tmp_path, "--url", url, "--replay", "gaps.jsonl", "--timing", "original", "--record", "o.jsonl")
+        fast = ws_raw(tmp_path, "--url", url, "--replay", "gaps.jsonl", "--timing", "fast", "--record", "f.jsonl")
+    assert timed.returncode == 0 and fast.returncode == 0, timed.stdout + timed.stderr + fast.stdout + fast.stderr
+    for name, slack in (("o.jsonl", None), ("f.jsonl", 0.2)):
+        replayed = [r for r in load_recording(tmp_path / name)[0].events if r["event"] == "send"]
+        assert [r["frame"] for r in replayed] == [frame for _, frame in sends]
+        if slack is None:  # each frame within 50 ms of its recorded time, so each gap too
+            assert all(abs(r["t"] - t) < 0.05 for r, (t, _) in zip(replayed, sends, strict=True)), replayed
+        else:  # fast: no pauses at all
+            assert replayed[-1]["t"] < slack, replayed
