@@ -154,7 +154,7 @@ class Entry:
         for block in self.blocks():
             for sink in collector.sinks:
                 sink.write(block)
-        collector.words.extend(self.words)
+        collector.add_words(self.words)
         collector.stats.audio_s = self.audio_s
         collector.stats.audio_bytes = self.audio_bytes
 
@@ -329,6 +329,12 @@ class CacheWriter:
             return
         self.digest.update(data)
         self.audio_bytes += len(data)
+
+    # A resumed run cut audio already written here: it is not stored (see Collector.rewind).
+    rewindable = True
+
+    def rewind(self, samples: int) -> None:
+        self.abort()
 
     def close(self) -> None:
         """The outputs are being finished; the entry waits for `commit` (it needs the timestamps)."""

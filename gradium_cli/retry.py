@@ -34,10 +34,15 @@ _NOT_NOW = re.compile(
 # The engine crashed on this text (`gradium serve`'s worker or the built-in engine):
 # it would crash on it again, so a retry only costs time.
 _SAME_AGAIN = re.compile(r"crashed on this text")
+# Refusals that name a limit the request itself broke: repeating it breaks it again,
+# even though "too many requests on one socket" reads like a rate limit.
+_NEVER = re.compile(r"on one socket|text too long|session too long|too large", re.IGNORECASE)
 
 
 def is_transient(error: GradiumError) -> bool:
     if isinstance(error, (AuthError, CrossHostRedirect, DeadlineExceeded)) or _SAME_AGAIN.search(error.message):
+        return False
+    if _NEVER.search(error.message):
         return False
     if isinstance(error, (NetworkError, ServerError)):
         return True

@@ -360,9 +360,10 @@ def test_file_output_imports_no_audio_device_or_server(tmp_path: Path, local_ser
         "import sys\n"
         "from gradium_cli.cli.app import main\n"
         f"sys.argv = ['gradium', 'say', 'Hi.', '--base-url', '{local_server.base_url}', '-o', 'p.wav']\n"
-        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "status = 0\n"
+        "try:\n    main()\nexcept SystemExit as exit:\n    status = exit.code or 0\n"
         "heavy = ('sounddevice', 'starlette', 'uvicorn', 'gradium_cli.server', 'rich.live')\n"
-        "print(sorted(m for m in heavy if m in sys.modules))\n"
+        "print(status, sorted(m for m in heavy if m in sys.modules))\n"
     )
     from tests.servers import REPO
 
@@ -371,5 +372,9 @@ def test_file_output_imports_no_audio_device_or_server(tmp_path: Path, local_ser
         [python, "-c", probe], capture_output=True, env=isolated_env(tmp_path), cwd=tmp_path, timeout=60
     )
     assert result.returncode == 0, result.stderr
-    assert result.stdout.decode().strip() == "[]"
+    # The say itself succeeded (status 0, nothing on stderr, a real file), and loaded none of them.
+    assert result.stdout.decode().strip() == "0 []"
+    assert result.stderr == b""
+    audio, rate = sf.read(str(tmp_path / "p.wav"), dtype="int16")
+    assert rate == 48000 and len(audio) > 4800 and rms(audio) > 100
     assert REPO.exists()

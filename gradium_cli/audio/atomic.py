@@ -114,16 +114,18 @@ class AtomicFile:
             self.abort()
             raise output_error(self.path, exc) from None
 
-    def commit(self) -> None:
+    def commit(self, target: Path | None = None) -> None:
+        """Move the finished file to its name (or to `target`: a partial result's name)."""
+        target = target or self.path
         try:
             self.handle.flush()
             os.fsync(self.handle.fileno())
             self.handle.close()
             os.chmod(self.tmp_path, 0o644 & ~_umask())
-            os.replace(self.tmp_path, self.path)
+            os.replace(self.tmp_path, target)
         except OSError as exc:
             self.abort()
-            raise output_error(self.path, exc) from None
+            raise output_error(target, exc) from None
 
     def abort(self) -> None:
         if not self.handle.closed:

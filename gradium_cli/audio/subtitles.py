@@ -37,22 +37,35 @@ def check_timestamps_path(path: Path, *, force: bool) -> None:
     AtomicFile(path).abort()  # an unwritable place fails now, not after the audio is made
 
 
-def cues(words: list[Word]) -> list[tuple[float, float, str]]:
-    """Group words into subtitle cues, breaking after sentence ends and at length limits."""
-    out: list[tuple[float, float, str]] = []
-    current: list[Word] = []
-    for word in words:
-        candidate = " ".join(w.text for w in [*current, word])
-        if current and (len(current) >= MAX_CUE_WORDS or len(candidate) > MAX_CUE_CHARS):
-            out.append((current[0].start_s, current[-1].stop_s, " ".join(w.text for w in current)))
-            current = []
-        current.append(word)
+class _CueBuilder:
+    """Groups words into subtitle cues as they come, breaking after sentence ends and at length limits."""
+
+    def __init__(self) -> None:
+        self.current: list[Word] = []
+
+    def _cut(self) -> tuple[float, float, str]:
+        cue = (self.current[0].start_s, self.current[-1].stop_s, " ".join(w.text for w in self.current))
+        self.current = []
+        return cue
+
+    def add(self, word: Word) -> list[tuple[float, float, str]]:
+        out = []
+        candidate = " ".join(w.text for w in [*self.current, word])
+        if self.current and (len(self.current) >= MAX_CUE_WORDS or len(candidate) > MAX_CUE_CHARS):
+            out.append(self._cut())
+        self.current.append(word)
         if word.text.endswith((".", "!", "?", "…")):
-            out.append((current[0].start_s, current[-1].stop_s, " ".join(w.text for w in current)))
-            current = []
-    if current:
-        out.append((current[0].start_s, current[-1].stop_s, " ".join(w.text for w in current)))
-    return out
+            out.append(self._cut())
+        return out
+
+    def finish(self) -> list[tuple[float, float, str]]:
+        return [self._cut()] if self.current else []
+
+
+def cues(words: list[Word]) -> list[tuple[float, float, str]]:
+    builder = _CueBuilder()
+    out = [cue for word in words for cue in builder.add(word)]
+    return out + builder.finish()
 
 
 def _clock(seconds: float, separator: str) -> str:
@@ -63,18 +76,80 @@ def _clock(seconds: float, separator: str) -> str:
     return f"{hours:02d}:{minutes:02d}:{secs:02d}{separator}{ms:03d}"
 
 
+class TimestampRenderer:
+    """Renders words to text piece by piece: each word's text as it comes, then the ending."""
+
+    def __init__(self, extension: str) -> None:
+        self.extension = extension.lower()
+        if self.extension not in TIMESTAMP_EXTENSIONS:
+            raise UsageError(f"unknown timestamps extension '{extension}'")
+        self.builder = _CueBuilder()
+        self.count = 0
+        self.cues = 0
+
+    def start(self) -> str:
+        return "WEBVTT\n\n" if self.extension == ".vtt" else ""
+
+    def add(self, word: Word) -> str:
+        self.count += 1
+        if self.extension == ".json":
+            item = json.dumps(vars(word), ensure_ascii=False, indent=1).replace("\n", "\n ")
+            return ("[\n " if self.count == 1 else ",\n ") + item
+        if self.extension == ".jsonl":
+            return json.dumps(vars(word), ensure_ascii=False) + "\n"
+        return "".join(self._cue(cue) for cue in self.builder.add(word))
+
+    def finish(self) -> str:
+        if self.extension == ".json":
+            return "[]\n" if self.count == 0 else "\n]\n"
+        return "".join(self._cue(cue) for cue in self.builder.finish())
+
+    def _cue(self, cue: tuple[float, float, str]) -> str:
+        start, stop, text = cue
+        self.cues += 1
+        gap = "" if self.cues == 1 else "\n"
+        if self.extension == ".srt":
+            return f"{gap}{self.cues}\n{_clock(start, ',')} --> {_clock(stop, ',')}\n{text}\n"
+        return f"{gap}{_clock(start, '.')} --> {_clock(stop, '.')}\n{text}\n"
+
+
 def render(words: list[Word], extension: str) -> str:
-    extension = extension.lower()
-    if extension == ".json":
-        return json.dumps([vars(w) for w in words], ensure_ascii=False, indent=1) + "\n"
-    if extension == ".jsonl":
-        return "".join(json.dumps(vars(w), ensure_ascii=False) + "\n" for w in words)
-    if extension == ".srt":
-        blocks = [
-            f"{i}\n{_clock(a, ',')} --> {_clock(b, ',')}\n{text}\n" for i, (a, b, text) in enumerate(cues(words), 1)
-        ]
-        return "\n".join(blocks)
-    if extension == ".vtt":
-        blocks = [f"{_clock(a, '.')} --> {_clock(b, '.')}\n{text}\n" for a, b, text in cues(words)]
-        return "WEBVTT\n\n" + "\n".join(blocks)
-    raise UsageError(f"unknown timestamps extension '{extension}'")
+    renderer = TimestampRenderer(extension)
+    return renderer.start() + "".join(renderer.add(word) for word in words) + renderer.finish()
+
+
+class TimestampWriter:
+    """Words to a timestamps file as they are confirmed, so none are kept in memory.
+
+    Written atomically like audio: the name holds a complete file or nothing; a
+    failed run can keep what it has as `NAME.partial.EXT`.
+    """
+
+    def __init__(self, path: Path) -> None:
+        from gradium_cli.audio.atomic import AtomicFile
+
+        self.path = path
+        self.renderer = TimestampRenderer(path.suffix)
+        self.file = AtomicFile(path)
+        self._write(self.renderer.start())
+
+    def _write(self, text: str) -> None:
+        if text:
+            self.file.write(text.encode("utf-8"))
+
+    def add(self, word: Word) -> None:
+        self._write(self.renderer.add(word))
+
+    def close(self) -> None:
+        self._write(self.renderer.finish())
+        self.file.commit()
+
+    def keep_partial(self) -> Path:
+        from gradium_cli.audio.sinks import partial_path
+
+        self._write(self.renderer.finish())
+        self.file.commit(partial_path(self.path))
+        return partial_path(self.path)
+
+    def abort(self) -> None:
+        self.file.abort()

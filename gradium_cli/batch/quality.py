@@ -204,6 +204,8 @@ def judge(probe: Probe, text: str, stamps: list[Word], speed: float, limits: Thr
 class ProbeSink:
     """A sink that decodes the wire format and feeds a Probe (Opus is measured from the file instead)."""
 
+    rewindable = False  # batch repeats a failed item whole, into fresh sinks
+
     def __init__(self, wire: OutputFormat) -> None:
         from gradium_cli.audio.decode import StreamDecoder
 

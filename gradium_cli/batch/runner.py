@@ -28,9 +28,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradium_cli import resolve
-from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import open_sinks
-from gradium_cli.audio.subtitles import render
+from gradium_cli.audio.subtitles import TimestampWriter
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.batch.assemble import ConcatOptions, assemble
 from gradium_cli.batch.assemble import check as check_concat
@@ -378,7 +377,15 @@ class Runner:
                 except OSError as exc:
                     raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
                 self._dirs.add(path.parent)
-        collector = Collector(open_sinks(item.plan, self.env, None))
+        # Words go to the timestamps file as they come; an item's own list serves the cache and the checks.
+        timestamps = TimestampWriter(item.timestamps) if item.timestamps is not None else None
+        try:
+            sinks = open_sinks(item.plan, self.env, None)
+        except BaseException:
+            if timestamps is not None:
+                timestamps.abort()
+            raise
+        collector = Collector(sinks, wire=item.plan.wire, timestamps=timestamps, words=[])
         probe = ProbeSink(item.plan.wire) if self.options.checks is not None else None
         writer = cache.writer(key) if cache is not None and entry is None else None
         collector.sinks.extend(sink for sink in (probe, writer) if sink is not None)
@@ -440,19 +447,17 @@ class Runner:
         self, item: Item, collector: Collector, writer: CacheWriter | None, probe: ProbeSink | None
     ) -> Report | None:
         try:
-            if item.timestamps is not None:
-                write_atomic(item.timestamps, render(collector.words, item.timestamps.suffix).encode("utf-8"))
             collector.finish()
         except BaseException:
             collector.abort()
             raise
         if writer is not None:
-            writer.commit(collector.words, collector.stats.audio_s)
+            writer.commit(collector.words or [], collector.stats.audio_s)
         quality = None
         if probe is not None and self.options.checks is not None:
             if probe.decoder is None:
                 probe.measure_file(item.output)
-            quality = judge(probe.probe, item.text, collector.words, speed_of(item.voice), self.options.checks)
+            quality = judge(probe.probe, item.text, collector.words or [], speed_of(item.voice), self.options.checks)
         flags = [flag.to_json() for flag in quality.flags] if quality else []
         self.state.add(item, collector.stats.audio_s, collector.stats.to_json()["request_id"], flags)
         return quality

@@ -4,31 +4,32 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import random
+import itertools
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import OutputPlan, open_sinks, plan_output
-from gradium_cli.audio.subtitles import check_timestamps_path, render
+from gradium_cli.audio.subtitles import TimestampWriter, check_timestamps_path
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.cache import RequestCache, dictionary_digest, request_key, server_identity
 from gradium_cli.cache import enabled as cache_enabled
 from gradium_cli.config import mask_secret
-from gradium_cli.errors import GradiumError
+from gradium_cli.errors import GradiumError, UsageError
 from gradium_cli.markdown_prose import markdown_enabled, spoken_text
+from gradium_cli.protocol.chunking import split_blocks
+from gradium_cli.protocol.limits import Limits, limits_from_env
 from gradium_cli.protocol.messages import Setup
-from gradium_cli.protocol.text import split_long_text
-from gradium_cli.retry import DEFAULT_RETRIES, backoff_delay, is_transient
+from gradium_cli.retry import DEFAULT_RETRIES
 from gradium_cli.streaming.monitor import StreamMonitor
-from gradium_cli.synthesis import Collector, run_rest, run_websocket
+from gradium_cli.synthesis import Collector, RetryPolicy, run_rest, run_websocket, with_partial
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.rest import RestClient
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.live import LiveState, LiveView, attach_player
-from gradium_cli.ui.textinput import read_text
+from gradium_cli.ui.textinput import text_blocks
 from gradium_cli.ui.wirelog import fan_out, stderr_wire_log
 from gradium_cli.voice_settings import VoiceOptions, build_setup, json_config
 
@@ -57,66 +58,70 @@ class SayRequest:
 
 async def speak(request: SayRequest) -> dict[str, Any]:
     env = get_env()
-    text = read_text(request.text, request.file, env)
+    limits = limits_from_env()
+    blocks: Iterable[str] = text_blocks(request.text, request.file, env)
     if markdown_enabled(request.markdown, request.file):
-        text = spoken_text(text, env)
+        # Markdown is parsed as one document: such input is read whole, not block by block.
+        blocks = [spoken_text("".join(blocks), env)]
+    requests = split_blocks(blocks, limits.say_chars)
     if request.timestamps is not None:
         check_timestamps_path(request.timestamps, force=request.force)
     json_config(request.voice)  # bad voice settings fail before any connection
-    chunks = split_long_text(text)
+    first = next(requests, None)
+    if first is None:
+        raise UsageError("the text is empty")
+    second = next(requests, None)
     plan = plan_output(
         request.output,
         request.format,
         play=request.play,
         env=env,
         force=request.force,
-        decodable=len(chunks) > 1,
+        decodable=second is not None,
     )
+    chunks: Iterable[str] = itertools.chain([first], [] if second is None else [second], requests)
     with open_backend(request.backend, pipe=True) as endpoint:
         env.debug(f"server {endpoint.ws_url()} (x-api-key {mask_secret(endpoint.api_key)})")
         needs_lookup = bool(request.voice.voice or request.voice.pronunciation)
         # The request cache holds WebSocket runs, which always carry timestamps.
         key = ""
         cache = RequestCache() if not request.use_rest and cache_enabled(request.cache) else None
+        if cache is not None:
+            chunks = list(chunks)  # the key covers the whole text: a cached say holds it in memory
         async with contextlib.AsyncExitStack() as stack:
             rest = await stack.enter_async_context(RestClient(endpoint)) if needs_lookup else None
             setup = await build_setup(request.voice, plan.wire.name, rest)
             if cache is not None:
                 dictionary = setup.pronunciation_id
                 rules = await dictionary_digest(rest, dictionary) if rest and dictionary else None
-                key = request_key(server_identity(endpoint), setup, rules, chunks)
+                key = request_key(server_identity(endpoint), setup, rules, list(chunks))
         entry = cache.get(key) if cache is not None else None
-        rng = random.Random()
-        attempt = 0
-        while True:
-            attempt += 1
-            collector = Collector(open_sinks(plan, env, request.device))
-            writer = cache.writer(key) if cache is not None and entry is None else None
+        timestamps = TimestampWriter(request.timestamps) if request.timestamps is not None else None
+        try:
+            sinks = open_sinks(plan, env, request.device)
+        except BaseException:
+            if timestamps is not None:
+                timestamps.abort()
+            raise
+        # A cache entry stores the words with the audio: only then are they kept in memory.
+        collector = Collector(sinks, wire=plan.wire, timestamps=timestamps, words=[] if cache is not None else None)
+        writer = cache.writer(key) if cache is not None and entry is None else None
+        if writer is not None:
+            collector.sinks.append(writer)
+        retry = RetryPolicy(request.retries, env.debug)
+        try:
+            if entry is not None:
+                entry.replay(collector)  # no request at all
+                await asyncio.to_thread(collector.finish)
+            else:
+                await _attempt(request, plan, endpoint, setup, chunks, collector, limits, retry)
             if writer is not None:
-                collector.sinks.append(writer)
-            try:
-                if entry is not None:
-                    entry.replay(collector)  # no request at all
-                    await asyncio.to_thread(collector.finish)
-                else:
-                    await _attempt(request, plan, endpoint, setup, chunks, collector)
-                if writer is not None:
-                    writer.commit(collector.words, collector.stats.audio_s)
-                break
-            except GradiumError as error:
-                collector.abort()
-                # Audio already played or piped cannot be taken back: only a file restarts cleanly.
-                delivered = collector.stats.audio_bytes > 0 and (plan.pipe or plan.play)
-                if attempt > request.retries or delivered or not is_transient(error):
-                    raise
-                delay = backoff_delay(attempt, rng)
-                env.debug(f"gradium: {error.message}; retry {attempt}/{request.retries} in {delay:.2f} s")
-                await asyncio.sleep(delay)
-            except BaseException:
-                collector.abort()
-                raise
-    if request.timestamps is not None:
-        write_atomic(request.timestamps, render(collector.words, request.timestamps.suffix).encode("utf-8"))
+                writer.commit(collector.words or [], collector.stats.audio_s)
+        except GradiumError as error:
+            raise with_partial(error, collector) from None
+        except BaseException:
+            collector.abort()
+            raise
     stats = collector.stats
     if request.stats and not request.json_out:
         env.say(stats.summary())
@@ -129,9 +134,16 @@ async def speak(request: SayRequest) -> dict[str, Any]:
 
 
 async def _attempt(
-    request: SayRequest, plan: OutputPlan, endpoint: Endpoint, setup: Setup, chunks: list[str], collector: Collector
+    request: SayRequest,
+    plan: OutputPlan,
+    endpoint: Endpoint,
+    setup: Setup,
+    chunks: Iterable[str],
+    collector: Collector,
+    limits: Limits,
+    retry: RetryPolicy,
 ) -> None:
-    """One try at the whole synthesis, into freshly opened sinks."""
+    """The whole synthesis, into the opened sinks; failed requests are repeated as `retry` allows."""
     env = get_env()
     hooks = [stderr_wire_log(env.debug)] if env.verbose else []
     view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
@@ -145,7 +157,9 @@ async def _attempt(
         view = LiveView(state, env.stderr, env.no_color)
     with view:
         if request.use_rest:
-            await run_rest(endpoint, setup, chunks, collector, want_timestamps=request.timestamps is not None)
+            await run_rest(
+                endpoint, setup, chunks, collector, want_timestamps=request.timestamps is not None, retry=retry
+            )
         else:
-            await run_websocket(endpoint, setup, chunks, collector, fan_out(hooks))
+            await run_websocket(endpoint, setup, chunks, collector, fan_out(hooks), limits=limits, retry=retry)
         await asyncio.to_thread(collector.finish)

@@ -54,6 +54,7 @@ def stream(
     json_out: Annotated[
         bool, typer.Option("--json", help="One JSON event per line on stdout (text, flush, audio, word, end)")
     ] = False,
+    retries: o.RetriesOpt = 2,
     *,
     voice_options: "VoiceOptions",
     backend: "BackendOptions",
@@ -90,5 +91,6 @@ def stream(
         on_interrupt=on_interrupt.value,
         live=live,
         json_events=json_out or env.json,
+        retries=retries,
     )
     run(run_stream(request))

@@ -48,6 +48,7 @@ class ServerOptions:
     max_message_bytes: int = 1 << 20
     max_text_chars: int = 100_000  # per request
     max_requests_per_socket: int = 64
+    max_session_s: float = 300.0  # a request (session) ends with an error after this long (§11.3)
     idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
     max_connections: int = 256  # open WebSockets; one more is refused in band (§11.1)
     # Request bodies are counted while they are read (server/guard.py): the voice upload

@@ -58,7 +58,12 @@ class Request:
         self.error_code = 1000
         try:
             while True:
-                item = await self.queue.get()
+                try:
+                    item = await asyncio.wait_for(self.queue.get(), self._session_left())
+                except asyncio.TimeoutError:
+                    item = None
+                if item is None or self._session_left() <= 0:
+                    raise SetupProblem(f"session too long: at most {state.options.max_session_s:g} s per session")
                 final = isinstance(item, _Eos)
                 if isinstance(item, str):
                     self.buffer.add(item)
@@ -93,6 +98,9 @@ class Request:
             self._log(error)
             await self.conn.request_done(self, failed=error is not None)
 
+    def _session_left(self) -> float:
+        return self.started + self.conn.state.options.max_session_s - time.monotonic()
+
     async def _send_paced(self, out: list[m.ServerMessage]) -> None:
         options = self.conn.state.options
         if options.latency_ms and any(isinstance(msg, m.Audio) for msg in out):
@@ -106,6 +114,8 @@ class Request:
                     due = self.first_audio_at + message.start_s - REALTIME_LEAD_S
                     if due > now:
                         await asyncio.sleep(due - now)
+                if self._session_left() <= 0:
+                    raise SetupProblem(f"session too long: at most {options.max_session_s:g} s per session")
             await self.conn.send(message)
 
     def _log(self, error: str | None) -> None:

@@ -18,6 +18,8 @@ from gradium_cli.protocol.text import FLUSH_TAG
 from gradium_cli.ui.env import Env
 from gradium_cli.ui.live import ChunkRow, LiveState
 
+RECENT_WORDS = 1000
+
 
 class StreamMonitor:
     def __init__(self, env: Env, state: LiveState, events: TextIO | None, progress_lines: bool) -> None:
@@ -118,6 +120,10 @@ class StreamMonitor:
             if sent_at is not None:
                 self._word_sent_at.append((message.start_s, sent_at))
             self.state.words.append((message.text, message.start_s, message.stop_s))
+            # An hours-long stream: keep the recent words only (the view shows a line of them).
+            if len(self.state.words) > 2 * RECENT_WORDS:
+                del self.state.words[:RECENT_WORDS]
+                del self._word_sent_at[: max(0, len(self._word_sent_at) - RECENT_WORDS)]
             self.emit("word", t=self._t(handled_at), text=message.text, start_s=message.start_s, stop_s=message.stop_s)
         elif isinstance(message, m.EndOfStream):
             self.state.status = "done"

@@ -18,18 +18,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradium_cli.audio.atomic import write_atomic
 from gradium_cli.audio.plan import open_sinks, plan_output
-from gradium_cli.audio.subtitles import check_timestamps_path, render
+from gradium_cli.audio.subtitles import TimestampWriter, check_timestamps_path
 from gradium_cli.backend import BackendOptions, open_backend
-from gradium_cli.errors import Interrupted, UsageError
+from gradium_cli.errors import GradiumError, Interrupted, UsageError
 from gradium_cli.markdown_prose import MarkdownStream
+from gradium_cli.protocol.limits import limits_from_env
+from gradium_cli.retry import DEFAULT_RETRIES
 from gradium_cli.streaming.feeder import TextFeeder
 from gradium_cli.streaming.monitor import StreamMonitor
 from gradium_cli.streaming.reader import EOF_MARK, InputReader
-from gradium_cli.synthesis import Collector
+from gradium_cli.streaming.rollover import run_rolling
+from gradium_cli.synthesis import Collector, RetryPolicy, with_partial
 from gradium_cli.transport.rest import RestClient
-from gradium_cli.transport.ws import TtsSocket
 from gradium_cli.ui.env import get_env
 from gradium_cli.ui.live import LiveState, LiveView, attach_player
 from gradium_cli.ui.wirelog import fan_out, stderr_wire_log
@@ -52,6 +53,7 @@ class StreamRequest:
     on_interrupt: str
     live: bool
     json_events: bool
+    retries: int = DEFAULT_RETRIES
 
 
 class _Interrupts:
@@ -71,6 +73,7 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
     json_config(request.voice)
     if request.interactive and not env.stdin_isatty:
         raise UsageError("--interactive needs a terminal on stdin")
+    limits = limits_from_env()
     plan = plan_output(request.output, request.format, play=request.play, env=env, force=request.force)
     if request.json_events and plan.pipe:
         raise UsageError("--json writes events to stdout: send the audio to a file with -o FILE")
@@ -99,20 +102,40 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
             async with contextlib.AsyncExitStack() as stack:
                 rest = await stack.enter_async_context(RestClient(endpoint)) if request.voice.voice else None
                 setup = await build_setup(request.voice, plan.wire.name, rest)
-            sinks = open_sinks(plan, env, request.device)
+            timestamps = TimestampWriter(request.timestamps) if request.timestamps is not None else None
+            try:
+                sinks = open_sinks(plan, env, request.device)
+            except BaseException:
+                if timestamps is not None:
+                    timestamps.abort()
+                raise
             attach_player(state, sinks)
-            collector = Collector(sinks)
+            # The monitor sees each request's times moved onto the one timeline: the live
+            # view and --json events count on across requests.
+            collector = Collector(
+                sinks,
+                wire=plan.wire,
+                timestamps=timestamps,
+                on_message=lambda message: monitor.message(message, time.monotonic()),
+            )
             reader.start()
             view = LiveView(state, env.stderr, env.no_color) if show_live else contextlib.nullcontext()
             try:
                 with view:
                     # -v: the same wire log as `say` (frames only: the key travels in a header).
                     hooks = [monitor.frame, *([stderr_wire_log(env.debug)] if env.verbose else [])]
-                    async with TtsSocket(endpoint, fan_out(hooks)) as sock:
-                        async for message in sock.request(setup, _texts(reader, feeder, monitor, request.flush_after)):
-                            collector.handle(message)
-                            monitor.message(message, time.monotonic())
+                    await run_rolling(
+                        endpoint,
+                        setup,
+                        _texts(reader, feeder, monitor, request.flush_after),
+                        collector,
+                        fan_out(hooks),
+                        limits,
+                        RetryPolicy(request.retries, env.debug),
+                    )
                     await asyncio.to_thread(collector.finish)
+            except GradiumError as error:
+                raise with_partial(error, collector) from None
             except BaseException:
                 collector.abort()
                 raise
@@ -120,8 +143,6 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
         raise Interrupted("interrupted: output discarded") from None
     finally:
         loop.remove_signal_handler(signal.SIGINT)
-    if request.timestamps is not None:
-        write_atomic(request.timestamps, render(collector.words, request.timestamps.suffix).encode("utf-8"))
     stats = collector.stats.to_json()
     monitor.end(stats)
     if monitor.progress_lines:

@@ -1,0 +1,74 @@
+"""The server's per-socket and per-request limits (PROTOCOL.md §11.3), as the client respects them.
+
+The service states them but never announces them on the wire, so the client
+holds the service's values and lets a user pointed at another server set that
+server's values in the environment:
+
+  GRADIUM_MAX_REQUESTS_PER_SOCKET  requests on one WebSocket (64)
+  GRADIUM_MAX_REQUEST_CHARS        characters of text in one request (100000)
+  GRADIUM_MAX_SESSION_S            seconds one request may last (300)
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from gradium_cli.errors import UsageError
+
+# `say` cuts its text finer than the hard limit: the free tier allows 1500 characters
+# per session, and short requests keep the audio of one request well inside 300 s.
+SAY_CHARS_PER_REQUEST = 1500
+# Speech runs at about 15 characters a second; half of that keeps a request's audio
+# well inside its session time even at slow speeds.
+CHARS_PER_SESSION_SECOND = 7
+
+
+@dataclass(frozen=True)
+class Limits:
+    requests_per_socket: int = 64
+    request_chars: int = 100_000
+    session_s: float = 300.0
+
+    @property
+    def say_chars(self) -> int:
+        """Characters in each of `say`'s requests: inside both the character and the time limit."""
+        by_time = int(self.session_s * CHARS_PER_SESSION_SECOND)
+        return max(1, min(SAY_CHARS_PER_REQUEST, self.request_chars, by_time))
+
+    @property
+    def rollover_s(self) -> float:
+        """Session age at which `stream` ends a request at the next sentence end."""
+        return self.session_s * 0.7
+
+    @property
+    def hard_rollover_s(self) -> float:
+        """Session age at which `stream` ends a request at the next word, sentence or not."""
+        return self.session_s * 0.85
+
+    @property
+    def rollover_chars(self) -> int:
+        """Characters after which `stream` ends a request at the next sentence end."""
+        return int(self.request_chars * 0.9)
+
+
+def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise UsageError(f"{name} must be a number, not {raw!r}") from None
+    if value <= 0:
+        raise UsageError(f"{name} must be above 0, not {raw!r}")
+    return value
+
+
+def limits_from_env() -> Limits:
+    base = Limits()
+    return Limits(
+        requests_per_socket=int(_number("GRADIUM_MAX_REQUESTS_PER_SOCKET", base.requests_per_socket, int)),
+        request_chars=int(_number("GRADIUM_MAX_REQUEST_CHARS", base.request_chars, int)),
+        session_s=_number("GRADIUM_MAX_SESSION_S", base.session_s, float),
+    )
