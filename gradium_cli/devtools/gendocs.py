@@ -45,6 +45,10 @@ EXTRA_ENVIRONMENT = {
     "XDG_DATA_HOME": "Base of the data dir on Linux (default ~/.local/share).",
     "XDG_CACHE_HOME": "Base of the completion cache and the request cache on Linux (default ~/.cache).",
     "GRADIUM_CACHE_DIR": "Where the request cache (--cache) keeps its entries, instead of ~/.cache/gradium/requests.",
+    "GRADIUM_MAX_REQUESTS_PER_SOCKET": "Requests the server allows on one WebSocket (default 64, the service's); "
+    "say and stream move to a fresh socket before it.",
+    "GRADIUM_MAX_REQUEST_CHARS": "Characters the server allows in one request (default 100000).",
+    "GRADIUM_MAX_SESSION_S": "Seconds the server allows one request to last (default 300).",
 }
 FILES = {
     "~/.config/gradium/config.ini": "Settings, one INI section per profile; mode 0600 (it holds the API key). "
