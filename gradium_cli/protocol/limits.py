@@ -48,8 +48,13 @@ class Limits:
 
     @property
     def rollover_chars(self) -> int:
-        """Characters after which `stream` ends a request at the next sentence end."""
-        return int(self.request_chars * 0.9)
+        """Characters after which `stream` ends a request at the next sentence end.
+
+        90% of the limit, and no more than the session's time can speak: a server that
+        paces audio at real time (as the service does) still finishes inside the session.
+        """
+        by_time = int(self.session_s * CHARS_PER_SESSION_SECOND)
+        return max(1, min(int(self.request_chars * 0.9), by_time))
 
 
 def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
