@@ -159,3 +159,20 @@ def test_workers_option_and_environment(serve_process: Any) -> None:
         [gradium_exe(), "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60
     )
     assert refused.returncode == 2 and "--workers" in refused.stderr
+
+
+def test_rest_crash_after_the_first_sentence_ends_the_stream_with_an_error_line(
+    serve_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIUM_ENGINE_GUARD", "off")
+    proc, base_url = serve_process("--workers", "1")
+    body = {"text": "The first sentence is fine. " + KNOWN_CRASH, "output_format": "pcm_16000"}
+    response = httpx.post(base_url + "post/speech/tts", json=body, timeout=60)
+    assert response.status_code == 200  # the first sentence's audio was already on its way
+    lines = [json.loads(line) for line in response.text.splitlines()]
+    assert lines[0]["type"] == "ready"
+    assert any(line["type"] == "audio" for line in lines)
+    assert lines[-1]["type"] == "error" and lines[-1]["code"] == m.INTERNAL_ERROR
+    assert "the speech engine crashed on this text" in lines[-1]["message"]
+    assert not any(line["type"] == "end_of_stream" for line in lines)
+    assert proc.poll() is None

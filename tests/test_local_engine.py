@@ -112,3 +112,19 @@ def test_offline_default_needs_no_http_server(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stderr.decode().strip().splitlines()[-1] == "[]"
     assert sf.info(str(tmp_path / "x.wav")).duration > 0.3
+
+
+def test_offline_batch_fails_only_the_crashing_line(tmp_path: Path) -> None:
+    """Several lines in flight on the built-in engine's one child: the crash fails the line
+    it was rendering (not retried), the others are retried on a new child and made."""
+    lines = [f"Line number {n} is fine." for n in range(1, 7)]
+    lines.insert(3, KNOWN_CRASH)
+    (tmp_path / "lines.txt").write_text("\n".join(lines) + "\n")
+    env = isolated_env(tmp_path, GRADIUM_ENGINE_GUARD="off")
+    args = ["-q", "batch", "--local", "lines.txt", "--out-dir", "out", "--jobs", "4", "-F", "pcm_16000"]
+    result = gradium(tmp_path, *args, env=env, timeout=120)
+    assert result.returncode == 1, result.stderr  # some items failed
+    made = sorted(path.name for path in (tmp_path / "out").glob("*.pcm"))
+    assert made == ["0001.pcm", "0002.pcm", "0003.pcm", "0005.pcm", "0006.pcm", "0007.pcm"], result.stderr
+    assert "crashed on this text" in result.stderr.decode()
+    assert not list(tmp_path.glob("core*"))

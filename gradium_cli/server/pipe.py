@@ -9,9 +9,10 @@ as a real WebSocket, so both paths speak exactly the same protocol messages.
 
 eSpeak NG runs in this process (one more process would cost a command as much
 start-up again). Before each engine call the channel rendering is written to the
-marker file the client handed over (its fd is the second argument), and 0 after:
-if the engine kills this process, the client knows which request it was
-rendering, fails that one and retries the others on a new child.
+marker file the client handed over (its fd is the second argument) with the
+request's client_req_id, and 0 after: if the engine kills this process, the
+client knows which request it was rendering, fails that one and retries the
+others on a new child.
 
 Framing, both ways: a 9-byte header (payload length u32, channel u32, kind byte,
 little-endian) and the payload. Client to child: OPEN, TEXT (a text frame, UTF-8)
@@ -39,7 +40,10 @@ __all__ = ["CLOSE", "HEADER", "MARKER", "OPEN", "TEXT", "MarkedEngine", "PipeSoc
 
 HEADER = struct.Struct("<IIc")
 OPEN, TEXT, CLOSE = b"O", b"T", b"C"
-MARKER = struct.Struct("<I")  # the channel in the engine now; 0: none
+# Which request is in the engine now: channel (0: none), then its client_req_id as
+# UTF-8 (at most MARKER_ID_BYTES of it) and whether it has one at all.
+MARKER = struct.Struct("<IIB")
+MARKER_ID_BYTES = 1024
 
 # The channel a task serves; asyncio.to_thread carries it into the render threads.
 _channel: contextvars.ContextVar[int] = contextvars.ContextVar("channel", default=0)
@@ -58,12 +62,17 @@ class MarkedEngine:
 
     def synthesize(self, text: str, voice: EngineVoice, *, phonemes: bool = True) -> Synthesis:
         # Under the engine's own (reentrant) lock, so the marker names the one caller inside.
+        from gradium_cli.server.synth import rendering_request
+
+        request = rendering_request.get()
+        request_id = (request or "").encode("utf-8", "replace")[:MARKER_ID_BYTES]
         with self._lock:
-            os.pwrite(self._marker_fd, MARKER.pack(_channel.get()), 0)
+            marker = MARKER.pack(_channel.get(), len(request_id), request is not None) + request_id
+            os.pwrite(self._marker_fd, marker, 0)
             try:
                 return self._engine.synthesize(text, voice, phonemes=phonemes)
             finally:
-                os.pwrite(self._marker_fd, MARKER.pack(0), 0)
+                os.pwrite(self._marker_fd, MARKER.pack(0, 0, 0), 0)
 
     def list_voices(self) -> list[EspeakVoiceInfo]:
         return self._engine.list_voices()

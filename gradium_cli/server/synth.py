@@ -10,6 +10,7 @@ them and puts each word's timestamp just before the chunk where it starts.
 from __future__ import annotations
 
 import bisect
+import contextvars
 import re
 from collections import deque
 from dataclasses import dataclass, field
@@ -110,6 +111,12 @@ class _Word:
     stop_s: float
 
 
+# The client_req_id of the request this thread is rendering: the built-in engine's
+# process (server/pipe.py) records it before each engine call, so that if eSpeak
+# kills the process the client knows which request's text did it.
+rendering_request: contextvars.ContextVar[str | None] = contextvars.ContextVar("rendering_request", default=None)
+
+
 class Renderer:
     """Stateful text → messages for one request; blocking (run it in a worker thread)."""
 
@@ -127,6 +134,7 @@ class Renderer:
     # ------------------------------------------------------------------ public
 
     def render(self, text: str, *, flush: bool, final: bool = False) -> list[m.ServerMessage]:
+        rendering_request.set(self.settings.client_req_id)  # this thread's context copy only
         out: list[m.ServerMessage] = []
         if not self._opened:
             self._opened = True

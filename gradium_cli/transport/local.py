@@ -44,7 +44,8 @@ LOCAL_BASE_URL = "built-in-engine:/api/"
 # Must match gradium_cli/server/pipe.py (which this module must not import: numpy, starlette).
 _HEADER = struct.Struct("<IIc")
 _OPEN, _TEXT, _CLOSE = b"O", b"T", b"C"
-_MARKER = struct.Struct("<I")
+_MARKER = struct.Struct("<IIB")  # channel, client_req_id length, has an id; then the id
+_MARKER_ID_BYTES = 1024
 _INTERNAL_ERROR = 1011
 
 
@@ -82,6 +83,13 @@ class LocalSocket:
             raise ConnectionClosedError(Close(item, ""), None)
 
 
+def _error(message: str, client_req_id: str | None) -> str:
+    frame: dict[str, object] = {"type": "error", "message": message, "code": _INTERNAL_ERROR}
+    if client_req_id is not None:
+        frame["client_req_id"] = client_req_id
+    return json.dumps(frame)
+
+
 class _Child:
     """One run of the engine process: its pipes, its channels, how it ended."""
 
@@ -90,7 +98,7 @@ class _Child:
         # if it dies, closed in stop(), so no `with`.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.marker = tempfile.TemporaryFile()  # noqa: SIM115
-        self.marker.write(_MARKER.pack(0))
+        self.marker.write(_MARKER.pack(0, 0, 0))
         self.marker.flush()
         env = {
             **os.environ,
@@ -143,26 +151,32 @@ class _Child:
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         self.dead = True
-        how, culprit = await asyncio.to_thread(self._death)
+        how, culprit, culprit_id = await asyncio.to_thread(self._death)
+        crashed = f"the speech engine crashed on this text ({how})"
+        # Not their text: a retry gets a new engine process.
+        stopped = f"the built-in engine stopped while rendering another request ({how})"
         for sock in list(self.channels.values()):
             if sock.channel == culprit:
-                message = f"the speech engine crashed on this text ({how})"
-            else:
-                # Not this request's fault: a retry gets a new engine process.
-                message = f"the built-in engine stopped while rendering another request ({how})"
-            sock.inbox.put_nowait(json.dumps({"type": "error", "message": message, "code": _INTERNAL_ERROR}))
+                # Scoped to the request the engine was rendering; an unscoped error
+                # after it reaches that socket's other requests (or, with no id, this one).
+                sock.inbox.put_nowait(_error(crashed, culprit_id))
+            sock.inbox.put_nowait(_error(stopped, None))
             sock.inbox.put_nowait(_INTERNAL_ERROR)
 
-    def _death(self) -> tuple[str, int]:
+    def _death(self) -> tuple[str, int, str | None]:
+        """How the child ended, and the channel and client_req_id it was rendering."""
         try:
             code = self.process.wait(timeout=5)
         except subprocess.TimeoutExpired:
             self.process.kill()
             code = self.process.wait()
-        culprit = 0
+        culprit, culprit_id = 0, None
         with contextlib.suppress(OSError, struct.error):
-            culprit = _MARKER.unpack(os.pread(self.marker.fileno(), _MARKER.size, 0))[0]
-        return describe_death(code, self.log), culprit
+            record = os.pread(self.marker.fileno(), _MARKER.size + _MARKER_ID_BYTES, 0)
+            culprit, length, has_id = _MARKER.unpack_from(record)
+            if has_id:
+                culprit_id = record[_MARKER.size : _MARKER.size + length].decode("utf-8", "replace")
+        return describe_death(code, self.log), culprit, culprit_id
 
     def stop(self) -> None:
         """End the child: closing its stdin ends its loop and it exits on its own.
