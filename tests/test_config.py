@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from gradium_cli.config import KNOWN_SETTINGS
 from tests.cli_helpers import gradium, isolated_env
 
 EMMA, JACK, KENT, SYDNEY = "YTpq7expH9539ERJ", "m86j6D7UZpGzHsNu", "LFZvm12tW_z0xfGo", "jtEKaLYNn6iif5PR"
@@ -137,7 +138,7 @@ def test_set_get_list_unset_path(tmp_path: Path) -> None:
     assert unset.stderr == b"gradium: region is not set in profile default\n"
     listed = gradium(tmp_path, "config", "list").stdout.decode().splitlines()
     assert "voice\tEmma\tconfig" in listed and "api-key\t\tunset" in listed
-    assert len(listed) == 10
+    assert len(listed) == len(KNOWN_SETTINGS)  # one line per setting
     path = gradium(tmp_path, "config", "path").stdout.decode().strip()
     assert path == str(tmp_path / "config" / "config.ini")
     assert "[work]\nregion = eu" in Path(path).read_text()
@@ -200,7 +201,8 @@ def test_unknown_setting_and_bad_values(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert done.stderr == (
         b"gradium: error: unknown setting 'colour' "
-        b"(choose from api-key, base-url, region, voice, model, format, timeout, cache, cache-size, markdown)\n"
+        b"(choose from api-key, base-url, region, voice, model, format, timeout, cache, cache-size, markdown, "
+        b"offline-notice)\n"
     )
     assert gradium(tmp_path, "config", "get", "colour").returncode == 2
     assert gradium(tmp_path, "config", "set", "region", "mars").returncode == 2

@@ -172,8 +172,8 @@ def test_completion_uses_the_key_on_the_command_line(tmp_path: Path, server_fact
             assert "gsk_complete_key_1234" not in path.read_text()
 
 
-def test_no_server_configured_offers_nothing(tmp_path: Path) -> None:
-    assert complete_bash(tmp_path, "gradium say --voice Em", completion_env(tmp_path)) == []
+def test_unreachable_server_offers_nothing(tmp_path: Path) -> None:
+    # With nothing configured the offline engine's names complete (tests/test_completion.py).
     unreachable = completion_env(tmp_path, GRADIUM_BASE_URL="http://127.0.0.1:9/api/")
     assert complete_bash(tmp_path, "gradium say --voice Em", unreachable) == []
 

@@ -3,7 +3,11 @@
 Answers come from a small on-disk cache (five minutes, under the platform cache
 dir) or one REST call bounded to under a second. Completion never prints an
 error and never starts the offline engine: with no key and no base URL
-configured it offers nothing.
+configured, names come from what the offline engine would list (its catalog and
+the custom voices and dictionaries in its data dir), read locally.
+
+Values with spaces (`eSpeak Afrikaans`) come back plain; the shipped bash script
+quotes them for the command line.
 """
 
 import json
@@ -110,16 +114,54 @@ def _dictionaries(endpoint: Endpoint) -> list[Item]:
     ]
 
 
+def _offline_store(name: str) -> list[dict[str, Any]]:
+    """Records of the offline engine's store (voices.json, pronunciations.json), read without a server."""
+    from gradium_cli.backend import data_dir
+
+    try:
+        records = json.loads((data_dir() / name).read_text("utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [record for record in records.values() if isinstance(record, dict)] if isinstance(records, dict) else []
+
+
+def _offline_catalog() -> list[Item]:
+    """The offline engine's catalog voices; the eSpeak list is cached like an API answer."""
+    from gradium_cli.server.catalog import FLAGSHIP_VOICES, espeak_catalog
+
+    path = cache_dir() / "voices-offline-catalog.json"
+    items = _read_cache(path)
+    if items is None:
+        from gradium_cli.server.engine import get_engine
+
+        catalog = FLAGSHIP_VOICES + espeak_catalog(get_engine())
+        items = [(voice.name, f"{voice.language} {voice.uid}") for voice in catalog]
+        _write_cache(path, items)
+    return items
+
+
+def _offline(kind: str) -> list[Item]:
+    store = "voices.json" if kind == "voices" else "pronunciations.json"
+    own = [
+        (str(record["name"]), f"{record.get('language') or ''} {record['uid']}".strip())
+        for record in _offline_store(store)
+        if record.get("name") and record.get("uid")
+    ]
+    return own + (_offline_catalog() if kind == "voices" else [])
+
+
 def _complete(kind: str, fetch: Callable[[Endpoint], list[Item]], ctx: typer.Context, incomplete: str) -> list[Item]:
     try:
         endpoint = _endpoint(ctx)
+        items: list[Item] | None
         if endpoint is None:
-            return []
-        path = _cache_file(kind, endpoint)
-        items = _read_cache(path)
-        if items is None:
-            items = fetch(endpoint)
-            _write_cache(path, items)
+            items = _offline(kind)
+        else:
+            path = _cache_file(kind, endpoint)
+            items = _read_cache(path)
+            if items is None:
+                items = fetch(endpoint)
+                _write_cache(path, items)
     except Exception:  # completion must stay silent: a shell prompt is no place for errors
         return []
     names = [item for item in items if item[0].startswith(incomplete)]
@@ -146,6 +188,42 @@ def complete_draft(ctx: typer.Context, incomplete: str) -> list[Item]:
         return [item for item in draft_memory.alive(server) if item[0].startswith(incomplete)]
     except Exception:  # completion must stay silent
         return []
+
+
+def complete_format(incomplete: str) -> list[Item]:
+    """-F: the protocol's formats and the ones encoded here."""
+    from gradium_cli.audio.plan import LOCALLY_ENCODED
+    from gradium_cli.protocol.formats import FORMATS
+
+    formats = [(name, f"{fmt.sample_rate} Hz {fmt.container}") for name, fmt in FORMATS.items()]
+    formats += [(name, "encoded locally") for name in LOCALLY_ENCODED]
+    return [item for item in formats if item[0].startswith(incomplete)]
+
+
+def complete_setting(incomplete: str) -> list[Item]:
+    from gradium_cli.config import KNOWN_SETTINGS, SETTING_HELP
+
+    return [(name, SETTING_HELP.get(name, "")) for name in KNOWN_SETTINGS if name.startswith(incomplete)]
+
+
+SWITCH_VALUES = (("on", ""), ("off", ""))
+
+
+def complete_setting_value(ctx: typer.Context, incomplete: str) -> list[Item]:
+    """`config set NAME <TAB>`: the values NAME takes, where they are known."""
+    name = str(ctx.params.get("name") or "").strip().lower().replace("_", "-")
+    values: list[Item]
+    if name == "voice":
+        return complete_voice(ctx, incomplete)
+    if name == "format":
+        return complete_format(incomplete)
+    if name == "region":
+        values = [("eu", "Europe"), ("us", "United States")]
+    elif name in ("cache", "markdown", "offline-notice"):
+        values = list(SWITCH_VALUES)
+    else:
+        values = []
+    return [item for item in values if item[0].startswith(incomplete)]
 
 
 def clear_cache() -> None:

@@ -10,6 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from gradium_cli.cli import options as o
+from gradium_cli.cli.complete import complete_setting, complete_setting_value
 from gradium_cli.cli.runtime import guard
 from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.ui.env import get_env
@@ -26,6 +27,7 @@ NameArg = Annotated[
         help="Setting: api-key, base-url, region, voice, model, format, timeout, cache or cache-size",
         show_default=False,
         metavar="NAME",
+        autocompletion=complete_setting,
     ),
 ]
 
@@ -49,7 +51,11 @@ def set_setting(
     name: NameArg,
     value: Annotated[
         str | None,
-        typer.Argument(help="The value; for api-key omit it to type it hidden or pipe it", show_default=False),
+        typer.Argument(
+            help="The value; for api-key omit it to type it hidden or pipe it",
+            show_default=False,
+            autocompletion=complete_setting_value,
+        ),
     ] = None,
     profile: o.ProfileOpt = None,
 ) -> None:

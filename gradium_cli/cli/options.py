@@ -17,7 +17,7 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from gradium_cli.cli.complete import complete_dictionary, complete_voice
+from gradium_cli.cli.complete import complete_dictionary, complete_format, complete_voice
 
 Result = TypeVar("Result")
 
@@ -183,6 +183,7 @@ FormatOpt = Annotated[
         "-F",
         help="Output format: pcm, wav, opus, ulaw_8000, alaw_8000, pcm_16000, ... [config format, for stdout]",
         rich_help_panel=OUTPUT,
+        autocompletion=complete_format,
     ),
 ]
 TimestampsOpt = Annotated[

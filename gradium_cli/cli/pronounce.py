@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from gradium_cli.cli import options as o
+from gradium_cli.cli.complete import complete_dictionary
 from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
 from gradium_cli.cli.typer_app import plain_typer
@@ -50,7 +51,12 @@ RULE_COLUMNS = [
     Column("case_sensitive", "CASE-SENSITIVE", no_wrap=True),
 ]
 
-DictOpt = Annotated[str, typer.Argument(help="Dictionary id or name", show_default=False, metavar="DICT")]
+DictOpt = Annotated[
+    str,
+    typer.Argument(
+        help="Dictionary id or name", show_default=False, metavar="DICT", autocompletion=complete_dictionary
+    ),
+]
 RulesFormatOpt = Annotated[
     str | None, typer.Option("--format", "-F", help="csv or json (default: from the file extension)")
 ]

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from gradium_cli.cli import options as o
+from gradium_cli.cli.complete import complete_voice
 from gradium_cli.cli.design import design_app
 from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
@@ -21,6 +22,11 @@ if TYPE_CHECKING:
 
     from gradium_cli.backend import BackendOptions
     from gradium_cli.transport.rest import RestClient
+
+VoiceArg = Annotated[str, typer.Argument(help="Voice id or name", show_default=False, autocompletion=complete_voice)]
+OwnVoiceArg = Annotated[
+    str, typer.Argument(help="Your voice's id or name", show_default=False, autocompletion=complete_voice)
+]
 
 voices_app = plain_typer(
     name="voices",
@@ -147,7 +153,7 @@ async def _list(backend: "BackendOptions", mine: bool) -> list[dict[str, Any]]:
 @voices_app.command("show")
 @o.with_backend()
 def show_voice(
-    voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
+    voice: VoiceArg,
     json_out: o.JsonOpt = False,
     *,
     backend: "BackendOptions",
@@ -319,7 +325,7 @@ async def _create(
 @voices_app.command("update")
 @o.with_backend()
 def update_voice(
-    voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
+    voice: OwnVoiceArg,
     name: Annotated[str | None, typer.Option("--name", "-n", help="New name")] = None,
     description: Annotated[str | None, typer.Option("--description", "-d", help="New description")] = None,
     language: Annotated[str | None, typer.Option("--language", "-l", help="New language code")] = None,
@@ -368,7 +374,7 @@ async def _update(backend: "BackendOptions", wanted: str, changes: dict[str, Any
 @voices_app.command("delete")
 @o.with_backend()
 def delete_voice(
-    voice: Annotated[str, typer.Argument(help="Your voice's id or name", show_default=False)],
+    voice: OwnVoiceArg,
     yes: YesOpt = False,
     *,
     backend: "BackendOptions",
@@ -398,7 +404,7 @@ async def _delete(backend: "BackendOptions", wanted: str, yes: bool) -> dict[str
 @voices_app.command("preview")
 @o.with_backend()
 def preview_voice(
-    voice: Annotated[str, typer.Argument(help="Voice id or name", show_default=False)],
+    voice: VoiceArg,
     text: Annotated[
         str | None, typer.Argument(help="What to say (default: a sample sentence in the voice's language)")
     ] = None,
