@@ -291,12 +291,14 @@ def stream(
     return result
 
 
-def writer(text: str, pieces: int = 1, pause_s: float = 0.0) -> str:
+def writer(tmp_path: Path, text: str, pieces: int = 1, pause_s: float = 0.0) -> str:
     """A producer writing `text` in about `pieces` writes, each ending after a space (an idle
     pause flushes a partial word as a whole one, so writes never end inside a word)."""
+    source = tmp_path / "input.txt"  # too long for a command line
+    source.write_text(text)
     return (
         "import sys, time\n"
-        f"text = {text!r}\n"
+        f"text = open({str(source)!r}).read()\n"
         f"step = -(-len(text) // {pieces})\n"
         "start = 0\n"
         "while start < len(text):\n"
@@ -319,7 +321,7 @@ def test_stream_rolls_over_at_the_character_limit(tmp_path: Path, server_factory
     result = stream(
         tmp_path,
         server,
-        writer(text, pieces=10),
+        writer(tmp_path, text, pieces=10),
         *("-o", "s.ulaw", "--timestamps", "s.jsonl", "--json"),
         env=env_with(tmp_path, **CHARS_ONLY_ENV),
     )
@@ -347,7 +349,7 @@ def test_stream_rolls_over_before_the_session_time_limit(
     result = stream(
         tmp_path,
         server,
-        writer(text, pieces=20, pause_s=0.5),
+        writer(tmp_path, text, pieces=20, pause_s=0.5),
         *("-o", "t.ulaw", "--timestamps", "t.jsonl", "--json"),
         env=env_with(tmp_path, **SMALL_ENV),
     )
@@ -365,7 +367,7 @@ def test_stream_reconnects_after_drops_with_every_word_once(
     result = stream(
         tmp_path,
         server,
-        writer(text, pieces=8),
+        writer(tmp_path, text, pieces=8),
         *("-o", "r.ulaw", "--timestamps", "r.jsonl", "--retries", "8", "--json"),
         env=env_with(tmp_path, **CHARS_ONLY_ENV),
     )
@@ -380,7 +382,7 @@ def test_stream_failure_keeps_a_partial_file(tmp_path: Path, server_factory: Cal
     result = stream(
         tmp_path,
         server,
-        writer(prose(2000, seed=10)),
+        writer(tmp_path, prose(2000, seed=10)),
         *("-o", "p.wav", "--timestamps", "p.srt", "--retries", "0"),
         env=env_with(tmp_path),
     )
@@ -400,7 +402,7 @@ def test_stream_150k_characters_against_default_limits(tmp_path: Path, local_ser
     result = stream(
         tmp_path,
         local_server,
-        writer(text, pieces=50),
+        writer(tmp_path, text, pieces=50),
         *("-o", "long.ulaw", "--timestamps", "long.jsonl", "--speed", "2", "--json"),
         env=env_with(tmp_path),
     )
