@@ -28,7 +28,7 @@ LINES = [
 
 
 def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
-    return isolated_env(tmp_path, GRADIUM_CACHE_DIR=str(tmp_path / "cache"), **extra)
+    return isolated_env(tmp_path, **{"GRADIUM_CACHE_DIR": str(tmp_path / "cache"), **extra})
 
 
 def run(tmp_path: Path, *args: str, **extra: str) -> Any:
@@ -72,9 +72,11 @@ def test_dry_run_shows_the_cost_and_outputs_and_sends_nothing(tmp_path: Path, se
     assert not (tmp_path / "out").exists()
     assert usage(server.base_url)["sessions"] == 0
 
-    plain = run(tmp_path, "batch", "m.txt", "-d", "out", "--dry-run", "--base-url", server.base_url)
+    plain = run(tmp_path, "batch", "m.txt", "-d", "out", "--dry-run", "--base-url", server.base_url,
+                "--concat", "book.mp3")  # fmt: skip
     text = plain.stdout.decode()
     assert "out/0002.wav" in text and f"{sum(map(len, LINES))} characters" in text and "nothing sent" in text
+    assert "then joined into book.mp3 (cue sheet book.cue)" in text and not (tmp_path / "book.mp3").exists()
 
     # Once made, the plan says which items a run would skip.
     made = run(tmp_path, "batch", "m.txt", "-d", "out", "--base-url", server.base_url)
@@ -272,6 +274,12 @@ def test_checks_flag_exactly_the_broken_items_and_redo_flagged_redoes_only_them(
         assert err.count("gradium: flagged: m.txt:") == 3 and "m.txt:4 (out/0004.wav): words without" in err
         assert len(server.requests) == 6
         kept = {name: (tmp_path / "out" / name).read_bytes() for name in ("0001.wav", "0005.wav", "0006.wav")}
+
+        # A plain rerun makes nothing and still names the flagged items.
+        rerun = run(tmp_path, *args)
+        assert rerun.returncode == 0 and len(server.requests) == 6
+        assert rerun.stderr.decode().count("gradium: flagged: m.txt:") == 3
+        assert {i for i, row in items(rerun).items() if row["flags"]} == {2, 3, 4}
 
         # Only the three flagged items again, past the cache that holds all six.
         redo = run(tmp_path, *args, "--redo-flagged")
@@ -518,3 +526,16 @@ def test_cue_sheet_titles_cannot_break_its_lines() -> None:
         '    TITLE "B"',
         "    INDEX 01 01:01:37",
     ]
+
+
+def test_an_unusable_cache_dir_never_fails_a_synthesis(tmp_path: Path, server_factory: Any) -> None:
+    server = server_factory()
+    (tmp_path / "not-a-dir").write_text("a file where the cache dir should be")
+    for _ in range(2):
+        result = run(tmp_path, "say", "Still spoken.", "-o", "a.wav", "--force", "--cache", "--json",
+                     "--base-url", server.base_url, GRADIUM_CACHE_DIR=str(tmp_path / "not-a-dir"))  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["cached"] is False and "Traceback" not in result.stderr.decode()
+    assert usage(server.base_url)["consumed_credits"] == 2 * len("Still spoken.")
+    info = run(tmp_path, "cache", "info", "--json", GRADIUM_CACHE_DIR=str(tmp_path / "not-a-dir"))
+    assert info.returncode == 0 and json.loads(info.stdout)["entries"] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from gradium_cli.batch.estimate import credits, predicted_duration_s, speed_of
@@ -70,11 +71,14 @@ def plan(manifest: Manifest, defaults: Defaults, shard: Shard, env: Env) -> Plan
     return result
 
 
-def report(result: Plan, manifest_name: str, env: Env, json_out: bool) -> None:
+def report(result: Plan, manifest_name: str, env: Env, json_out: bool, joined: Path | None = None) -> None:
+    """The plan on stdout; `joined` is --concat's file, made once every item is done."""
     for bad in result.malformed:
         print(f"gradium: error: {manifest_name}:{bad.line}: {bad.message}", file=env.stderr, flush=True)
     if json_out:
         body = {"items": result.items, "malformed": [vars(bad) for bad in result.malformed], "totals": result.totals()}
+        if joined is not None:
+            body["concat"] = {"output": str(joined), "cue_sheet": str(joined.with_suffix(".cue"))}
         env.stdout.write((json.dumps(body, ensure_ascii=False) + "\n").encode("utf-8"))
         env.stdout.flush()
         return
@@ -89,5 +93,7 @@ def report(result: Plan, manifest_name: str, env: Env, json_out: bool) -> None:
         f"({totals['credits']} credits), about {totals['estimated_audio_s']:.1f} s of audio; "
         f"{totals['already_done']} already done; {totals['malformed']} malformed; nothing sent"
     )
+    if joined is not None:
+        lines.append(f"then joined into {joined} (cue sheet {joined.with_suffix('.cue')})")
     env.stdout.write(("\n".join(lines) + "\n").encode("utf-8", "replace"))
     env.stdout.flush()

@@ -546,7 +546,8 @@ def _dry_run(manifest: Manifest, request: BatchRequest, shard: Shard, selected: 
 
     env = get_env()
     result = dryrun.plan(manifest, request.defaults, shard, env)
-    dryrun.report(result, manifest.name, env, request.json_out)
+    joined = request.concat.output if request.concat is not None else None
+    dryrun.report(result, manifest.name, env, request.json_out, joined)
     if result.malformed:
         count = len(result.malformed)
         raise UsageError(
