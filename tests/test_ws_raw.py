@@ -34,6 +34,7 @@ from gradium_cli.console import commands as c
 from gradium_cli.console.checker import Checker
 from gradium_cli.console.core import read_frame_file
 from gradium_cli.console.display import describe_received, describe_sent, pretty
+from gradium_cli.console.mockmatch import Follower
 from gradium_cli.console.recorder import diff_replies, load_recording
 from gradium_cli.errors import UsageError
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
@@ -482,11 +483,14 @@ def test_bad_usage_exits_2(tmp_path: Path, local_server: RunningServer) -> None:
     for args, message in [
         (["-H", "no colon"], "gradium: error: bad header 'no colon' (use -H 'name: value')"),
         (["--url", "ws://x/", "--path", "y"], "gradium: error: give --url or --path, not both"),
-        (["--fast"], "gradium: error: --fast and --timing apply to --replay"),
+        (["--fast"], "gradium: error: --fast and --timing apply to --replay and --mock"),
         (["--listen", "0", "-x", "Hi"], "gradium: error: --listen runs a proxy"),
-        (["--timing", "fast"], "gradium: error: --fast and --timing apply to --replay"),
+        (["--timing", "fast"], "gradium: error: --fast and --timing apply to --replay and --mock"),
         (["--replay", "r.jsonl", "--fast", "--timing", "original"], "gradium: error: --fast and --timing original"),
         (["--listen", "0", "--reconnect"], "gradium: error: --reconnect applies to a console session"),
+        (["--mock", "r.jsonl", "--url", "ws://x/"], "gradium: error: --mock serves the recording itself"),
+        (["--mock", "r.jsonl", "--record", "x.jsonl"], "gradium: error: --mock serves the recording itself"),
+        (["--port", "9000"], "gradium: error: --port applies to --mock"),
     ]:
         result = ws_raw(tmp_path, *base, *args)
         assert result.returncode == 2 and result.stderr.decode().startswith(message), result.stderr
@@ -1101,3 +1105,139 @@ def test_timed_replay_keeps_the_recorded_gaps(tmp_path: Path) -> None:
             assert all(abs(r["t"] - t) < 0.05 for r, (t, _) in zip(replayed, sends, strict=True)), replayed
         else:  # fast: no pauses at all
             assert replayed[-1]["t"] < slack, replayed
+
+
+# ---------------------------------------------------------------------- --mock
+
+
+def _recorded(*events: tuple[str, float, str]) -> list[dict[str, Any]]:
+    return [{"event": e, "t": t, "frame": frame} for e, t, frame in events]
+
+
+def test_mock_matching_rule() -> None:
+    setup = '{"type":"setup","output_format":"pcm","voice_id":"' + EMMA + '","client_req_id":"rec-1"}'
+    events = _recorded(
+        ("send", 0.01, setup),
+        ("recv", 0.02, '{"type":"ready","request_id":"a","client_req_id":"rec-1"}'),
+        ("send", 0.03, '{"type":"text","text":"Hello there. ","client_req_id":"rec-1"}'),
+        ("recv", 0.04, '{"type":"audio","audio":"AAAA","client_req_id":"rec-1"}'),
+        ("send", 0.05, '{"type":"text","text":"How are you?","client_req_id":"rec-1"}'),
+        ("send", 0.06, '{"type":"end_of_stream","client_req_id":"rec-1"}'),
+        ("recv", 0.07, '{"type":"end_of_stream","client_req_id":"rec-1"}'),
+    )
+    # Another client: other key order, spacing, escapes and id, the text in one frame and no spaces kept.
+    follower = Follower(events)
+    assert follower.due() == []
+    sdk_setup = {"voice_id": EMMA, "output_format": "pcm", "model_name": "default", "type": "setup"}
+    assert follower.feed(json.dumps({**sdk_setup, "client_req_id": "mine"})) is None
+    [(ready, after)] = follower.due()
+    assert json.loads(ready["frame"])["client_req_id"] == "mine" and after == 0.01
+    assert follower.feed('{"type": "text", "text": "Hello there.", "client_req_id": "mine"}') is None
+    [(audio, after)] = follower.due()
+    assert audio["frame"] == '{"type": "audio", "audio": "AAAA", "client_req_id": "mine"}' and after == 0.03
+    assert follower.feed('{"type":"text","text":"How\\u0020are you?"}') is None
+    assert follower.due() == []
+    assert follower.feed('{"type":"end_of_stream"}') is None
+    assert [json.loads(e["frame"])["type"] for e, _ in follower.due()] == ["end_of_stream"]
+    assert follower.finished
+    assert follower.feed('{"type":"text","text":"more"}') == (
+        "client frame #5 (text) comes after the recording's last client frame"
+    )
+
+    def departs(*frames: str) -> str | None:
+        follower = Follower(events)
+        for frame in frames:
+            follower.due()
+            if (why := follower.feed(frame)) is not None:
+                return why
+        return None
+
+    assert departs('{"type":"setup","output_format":"wav","voice_id":"' + EMMA + '"}') == (
+        'client frame #1 (setup) differs from the recording: output_format "wav", recorded "pcm"'
+    )
+    assert departs('{"type":"setup","output_format":"pcm"}') == (
+        f'client frame #1 (setup) differs from the recording: voice_id missing (recorded "{EMMA}")'
+    )
+    assert departs(setup, '{"type":"end_of_stream"}') == (
+        "client frame #2 is end_of_stream, but the recorded text goes on: 'Hellothere.Howareyou?' (whitespace ignored)"
+    )
+    assert departs(setup, '{"type":"text","text":"Hello there, how"}') == (
+        "client frame #2: text differs at character 11 (whitespace ignored): "
+        "recorded 'Hellothere.Howareyou?', got 'Hellothere,how'"
+    )
+    assert departs(setup, '{"type":"text","text":"Hello there. How are you? And"}') == (
+        "client frame #2: text goes on past the recorded text ('…Howareyou?And' after it)"
+    )
+    assert departs(setup, '{"type":"text","text":"Hello"}', '{"type":"text","text":" there. How are you?"}') is None
+    assert departs("{nope") == "client frame #1 is non-JSON frame; the recording has setup here"
+    assert departs(b"\x00") == "client frame #1 is binary frame; the recording has setup here"
+    binary = [{"event": "send", "t": 0.0, "binary": base64.b64encode(b"\x01\x02").decode()}]
+    assert Follower(binary).feed(b"\x01\x02") is None
+    assert Follower(binary).feed(b"\x01\x03") == "client frame #1: binary frame of 2 B differs from the recorded one"
+
+
+MOCK_TEXT = "Hello from the recording. It has two sentences."
+
+
+@pytest.fixture()
+def mock_server(tmp_path: Path, local_server: RunningServer) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    """`ws-raw --mock` of a session recorded against `gradium serve`."""
+    script = f"/setup output_format=pcm\n{MOCK_TEXT}\n/eos\n"
+    recorded = ws_raw(tmp_path, "--base-url", local_server.base_url, "--record", "s.jsonl", input=script)
+    assert recorded.returncode == 0, recorded.stderr
+    proc = subprocess.Popen(
+        [gradium_exe(), "ws-raw", "--mock", "s.jsonl"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline().decode()
+    match = re.search(r"mock listening on ws://127\.0\.0\.1:(\d+) with 1 recorded connection ", first)
+    assert match, first + proc.stderr.read().decode() if proc.stderr and proc.poll() is not None else first
+    try:
+        yield proc, int(match.group(1))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+
+def test_mock_serves_the_sdk_and_say_the_recorded_audio(
+    tmp_path: Path, mock_server: tuple[subprocess.Popen[bytes], int]
+) -> None:
+    proc, port = mock_server
+    [session] = load_recording(tmp_path / "s.jsonl")
+    recorded = b"".join(
+        base64.b64decode(obj["audio"])
+        for e in session.events
+        if e["event"] == "recv" and (obj := json.loads(e["frame"]))["type"] == "audio"
+    )
+    assert len(recorded) > 48000  # more than half a second of speech
+    client = GradiumClient(base_url=f"http://127.0.0.1:{port}/api/", api_key="gsk_mock_any")
+    result = asyncio.run(asyncio.wait_for(client.tts({"output_format": "pcm"}, MOCK_TEXT), 60))
+    assert result.raw_data == recorded
+    assert [t.text for t in result.text_with_timestamps] == MOCK_TEXT.split()
+    said = gradium(tmp_path, "say", "--base-url", f"http://127.0.0.1:{port}/api/", "-o", "say.pcm", MOCK_TEXT)
+    assert said.returncode == 0, said.stderr
+    assert (tmp_path / "say.pcm").read_bytes() == recorded
+    # A client that departs: the error frame says where and how.
+    departing = ws_raw(
+        tmp_path,
+        "--url",
+        f"ws://127.0.0.1:{port}/api/speech/tts",
+        input="/setup output_format=pcm\nHello world.\n/eos\n",
+    )
+    assert departing.returncode == 5, departing.stdout + departing.stderr  # an error frame with code 1008
+    assert (
+        "error 1008: ws-raw mock: client frame #2: text differs at character 6 (whitespace ignored): "
+        "recorded 'Hellofromtherecording.Ithastwosentences.', got 'Helloworld.'"
+    ) in texts(departing, "←")
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=30)
+    log = stdout.decode()
+    assert "#3 ! " in log and "departs from the recording: client frame #2: text differs at character 6" in log
+    assert log.splitlines()[-1].endswith("mock stopped after 3 connections")
+    assert proc.returncode == 1
+    assert stderr.decode().startswith("gradium: error: a client departed from the recording: client frame #2")

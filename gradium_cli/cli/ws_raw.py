@@ -23,6 +23,7 @@ CONNECTION = "Connection"
 SESSION = "Session"
 RECORDING = "Recording"
 PROXY = "Proxy"
+MOCK = "Mock server"
 
 
 @o.with_backend()
@@ -186,6 +187,26 @@ def ws_raw(
             rich_help_panel=RECORDING,
         ),
     ] = False,
+    mock: Annotated[
+        Path | None,
+        typer.Option(
+            "--mock",
+            metavar="FILE",
+            help="Serve the recording FILE as a WebSocket server: recorded client frames get the recorded replies",
+            rich_help_panel=MOCK,
+        ),
+    ] = None,
+    port: Annotated[
+        int,
+        typer.Option(
+            "--port",
+            metavar="N",
+            help="Port the --mock server listens on (0 picks one)",
+            min=0,
+            max=65535,
+            rich_help_panel=MOCK,
+        ),
+    ] = 0,
     listen: Annotated[
         int | None,
         typer.Option(
@@ -201,7 +222,10 @@ def ws_raw(
         str, typer.Option("--host", metavar="HOST", help="Address the proxy listens on", rich_help_panel=PROXY)
     ] = "127.0.0.1",
     once: Annotated[
-        bool, typer.Option("--once", help="Stop the proxy after its first connection ends", rich_help_panel=PROXY)
+        bool,
+        typer.Option(
+            "--once", help="Stop the proxy (or --mock) after its first connection ends", rich_help_panel=PROXY
+        ),
     ] = False,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
@@ -253,6 +277,8 @@ def ws_raw(
         fast=fast or timing is Timing.fast,
         timing=timing.value if timing else None,
         listen=listen,
+        mock=mock,
+        port=port,
         host=host,
         once=once,
     )

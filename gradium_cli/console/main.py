@@ -32,6 +32,8 @@ class WsRawRequest:
     fast: bool = False
     timing: str | None = None  # --timing as given (original or fast)
     listen: int | None = None
+    mock: Path | None = None
+    port: int = 0
     host: str = "127.0.0.1"
     once: bool = False
 
@@ -41,14 +43,30 @@ def _check_combinations(request: WsRawRequest) -> None:
         raise UsageError("--listen runs a proxy: it takes no --execute, --replay or --setup")
     if request.replay is not None and (request.execute or request.setup):
         raise UsageError("--replay sends the recorded frames: it takes no --execute or --setup")
-    if (request.fast or request.timing) and request.replay is None:
-        raise UsageError("--fast and --timing apply to --replay")
+    if request.mock is not None and (
+        request.listen is not None
+        or request.replay is not None
+        or request.execute
+        or request.setup
+        or request.url
+        or request.path
+        or request.console.record
+        or request.console.reconnect
+    ):
+        raise UsageError(
+            "--mock serves the recording itself: it takes no --listen, --replay, --execute, --setup, --url, "
+            "--path, --record or --reconnect"
+        )
+    if request.port and request.mock is None:
+        raise UsageError("--port applies to --mock", hint="the proxy takes its port as --listen PORT")
+    if (request.fast or request.timing) and request.replay is None and request.mock is None:
+        raise UsageError("--fast and --timing apply to --replay and --mock")
     if request.timing == "original" and request.fast:
         raise UsageError("--fast and --timing original contradict each other")
     if request.console.reconnect and (request.listen is not None or request.replay is not None):
         raise UsageError("--reconnect applies to a console session, not to --listen or --replay")
-    if request.once and request.listen is None:
-        raise UsageError("--once applies to --listen")
+    if request.once and request.listen is None and request.mock is None:
+        raise UsageError("--once applies to --listen and --mock")
 
 
 async def ws_raw_main(request: WsRawRequest) -> None:
@@ -56,6 +74,16 @@ async def ws_raw_main(request: WsRawRequest) -> None:
     _check_combinations(request)
     options = request.console
     options.setup = setup_from_option(request.setup) if request.setup else None
+    if request.mock is not None:
+        from gradium_cli.console.mock import run_mock
+
+        display = Display(env, options.pretty, options.json_lines)
+        error = await run_mock(
+            load_recording(request.mock), request.host, request.port, display, request.fast, request.once
+        )
+        if error is not None:
+            raise error
+        return
     sessions = load_recording(request.replay) if request.replay is not None else None
     extra = parse_headers(request.headers)
     subprotocols = _subprotocols(request.subprotocols, extra)
