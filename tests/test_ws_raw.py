@@ -1241,3 +1241,45 @@ def test_mock_serves_the_sdk_and_say_the_recorded_audio(
     assert log.splitlines()[-1].endswith("mock stopped after 3 connections")
     assert proc.returncode == 1
     assert stderr.decode().startswith("gradium: error: a client departed from the recording: client frame #2")
+
+
+def _mock(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    proc = subprocess.Popen(
+        [gradium_exe(), "ws-raw", "--mock", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None
+    first = proc.stdout.readline().decode()
+    match = re.search(r"mock listening on ws://127\.0\.0\.1:(\d+) ", first)
+    if not match:
+        proc.kill()
+        raise AssertionError(first + proc.communicate()[1].decode())
+    return proc, int(match.group(1))
+
+
+def test_mock_keeps_the_recorded_gaps_or_none(tmp_path: Path) -> None:
+    events = [
+        {"event": "start", "version": 1, "url": "ws://x/", "headers": {}},
+        *_recorded(
+            ("send", 0.01, '{"type":"setup","output_format":"pcm"}'),
+            ("recv", 0.02, '{"type":"ready","request_id":"x"}'),
+            ("send", 0.03, '{"type":"text","text":"Hi."}'),
+            ("recv", 0.33, audio_frame(960, 0.0)),
+            ("send", 0.35, '{"type":"end_of_stream"}'),
+            ("recv", 0.55, '{"type":"end_of_stream"}'),
+        ),
+        {"event": "close", "t": 0.56, "code": 1000, "reason": "", "by": "server"},
+    ]
+    (tmp_path / "gaps.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    for timing, gaps in (("original", (300, 200)), ("fast", (0, 0))):
+        proc, port = _mock(tmp_path, "gaps.jsonl", "--timing", timing, "--once")
+        result = ws_raw(tmp_path, "--url", f"ws://127.0.0.1:{port}/", input="/setup output_format=pcm\nHi.\n/eos\n")
+        proc.communicate(timeout=30)
+        assert result.returncode == 0 and proc.returncode == 0, result.stdout + result.stderr
+        at = {t.split(" ")[0]: ms for a, ms, t in _timed(result) if a == "←"}
+        sent_text = next(ms for a, ms, t in _timed(result) if a == "→" and t.startswith("text"))
+        got = (at["audio"] - sent_text, at["end_of_stream"] - at["audio"])
+        assert all(abs(g - want) < 50 for g, want in zip(got, gaps, strict=True)), (timing, got)

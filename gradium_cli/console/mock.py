@@ -29,6 +29,7 @@ from gradium_cli.console.display import Display
 from gradium_cli.console.mockmatch import Follower
 from gradium_cli.console.recorder import Session
 from gradium_cli.errors import GradiumError, NetworkError
+from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
 
 DEPARTED_CODE = 1008
 MAX_GAP_S = 60.0  # longest pause the mock keeps from a recording (a broken `t` must not hang it)
@@ -132,7 +133,7 @@ async def run_mock(
                 stop.set()
 
     try:
-        server = await serve(handler, host, port, max_size=None, compression=None, ping_interval=None)
+        server = await serve(handler, host, port, max_size=MAX_FRAME_BYTES, compression=None, ping_interval=None)
     except OSError as exc:
         raise NetworkError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port"
