@@ -1,0 +1,743 @@
+"""The contract suite: the real CLI commands against `gradium serve` with every documented limit shrunk.
+
+Each limit of the README's "Offline server" section (and each limit field of ServerOptions) is a
+row of LIMITS: its name, the ServerOptions field, the README phrase that documents it, the small
+value the test server gets, and the commands it applies to. Every (row, command) pair has one
+contract check, registered with @contract, that crosses the limit from the client's side: inputs
+just below, at and just above it, asserting exit codes, the exact one-line error, decoded audio
+durations and timestamps. Meta-tests fail when a limit is documented or added to ServerOptions
+without a row, or a row has a command with no check.
+
+One server per row (module-scoped, started on first use). Commands run in-process through
+Typer's runner where a real process adds nothing; `stream` (which reads stdin's descriptor) and
+the idle `ws-raw` (which must sit connected with stdin open) run as real processes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+from websockets.sync.client import connect
+
+from gradium_cli.cli.app import app
+from gradium_cli.cli.voices import check_sample, multipart_parts
+from gradium_cli.protocol.text import MAX_CHARS_PER_REQUEST
+from gradium_cli.server.app import RunningServer, start_in_thread
+from gradium_cli.server.drafts import CREDITS_PER_SAMPLE
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerOptions
+from tests.cli_helpers import gradium, isolated_env
+from tests.servers import REPO, gradium_exe
+
+ULAW_RATE = 8000  # bytes per second of a raw .ulaw file
+CHUNK_S = 0.08  # the protocol's audio chunk
+EMMA = "YTpq7expH9539ERJ"
+
+
+@dataclass(frozen=True)
+class Limit:
+    name: str
+    field: str  # the ServerOptions field that sets it
+    readme: str  # the phrase in the README's "Offline server" section that documents it
+    shrunk: dict[str, Any]  # ServerOptions for this row's test server
+    commands: tuple[str, ...]
+
+
+LIMITS: tuple[Limit, ...] = (
+    Limit("characters per request", "max_text_chars", "100,000 characters per request",
+          {"max_text_chars": 60}, ("say", "stream", "batch")),
+    Limit("client request size", "max_text_chars", "100,000 characters per request",
+          {"max_text_chars": MAX_CHARS_PER_REQUEST}, ("say",)),
+    Limit("requests per socket", "max_requests_per_socket", "64 requests per socket",
+          {"max_requests_per_socket": 2}, ("say", "batch", "ws-raw")),
+    Limit("message bytes", "max_message_bytes", "1 MiB per message",
+          {"max_message_bytes": 300}, ("ws-raw",)),
+    Limit("transport frame cut", "max_message_bytes", "frames past 2 MiB",
+          {"max_message_bytes": 300}, ("ws-raw",)),
+    Limit("connections", "max_connections", "256 connections at once",
+          {"max_connections": 2}, ("say",)),
+    Limit("idle timeout", "idle_timeout_s", "5 minutes without a frame",
+          {"idle_timeout_s": 1.0}, ("ws-raw",)),
+    Limit("upload bytes", "max_upload_bytes", "above 20 MiB",
+          {}, ("voices",)),  # the exact multipart size of the sample (servers)
+    Limit("body bytes", "max_message_bytes", "any other body above 1 MiB",
+          {"max_message_bytes": 300}, ("voices",)),
+    Limit("header timeout", "header_timeout_s", "within 10 s",
+          {"header_timeout_s": 0.6}, ("voices",)),
+    Limit("connections mid-headers", "max_pending_headers", "at most 64 connections may be mid-headers",
+          {"max_pending_headers": 2}, ("voices",)),
+    Limit("draft lifetime", "draft_ttl_s", "expire after 24 hours",
+          {"draft_ttl_s": 1.5, "draft_ready_s": 0.0}, ("voices",)),
+    Limit("live drafts", "max_live_drafts", "at most 500 drafts live at once",
+          {"max_live_drafts": 2, "draft_ready_s": 0.0}, ("voices",)),
+    Limit("credits", "allocated_credits", "drafts cost 1000 credits each (the server allots 1,000,000 credits)",
+          {"allocated_credits": 2 * CREDITS_PER_SAMPLE, "draft_ready_s": 0.0}, ("voices",)),
+)  # fmt: skip
+
+# ServerOptions fields that are settings, not limits (each says why).
+NOT_LIMITS = {
+    "data_dir": "where data lives",
+    "api_key": "which key is accepted",
+    "realtime": "pacing for tests of clients",
+    "latency_ms": "added latency for tests of clients",
+    "json_logs": "log format",
+    "quiet": "log volume",
+    "workers": "engine processes",
+    "allowed_origins": "browser pages allowed (test_serve_attacks.py)",
+    "drop_after_chunks": "fault injection",
+    "drop_probability": "fault injection",
+    "fault_seed": "fault injection",
+    "draft_ready_s": "how long a draft takes to be ready (a delay, not a bound)",
+}
+
+# Quantities in the README's server section that are not server limits.
+NOT_LIMIT_QUANTITIES = {
+    "80 ms",  # chunk size
+    "5 words",  # audio lag (protocol fidelity, tests/test_timeliness.py)
+    "1s",  # the break tag's example
+}
+
+
+# ---------------------------------------------------------------- running the CLI
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_line(self) -> str:
+        lines = self.stderr.splitlines()
+        assert len(lines) == 1, self.stderr
+        return lines[0]
+
+
+def cli_env(server: RunningServer, tmp: Path) -> dict[str, str]:
+    return isolated_env(tmp, GRADIUM_BASE_URL=server.base_url, GRADIUM_API_KEY="contract-key")
+
+
+def cli(server: RunningServer, tmp: Path, *args: str) -> Run:
+    """The real command in this process (Typer's runner): what a user runs, without a start-up."""
+    env: dict[str, str | None] = {k: None for k in __import__("os").environ if k.startswith("GRADIUM_")}
+    env.update(cli_env(server, tmp))
+    result = CliRunner().invoke(app, list(args), env=env)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Run(result.exit_code, result.stdout, result.stderr)
+
+
+def process(server: RunningServer, tmp: Path, *args: str, input: bytes) -> Run:
+    done = gradium(tmp, *args, input=input, env=cli_env(server, tmp))
+    return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
+
+
+def ulaw_seconds(path: Path) -> float:
+    return path.stat().st_size / ULAW_RATE
+
+
+def words(path: Path) -> list[dict[str, Any]]:
+    loaded: list[dict[str, Any]] = json.loads(path.read_text())
+    return loaded
+
+
+def assert_spoken(audio: Path, stamps: Path, text: str) -> None:
+    """Every input word has one timestamp, in order, and the audio ends with the last word."""
+    got = words(stamps)
+    assert [w["text"] for w in got] == text.split()
+    starts = [w["start_s"] for w in got]
+    assert starts == sorted(starts)
+    # The last chunk is padded to 80 ms, and eSpeak ends a sentence with a short pause.
+    assert 0 <= ulaw_seconds(audio) - got[-1]["stop_s"] <= 2 * CHUNK_S, (ulaw_seconds(audio), got[-1])
+
+
+def sentence_text(chars: int) -> str:
+    """Exactly `chars` characters of prose, words of varied length, one sentence."""
+    base = "Quiet rivers carry old songs past sleeping towns and bright fields "
+    body = (base * (chars // len(base) + 1))[: chars - 1].rstrip()
+    body += "x" * (chars - 1 - len(body))
+    return body + "."
+
+
+def prose(chars: int) -> str:
+    """Exactly `chars` characters of sentences of about 60 characters (the client cuts between them)."""
+    sentence = "Quiet rivers carry old songs past sleeping towns at night. "
+    text = (sentence * (chars // len(sentence) + 2))[:chars]
+    return text[:-1] + "." if not text.endswith(" ") else text[:-2] + "a."
+
+
+# ---------------------------------------------------------------- servers, one per row
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Limit], RunningServer]]:
+    started: dict[str, RunningServer] = {}
+
+    def get(row: Limit) -> RunningServer:
+        if row.name not in started:
+            options = {"data_dir": tmp_path_factory.mktemp("contract"), "quiet": True, **row.shrunk}
+            if row.name == "upload bytes":
+                sample = sample_wav(tmp_path_factory.mktemp("sample") / "sample.wav")
+                options["max_upload_bytes"] = upload_body_bytes(sample, UPLOAD_NAME)
+            started[row.name] = start_in_thread(ServerOptions(**options))
+        return started[row.name]
+
+    yield get
+    for server in started.values():
+        server.stop()
+
+
+Check = Callable[[RunningServer, Path], None]
+CHECKS: dict[tuple[str, str], Check] = {}
+
+
+def contract(row: str, command: str) -> Callable[[Check], Check]:
+    def register(check: Check) -> Check:
+        CHECKS[(row, command)] = check
+        return check
+
+    return register
+
+
+def row_named(name: str) -> Limit:
+    return next(row for row in LIMITS if row.name == name)
+
+
+# Checks that wait on another issue's fix: expected to fail, strictly, so that they flip when it lands.
+PENDING: dict[tuple[str, str], str] = {
+    ("requests per socket", "say"): (
+        "issue 15: say sends every request on one socket; it must move to a fresh one before the cap"
+    ),
+}
+
+PAIRS = [(row.name, command) for row in LIMITS for command in row.commands]
+
+
+@pytest.mark.parametrize(
+    ("row_name", "command"),
+    [
+        pytest.param(r, c, marks=[pytest.mark.xfail(strict=True, reason=PENDING[(r, c)])] if (r, c) in PENDING else [])
+        for r, c in PAIRS
+    ],
+    ids=[f"{r}-{c}" for r, c in PAIRS],
+)
+def test_contract(row_name: str, command: str, servers: Callable[[Limit], RunningServer], tmp_path: Path) -> None:
+    CHECKS[(row_name, command)](servers(row_named(row_name)), tmp_path)
+
+
+# ---------------------------------------------------------------- meta: the table is complete
+
+
+def readme_server_section() -> str:
+    readme = (REPO / "README.md").read_text()
+    start = readme.index("## Offline server (`gradium serve`)")
+    return readme[start : readme.index("\n## ", start + 1)]
+
+
+def test_every_server_option_is_a_limit_with_a_row_or_a_named_setting() -> None:
+    names = {f.name for f in fields(ServerOptions)}
+    limited = {row.field for row in LIMITS}
+    assert limited <= names, f"rows name fields ServerOptions lacks: {limited - names}"
+    unclassified = names - limited - set(NOT_LIMITS)
+    assert not unclassified, f"ServerOptions fields with no contract row (add a row to LIMITS): {unclassified}"
+    assert not (limited & set(NOT_LIMITS))
+
+
+def test_every_documented_limit_has_a_row() -> None:
+    section = " ".join(readme_server_section().split())
+    phrases = [" ".join(row.readme.split()) for row in LIMITS]
+    for phrase in phrases:
+        assert phrase in section, f"README no longer says {phrase!r}"
+    # Every quantity the section states (a number and its unit) is a row's or a named non-limit.
+    for match in re.finditer(r"(?<![\w-])(\d[\d,.]*)\s?(MiB|KiB|GiB|MB|bytes|characters|requests|connections|"
+                             r"minutes|seconds|hours|ms|s|words|drafts|credits)\b", section):  # fmt: skip
+        quantity = match.group(0)
+        covered = any(quantity in phrase for phrase in phrases)
+        assert covered or quantity in NOT_LIMIT_QUANTITIES, f"README limit {quantity!r} has no contract row"
+    # Every serve option that sets a limit (`--max-...`, `--...-timeout`, `--...-ttl`) has a row.
+    for option in set(re.findall(r"`(--[a-z-]+)", section)):
+        if re.search(r"max|timeout|ttl|limit", option):
+            field_name = option.removeprefix("--").replace("-", "_").replace("ttl", "ttl_s")
+            field_name = field_name + "_s" if field_name.endswith("timeout") else field_name
+            assert field_name in {row.field for row in LIMITS}, f"{option} has no contract row"
+
+
+def test_every_row_and_command_has_a_check() -> None:
+    assert set(CHECKS) == set(PAIRS), (set(PAIRS) - set(CHECKS), set(CHECKS) - set(PAIRS))
+    assert set(PENDING) <= set(PAIRS)
+    for row in LIMITS:
+        assert row.commands and set(row.commands) <= {"say", "stream", "batch", "voices", "ws-raw"}
+
+
+# ---------------------------------------------------------------- characters per request
+
+
+@contract("characters per request", "say")
+def _say_chars(server: RunningServer, tmp: Path) -> None:
+    for chars in (59, 60):
+        text = sentence_text(chars)
+        run = cli(
+            server, tmp, "say", text, "-o", str(tmp / f"{chars}.ulaw"), "--timestamps", str(tmp / f"{chars}.json")
+        )
+        assert run.code == 0, run.stderr
+        assert_spoken(tmp / f"{chars}.ulaw", tmp / f"{chars}.json", text)
+    sessions = usage(server).sessions
+    run = cli(server, tmp, "say", sentence_text(61), "-o", str(tmp / "61.ulaw"))
+    assert run.code == 5
+    assert run.error_line == (
+        "gradium: error: server refused the request: text too long: at most 60 characters per request (1008)"
+    )
+    assert usage(server).sessions == sessions + 1  # a refusal retrying cannot fix is not retried
+    assert not list(tmp.glob("61*"))
+
+
+@contract("characters per request", "stream")
+def _stream_chars(server: RunningServer, tmp: Path) -> None:
+    for chars in (59, 60):
+        text = sentence_text(chars)
+        out, stamps = tmp / f"{chars}.ulaw", tmp / f"{chars}.json"
+        run = process(server, tmp, "stream", "-o", str(out), "--timestamps", str(stamps), input=text.encode() + b"\n")
+        assert run.code == 0, run.stderr
+        assert_spoken(out, stamps, text)
+    run = process(server, tmp, "stream", "-o", str(tmp / "61.ulaw"), input=sentence_text(61).encode() + b"\n")
+    assert run.code == 5, run.stderr
+    assert run.stderr.splitlines()[-1] == (
+        "gradium: error: server refused the request: text too long: at most 60 characters per request (1008)"
+    )
+
+
+@contract("characters per request", "batch")
+def _batch_chars(server: RunningServer, tmp: Path) -> None:
+    texts = [sentence_text(59), sentence_text(60), sentence_text(61)]
+    manifest = tmp / "lines.txt"
+    manifest.write_text("\n".join(texts) + "\n")
+    out = tmp / "out"
+    run = cli(server, tmp, "batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--timestamps", "json")
+    assert run.code == 1  # some items failed
+    assert sorted(p.name for p in out.glob("*.ulaw")) == ["0001.ulaw", "0002.ulaw"]
+    for index, text in enumerate(texts[:2], 1):
+        assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
+    errors = [line for line in run.stderr.splitlines() if line.startswith("gradium: error:")]
+    assert errors == [
+        f"gradium: error: {manifest}:3 ({out / '0003.ulaw'}): server refused the request: "
+        "text too long: at most 60 characters per request (1008)"
+    ]
+
+
+# ---------------------------------------------------------------- the client's own request size
+
+
+@contract("client request size", "say")
+def _say_client_cut(server: RunningServer, tmp: Path) -> None:
+    """With the server's limit at the client's request size, say cuts longer text into requests."""
+    for chars in (MAX_CHARS_PER_REQUEST, MAX_CHARS_PER_REQUEST + 1):
+        text = prose(chars)
+        assert len(text) == chars
+        out, stamps = tmp / f"{chars}.ulaw", tmp / f"{chars}.json"
+        run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), "--speed", "2")
+        assert run.code == 0, run.stderr
+        assert_spoken(out, stamps, text)
+
+
+# ---------------------------------------------------------------- requests per socket
+
+
+def usage(server: RunningServer) -> Any:
+    return server.server.config.app.state.gradium.usage
+
+
+@contract("requests per socket", "say")
+def _say_socket_cap(server: RunningServer, tmp: Path) -> None:
+    # The client cuts at MAX_CHARS_PER_REQUEST: these texts need 1, 2 (the cap) and 3 requests.
+    for requests in (1, 2, 3):
+        text = prose((requests - 1) * MAX_CHARS_PER_REQUEST + 40)
+        out, stamps = tmp / f"{requests}.ulaw", tmp / f"{requests}.json"
+        run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), "--speed", "2")
+        assert run.code == 0, f"{requests} requests: {run.stderr}"
+        assert_spoken(out, stamps, text)
+
+
+@contract("requests per socket", "batch")
+def _batch_socket_cap(server: RunningServer, tmp: Path) -> None:
+    texts = ["One bell rang.", "Two birds sang.", "Three boats sailed."]
+    for count in (1, 2, 3):
+        manifest = tmp / f"m{count}.txt"
+        manifest.write_text("\n".join(texts[:count]) + "\n")
+        out = tmp / f"out{count}"
+        run = cli(server, tmp, "batch", str(manifest), "-d", str(out), "-F", "ulaw_8000",
+                  "--connections", "1", "-j", "1", "--timestamps", "json")  # fmt: skip
+        assert run.code == 0, f"{count} items on one connection: {run.stderr}"
+        for index, text in enumerate(texts[:count], 1):
+            assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
+
+
+def setup_line(req_id: str | None = None, **extra: Any) -> str:
+    message: dict[str, Any] = {"type": "setup", "voice_id": EMMA, "output_format": "ulaw_8000", **extra}
+    if req_id is not None:
+        message.update(client_req_id=req_id, close_ws_on_eos=False)
+    return json.dumps(message)
+
+
+SERVER_EOS = re.compile(r"^←\s+[\d.]+ ms\s+end_of_stream\b", re.M)
+
+
+def ws_raw(server: RunningServer, tmp: Path, frames: list[str], wait: float = 10) -> Run:
+    args = ["ws-raw", "--no-check"]
+    for frame in frames:
+        args += ["-x", frame]
+    return cli(server, tmp, *args, "-w", str(wait))
+
+
+@contract("requests per socket", "ws-raw")
+def _ws_raw_socket_cap(server: RunningServer, tmp: Path) -> None:
+    def request(req_id: str) -> list[str]:
+        return [
+            setup_line(req_id),
+            json.dumps({"type": "text", "text": "Hi.", "client_req_id": req_id}),
+            json.dumps({"type": "end_of_stream", "client_req_id": req_id}),
+        ]
+
+    for count in (1, 2):
+        run = ws_raw(server, tmp, [frame for i in range(count) for frame in request(f"r{i}")], wait=5)
+        assert run.code == 0, run.stdout + run.stderr
+        assert len(SERVER_EOS.findall(run.stdout)) == count, run.stdout
+    run = ws_raw(server, tmp, [frame for i in range(3) for frame in request(f"r{i}")])
+    assert run.code == 5
+    assert run.error_line == (
+        "gradium: error: server refused the request: too many requests on one socket; open a new connection (1008)"
+    )
+    assert "error 1008: too many requests on one socket; open a new connection [r2]" in run.stdout, run.stdout
+
+
+# ---------------------------------------------------------------- message bytes
+
+
+def text_frame(size: int, char: str = "a") -> str:
+    """A text message of exactly `size` UTF-8 bytes."""
+    shell = json.dumps({"type": "text", "text": ""}, ensure_ascii=False)
+    room = size - len(shell.encode())
+    body = char * (room // len(char.encode())) + "a" * (room % len(char.encode()))
+    frame = json.dumps({"type": "text", "text": body}, ensure_ascii=False)
+    assert len(frame.encode()) == size
+    return frame
+
+
+@contract("message bytes", "ws-raw")
+def _ws_raw_message_bytes(server: RunningServer, tmp: Path) -> None:
+    for size in (299, 300):
+        run = ws_raw(server, tmp, [setup_line(), text_frame(size), '{"type":"end_of_stream"}'])
+        assert run.code == 0, run.stdout + run.stderr
+        assert len(SERVER_EOS.findall(run.stdout)) == 1, run.stdout
+    # One byte over, in ASCII and in two-byte characters (fewer than 300 characters, 301 bytes).
+    for char in ("a", "é"):
+        run = ws_raw(server, tmp, [setup_line(), text_frame(301, char)])
+        assert run.code == 5
+        assert (
+            run.error_line == "gradium: error: server refused the request: message too large: at most 300 bytes (1008)"
+        )
+        assert "closed 1008 by the server" in run.stdout
+
+
+@contract("transport frame cut", "ws-raw")
+def _ws_raw_frame_cut(server: RunningServer, tmp: Path) -> None:
+    """Up to twice the limit the handler answers in band; past that the transport closes with 1009."""
+    run = ws_raw(server, tmp, [setup_line(), text_frame(600)])
+    assert run.code == 5 and "closed 1008 by the server" in run.stdout
+    run = ws_raw(server, tmp, [setup_line(), text_frame(601)])
+    assert "closed 1009 'frame with 601 bytes exceeds limit of 600 bytes' by the server" in run.stdout, run.stdout
+    assert run.code == 7
+    assert run.error_line == (
+        "gradium: error: the server closed the connection (1009: frame with 601 bytes exceeds limit of 600 bytes)"
+    )
+
+
+# ---------------------------------------------------------------- connections
+
+
+@contract("connections", "say")
+def _say_connections(server: RunningServer, tmp: Path) -> None:
+    url = server.base_url.replace("http://", "ws://") + "speech/tts"
+    with contextlib.ExitStack() as held:
+        for already_open in (0, 1):  # say is the 1st (below) and the 2nd (at the limit of 2)
+            if already_open:
+                held.enter_context(connect(url, additional_headers={"x-api-key": "k"}))
+            out, stamps = tmp / f"{already_open}.ulaw", tmp / f"{already_open}.json"
+            run = cli(server, tmp, "say", "Room for one more.", "-o", str(out), "--timestamps", str(stamps))
+            assert run.code == 0, run.stderr
+            assert_spoken(out, stamps, "Room for one more.")
+        held.enter_context(connect(url, additional_headers={"x-api-key": "k"}))
+        run = cli(server, tmp, "say", "No room.", "-o", str(tmp / "over.ulaw"), "--retries", "1")
+        assert run.code == 5  # busy is worth one retry (it was still busy), then the service's words
+        assert run.error_line == f"gradium: error: server refused the request: {CONCURRENCY_LIMIT_MESSAGE} (1008)"
+        assert not (tmp / "over.ulaw").exists()
+    deadline = time.monotonic() + 5
+    while server.server.config.app.state.gradium.open_connections and time.monotonic() < deadline:
+        time.sleep(0.02)
+    run = cli(server, tmp, "say", "Free again.", "-o", str(tmp / "again.ulaw"))  # the slots came back
+    assert run.code == 0, run.stderr
+
+
+# ---------------------------------------------------------------- idle timeout
+
+
+def ws_raw_session(server: RunningServer, tmp: Path) -> subprocess.Popen[bytes]:
+    """`ws-raw` as a real process with stdin open, once its connection is up (start-up takes a while)."""
+    proc = subprocess.Popen([gradium_exe(), "ws-raw", "--no-check"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=cli_env(server, tmp), cwd=tmp)  # fmt: skip
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    assert b"connected to" in first, first
+    return proc
+
+
+@contract("idle timeout", "ws-raw")
+def _ws_raw_idle(server: RunningServer, tmp: Path) -> None:
+    # Below: a client that speaks within the idle time is served.
+    proc = ws_raw_session(server, tmp)
+    time.sleep(0.6)
+    frames = [setup_line(), json.dumps({"type": "text", "text": "Still here."}), '{"type":"end_of_stream"}']
+    out, err = proc.communicate(("\n".join(frames) + "\n").encode(), timeout=20)
+    assert proc.returncode == 0, err
+    assert len(SERVER_EOS.findall(out.decode())) == 1 and b"idle timeout" not in out, out.decode()
+    # At the limit: a client that says nothing is closed when the idle time is up, not before or long after.
+    proc = ws_raw_session(server, tmp)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        lines = [proc.stdout.readline(), proc.stdout.readline()]
+        # ws-raw waits for the end of its input even after the server closed, so end it here.
+        proc.stdin.close()
+        proc.stdin = None
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    error = re.fullmatch(r"←\s+([\d.]+) ms\s+error 1000: idle timeout: no request for too long\n", lines[0].decode())
+    assert error, lines
+    assert 900 <= float(error.group(1)) < 1600, lines  # ms since the client saw the connection open
+    assert re.fullmatch(r"×\s+[\d.]+ ms\s+closed 1000 by the server\n", lines[1].decode()), lines
+    assert proc.returncode == 6
+    assert err.decode().splitlines() == ["gradium: error: server error: idle timeout: no request for too long (1000)"]
+
+
+# ---------------------------------------------------------------- upload and body bytes
+
+UPLOAD_NAME = "Upload" + "n" * 20
+
+
+def sample_wav(path: Path, seconds: float = 1.0) -> Path:
+    """A voice sample, the same bytes every time (its multipart size decides the upload row's limit)."""
+    t = np.arange(int(16000 * seconds)) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * 140 * t)).astype("float32"), 16000, subtype="PCM_16")
+    return path
+
+
+def upload_body_bytes(sample: Path, name: str) -> int:
+    """The exact multipart body `voices create` sends for this sample under `name`."""
+    parts = multipart_parts(check_sample(sample, 0.0), name, "en", 0.0, None)
+    return int(httpx.Request("POST", "http://x/api/voices/", files=parts).headers["content-length"])
+
+
+@contract("upload bytes", "voices")
+def _voices_upload(server: RunningServer, tmp: Path) -> None:
+    sample = sample_wav(tmp / "sample.wav")
+    limit = upload_body_bytes(sample, UPLOAD_NAME)
+    assert server.server.config.app.state.gradium.options.max_upload_bytes == limit
+    for name in (UPLOAD_NAME[:-1], UPLOAD_NAME):  # a body one byte under the limit, then at it
+        assert upload_body_bytes(sample, name) == limit - (len(UPLOAD_NAME) - len(name))
+        run = cli(server, tmp, "voices", "create", "--name", name, "--audio", str(sample))
+        assert run.code == 0, run.stderr
+        uid = run.stdout.strip()
+        shown = cli(server, tmp, "voices", "show", "--", uid)
+        assert f"name\t{name}" in shown.stdout.splitlines()
+    # One byte over: refused, nothing stored, and the server serves the next request.
+    store = server.server.config.app.state.gradium.store
+
+    def stored() -> tuple[bytes, list[str]]:
+        return (store.root / "voices.json").read_bytes(), sorted(p.name for p in store.root.rglob("*"))
+
+    before = stored()
+    run = cli(server, tmp, "voices", "create", "--name", UPLOAD_NAME + "x", "--audio", str(sample))
+    assert run.code in (5, 7), run.stderr  # 7 while the wording below is pending (the race)
+    assert len(run.stderr.splitlines()) == 1, run.stderr
+    assert stored() == before
+    assert_voices_list(server, tmp)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: the server answers 413 and closes without reading the body, so the client, still "
+    "sending it, mostly gets a reset: 'cannot reach ... is the server running?' (exit 7)",
+)
+def test_an_upload_over_the_limit_is_refused_in_words(
+    servers: Callable[[Limit], RunningServer], tmp_path: Path
+) -> None:
+    server = servers(row_named("upload bytes"))
+    sample = sample_wav(tmp_path / "sample.wav")
+    limit = upload_body_bytes(sample, UPLOAD_NAME)
+    # It is a race the client mostly loses: five tries, so that this flips only once it is fixed.
+    for _ in range(5):
+        run = cli(server, tmp_path, "voices", "create", "--name", UPLOAD_NAME + "x", "--audio", str(sample))
+        assert run.code == 5
+        assert run.error_line == f"gradium: error: request body too large: at most {limit} bytes (HTTP 413)"
+
+
+@contract("body bytes", "voices")
+def _voices_body(server: RunningServer, tmp: Path) -> None:
+    created = cli(server, tmp, "voices", "create", "--name", "Bodied", "--audio", str(sample_wav(tmp / "s.wav")))
+    assert created.code == 0, created.stderr
+    uid = created.stdout.strip()
+    shell = int(httpx.Request("PUT", "http://x/", json={"description": ""}).headers["content-length"])
+    for size in (299, 300):
+        description = "d" * (size - shell)
+        assert (
+            int(httpx.Request("PUT", "http://x/", json={"description": description}).headers["content-length"]) == size
+        )
+        run = cli(server, tmp, "voices", "update", "--description", description, "--", uid)
+        assert run.code == 0, run.stderr
+        shown = cli(server, tmp, "voices", "show", "--", uid)
+        assert f"description\t{description}" in shown.stdout.splitlines()
+    run = cli(server, tmp, "voices", "update", "--description", "d" * (301 - shell), "--", uid)
+    assert run.code == 5
+    assert run.error_line == "gradium: error: request body too large: at most 300 bytes (HTTP 413)"
+    shown = cli(server, tmp, "voices", "show", "--", uid)
+    assert f"description\t{'d' * (300 - shell)}" in shown.stdout.splitlines()  # unchanged
+
+
+# ---------------------------------------------------------------- request headers
+
+
+def stalled(server: RunningServer) -> socket.socket:
+    """A connection that sends half its request headers and then nothing."""
+    sock = socket.create_connection((server.host, server.port), timeout=5)
+    sock.sendall(b"GET /api/voices/ HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    return sock
+
+
+def answer(sock: socket.socket) -> bytes:
+    try:
+        return sock.recv(4096)
+    except ConnectionResetError:
+        return b""
+
+
+def assert_voices_list(server: RunningServer, tmp: Path) -> None:
+    run = cli(server, tmp, "voices", "list")
+    assert run.code == 0, run.stderr
+    assert any(line.startswith(EMMA + "\t") for line in run.stdout.splitlines()), run.stdout
+
+
+@contract("header timeout", "voices")
+def _voices_header_timeout(server: RunningServer, tmp: Path) -> None:
+    # Below: headers finished at half the timeout are answered.
+    early = stalled(server)
+    time.sleep(0.3)
+    early.sendall(b"x-api-key: k\r\n\r\n")
+    assert answer(early).startswith(b"HTTP/1.1 200")
+    early.close()
+    # At the limit: unfinished headers get 408 when the time is up; the CLI meanwhile is served.
+    late = stalled(server)
+    started = time.monotonic()
+    assert_voices_list(server, tmp)
+    reply = answer(late)
+    waited = time.monotonic() - started
+    assert reply.startswith(b"HTTP/1.1 408"), reply
+    assert 0.5 <= waited < 1.5, waited
+    # Above: finishing after the timeout is too late; the connection is gone.
+    with pytest.raises(OSError):
+        late.sendall(b"x-api-key: k\r\n\r\n")
+        time.sleep(0.05)
+        late.sendall(b"GET / HTTP/1.1\r\n\r\n")
+        if not late.recv(1):
+            raise ConnectionResetError
+    late.close()
+
+
+@contract("connections mid-headers", "voices")
+def _voices_pending_headers(server: RunningServer, tmp: Path) -> None:
+    def is_open(sock: socket.socket) -> bool:
+        sock.settimeout(0.05)
+        try:
+            return sock.recv(1) != b""
+        except TimeoutError:
+            return True
+        except OSError:
+            return False
+
+    socks: list[socket.socket] = []
+    try:
+        for count in (1, 2, 3):  # below, at and above a cap of 2
+            socks.append(stalled(server))
+            time.sleep(0.1)
+            alive = [is_open(sock) for sock in socks]
+            assert alive == ([True] * count if count <= 2 else [False, True, True]), (count, alive)
+        # The CLI's own connection is one more mid-headers for a moment: the oldest stalled one goes.
+        assert_voices_list(server, tmp)
+        assert [is_open(sock) for sock in socks[1:]] == [False, True]
+    finally:
+        for sock in socks:
+            sock.close()
+
+
+# ---------------------------------------------------------------- voice designer
+
+
+def design(server: RunningServer, tmp: Path) -> Run:
+    return cli(server, tmp, "voices", "design", "generate", "a deep calm voice", "--samples", "1", "--wait", "0")
+
+
+def draft_id(run: Run) -> str:
+    assert run.code == 0, run.stderr
+    (line,) = run.stdout.splitlines()
+    found = re.search(r"\bvox_emb_\S+", line)
+    assert found, line
+    return found.group(0)
+
+
+@contract("draft lifetime", "voices")
+def _voices_draft_ttl(server: RunningServer, tmp: Path) -> None:
+    draft = draft_id(design(server, tmp))
+    made = time.monotonic()
+    shown = cli(server, tmp, "voices", "design", "show", draft)
+    assert shown.code == 0 and draft in shown.stdout
+    assert time.monotonic() - made < 1.5
+    time.sleep(max(0.0, made + 1.6 - time.monotonic()))
+    shown = cli(server, tmp, "voices", "design", "show", draft)
+    assert shown.code == 5
+    assert shown.error_line == (
+        f"gradium: error: draft {draft} does not exist or has expired "
+        "(drafts live a limited time; design new ones with `gradium voices design PROMPT`)"
+    )
+
+
+@contract("live drafts", "voices")
+def _voices_live_drafts(server: RunningServer, tmp: Path) -> None:
+    first, second = draft_id(design(server, tmp)), draft_id(design(server, tmp))  # below, then at the cap
+    assert first != second
+    run = design(server, tmp)
+    assert run.code == 5
+    assert run.error_line == (
+        "gradium: error: Too many draft voices (at most 2): promote, delete or let some expire (HTTP 429)"
+    )
+
+
+@contract("credits", "voices")
+def _voices_credits(server: RunningServer, tmp: Path) -> None:
+    draft_id(design(server, tmp))
+    draft_id(design(server, tmp))  # the last credits
+    run = design(server, tmp)
+    assert run.code == 5
+    assert run.error_line.startswith("gradium: error: not enough credits to design 1 draft voice(s)")
