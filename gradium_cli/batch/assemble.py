@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from gradium_cli.audio.atomic import AtomicFile, write_atomic
 from gradium_cli.audio.subtitles import TIMESTAMP_EXTENSIONS, Word, render
+from gradium_cli.audio.subtitles import _clock as clock
 from gradium_cli.batch.manifest import Item
 from gradium_cli.errors import OutputError, UsageError
 
@@ -192,14 +193,6 @@ def chapters_of(items: list[Item], starts: list[float], end_s: float) -> list[Ch
     return [Chapter(start, end, title) for (start, title), end in zip(marks, ends, strict=True)]
 
 
-def _clock(seconds: float) -> str:
-    millis = round(seconds * 1000)
-    hours, rest = divmod(millis, 3_600_000)
-    minutes, rest = divmod(rest, 60_000)
-    secs, ms = divmod(rest, 1000)
-    return f"{hours:02d}:{minutes:02d}:{secs:02d}.{ms:03d}"
-
-
 def cue_sheet(output: Path, chapters: list[Chapter]) -> str:
     kind = "MP3" if output.suffix.lower() == ".mp3" else "WAVE"
     lines = [f'FILE "{output.name.replace(chr(34), chr(39))}" {kind}']
@@ -249,7 +242,7 @@ def tag_chapters(path: Path, extension: str, chapters: list[Chapter]) -> None:
 
     audio = FLAC(str(path)) if extension == "flac" else OggOpus(str(path))
     for number, chapter in enumerate(chapters, 1):
-        audio[f"CHAPTER{number:03d}"] = _clock(chapter.start_s)
+        audio[f"CHAPTER{number:03d}"] = clock(chapter.start_s, ".")  # HH:MM:SS.mmm, as WebVTT writes it
         audio[f"CHAPTER{number:03d}NAME"] = chapter.title
     audio.save()
 
