@@ -3,6 +3,7 @@ the same incrementally for `stream`, and the commands' --markdown switches."""
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import subprocess
@@ -220,3 +221,17 @@ def test_stream_of_an_llm_like_producer_has_no_markdown_on_the_wire(
     skipped = [e for e in events if e["event"] == "code_skipped"]
     assert [(e["blocks"], e["lines"]) for e in skipped] == [(1, 1)]
     assert [w["text"] for w in events if w["event"] == "word"] == expected
+
+
+def test_live_view_counts_the_code_that_was_not_spoken() -> None:
+    from rich.console import Console
+
+    from gradium_cli.ui.live import LiveState, render
+
+    state = LiveState(title="gradium stream")
+    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(state, width=100))
+    assert "code skipped" not in console.export_text()
+    state.code_blocks_skipped, state.code_lines_skipped = 2, 14
+    console.print(render(state, width=100))
+    assert "code skipped 2 (14 lines)" in console.export_text()
