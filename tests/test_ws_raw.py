@@ -1283,3 +1283,23 @@ def test_mock_keeps_the_recorded_gaps_or_none(tmp_path: Path) -> None:
         sent_text = next(ms for a, ms, t in _timed(result) if a == "→" and t.startswith("text"))
         got = (at["audio"] - sent_text, at["end_of_stream"] - at["audio"])
         assert all(abs(g - want) < 50 for g, want in zip(got, gaps, strict=True)), (timing, got)
+
+
+def test_docs_flag_table_names_only_real_options() -> None:
+    """Each flag docs/ws-raw.md gives as the ws-raw equivalent is one `gradium ws-raw` accepts."""
+    from gradium_cli.devtools.gendocs import REPO, walk
+
+    nodes = {node.path: node for node in walk()}
+    accepted = {opt for param in nodes[("ws-raw",)].command.params for opt in param.opts}
+    accepted |= {opt for param in nodes[()].command.params for opt in param.opts}  # global: --no-color, -v ...
+    table = (REPO / "docs" / "ws-raw.md").read_text(encoding="utf-8").split("## Coming from wscat")[1]
+    rows = [line.split(" | ")[-1] for line in table.splitlines() if line.startswith("| ") and "---" not in line]
+    named = {
+        flag
+        for row in rows[1:]
+        for code in re.findall(r"`([^`]*)`", row)
+        for flag in re.findall(r"(?<![\w-])(--?[a-zA-Z][\w-]*)", code)
+        if not code.startswith("/")
+    }
+    assert {"-c", "-H", "-s", "-x", "-w", "-P", "-n", "--no-color", "--reconnect", "--mock", "--port"} <= named
+    assert named <= accepted, named - accepted

@@ -229,19 +229,22 @@ class WsConsole:
         self.display.warning(f"gave up reconnecting after {len(RECONNECT_DELAYS)} attempts")
         self.changed.set()
 
-    def _remember(self, frame: str) -> None:
-        """What --reconnect re-sends: the last plain setup, and every frame of a request with an id."""
+    def _remember(self, frame: str) -> bool:
+        """Keep what --reconnect re-sends: the last plain setup, and every frame of a request with an id."""
         if not self.options.reconnect or self._resending:
-            return
+            return False
         try:
             message = m.decode_client(frame)
         except m.MessageError:
-            return
+            return False
         req = message.client_req_id
         if req is not None:
             self.open_requests.setdefault(req, []).append(frame)
         elif isinstance(message, m.Setup):
             self.resend_setup = frame
+        else:
+            return False
+        return True
 
     @property
     def is_open(self) -> bool:
@@ -313,13 +316,12 @@ class WsConsole:
         if self.recorder is not None:
             self.recorder.event("send", t, frame, conn=self.connections)
         self.display.sent(frame, t)
-        if isinstance(frame, str):
-            self._remember(frame)
+        remembered = isinstance(frame, str) and self._remember(frame)
         try:
             await self.ws.send(frame)
         except ConnectionClosed:
-            if self.options.reconnect and isinstance(frame, str) and self.reconnecting is None:
-                return True  # remembered: the reconnect re-sends it
+            if remembered:
+                return True  # the reconnect re-sends it
             self._local_error(UsageError("not sent: the connection closed meanwhile"))
             return False
         return True
