@@ -3,8 +3,9 @@
 `--cache` on `say` and `batch` (or the `cache` setting) keeps each synthesis
 in a content-addressed store under the user cache dir (`GRADIUM_CACHE_DIR`
 overrides it). The key is a SHA-256 of everything that shapes the audio: the
-server, model, voice id, wire format, json_config, the pronunciation
-dictionary's id and a hash of its rules, and the text of every request. A hit
+server, every `setup` field but the transport ones (model, voice id, wire
+format, json_config, pronunciation dictionary id, ...), a hash of the
+dictionary's rules, and the text of every request. A hit
 feeds the stored bytes through the same sinks as a live run, so the output is
 byte for byte what the first run wrote, and no synthesis request is made.
 
@@ -23,6 +24,7 @@ entries go until it is under 90 % of it.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -125,19 +127,16 @@ def rules_digest(dictionary: dict[str, Any]) -> str:
     return hashlib.sha256(source.encode("utf-8", "surrogatepass")).hexdigest()
 
 
+# Setup fields that say how a request travels, not what it sounds like. Every other field,
+# today's and any added later (`extra` included), is part of the key: an unknown field is a
+# miss, never a wrong hit.
+TRANSPORT_FIELDS = frozenset({"client_req_id", "close_ws_on_eos", "retry_for_s", "type"})
+
+
 def request_key(server: str, setup: m.Setup, rules: str | None, texts: Sequence[str]) -> str:
-    source = {
-        "v": 1,
-        "server": server,
-        "model": setup.model_name,
-        "voice": setup.voice_id,
-        "format": setup.output_format,
-        "json_config": setup.json_config,
-        "pronunciation": setup.pronunciation_id,
-        "rules": rules,
-        "text": list(texts),
-    }
-    encoded = json.dumps(source, sort_keys=True, ensure_ascii=False).encode("utf-8", "surrogatepass")
+    shaping = {k: v for k, v in dataclasses.asdict(setup).items() if k not in TRANSPORT_FIELDS}
+    source = {"v": 2, "server": server, "setup": shaping, "rules": rules, "text": list(texts)}
+    encoded = json.dumps(source, sort_keys=True, ensure_ascii=False, default=str).encode("utf-8", "surrogatepass")
     return hashlib.sha256(encoded).hexdigest()
 
 

@@ -196,6 +196,37 @@ def test_a_corrupt_entry_is_a_miss_and_is_replaced(tmp_path: Path, server_factor
     assert (tmp_path / "c.wav").read_bytes() == (tmp_path / "b.wav").read_bytes()
 
 
+def test_the_key_covers_every_setup_field_that_shapes_audio_and_no_transport_field() -> None:
+    from gradium_cli.cache import request_key
+    from gradium_cli.protocol.messages import Setup
+
+    base = Setup(voice_id="m86j6D7UZpGzHsNu", output_format="wav", json_config={"temp": 0.5})
+    key = request_key("https://api.example/", base, None, ["Hello."])
+    same = [
+        Setup(voice_id="m86j6D7UZpGzHsNu", output_format="wav", json_config={"temp": 0.5}, client_req_id="x-1"),
+        Setup(voice_id="m86j6D7UZpGzHsNu", output_format="wav", json_config={"temp": 0.5}, close_ws_on_eos=False),
+    ]
+    assert all(request_key("https://api.example/", s, None, ["Hello."]) == key for s in same)
+    different = [
+        request_key("https://other.example/", base, None, ["Hello."]),
+        request_key("https://api.example/", base, "rules-digest", ["Hello."]),
+        request_key("https://api.example/", base, None, ["Hello"]),
+        request_key("https://api.example/", base, None, ["Hel", "lo."]),
+    ]
+    for change in (
+        {"voice_id": "YTpq7expH9539ERJ"},
+        {"output_format": "pcm"},
+        {"model_name": "other"},
+        {"voice": "Emma"},
+        {"json_config": {"temp": 0.6}},
+        {"pronunciation_id": "bb1ckYhNHCcIJjdK"},
+        {"extra": {"future_field": 1}},
+    ):
+        fields = {"voice_id": "m86j6D7UZpGzHsNu", "output_format": "wav", "json_config": {"temp": 0.5}, **change}
+        different.append(request_key("https://api.example/", Setup(**fields), None, ["Hello."]))
+    assert key not in different and len(set(different)) == len(different)
+
+
 def _put(cache: RequestCache, key: str, size: int) -> None:
     writer = cache.writer(key)
     assert writer is not None
