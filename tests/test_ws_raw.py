@@ -1283,6 +1283,11 @@ def test_mock_keeps_the_recorded_gaps_or_none(tmp_path: Path) -> None:
         sent_text = next(ms for a, ms, t in _timed(result) if a == "→" and t.startswith("text"))
         got = (at["audio"] - sent_text, at["end_of_stream"] - at["audio"])
         assert all(abs(g - want) < 50 for g, want in zip(got, gaps, strict=True)), (timing, got)
+    # A client that leaves early: said in the mock's log, not an error.
+    proc, port = _mock(tmp_path, "gaps.jsonl", "--once")
+    result = ws_raw(tmp_path, "--url", f"ws://127.0.0.1:{port}/", "-x", "/setup output_format=pcm")
+    stdout, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0 and "the client left 5 recorded events before the end" in stdout.decode()
 
 
 def test_docs_flag_table_names_only_real_options() -> None:
@@ -1303,3 +1308,47 @@ def test_docs_flag_table_names_only_real_options() -> None:
     }
     assert {"-c", "-H", "-s", "-x", "-w", "-P", "-n", "--no-color", "--reconnect", "--mock", "--port"} <= named
     assert named <= accepted, named - accepted
+
+
+def test_reconnect_resends_the_setup_of_an_idle_session(tmp_path: Path) -> None:
+    received: list[list[str]] = []
+
+    def handler(ws: ServerConnection) -> None:
+        frames: list[str] = []
+        received.append(frames)
+        for raw in ws:
+            assert isinstance(raw, str)
+            frames.append(raw)
+            kind = json.loads(raw)["type"]
+            if kind == "setup":
+                ws.send('{"type":"ready","request_id":"x"}')
+                if len(received) == 1:
+                    time.sleep(0.3)
+                    ws.socket.shutdown(socket.SHUT_RDWR)  # an idle timeout: dropped before any text
+                    return
+            elif kind == "text":
+                ws.send(audio_frame(960, 0.0))
+            elif kind == "end_of_stream":
+                ws.send('{"type":"end_of_stream"}')
+                ws.close()
+
+    with sync_server(handler) as url:
+        proc = subprocess.Popen(
+            [gradium_exe(), "ws-raw", "--url", url, "--setup", "output_format=pcm", "--reconnect"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=isolated_env(tmp_path),
+            cwd=tmp_path,
+        )
+        assert proc.stdout is not None
+        before = []  # the user types only once the drop and the reconnect have happened
+        while "reconnected:" not in (line := proc.stdout.readline().decode()) and line:
+            before.append(line)
+        stdout, stderr = proc.communicate(b"Hi.\n/eos\n", timeout=60)
+    setup = '{"type":"setup","output_format":"pcm"}'
+    assert proc.returncode == 0, stdout + stderr
+    assert line.endswith("reconnected: re-sending 1 frames (unfinished requests: none)\n")
+    assert any("connection lost (1006)" in row for row in before)
+    assert received[0] == [setup]
+    assert received[1] == [setup, '{"type":"text","text":"Hi."}', '{"type":"end_of_stream"}']

@@ -76,7 +76,8 @@ class WsConsole:
         self.replies: list[str] = []
         self.pending_pings = 0
         self.keepalive: asyncio.Task[None] | None = None
-        # --reconnect: the last setup without client_req_id, and the frames of requests not finished.
+        # --reconnect: the last setup without client_req_id while its request is open, and the
+        # frames of the requests with one that have not finished.
         self.resend_setup: str | None = None
         self.open_requests: dict[str, list[str]] = {}
         self.reconnecting: asyncio.Task[None] | None = None
@@ -151,8 +152,11 @@ class WsConsole:
             self.audio.add(req, message.audio, message.stop_s, output_format)
         elif isinstance(message, m.ErrorMessage):
             self.server_errors.append(message)
-        if isinstance(message, (m.EndOfStream, m.ErrorMessage)) and req is not None:
-            self.open_requests.pop(req, None)
+        if isinstance(message, (m.EndOfStream, m.ErrorMessage)):
+            if req is None:
+                self.resend_setup = None  # its request is over: the next one brings its own setup
+            else:
+                self.open_requests.pop(req, None)
         self.display.received(frame, t, output_format)
         for problem in problems:
             self.violations.append(problem)

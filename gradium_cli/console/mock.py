@@ -64,7 +64,9 @@ class MockedConnection:
             while await self._step():
                 pass
         except ConnectionClosed:
-            pass
+            if not self.follower.finished and not self.follower.expects_client_close():
+                left = len(self.follower.events) - self.follower.pos
+                self.display.warning(f"the client left {left} recorded events before the end", self.now(), self.tag)
         if self.ws.close_code is not None:
             by = "client" if self.ws.protocol.close_rcvd_then_sent else "mock"
             self.display.note(f"closed {self.ws.close_code} by the {by}", self.now(), self.tag)
