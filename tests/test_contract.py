@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import socket
 import subprocess
@@ -35,7 +36,7 @@ from websockets.sync.client import connect
 
 from gradium_cli.cli.app import app
 from gradium_cli.cli.voices import check_sample, multipart_parts
-from gradium_cli.protocol.text import MAX_CHARS_PER_REQUEST
+from gradium_cli.protocol.limits import SAY_CHARS_PER_REQUEST
 from gradium_cli.server.app import RunningServer, start_in_thread
 from gradium_cli.server.drafts import CREDITS_PER_SAMPLE
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, ServerOptions
@@ -57,10 +58,12 @@ class Limit:
 
 
 LIMITS: tuple[Limit, ...] = (
-    Limit("characters per request", "max_text_chars", "100,000 characters per request",
+    Limit("characters per request", "max_text_chars", "100,000 characters",
           {"max_text_chars": 60}, ("say", "stream", "batch")),
-    Limit("client request size", "max_text_chars", "100,000 characters per request",
-          {"max_text_chars": MAX_CHARS_PER_REQUEST}, ("say",)),
+    Limit("client request size", "max_text_chars", "100,000 characters",
+          {"max_text_chars": SAY_CHARS_PER_REQUEST}, ("say",)),
+    Limit("session seconds", "max_session_s", "300 s per request",
+          {"max_session_s": 1.5, "realtime": True}, ("say", "stream")),
     Limit("requests per socket", "max_requests_per_socket", "64 requests per socket",
           {"max_requests_per_socket": 2}, ("say", "batch", "ws-raw")),
     Limit("message bytes", "max_message_bytes", "1 MiB per message",
@@ -127,22 +130,23 @@ class Run:
         return lines[0]
 
 
-def cli_env(server: RunningServer, tmp: Path) -> dict[str, str]:
-    return isolated_env(tmp, GRADIUM_BASE_URL=server.base_url, GRADIUM_API_KEY="contract-key")
+def cli_env(server: RunningServer, tmp: Path, told: dict[str, str] | None = None) -> dict[str, str]:
+    """`told`: the server's limits in GRADIUM_MAX_* (the README's way to point the client at another server)."""
+    return isolated_env(tmp, GRADIUM_BASE_URL=server.base_url, GRADIUM_API_KEY="contract-key", **(told or {}))
 
 
-def cli(server: RunningServer, tmp: Path, *args: str) -> Run:
+def cli(server: RunningServer, tmp: Path, *args: str, told: dict[str, str] | None = None) -> Run:
     """The real command in this process (Typer's runner): what a user runs, without a start-up."""
-    env: dict[str, str | None] = {k: None for k in __import__("os").environ if k.startswith("GRADIUM_")}
-    env.update(cli_env(server, tmp))
+    env: dict[str, str | None] = {k: None for k in os.environ if k.startswith("GRADIUM_")}
+    env.update(cli_env(server, tmp, told))
     result = CliRunner().invoke(app, list(args), env=env)
     if result.exception is not None and not isinstance(result.exception, SystemExit):
         raise result.exception
     return Run(result.exit_code, result.stdout, result.stderr)
 
 
-def process(server: RunningServer, tmp: Path, *args: str, input: bytes) -> Run:
-    done = gradium(tmp, *args, input=input, env=cli_env(server, tmp))
+def process(server: RunningServer, tmp: Path, *args: str, input: bytes, told: dict[str, str] | None = None) -> Run:
+    done = gradium(tmp, *args, input=input, env=cli_env(server, tmp, told))
     return Run(done.returncode, done.stdout.decode(), done.stderr.decode())
 
 
@@ -171,6 +175,14 @@ def sentence_text(chars: int) -> str:
     body = (base * (chars // len(base) + 1))[: chars - 1].rstrip()
     body += "x" * (chars - 1 - len(body))
     return body + "."
+
+
+SENTENCE = "Quiet rivers carry old songs past sleeping towns at night."  # 58 characters
+TOLD_CHARS = {"GRADIUM_MAX_REQUEST_CHARS": "60"}
+
+
+def sentences(count: int) -> str:
+    return " ".join([SENTENCE] * count)
 
 
 def prose(chars: int) -> str:
@@ -219,8 +231,13 @@ def row_named(name: str) -> Limit:
 
 # Checks that wait on another issue's fix: expected to fail, strictly, so that they flip when it lands.
 PENDING: dict[tuple[str, str], str] = {
-    ("requests per socket", "say"): (
-        "issue 15: say sends every request on one socket; it must move to a fresh one before the cap"
+    ("session seconds", "stream"): (
+        "issue 15: stream sends a burst of piped input as one text message in one request, so sentences that "
+        "together outlast the session are never rolled over: 'session too long' (exit 5), told the limit or not"
+    ),
+    ("requests per socket", "batch"): (
+        "batch sends every item of a connection on one socket, even when told the cap "
+        "(GRADIUM_MAX_REQUESTS_PER_SOCKET): since issue 15 the refusal is rightly not retried, so the item fails"
     ),
 }
 
@@ -303,6 +320,12 @@ def _say_chars(server: RunningServer, tmp: Path) -> None:
     )
     assert usage(server).sessions == sessions + 1  # a refusal retrying cannot fix is not retried
     assert not list(tmp.glob("61*"))
+    # Told the server's limit, say cuts: one long sentence between words, prose between sentences.
+    for name, text in (("word", sentence_text(61)), ("sentences", sentences(3))):
+        out, stamps = tmp / f"{name}.ulaw", tmp / f"{name}.json"
+        run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), told=TOLD_CHARS)
+        assert run.code == 0, run.stderr
+        assert_spoken(out, stamps, text)
 
 
 @contract("characters per request", "stream")
@@ -318,6 +341,13 @@ def _stream_chars(server: RunningServer, tmp: Path) -> None:
     assert run.stderr.splitlines()[-1] == (
         "gradium: error: server refused the request: text too long: at most 60 characters per request (1008)"
     )
+    # Told the limit, stream rolls over to a new request at sentence ends.
+    text = sentences(3)
+    out, stamps = tmp / "told.ulaw", tmp / "told.json"
+    run = process(server, tmp, "stream", "-o", str(out), "--timestamps", str(stamps), input=text.encode() + b"\n",
+                  told=TOLD_CHARS)  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert_spoken(out, stamps, text)
 
 
 @contract("characters per request", "batch")
@@ -344,13 +374,56 @@ def _batch_chars(server: RunningServer, tmp: Path) -> None:
 @contract("client request size", "say")
 def _say_client_cut(server: RunningServer, tmp: Path) -> None:
     """With the server's limit at the client's request size, say cuts longer text into requests."""
-    for chars in (MAX_CHARS_PER_REQUEST, MAX_CHARS_PER_REQUEST + 1):
+    for chars in (SAY_CHARS_PER_REQUEST, SAY_CHARS_PER_REQUEST + 1):
         text = prose(chars)
         assert len(text) == chars
         out, stamps = tmp / f"{chars}.ulaw", tmp / f"{chars}.json"
         run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), "--speed", "2")
         assert run.code == 0, run.stderr
         assert_spoken(out, stamps, text)
+
+
+# ---------------------------------------------------------------- session seconds (a server pacing at real time)
+
+SESSION_LINE = (
+    r"gradium: error: server refused the request: session too long: at most 1.5 s per session \(1008\); "
+    r"the [\d.]+ s made so far are in {partial}"
+)
+TOLD_SESSION = {"GRADIUM_MAX_SESSION_S": "1.5"}
+SHORT = "Quiet rivers."  # about 1 s of speech
+LONG = "Quiet rivers carry old songs past towns."  # about 2.5 s
+# Stream ends a request at a sentence end once it nears what the session can speak (10 characters here):
+# short sentences, each well inside a session, together longer than one.
+SHORT_SENTENCES = "Quiet rivers. Old songs. Past towns. At night."
+
+
+@contract("session seconds", "say")
+def _say_session(server: RunningServer, tmp: Path) -> None:
+    for name, text, told in (("below", SHORT, None), ("told", LONG, TOLD_SESSION)):
+        out, stamps = tmp / f"{name}.ulaw", tmp / f"{name}.json"
+        run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), told=told)
+        assert run.code == 0, run.stderr
+        assert_spoken(out, stamps, text)
+    assert ulaw_seconds(tmp / "told.ulaw") > 1.5  # longer than one session could hold
+    run = cli(server, tmp, "say", LONG, "-o", str(tmp / "over.ulaw"))
+    assert run.code == 5
+    assert re.fullmatch(SESSION_LINE.format(partial=re.escape(str(tmp / "over.partial.ulaw"))), run.error_line)
+    assert not (tmp / "over.ulaw").exists()
+
+
+@contract("session seconds", "stream")
+def _stream_session(server: RunningServer, tmp: Path) -> None:
+    out, stamps = tmp / "told.ulaw", tmp / "told.json"
+    text = SHORT_SENTENCES
+    run = process(server, tmp, "stream", "-o", str(out), "--timestamps", str(stamps), input=text.encode() + b"\n",
+                  told=TOLD_SESSION)  # fmt: skip
+    assert run.code == 0, run.stderr
+    assert_spoken(out, stamps, text)
+    assert ulaw_seconds(out) > 1.5  # longer than one session could hold
+    run = process(server, tmp, "stream", "-o", str(tmp / "over.ulaw"), input=text.encode() + b"\n")
+    assert run.code == 5, run.stderr
+    assert re.fullmatch(SESSION_LINE.format(partial=re.escape(str(tmp / "over.partial.ulaw"))),
+                        run.stderr.splitlines()[-1]), run.stderr  # fmt: skip
 
 
 # ---------------------------------------------------------------- requests per socket
@@ -362,13 +435,25 @@ def usage(server: RunningServer) -> Any:
 
 @contract("requests per socket", "say")
 def _say_socket_cap(server: RunningServer, tmp: Path) -> None:
-    # The client cuts at MAX_CHARS_PER_REQUEST: these texts need 1, 2 (the cap) and 3 requests.
-    for requests in (1, 2, 3):
-        text = prose((requests - 1) * MAX_CHARS_PER_REQUEST + 40)
+    # Requests of at most 60 characters: each sentence is one request. 1, 2 (the cap), 3 and 5 requests.
+    told = {**TOLD_CHARS, "GRADIUM_MAX_REQUESTS_PER_SOCKET": "2"}
+    for requests in (1, 2, 3, 5):
+        text = sentences(requests)
         out, stamps = tmp / f"{requests}.ulaw", tmp / f"{requests}.json"
-        run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), "--speed", "2")
+        run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), told=told)
         assert run.code == 0, f"{requests} requests: {run.stderr}"
         assert_spoken(out, stamps, text)
+    # Not told the cap, the third request is refused: one line, and not retried.
+    sessions = usage(server).sessions
+    run = cli(server, tmp, "say", sentences(3), "-o", str(tmp / "over.ulaw"), told=TOLD_CHARS)
+    assert run.code == 5
+    assert re.fullmatch(
+        r"gradium: error: server refused the request: too many requests on one socket; open a new connection "
+        rf"\(1008\); the [\d.]+ s made so far are in {re.escape(str(tmp / 'over.partial.ulaw'))}",
+        run.error_line,
+    ), run.stderr
+    assert usage(server).sessions == sessions + 1
+    assert not (tmp / "over.ulaw").exists()
 
 
 @contract("requests per socket", "batch")
@@ -378,8 +463,8 @@ def _batch_socket_cap(server: RunningServer, tmp: Path) -> None:
         manifest = tmp / f"m{count}.txt"
         manifest.write_text("\n".join(texts[:count]) + "\n")
         out = tmp / f"out{count}"
-        run = cli(server, tmp, "batch", str(manifest), "-d", str(out), "-F", "ulaw_8000",
-                  "--connections", "1", "-j", "1", "--timestamps", "json")  # fmt: skip
+        run = cli(server, tmp, "batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--connections", "1",
+                  "-j", "1", "--timestamps", "json", told={"GRADIUM_MAX_REQUESTS_PER_SOCKET": "2"})  # fmt: skip
         assert run.code == 0, f"{count} items on one connection: {run.stderr}"
         for index, text in enumerate(texts[:count], 1):
             assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
