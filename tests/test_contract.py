@@ -90,6 +90,26 @@ LIMITS: tuple[Limit, ...] = (
           {"allocated_credits": 2 * CREDITS_PER_SAMPLE, "draft_ready_s": 0.0}, ("voices",)),
 )  # fmt: skip
 
+# The value each row's README phrase states, in its field's unit: ServerOptions' defaults must equal it.
+MIB = 1 << 20
+DOCUMENTED = {
+    "characters per request": 100_000,
+    "client request size": 100_000,
+    "session seconds": 300.0,
+    "requests per socket": 64,
+    "message bytes": 1 * MIB,
+    "transport frame cut": 1 * MIB,  # frames past twice the message limit (2 MiB)
+    "connections": 256,
+    "idle timeout": 5 * 60.0,
+    "upload bytes": 20 * MIB,
+    "body bytes": 1 * MIB,
+    "header timeout": 10.0,
+    "connections mid-headers": 64,
+    "draft lifetime": 24 * 3600.0,
+    "live drafts": 500,
+    "credits": 1_000_000,
+}
+
 # ServerOptions fields that are settings, not limits (each says why).
 NOT_LIMITS = {
     "data_dir": "where data lives",
@@ -272,6 +292,13 @@ def test_every_server_option_is_a_limit_with_a_row_or_a_named_setting() -> None:
     unclassified = names - limited - set(NOT_LIMITS)
     assert not unclassified, f"ServerOptions fields with no contract row (add a row to LIMITS): {unclassified}"
     assert not (limited & set(NOT_LIMITS))
+
+
+def test_the_documented_values_are_the_defaults() -> None:
+    defaults = {f.name: f.default for f in fields(ServerOptions)}
+    assert set(DOCUMENTED) == {row.name for row in LIMITS}
+    for row in LIMITS:
+        assert defaults[row.field] == DOCUMENTED[row.name], f"{row.field}: README says {row.readme!r}"
 
 
 def test_every_documented_limit_has_a_row() -> None:
