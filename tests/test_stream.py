@@ -240,7 +240,7 @@ def test_plain_progress_lines_when_not_a_terminal(tmp_path: Path, local_server: 
     lines = proc.stderr.decode().splitlines()
     # The flush goes out before its audio comes back.
     assert lines[0] == "gradium: flush after 5 words"
-    assert lines[1].startswith("gradium: first audio after ") and lines[1].endswith(" ms")
+    assert lines[1].startswith("gradium: first audio ") and lines[1].endswith(" ms after start")
     assert lines[-1].startswith("request ") and "real time" in lines[-1]
     assert proc.stdout == b""
 

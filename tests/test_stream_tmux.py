@@ -91,7 +91,7 @@ def test_live_view_shows_words_chunks_and_latency(
     assert re.search(r"\b\d+ ms\s*│?$", screen, re.MULTILINE), screen
     # Running figures.
     assert re.search(r"first audio \d+ ms", screen), screen
-    assert re.search(r"RTF \d+\.\dx", screen), screen
+    assert re.search(r"synthesis \d+\.\dx real time", screen), screen
     assert "flushes" in screen and "words sent 15" in screen
     rows = len(re.findall(r"\b7680 B\b", screen))
     if height == 40:

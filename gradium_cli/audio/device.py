@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -54,9 +55,36 @@ def list_output_devices() -> list[dict[str, Any]]:
     return out
 
 
+_alsa_handler: Any = None  # kept alive: libasound calls it for as long as the process runs
+
+
+def route_alsa_messages_away() -> None:
+    """Stop libasound writing `ALSA lib pcm.c:...(snd_pcm_recover) underrun occurred` to the terminal.
+
+    The library prints its diagnostics to file descriptor 2 from C, under the live view
+    and in the middle of its frames. A handler that drops them takes their place; the
+    player counts underruns itself. Without libasound (macOS, or no ALSA) this does nothing.
+    """
+    global _alsa_handler
+    if _alsa_handler is not None:
+        return
+    import ctypes
+    import ctypes.util
+
+    try:
+        lib = ctypes.CDLL(ctypes.util.find_library("asound") or "libasound.so.2")
+    except OSError:
+        return
+    # void handler(const char *file, int line, const char *function, int err, const char *fmt, ...)
+    handler_type = ctypes.CFUNCTYPE(None, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p)
+    _alsa_handler = handler_type(lambda *_args: None)
+    lib.snd_lib_error_set_handler(_alsa_handler)
+
+
 class DevicePlayer:
     def __init__(self, sample_rate: int, device: str | None = None) -> None:
         sd = _sounddevice()
+        route_alsa_messages_away()
         self.sample_rate = sample_rate
         self.prebuffer_samples = int(sample_rate * JITTER_BUFFER_S)
         self._buffer = np.zeros(0, dtype=np.int16)
@@ -65,6 +93,10 @@ class DevicePlayer:
         self._drained = threading.Event()
         self.frames_played = 0
         self.underruns = 0
+        # Whether audio is owed (text sent, not yet voiced): running dry is an underrun only
+        # then, not while `stream` waits for someone to type. The live view sets it.
+        self.expecting: Callable[[], bool] = lambda: True
+        self._dry = False  # one underrun per gap, not one per callback
         self._started_audio = False
         try:
             self._stream = sd.OutputStream(
@@ -90,8 +122,9 @@ class DevicePlayer:
             self._buffer = self._buffer[take:]
             if self._started_audio:
                 self.frames_played += take
-            if take < frames and self._started_audio and not self._ended:
+            if take < frames and not self._ended and not self._dry and self.expecting():
                 self.underruns += 1
+                self._dry = True
             if self._ended and not len(self._buffer):
                 self._drained.set()
 
@@ -100,6 +133,7 @@ class DevicePlayer:
             return
         with self._lock:
             self._buffer = np.concatenate([self._buffer, samples.astype(np.int16, copy=False)])
+            self._dry = False
             # Network audio comes in bursts: start only with a little in hand, so the
             # first gap between bursts does not become an underrun.
             if len(self._buffer) >= self.prebuffer_samples:

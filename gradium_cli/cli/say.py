@@ -35,6 +35,9 @@ def say(
     ] = False,
     retries: o.RetriesOpt = 2,
     stats: o.StatsOpt = False,
+    live: Annotated[
+        bool, typer.Option("--live/--no-live", help="Live view while playing on a terminal (stderr)")
+    ] = True,
     cache: o.CacheOpt = None,
     markdown: o.MarkdownOpt = None,
     json_out: Annotated[
@@ -80,6 +83,7 @@ def say(
         backend=backend,
         use_rest=rest,
         stats=stats,
+        live=live,
         retries=retries,
         json_out=json_out or env.json,
         cache=cache,

@@ -54,6 +54,7 @@ class SayRequest:
     retries: int = DEFAULT_RETRIES
     cache: bool | None = None  # --cache / --no-cache; None: the `cache` setting
     markdown: bool | None = None  # --markdown / --no-markdown; None: the setting, else by file type
+    live: bool = True  # --live/--no-live: the live view while playing on a terminal
 
 
 async def speak(request: SayRequest) -> dict[str, Any]:
@@ -147,7 +148,7 @@ async def _attempt(
     env = get_env()
     hooks = [stderr_wire_log(env.debug)] if env.verbose else []
     view: contextlib.AbstractContextManager[object] = contextlib.nullcontext()
-    if plan.play and env.stderr_isatty and not env.quiet and not request.json_out:
+    if plan.play and request.live and env.stderr_isatty and not env.quiet and not request.json_out:
         # Playing on a terminal: the same live view as `gradium stream`.
         state = LiveState(title=f"gradium say · {request.voice.voice or 'default voice'}")
         attach_player(state, collector.sinks)

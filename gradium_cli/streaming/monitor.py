@@ -90,6 +90,7 @@ class StreamMonitor:
     def message(self, message: m.ServerMessage, handled_at: float) -> None:
         if isinstance(message, m.Ready):
             self.state.status = "ready"
+            self.state.synthesised_at = None  # a long `say` sends several requests: synthesis goes on
             self.emit("ready", t=self._t(handled_at), request_id=message.request_id, sample_rate=message.sample_rate)
         elif isinstance(message, m.Audio):
             arrived = self._frames_in.popleft() if self._frames_in else handled_at
@@ -98,7 +99,7 @@ class StreamMonitor:
             if self.state.first_audio_s is None:
                 self.state.first_audio_s = arrived - self.started
                 if self.progress_lines:
-                    self.env.say(f"gradium: first audio after {self.state.first_audio_s * 1000:.0f} ms")
+                    self.env.say(f"gradium: first audio {self.state.first_audio_s * 1000:.0f} ms after start")
             latency = self._latency(message.start_s, arrived)
             self.state.audio_s = max(self.state.audio_s, message.stop_s)
             self.state.chunk_count += 1
@@ -120,6 +121,7 @@ class StreamMonitor:
             if sent_at is not None:
                 self._word_sent_at.append((message.start_s, sent_at))
             self.state.words.append((message.text, message.start_s, message.stop_s))
+            self.state.words_voiced += 1
             # An hours-long stream: keep the recent words only (the view shows a line of them).
             if len(self.state.words) > 2 * RECENT_WORDS:
                 del self.state.words[:RECENT_WORDS]
@@ -127,6 +129,7 @@ class StreamMonitor:
             self.emit("word", t=self._t(handled_at), text=message.text, start_s=message.start_s, stop_s=message.stop_s)
         elif isinstance(message, m.EndOfStream):
             self.state.status = "done"
+            self.state.synthesised_at = handled_at
 
     def _match_sent(self, word: str) -> float | None:
         # Timestamps come back in input order; skip sent tokens the engine did not voice.
