@@ -29,6 +29,7 @@ from gradium_cli.protocol.text import FLUSH_TAG, StreamSplitter
 from gradium_cli.server.catalog import DEFAULT_VOICE
 from gradium_cli.server.engine import get_engine
 from gradium_cli.server.synth import _CLAUSE_END, _SENTENCE_END, MAX_UNIT_WORDS, Renderer, RenderSettings, TextBuffer
+from gradium_cli.server.textprep import DictionaryRule, SpokenWord, phrase_lengths, prepare
 from gradium_cli.streaming.feeder import TextFeeder
 from tests.servers import free_port, gradium_exe, wait_for_port
 
@@ -284,3 +285,28 @@ def test_served_unpunctuated_words_one_by_one_are_heard_after_at_most_five(serve
     # without any further message.
     sent = asyncio.run(_first_audio_after(served, words, 0.3, 10.0))
     assert sent is not None and sent <= 5
+
+
+def test_units_never_cut_a_dictionary_phrase_and_wait_only_to_know() -> None:
+    rules = [DictionaryRule("New York City", "noo york"), DictionaryRule("Gradium", "gray dee um")]
+    text = "I flew to the New York City office today and back again"
+
+    def units(messages: list[str]) -> list[tuple[str, bool]]:
+        buffer = TextBuffer([], 0, *phrase_lengths(rules))
+        out: list[tuple[str, bool]] = []
+        for message in messages:
+            buffer.add(message)
+            out += buffer.take(final=False)
+        return out + buffer.take(final=True)
+
+    expected = [("I flew to the New York City", False), ("office today and back again", False), ("", True)]
+    assert units([text]) == units(text.split()) == expected
+    # The phrase is one dictionary match inside its unit, said as the rule says.
+    pieces = prepare(expected[0][0], dictionary=rules)
+    assert SpokenWord("New York City", "noo york") in pieces
+    # With multi-word rules a 5-word cut waits for the next (longest - 1) words, to know no phrase spans it.
+    buffer = TextBuffer([], 0, *phrase_lengths(rules))
+    buffer.add("one two three four five")
+    assert buffer.take(final=False) == []  # "four five ..." could still be a phrase
+    buffer.add("six seven")
+    assert buffer.take(final=False) == [("one two three four five", False)]

@@ -25,7 +25,7 @@ from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_ui
 from gradium_cli.server.state import NO_SPEECH_TO_TEXT, ServerState
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, TextBuffer
-from gradium_cli.server.textprep import validate_dictionary_word
+from gradium_cli.server.textprep import phrase_lengths, validate_dictionary_word
 from gradium_cli.server.uploads import FormProblem, VoiceForm, voice_form
 from gradium_cli.server.workers import EngineCrashed
 
@@ -92,7 +92,7 @@ async def post_tts(request: Request) -> Response:
     speaking_as = voice_uid(voice)
     only_audio = body.get("only_audio") is True
     renderer = Renderer(state.engine, settings)
-    buffer = TextBuffer()
+    buffer = TextBuffer([], 0, *phrase_lengths(settings.dictionary))
     buffer.add(text)
     request_id = str(uuid.uuid4())
     started = time.monotonic()

@@ -13,6 +13,7 @@ import bisect
 import contextvars
 import re
 from collections import deque
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +51,10 @@ class TextBuffer:
 
     tokens: list[str] = field(default_factory=list)
     total_chars: int = 0
+    # Dictionary phrases (textprep.phrase_lengths): a unit never ends inside one, so a
+    # phrase is still matched whole; deciding that needs the next longest-1 tokens.
+    longest_phrase: int = 1
+    phrase_span: Callable[[Sequence[str], int], int] | None = None
 
     def add(self, text: str) -> None:
         # The service inserts one space between messages, and whitespace runs collapse.
@@ -64,7 +69,7 @@ class TextBuffer:
         """
         units: list[tuple[str, bool]] = []
         start = 0
-        while (found := self._unit_end(start)) is not None:
+        while (found := self._unit_end(start, final)) is not None:
             end, flush = found
             words = [token for token in self.tokens[start:end] if token != FLUSH_TAG]
             if words or flush:
@@ -76,7 +81,7 @@ class TextBuffer:
             self.tokens.clear()
         return units
 
-    def _unit_end(self, start: int) -> tuple[int, bool] | None:
+    def _unit_end(self, start: int, final: bool) -> tuple[int, bool] | None:
         """(end of the complete unit starting at `start`, whether `<flush>` ends it), or None."""
         words = 0
         tag_tokens = 0  # tokens of the `<break ...>` tag being read; 0 outside one
@@ -90,9 +95,28 @@ class TextBuffer:
                     tag_tokens = 0
                 continue
             words += 1
-            if words >= MAX_UNIT_WORDS or _SENTENCE_END.search(token) or _CLAUSE_END.search(token):
-                return index + 1, False
+            if _SENTENCE_END.search(token) or _CLAUSE_END.search(token):
+                return index + 1, False  # a phrase's inner words carry no punctuation
+            if words >= MAX_UNIT_WORDS:
+                end = self._past_phrases(start, index + 1, final)
+                return None if end is None else (end, False)
         return None
+
+    def _past_phrases(self, start: int, end: int, final: bool) -> int | None:
+        """`end` moved past a dictionary phrase it would cut; None until the tokens to tell have come."""
+        if self.phrase_span is None or self.longest_phrase < 2:
+            return end
+        moved = True
+        while moved:
+            if len(self.tokens) < end + self.longest_phrase - 1 and not final:
+                return None
+            moved = False
+            for at in range(max(start, end - self.longest_phrase + 1), end):
+                span = self.phrase_span(self.tokens, at)
+                if at + span > end and FLUSH_TAG not in self.tokens[end : at + span]:
+                    end, moved = at + span, True
+                    break
+        return end
 
 
 @dataclass(frozen=True)

@@ -44,6 +44,7 @@ __all__ = [
     "SpokenWord",
     "expand_rewrite_rules",
     "join_messages",
+    "phrase_lengths",
     "prepare",
     "rewrite_word",
     "sanitize_spoken",
@@ -766,6 +767,21 @@ class _DictionaryMatcher:
             head = words[0].lstrip(_LEADING)
             if head and head != words[0]:
                 yield words[0][: len(words[0]) - len(head)], [head, *words[1:]], suffix
+
+
+def phrase_lengths(rules: Iterable[DictionaryRule]) -> tuple[int, Callable[[Sequence[str], int], int]]:
+    """(the longest phrase in words, how many tokens the phrase matched at a position spans).
+
+    The text buffer uses it to never end a unit inside a dictionary phrase.
+    """
+    matcher = _DictionaryMatcher(rules)
+    longest = max(matcher._lengths, default=1)
+
+    def span(tokens: Sequence[str], start: int) -> int:
+        found = matcher.match(tokens, start)
+        return found[0] if found is not None else 0
+
+    return longest, span
 
 
 # -------------------------------------------------------------------------- prepare

@@ -20,6 +20,7 @@ from gradium_cli.protocol import messages as m
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState
 from gradium_cli.server.synth import Renderer, TextBuffer
+from gradium_cli.server.textprep import phrase_lengths
 
 # How far audio may run ahead of the wall clock with --realtime, as a live
 # service's jitter buffer would allow.
@@ -41,7 +42,7 @@ class Request:
         self.request_id = str(uuid.uuid4())
         self.renderer = renderer
         self.voice_uid = voice_uid
-        self.buffer = TextBuffer()
+        self.buffer = TextBuffer([], 0, *phrase_lengths(renderer.settings.dictionary))
         self.queue: asyncio.Queue[str | _Eos] = asyncio.Queue()
         self.started = time.monotonic()
         self.first_audio_at: float | None = None
