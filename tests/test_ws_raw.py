@@ -1277,11 +1277,20 @@ def test_mock_keeps_the_recorded_gaps_or_none(tmp_path: Path) -> None:
     for timing, gaps in (("original", (300, 200)), ("fast", (0, 0))):
         proc, port = _mock(tmp_path, "gaps.jsonl", "--timing", timing, "--once")
         result = ws_raw(tmp_path, "--url", f"ws://127.0.0.1:{port}/", input="/setup output_format=pcm\nHi.\n/eos\n")
-        proc.communicate(timeout=30)
+        log, _ = proc.communicate(timeout=30)
         assert result.returncode == 0 and proc.returncode == 0, result.stdout + result.stderr
-        at = {t.split(" ")[0]: ms for a, ms, t in _timed(result) if a == "←"}
-        sent_text = next(ms for a, ms, t in _timed(result) if a == "→" and t.startswith("text"))
-        got = (at["audio"] - sent_text, at["end_of_stream"] - at["audio"])
+        # Times on the mock's own clock: when the client frame came in, when the reply went out.
+        timed = [
+            (m["arrow"], float(m["ms"]), m["text"])
+            for row in log.decode().splitlines()
+            if row.startswith("#1 ") and (m := LINE.match(row[3:])) and m["ms"]
+        ]
+        text_in = next(ms for a, ms, t in timed if a == "→" and t.startswith("text"))
+        eos_in = next(ms for a, ms, t in timed if a == "→" and t.startswith("end_of_stream"))
+        audio_out = next(ms for a, ms, t in timed if a == "←" and t.startswith("audio"))
+        eos_out = next(ms for a, ms, t in timed if a == "←" and t.startswith("end_of_stream"))
+        # The eos came in long before the audio went out: its reply keeps its distance from the audio's.
+        got = (audio_out - text_in, eos_out - max(eos_in, audio_out))
         assert all(abs(g - want) < 50 for g, want in zip(got, gaps, strict=True)), (timing, got)
     # A client that leaves early: said in the mock's log, not an error.
     proc, port = _mock(tmp_path, "gaps.jsonl", "--once")
