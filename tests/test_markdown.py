@@ -235,3 +235,14 @@ def test_live_view_counts_the_code_that_was_not_spoken() -> None:
     state.code_blocks_skipped, state.code_lines_skipped = 2, 14
     console.print(render(state, width=100))
     assert "code skipped 2 (14 lines)" in console.export_text()
+
+
+def test_batch_speaks_rows_as_prose_only_with_markdown(tmp_path: Path, local_server: RunningServer) -> None:
+    (tmp_path / "lines.txt").write_text("**Bold** move\n")
+    url = ["--base-url", local_server.base_url, "--timestamps", "json"]
+    for flag, expected in (("--markdown", ["Bold", "move"]), ("--no-markdown", ["**Bold**", "move"])):
+        out = tmp_path / flag.strip("-")
+        done = gradium(tmp_path, "batch", "lines.txt", "--out-dir", str(out), *url, flag)
+        assert done.returncode == 0, done.stderr
+        stamps = json.loads(next(out.glob("*.json")).read_text())
+        assert [w["text"] for w in stamps] == expected
