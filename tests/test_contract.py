@@ -73,7 +73,7 @@ LIMITS: tuple[Limit, ...] = (
     Limit("connections", "max_connections", "256 connections at once",
           {"max_connections": 2}, ("say",)),
     Limit("idle timeout", "idle_timeout_s", "5 minutes without a frame",
-          {"idle_timeout_s": 1.0}, ("ws-raw",)),
+          {"idle_timeout_s": 1.0}, ("ws-raw", "stream")),
     Limit("upload bytes", "max_upload_bytes", "above 20 MiB",
           {}, ("voices",)),  # the exact multipart size of the sample (servers)
     Limit("body bytes", "max_message_bytes", "any other body above 1 MiB",
@@ -643,6 +643,33 @@ def _ws_raw_idle(server: RunningServer, tmp: Path) -> None:
     assert re.fullmatch(r"×\s+[\d.]+ ms\s+closed 1000 by the server\n", lines[1].decode()), lines
     assert proc.returncode == 6
     assert err.decode().splitlines() == ["gradium: error: server error: idle timeout: no request for too long (1000)"]
+
+
+@contract("idle timeout", "stream")
+def _stream_idle(server: RunningServer, tmp: Path) -> None:
+    """Input that pauses past the server's idle time (`tail -f` on a quiet log) loses nothing."""
+    out, stamps = tmp / "out.ulaw", tmp / "out.json"
+    proc = subprocess.Popen([gradium_exe(), "stream", "-o", str(out), "--timestamps", str(stamps)],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=cli_env(server, tmp), cwd=tmp)  # fmt: skip
+    assert proc.stdin is not None and proc.stderr is not None
+    try:
+        proc.stdin.write(b"First line here.\n")
+        proc.stdin.flush()
+        first = proc.stderr.readline()  # the first line's audio arrived: the connection is up
+        assert first.startswith(b"gradium: first audio after "), first
+        time.sleep(2.5)  # two and a half idle times without a frame
+        proc.stdin.write(b"Second line here.\n")
+        proc.stdin.close()
+        proc.stdin = None
+        _, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err.decode()
+    assert_spoken(out, stamps, "First line here. Second line here.")
+    second = next(w for w in words(stamps) if w["text"] == "Second")
+    assert second["start_s"] >= 1.0  # after the first line's audio, not over it
 
 
 # ---------------------------------------------------------------- upload and body bytes
