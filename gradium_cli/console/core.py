@@ -286,8 +286,7 @@ class WsConsole:
         """Send one frame after checking it; False when it was not sent."""
         mode = mode or (CHECK if self.options.check else WARN)
         if self.reconnecting is not None and not self._resending:
-            with contextlib.suppress(Exception):
-                await asyncio.shield(self.reconnecting)  # sent on the new connection
+            await asyncio.wait([self.reconnecting])  # sent on the new connection (wait never raises)
         if self.ws is not None and self.closed is None and self.ws.state is not WsState.OPEN and self.reader:
             # A close frame is in but the reader has not shown it yet: let it, so the
             # close prints before the complaint about it.
@@ -449,6 +448,8 @@ class WsConsole:
         elif action.name == "last":
             self.display.show_last()
         elif action.name == "reconnect":
+            if self.reconnecting is not None and not self.reconnecting.done():
+                self.reconnecting.cancel()  # --reconnect's own attempt gives way to the one asked for
             await self.close()
             await self.connect()
         elif action.name == "quit":
