@@ -157,3 +157,58 @@ def test_say_no_live_plays_without_the_view(tmp_path: Path, local_server: Runnin
     assert live.returncode == 0 and "╭─ gradium say" in live.terminal, live.terminal
     quiet = run_on_pty(["say", "Hello there.", "--no-live"], env, tmp_path, stdout_on_pty=True)
     assert quiet.returncode == 0 and "╭" not in quiet.terminal and "synthesis" not in quiet.terminal, quiet.terminal
+
+
+def test_interactive_stream_prompts_and_counts_per_flush(tmp_path: Path, local_server: RunningServer) -> None:
+    import os
+    import select
+
+    primary, secondary = os.openpty()
+    proc = subprocess.Popen(
+        [gradium_exe(), "stream", "--interactive", "-o", "i.wav", "--base-url", local_server.base_url],
+        stdin=secondary,
+        stderr=secondary,
+        stdout=subprocess.PIPE,
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+    )
+    os.close(secondary)
+    seen = b""
+
+    def wait_for(marker: bytes, count: int) -> None:
+        nonlocal seen
+        deadline = time.monotonic() + 30
+        while seen.count(marker) < count:
+            assert time.monotonic() < deadline, seen.decode(errors="replace")
+            if select.select([primary], [], [], 0.2)[0]:
+                try:
+                    seen += os.read(primary, 4096)
+                except OSError:
+                    break
+
+    try:
+        wait_for(b"speak> ", 1)
+        os.write(primary, b"Hello there.\n")
+        wait_for(b"speak> ", 2)
+        os.write(primary, b"One two three four.\n")
+        wait_for(b"speak> ", 3)
+        os.write(primary, b"\x04")
+        proc.wait(30)
+        wait_for(b"real time", 1)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        os.close(primary)
+    text = seen.decode(errors="replace").replace("\r", "")
+    assert proc.returncode == 0, text
+    assert "gradium: type a line and press Enter to speak it; Ctrl-D ends, Ctrl-C stops" in text
+    assert "gradium: flush after 2 words" in text and "gradium: flush after 4 words" in text
+    assert "flush after 6 words" not in text  # counted per flush, not since the start
+    assert 1.0 < sf_seconds(tmp_path / "i.wav") < 8.0  # both lines were spoken into the file
+
+
+def sf_seconds(path: Path) -> float:
+    import soundfile as sf
+
+    info = sf.info(str(path))
+    return float(info.frames / info.samplerate)

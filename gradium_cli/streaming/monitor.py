@@ -32,6 +32,9 @@ class StreamMonitor:
         self._frames_in: deque[float] = deque()  # arrival times of audio frames not yet handled
         self._sent_words: deque[tuple[str, float]] = deque()  # words on the wire, with send time
         self._word_sent_at: list[tuple[float, float]] = []  # (start_s, sent time) per timestamp
+        self._words_at_last_flush = 0
+        # `stream --interactive`: the prompt shown again after each line goes out.
+        self.prompt: str | None = None
 
     def _t(self, at: float | None = None) -> float:
         return round((at if at is not None else time.monotonic()) - self.started, 6)
@@ -66,14 +69,23 @@ class StreamMonitor:
         if text == FLUSH_TAG:
             self.state.flushes += 1
             self.emit("flush", t=self._t(now))
+            # Per flush, not since the start: "flush after 3 words" is this line's 3 words.
+            words = self.state.words_sent - self._words_at_last_flush
+            self._words_at_last_flush = self.state.words_sent
             if self.progress_lines:
-                self.env.say(f"gradium: flush after {self.state.words_sent} words")
+                self.env.say(f"gradium: flush after {words} word{'' if words == 1 else 's'}")
+            self.show_prompt()
             return
         for word in text.split():
             self._sent_words.append((word, now))
         self.state.words_sent += len(text.split())
         self.state.status = "streaming"
         self.emit("text", t=self._t(now), input_t=self._t(read_at), text=text)
+
+    def show_prompt(self) -> None:
+        if self.prompt is not None and not self.env.quiet:
+            self.env.stderr.write(self.prompt)
+            self.env.stderr.flush()
 
     def code_skipped(self, blocks: int, lines: int, in_code: bool) -> None:
         """Markdown input: fenced code is not spoken; the view and the events say how much."""

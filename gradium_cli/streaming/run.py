@@ -56,6 +56,9 @@ class StreamRequest:
     retries: int = DEFAULT_RETRIES
 
 
+INTERACTIVE_PROMPT = "speak> "
+
+
 class _Interrupts:
     def __init__(self, on_first: Callable[[], None], on_second: Callable[[], None]) -> None:
         self.count = 0
@@ -118,6 +121,10 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
                 timestamps=timestamps,
                 on_message=lambda message: monitor.message(message, time.monotonic()),
             )
+            if request.interactive:
+                env.say("gradium: type a line and press Enter to speak it; Ctrl-D ends, Ctrl-C stops")
+                monitor.prompt = INTERACTIVE_PROMPT
+                monitor.show_prompt()
             reader.start()
             view = LiveView(state, env.stderr, env.no_color) if show_live else contextlib.nullcontext()
             try:
