@@ -23,7 +23,9 @@ class ExitCode(IntEnum):
     NETWORK = 7  # connection refused, dropped or timed out
     AUDIO = 8  # sound device missing or failing
     OUTPUT = 9  # output file cannot be written (permissions, full disk)
+    HANGUP = 129  # SIGHUP: handled as Ctrl-C
     INTERRUPTED = 130  # Ctrl-C
+    TERMINATED = 143  # SIGTERM: handled as Ctrl-C
 
 
 EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
@@ -39,7 +41,9 @@ EXIT_CODE_MEANINGS: dict[ExitCode, str] = {
     ExitCode.NETWORK: "connection refused, dropped or timed out",
     ExitCode.AUDIO: "audio device error",
     ExitCode.OUTPUT: "output cannot be written: permissions, full disk, existing file",
+    ExitCode.HANGUP: "hung up (SIGHUP): cleaned up as for Ctrl-C",
     ExitCode.INTERRUPTED: "interrupted (Ctrl-C)",
+    ExitCode.TERMINATED: "terminated (SIGTERM): cleaned up as for Ctrl-C",
 }
 
 

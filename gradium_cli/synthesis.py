@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gradium_cli.audio.sinks import Sink
+from gradium_cli.audio.sinks import DeviceSink, Sink
 from gradium_cli.audio.subtitles import TimestampWriter, Word
 from gradium_cli.errors import GradiumError, ProtocolError
 from gradium_cli.protocol import messages as m
@@ -379,8 +379,18 @@ async def run_websocket(
                     if not text:
                         break
                     await retry.wait(failures, error)
+    except (asyncio.CancelledError, KeyboardInterrupt):
+        silence(collector)  # Ctrl-C, SIGTERM: the speakers stop now, not after the closing handshake
+        raise
     finally:
         await rotation.aclose()
+
+
+def silence(collector: Collector) -> None:
+    """Stop playback at once; files are left to the caller (discarded or kept as partial)."""
+    for sink in collector.sinks:
+        if isinstance(sink, DeviceSink):
+            sink.abort()
 
 
 def with_last(items: Iterable[str]) -> Iterator[tuple[str, bool]]:

@@ -116,6 +116,7 @@ class HostileServer:
     port: int = 0
     requests: list[Request] = field(default_factory=list)
     connections: int = 0
+    _tasks: set[asyncio.Task[None]] = field(default_factory=set)
 
     @property
     def base_url(self) -> str:
@@ -126,6 +127,9 @@ class HostileServer:
         return f"ws://{self.host}:{self.port}/api/speech/tts"
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        if task is not None:
+            self._tasks.add(task)
         self.connections += 1
         conn = Conn(reader, writer)
         try:
@@ -144,6 +148,7 @@ class HostileServer:
             pass
         finally:
             writer.close()
+            self._tasks.discard(task)  # type: ignore[arg-type]
 
 
 @contextmanager
@@ -161,6 +166,10 @@ def hostile_server(script: Script, host: str = "127.0.0.1") -> Iterator[HostileS
         ready.set()
         async with listener:
             await stop
+            # Scripts that never end (a stalled server) end with the server.
+            for task in list(server._tasks):
+                task.cancel()
+            await asyncio.gather(*server._tasks, return_exceptions=True)
 
     thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
     thread.start()

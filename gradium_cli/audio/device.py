@@ -91,6 +91,8 @@ class DevicePlayer:
         self._lock = threading.Lock()
         self._ended = False
         self._drained = threading.Event()
+        self._stopping = False  # finish() has begun: the stream is closed by that call alone
+        self._dropped = False  # a drain=False came while another finish() drained
         self.frames_played = 0
         self.underruns = 0
         # Whether audio is owed (text sent, not yet voiced): running dry is an underrun only
@@ -148,8 +150,20 @@ class DevicePlayer:
         return self.frames_played / self.sample_rate
 
     def finish(self, drain: bool = True) -> None:
-        """Stop after the buffered audio has played (or at once with drain=False)."""
+        """Stop after the buffered audio has played (or at once with drain=False).
+
+        drain=False may come while another thread drains (Ctrl-C during the last of the
+        playback): it empties the buffer, which ends that wait, and aborts the stream so the
+        device's own buffer is dropped too. The stream is stopped and closed once.
+        """
         with self._lock:
+            if self._stopping:
+                if not drain:
+                    self._buffer = np.zeros(0, dtype=np.int16)
+                    self._dropped = True
+                    self._drained.set()
+                return
+            self._stopping = True
             self._ended = True
             self._started_audio = True  # a clip shorter than the jitter buffer still plays
             if not drain:
@@ -157,7 +171,10 @@ class DevicePlayer:
             if not len(self._buffer):
                 self._drained.set()
         self._drained.wait(timeout=self.buffered_seconds + 5.0)
-        # Let the device's own buffer play out before stopping the stream.
-        time.sleep(float(self._stream.latency) + 0.05 if drain else 0)
-        self._stream.stop()
+        # Let the device's own buffer play out before stopping the stream, unless told to stop now.
+        if drain and not self._dropped:
+            time.sleep(float(self._stream.latency) + 0.05)
+            self._stream.stop()
+        else:
+            self._stream.abort()
         self._stream.close()

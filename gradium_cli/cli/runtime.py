@@ -21,8 +21,40 @@ from gradium_cli.ui.wirelog import escape_control
 T = TypeVar("T")
 
 
+# SIGTERM (a service manager, `kill`) and SIGHUP (the terminal went away) end a run the
+# way Ctrl-C does: the running command is cancelled, so the same cleanup runs; then one
+# line and the shell's code for that signal (128 + its number).
+STOP_SIGNALS = {ExitCode.TERMINATED - 128: "terminated (SIGTERM)", ExitCode.HANGUP - 128: "hung up (SIGHUP)"}
+_caught: list[int] = []  # the stop signal that ended this run, if any
+
+
+def _signal_exit(detail: str | None = None) -> NoReturn:
+    number = _caught[0]
+    line = f"gradium: {STOP_SIGNALS[number]}"
+    if detail:
+        line += f": {detail}"
+    get_env().tell(line)
+    raise typer.Exit(128 + number)
+
+
+def _raise_interrupt(number: int, _frame: object) -> None:
+    if not _caught:
+        _caught.append(number)
+    raise KeyboardInterrupt
+
+
+def install_stop_signals() -> None:
+    """Outside the event loop (sync commands, start-up) a stop signal interrupts like Ctrl-C."""
+    import signal
+
+    for number in STOP_SIGNALS:
+        signal.signal(number, _raise_interrupt)
+
+
 def fail(error: GradiumError) -> NoReturn:
     env = get_env()
+    if _caught:  # the run was stopped by a signal: its line and code, with what became of the output
+        _signal_exit(error.message.removeprefix("interrupted: ") if isinstance(error, Interrupted) else None)
     line = f"gradium: {error.message}" if isinstance(error, Interrupted) else f"gradium: error: {error.message}"
     if error.hint:
         line += f" ({error.hint})"
@@ -85,17 +117,37 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
     import asyncio  # not at module level: `gradium --help` never needs it
 
     debug = os.environ.get("GRADIUM_DEBUG") == "1"
+
+    async def cancellable() -> T:
+        # As asyncio.run does for SIGINT: a stop signal cancels the command's task.
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def stop(number: int) -> None:
+            if not _caught:
+                _caught.append(number)
+            task.cancel()
+
+        for number in STOP_SIGNALS:
+            loop.add_signal_handler(number, stop, number)
+        return await coroutine
+
     try:
-        return asyncio.run(coroutine)
+        return asyncio.run(cancellable())
     except GradiumError as error:
         if debug:
             raise
         fail(error)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        if _caught:
+            _signal_exit()
         get_env().tell("gradium: interrupted")
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except BrokenPipeError:
         _stdout_gone()
+    finally:
+        install_stop_signals()  # closing the loop reset them to the default (die silently)
 
 
 def guard(function: Any) -> Any:
@@ -107,6 +159,8 @@ def guard(function: Any) -> Any:
             raise
         fail(error)
     except KeyboardInterrupt:
+        if _caught:
+            _signal_exit()
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except BrokenPipeError:
         _stdout_gone()

@@ -85,6 +85,9 @@ async def open_websocket(
         raise connect_error(exc, url) from None
 
 
+CLOSE_WAIT_CANCELLED_S = 0.25
+
+
 class _Closed:
     """Queue marker: the socket ended; `error` says how, None for a normal close."""
 
@@ -158,8 +161,12 @@ class TtsSocket:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._reader
         if self._ws is not None:
+            # A polite close waits for the server's answer; when the run is being cancelled
+            # (Ctrl-C, SIGTERM) a server that never answers must not hold the exit for long.
+            task = asyncio.current_task()
+            cancelling = bool(task is not None and getattr(task, "cancelling", lambda: 0)())
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._ws.close(), 2)
+                await asyncio.wait_for(self._ws.close(), CLOSE_WAIT_CANCELLED_S if cancelling else 2)
 
     async def send(self, frame: str) -> None:
         assert self._ws is not None, "socket not open"
