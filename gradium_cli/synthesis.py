@@ -295,6 +295,7 @@ class SocketRotation:
         self._used = 0
         self._next: asyncio.Task[TtsSocket] | None = None
         self._closing: set[asyncio.Task[None]] = set()
+        self.hurry = False  # the run is being cancelled: closing waits little for the server
 
     async def _open(self) -> TtsSocket:
         sock = TtsSocket(self.endpoint, self.on_frame)
@@ -302,7 +303,7 @@ class SocketRotation:
         return sock
 
     def _retire(self, sock: TtsSocket) -> None:
-        task = asyncio.create_task(sock.close())
+        task = asyncio.create_task(sock.close(hurry=self.hurry))
         self._closing.add(task)
         task.add_done_callback(self._closing.discard)
 
@@ -381,6 +382,7 @@ async def run_websocket(
                     await retry.wait(failures, error)
     except (asyncio.CancelledError, KeyboardInterrupt):
         silence(collector)  # Ctrl-C, SIGTERM: the speakers stop now, not after the closing handshake
+        rotation.hurry = True  # and a server that ignores the close does not hold the exit
         raise
     finally:
         await rotation.aclose()

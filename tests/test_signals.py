@@ -166,5 +166,5 @@ def test_ctrl_c_during_playback_stops_the_sound_within_200_ms(
     # The recording's clock starts when it went live; a little before `recording_started`.
     stopped_after = last_sound - (sent - recording_started)
     assert stopped_after < 0.2, f"sound went on {stopped_after:.3f} s after Ctrl-C"
-    assert exited < 1.0, f"exited {exited:.2f} s after Ctrl-C"
+    assert exited < 1.5, f"exited {exited:.2f} s after Ctrl-C"
     assert np.abs(samples).max() > 0.02, "something played before the interrupt"

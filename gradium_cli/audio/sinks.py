@@ -7,6 +7,7 @@ Every sink takes wire bytes as they arrive; `close()` finalises on success and
 
 from __future__ import annotations
 
+import contextlib
 import io
 import struct
 import tempfile
@@ -84,6 +85,8 @@ class FileSink:
 
     def keep_partial(self) -> Path:
         assert isinstance(self.file, AtomicFile), "only a file can be kept (rewindable)"
+        if self.file.handle.closed:  # a failed write (disk full) already removed it: nothing to keep
+            raise OutputError(f"nothing of {self.path} could be kept")
         self._finish_header()
         self.file.commit(partial_path(self.path))
         return partial_path(self.path)
@@ -304,6 +307,8 @@ class EncodeSink:
         self._encode(self.path)
 
     def keep_partial(self) -> Path:
+        if self.spool.closed:  # a failed write (disk full) already dropped it: nothing to keep
+            raise OutputError(f"nothing of {self.path} could be kept")
         if is_stream_target(self.path):
             raise OutputError(f"{self.path} is not a file: nothing partial is kept there")
         self._encode(partial_path(self.path))
@@ -362,4 +367,6 @@ class EncodeSink:
             raise OutputError(f"cannot encode {target.name}: {exc}") from None
 
     def abort(self) -> None:
-        self.spool.close()
+        # Closing flushes the spool's buffer, which fails again on a full disk: it goes anyway.
+        with contextlib.suppress(OSError):
+            self.spool.close()

@@ -155,7 +155,8 @@ class TtsSocket:
             self._ws = await open_websocket(self.endpoint.ws_url(), self.endpoint.headers(), self.endpoint.timeout)
         self._reader = asyncio.create_task(self._read())
 
-    async def close(self) -> None:
+    async def close(self, hurry: bool = False) -> None:
+        """Close politely; `hurry` (or a cancelled caller) waits CLOSE_WAIT_CANCELLED_S at most for the server."""
         if self._reader is not None:
             self._reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -164,7 +165,7 @@ class TtsSocket:
             # A polite close waits for the server's answer; when the run is being cancelled
             # (Ctrl-C, SIGTERM) a server that never answers must not hold the exit for long.
             task = asyncio.current_task()
-            cancelling = bool(task is not None and getattr(task, "cancelling", lambda: 0)())
+            cancelling = hurry or bool(task is not None and getattr(task, "cancelling", lambda: 0)())
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), CLOSE_WAIT_CANCELLED_S if cancelling else 2)
 
