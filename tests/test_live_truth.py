@@ -212,3 +212,21 @@ def sf_seconds(path: Path) -> float:
 
     info = sf.info(str(path))
     return float(info.frames / info.samplerate)
+
+
+def test_ws_raw_help_fits_80_columns_unbroken(tmp_path: Path, local_server: RunningServer) -> None:
+    from gradium_cli.console.commands import HELP
+
+    assert max(len(line) for line in HELP.splitlines()) < 80
+    done = subprocess.run(
+        [gradium_exe(), "ws-raw", "--base-url", local_server.base_url],
+        input=b"/help\n",
+        capture_output=True,
+        env=isolated_env(tmp_path, COLUMNS="80"),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    shown = done.stdout.decode().splitlines()
+    for line in HELP.splitlines():
+        assert line.rstrip() in [s.rstrip() for s in shown], line  # whole, not wrapped mid-word

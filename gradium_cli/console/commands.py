@@ -27,23 +27,29 @@ JSON_CONFIG_KEYS = (*NUMERIC_SETTINGS, "rewrite_rules", "max_padding", "max_padd
 # Close codes an endpoint may send (RFC 6455 §7.4; 1004-1006 and 1015 are reserved).
 SENDABLE_CLOSE_CODES = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015), *range(3000, 5000)})
 
+# Kept under 80 columns: rich would wrap longer lines wherever the terminal ends, mid-word.
 HELP = """\
 Type a line and press Enter:
   {"type": ...}        sent as is (checked first; --no-check sends anything)
   Hello there.         sent as a text message
-  /setup [k=v ...]     send a setup: voice_id=, voice=, output_format=, model_name=, pronunciation_id=,
-                       client_req_id=, close_ws_on_eos=, json_config={...}, or json_config keys such as
-                       temp=, cfg_coef=, padding_bonus=, rewrite_rules= (no arguments: the --setup one)
-  /text TEXT           send TEXT as a text message (even if it starts with / or {)
+  /setup [k=v ...]     send a setup (no arguments: the --setup one). Fields:
+                       voice_id=, voice=, output_format=, model_name=,
+                       pronunciation_id=, client_req_id=, close_ws_on_eos=,
+                       json_config={...}, or json_config keys such as temp=,
+                       cfg_coef=, padding_bonus=, rewrite_rules=
+  /text TEXT           send TEXT as a text message (even starting with / or {)
   /flush               send the <flush> tag: audio for all text so far
   /eos                 send end_of_stream
-  /binary HEX          send a binary frame: /binary 00ff10, /binary base64:AP8Q, /binary @FILE
-  /id [ID|-]           put client_req_id ID on /setup, /text, /flush, /eos and plain lines (- clears)
+  /binary HEX          send a binary frame: /binary 00ff10,
+                       /binary base64:AP8Q, /binary @FILE
+  /id [ID|-]           put client_req_id ID on /setup, /text, /flush, /eos and
+                       plain lines (- clears)
   /ping                WebSocket ping; shows the round-trip time
   /close [CODE [WHY]]  close the connection (default 1000)
   /reconnect           open a new connection (after a close)
-  /save FILE [--force] write the audio received so far: .wav .pcm .raw .ogg .opus .flac .mp3 .ulaw .alaw
-  /wait [SECONDS]      wait until the server has finished the requests in flight
+  /save FILE [--force] write the audio received so far: .wav .pcm .raw .ogg
+                       .opus .flac .mp3 .ulaw .alaw
+  /wait [SECONDS]      wait until the server has finished the requests sent
   /pretty              pretty JSON of every frame, on or off
   /last                the last frame received, in full
   /help                this help
