@@ -34,6 +34,7 @@ from gradium_cli.console import commands as c
 from gradium_cli.console.checker import Checker
 from gradium_cli.console.core import read_frame_file
 from gradium_cli.console.display import describe_received, describe_sent, pretty
+from gradium_cli.console.mock import recorded_time
 from gradium_cli.console.mockmatch import Follower
 from gradium_cli.console.recorder import diff_replies, load_recording
 from gradium_cli.errors import UsageError
@@ -1361,3 +1362,16 @@ def test_reconnect_resends_the_setup_of_an_idle_session(tmp_path: Path) -> None:
     assert any("connection lost (1006)" in row for row in before)
     assert received[0] == [setup]
     assert received[1] == [setup, '{"type":"text","text":"Hi."}', '{"type":"end_of_stream"}']
+
+
+def test_mock_refuses_broken_recordings_and_bounds_broken_times(tmp_path: Path) -> None:
+    assert [recorded_time({"t": t}) for t in (0.25, 59.9, 60.0, 60.1, 1e300)] == [0.25, 59.9, 60.0, 60.0, 60.0]
+    assert [recorded_time({"t": t}) for t in (float("nan"), float("inf"), -1, "5", True, None)] == [0.0] * 6
+    start = {"event": "start", "version": 1, "url": "ws://x/", "headers": {}}
+    for broken in ({"event": "recv", "t": 0.1}, {"event": "send", "t": 0.1, "binary": "not base64!"}):
+        (tmp_path / "broken.jsonl").write_text(json.dumps(start) + "\n" + json.dumps(broken) + "\n")
+        result = ws_raw(tmp_path, "--mock", "broken.jsonl")
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.decode().startswith(
+            f"gradium: error: broken.jsonl: connection 1, event 1 ({broken['event']}) has no frame"
+        )

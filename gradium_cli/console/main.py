@@ -75,12 +75,12 @@ async def ws_raw_main(request: WsRawRequest) -> None:
     options = request.console
     options.setup = setup_from_option(request.setup) if request.setup else None
     if request.mock is not None:
-        from gradium_cli.console.mock import run_mock
+        from gradium_cli.console.mock import check_frames, run_mock
 
         display = Display(env, options.pretty, options.json_lines)
-        error = await run_mock(
-            load_recording(request.mock), request.host, request.port, display, request.fast, request.once
-        )
+        recording = load_recording(request.mock)
+        check_frames(recording, request.mock)
+        error = await run_mock(recording, request.host, request.port, display, request.fast, request.once)
         if error is not None:
             raise error
         return

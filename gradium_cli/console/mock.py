@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import binascii
 import contextlib
 import itertools
 import json
 import math
 import signal
 import time
+from pathlib import Path
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection, serve
@@ -28,7 +30,7 @@ from gradium_cli.console.commands import SENDABLE_CLOSE_CODES
 from gradium_cli.console.display import Display
 from gradium_cli.console.mockmatch import Follower
 from gradium_cli.console.recorder import Session
-from gradium_cli.errors import GradiumError, NetworkError
+from gradium_cli.errors import GradiumError, NetworkError, UsageError
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
 
 DEPARTED_CODE = 1008
@@ -41,6 +43,23 @@ def recorded_time(event: dict[str, Any]) -> float:
     if not isinstance(t, (int, float)) or isinstance(t, bool) or not math.isfinite(t) or t < 0:
         return 0.0
     return min(float(t), MAX_GAP_S)
+
+
+def check_frames(sessions: list[Session], path: Path) -> None:
+    """Refuse, up front, a recording whose frames the mock could not send or compare."""
+    for conn, session in enumerate(sessions, 1):
+        for number, event in enumerate(session.events, 1):
+            if event.get("event") not in ("send", "recv"):
+                continue
+            if isinstance(event.get("frame"), str):
+                continue
+            try:
+                base64.b64decode(event.get("binary"), validate=True)  # type: ignore[arg-type]
+            except (TypeError, ValueError, binascii.Error):
+                raise UsageError(
+                    f"{path}: connection {conn}, event {number} ({event['event']}) has no frame",
+                    hint="a ws-raw recording has 'frame' (text) or 'binary' (base64) on each send and recv",
+                ) from None
 
 
 class MockedConnection:
