@@ -99,6 +99,17 @@ class DeadlineExceeded(NetworkError):
     """A request ran past --deadline: the user's bound on it, not a reason to try again."""
 
 
+class RateLimited(NetworkError):
+    """HTTP 429 (or 503 with Retry-After), over REST or the WebSocket alike: the same exit code.
+
+    `retry_after_s` is the server's Retry-After in seconds, when it sent one.
+    """
+
+    def __init__(self, message: str, retry_after_s: float | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint)
+        self.retry_after_s = retry_after_s
+
+
 class AudioDeviceError(GradiumError):
     exit_code = ExitCode.AUDIO
 

@@ -16,6 +16,7 @@ from gradium_cli.errors import (
     DeadlineExceeded,
     GradiumError,
     NetworkError,
+    RateLimited,
     RequestError,
     ServerError,
 )
@@ -49,6 +50,39 @@ def is_transient(error: GradiumError) -> bool:
     if isinstance(error, RequestError):
         return bool(_NOT_NOW.search(error.message))
     return False
+
+
+RETRY_AFTER_CAP_S = 30.0  # a server's Retry-After is honoured up to this (README "Limits")
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds: delta-seconds or an HTTP date (RFC 9110 §10.2.3); None if absent or bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    from email.utils import parsedate_to_datetime
+
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    import datetime
+
+    if when.tzinfo is None:
+        return None
+    return max(0.0, (when - datetime.datetime.now(datetime.timezone.utc)).total_seconds())
+
+
+def retry_delay(attempt: int, error: GradiumError, rng: random.Random) -> tuple[float, str | None]:
+    """How long to wait before retry `attempt`, and a line for people when the server chose it."""
+    asked = error.retry_after_s if isinstance(error, RateLimited) else None
+    if asked is None:
+        return backoff_delay(attempt, rng), None
+    delay = min(asked, RETRY_AFTER_CAP_S)
+    capped = f" (it asked for {asked:g} s; capped)" if asked > RETRY_AFTER_CAP_S else ""
+    return delay, f"gradium: the server asks to wait: retrying in {delay:g} s{capped}"
 
 
 def backoff_delay(attempt: int, rng: random.Random, base: float = BACKOFF_BASE_S, cap: float = BACKOFF_CAP_S) -> float:

@@ -25,10 +25,11 @@ from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES, AudioBudget
 from gradium_cli.protocol.formats import WAV_HEADER_BYTES, OutputFormat, lookup_format
 from gradium_cli.protocol.limits import Limits
-from gradium_cli.retry import backoff_delay, is_transient
+from gradium_cli.retry import is_transient, retry_delay
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.rest import RestClient
 from gradium_cli.transport.ws import FrameHook, TtsSocket
+from gradium_cli.ui.env import get_env
 
 MessageHook = Callable[[m.ServerMessage], None]
 
@@ -271,7 +272,9 @@ class RetryPolicy:
         return failures < self.retries and is_transient(error)
 
     async def wait(self, failures: int, error: GradiumError) -> None:
-        delay = backoff_delay(failures, self.rng)
+        delay, asked = retry_delay(failures, error, self.rng)
+        if asked is not None:  # a wait the server chose may be long: always say so
+            get_env().say(f"{asked} (retry {failures}/{self.retries})")
         if self.log is not None:
             self.log(f"gradium: {error.message}; retry {failures}/{self.retries} in {delay:.2f} s")
         await asyncio.sleep(delay)

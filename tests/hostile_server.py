@@ -17,6 +17,7 @@ import hashlib
 import json
 import struct
 import threading
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ class Request:
     headers: dict[str, str]  # lower-case names (the last of repeated ones)
     body: bytes = b""
     raw_headers: list[tuple[str, str]] = field(default_factory=list)  # as sent, repeats kept
+    at: float = field(default_factory=time.monotonic)  # when its head had arrived
 
     @property
     def is_upgrade(self) -> bool:

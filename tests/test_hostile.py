@@ -4,6 +4,7 @@ masked, bounds hold, and every failure is one line and a documented exit code.""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import subprocess
 import time
@@ -399,3 +400,70 @@ def test_key_of_a_config_file_others_can_write_is_not_used(tmp_path: Path, mode:
             f"gradium: warning: {config} is writable by others (mode {mode:04o}): its API key is not used; "
             f"run `chmod 600 {config}`"
         ]
+
+
+# 10. Rate limits: Retry-After honoured (capped, said), 429 the same exit everywhere -------
+
+
+def test_retry_after_is_honoured_and_said(tmp_path: Path) -> None:
+    pcm = b"\x01\x00" * 1000
+    session = tts_session(lambda received: [ready_frame(), audio_frame(pcm, 0, 0.02), {"type": "end_of_stream"}])
+
+    async def limited_twice(request: Request, conn: Conn) -> None:
+        if len(server.requests) <= 2:
+            await conn.respond(429, b"slow down", {"Retry-After": "1"})
+        else:
+            await session(request, conn)
+
+    with hostile_server(limited_twice) as server:
+        result = keyed(tmp_path, "say", "Hi.", "-o", "out.pcm", "--retries", "2", "--base-url", server.base_url)
+        times = [r.at for r in server.requests]
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out.pcm").read_bytes() == pcm
+    assert len(times) == 3
+    assert all(later - earlier >= 0.95 for earlier, later in itertools.pairwise(times)), times
+    assert result.stderr.decode().splitlines() == [
+        "gradium: the server asks to wait: retrying in 1 s (retry 1/2)",
+        "gradium: the server asks to wait: retrying in 1 s (retry 2/2)",
+    ]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("say", "Hi.", "-o", "out.wav", "--retries", "0"),
+        ("say", "Hi.", "-o", "out.wav", "--retries", "0", "--rest"),
+        ("voices", "list"),
+    ],
+    ids=["websocket", "rest", "rest-json"],
+)
+def test_429_exits_7_over_rest_and_websocket(tmp_path: Path, args: tuple[str, ...]) -> None:
+    async def limited(request: Request, conn: Conn) -> None:
+        await conn.respond(429, b"Too Many Requests")
+
+    with hostile_server(limited) as server:
+        result = keyed(tmp_path, *args, "--base-url", server.base_url)
+    assert_one_line(result, 7, "429")
+
+
+def test_retry_after_is_capped_and_read_as_seconds_or_a_date() -> None:
+    import random
+    from datetime import datetime, timedelta, timezone
+    from email.utils import format_datetime
+
+    from gradium_cli.errors import NetworkError, RateLimited
+    from gradium_cli.retry import RETRY_AFTER_CAP_S, parse_retry_after, retry_delay
+
+    rng = random.Random(1)
+    assert retry_delay(1, RateLimited("busy", 3600), rng) == (
+        RETRY_AFTER_CAP_S,
+        f"gradium: the server asks to wait: retrying in {RETRY_AFTER_CAP_S:g} s (it asked for 3600 s; capped)",
+    )
+    assert retry_delay(1, RateLimited("busy", RETRY_AFTER_CAP_S), rng)[0] == RETRY_AFTER_CAP_S
+    assert retry_delay(1, RateLimited("busy", 2), rng) == (2, "gradium: the server asks to wait: retrying in 2 s")
+    delay, said = retry_delay(1, NetworkError("dropped"), rng)
+    assert said is None and delay < 1  # no Retry-After: the usual back-off
+    in_20_s = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=20), usegmt=True)
+    assert 17 < (parse_retry_after(in_20_s) or 0) <= 20
+    assert parse_retry_after("7") == 7
+    assert parse_retry_after("soon") is None and parse_retry_after("-3") is None and parse_retry_after(None) is None

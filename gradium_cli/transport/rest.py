@@ -8,8 +8,17 @@ from collections.abc import AsyncIterator
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, RequestError, ServerError
+from gradium_cli.errors import (
+    AuthError,
+    CrossHostRedirect,
+    GradiumError,
+    NetworkError,
+    RateLimited,
+    RequestError,
+    ServerError,
+)
 from gradium_cli.protocol.bounds import MAX_JSON_BYTES, Deadline
+from gradium_cli.retry import parse_retry_after
 from gradium_cli.transport.endpoint import Endpoint, masked_url, unresolved_host
 from gradium_cli.ui.env import get_env
 
@@ -61,6 +70,10 @@ def http_error(response: httpx.Response) -> GradiumError:
         if "api key" in message.lower():
             return AuthError(f"server refused the API key: {message}")
         return RequestError(f"server refused the request: {message}")
+    retry_after = parse_retry_after(response.headers.get("Retry-After"))
+    if status == 429 or (status == 503 and retry_after is not None):
+        # Exit 7 as over the WebSocket: "not now", and retried after what the server asked.
+        return RateLimited(f"server is rate limiting requests: {reason} (HTTP {status})", retry_after)
     if 400 <= status < 500:
         refused = RequestError(f"{reason} (HTTP {status})")
         refused.status = status

@@ -22,10 +22,19 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidSta
 from websockets.typing import Subprotocol
 from websockets.uri import parse_uri
 
-from gradium_cli.errors import AuthError, CrossHostRedirect, GradiumError, NetworkError, ProtocolError, UsageError
+from gradium_cli.errors import (
+    AuthError,
+    CrossHostRedirect,
+    GradiumError,
+    NetworkError,
+    ProtocolError,
+    RateLimited,
+    UsageError,
+)
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES, AudioBudget, Deadline
 from gradium_cli.protocol.session import TtsSession, error_from_server
+from gradium_cli.retry import parse_retry_after
 from gradium_cli.transport.endpoint import Endpoint, masked_url, unresolved_host
 
 if TYPE_CHECKING:
@@ -103,7 +112,11 @@ def connect_error(exc: BaseException, url: str) -> GradiumError:
             return AuthError(
                 f"server refused the WebSocket at {where} (HTTP {status})", hint="check the URL and the API key"
             )
-        return NetworkError(f"server answered HTTP {status} instead of a WebSocket at {where}")
+        message = f"server answered HTTP {status} instead of a WebSocket at {where}"
+        retry_after = parse_retry_after(exc.response.headers.get("Retry-After"))
+        if status == 429 or retry_after is not None:
+            return RateLimited(message, retry_after)
+        return NetworkError(message)
     if isinstance(exc, InvalidURI):
         return UsageError(f"invalid WebSocket URL {where}", hint="e.g. ws://127.0.0.1:8765/api/speech/tts")
     if isinstance(exc, ssl.SSLCertVerificationError):
