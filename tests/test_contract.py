@@ -256,8 +256,9 @@ PENDING: dict[tuple[str, str], str] = {
         "together outlast the session are never rolled over: 'session too long' (exit 5), told the limit or not"
     ),
     ("requests per socket", "batch"): (
-        "batch sends every item of a connection on one socket, even when told the cap "
-        "(GRADIUM_MAX_REQUESTS_PER_SOCKET): since issue 15 the refusal is rightly not retried, so the item fails"
+        "batch rotates a socket after its own 50 requests (batch/runner.py REQUESTS_PER_SOCKET) and ignores "
+        "GRADIUM_MAX_REQUESTS_PER_SOCKET: under a lower cap an item is refused, and (rightly, since issue 15) "
+        "not retried"
     ),
 }
 
