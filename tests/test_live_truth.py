@@ -230,3 +230,29 @@ def test_ws_raw_help_fits_80_columns_unbroken(tmp_path: Path, local_server: Runn
     shown = done.stdout.decode().splitlines()
     for line in HELP.splitlines():
         assert line.rstrip() in [s.rstrip() for s in shown], line  # whole, not wrapped mid-word
+
+
+def test_underruns_count_gaps_while_audio_is_owed_not_waiting(audio_device, monkeypatch) -> None:
+    """Idle (nothing owed, e.g. `stream` waiting for input): no underrun however long. Owed: one per gap."""
+    import numpy as np
+
+    from gradium_cli.audio.device import DevicePlayer
+
+    audio_device.use_in_process(monkeypatch)
+    player = DevicePlayer(48000)
+    owed = [False]
+    player.expecting = lambda: owed[0]
+    try:
+        tone = (0.2 * 32767 * np.sin(np.arange(14400) / 48000 * 2 * np.pi * 220)).astype(np.int16)  # 0.3 s
+        player.write(tone)
+        time.sleep(1.0)  # played out, then a long wait with nothing owed
+        assert player.underruns == 0
+        owed[0] = True
+        player.write(tone)
+        time.sleep(1.0)  # ran dry while audio was owed: one gap, however many callbacks
+        assert player.underruns == 1
+        player.write(tone)
+        time.sleep(1.0)
+        assert player.underruns == 2
+    finally:
+        player.finish(drain=False)
