@@ -227,6 +227,15 @@ def ws_raw(
             "--once", help="Stop the proxy (or --mock) after its first connection ends", rich_help_panel=PROXY
         ),
     ] = False,
+    allow_origin: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-origin",
+            metavar="ORIGIN",
+            help="Browser Origin the proxy accepts (repeatable); others get 403: the proxy spends your key",
+            rich_help_panel=PROXY,
+        ),
+    ] = None,
     force: o.ForceOpt = False,
     json_out: o.JsonOpt = False,
     *,
@@ -281,5 +290,6 @@ def ws_raw(
         port=port,
         host=host,
         once=once,
+        allow_origins=tuple(allow_origin or ()),
     )
     run(ws_raw_main(request))

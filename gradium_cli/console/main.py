@@ -36,6 +36,7 @@ class WsRawRequest:
     port: int = 0
     host: str = "127.0.0.1"
     once: bool = False
+    allow_origins: tuple[str, ...] = ()  # browser Origins the proxy accepts (--allow-origin)
 
 
 def _check_combinations(request: WsRawRequest) -> None:
@@ -97,7 +98,14 @@ async def ws_raw_main(request: WsRawRequest) -> None:
             try:
                 display = Display(env, options.pretty, options.json_lines)
                 error = await run_proxy(
-                    target, request.host, request.listen, display, recorder, options.check, request.once
+                    target,
+                    request.host,
+                    request.listen,
+                    display,
+                    recorder,
+                    options.check,
+                    request.once,
+                    request.allow_origins,
                 )
             finally:
                 if recorder is not None:

@@ -14,11 +14,13 @@ import contextlib
 import itertools
 import signal
 import time
+from http import HTTPStatus
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from gradium_cli.config import mask_secret
 from gradium_cli.console.checker import Checker, server_error
@@ -162,8 +164,14 @@ async def run_proxy(
     recorder: Recorder | None = None,
     check: bool = True,
     once: bool = False,
+    allow_origins: tuple[str, ...] = (),
 ) -> GradiumError | None:
-    """Serve until Ctrl-C (or, with `once`, the end of the first connection); returns that connection's error."""
+    """Serve until Ctrl-C (or, with `once`, the end of the first connection); returns that connection's error.
+
+    The proxy spends the configured key for whoever connects: a web page the user visits
+    could connect too (browsers send `Origin`; other clients do not). A request with an
+    Origin not in `allow_origins` gets 403 and never reaches the server.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -181,8 +189,23 @@ async def run_proxy(
             if once:
                 stop.set()
 
+    def refuse_browsers(connection: ServerConnection, request: Request) -> Response | None:
+        origin = request.headers.get("Origin")
+        if origin is None or origin in allow_origins:
+            return None
+        display.warning(f"refused a connection from Origin {origin} (--allow-origin {origin} accepts it)")
+        return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed by ws-raw --listen\n")
+
     try:
-        server = await serve(handler, host, port, max_size=None, compression=None, ping_interval=None)
+        server = await serve(
+            handler,
+            host,
+            port,
+            max_size=None,
+            compression=None,
+            ping_interval=None,
+            process_request=refuse_browsers,
+        )
     except OSError as exc:
         raise NetworkError(
             f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --listen port"
