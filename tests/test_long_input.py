@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 import soundfile as sf
 
+from gradium_cli.protocol.limits import Limits
 from gradium_cli.server.app import RunningServer
 from tests.cli_helpers import gradium, isolated_env
 from tests.servers import gradium_exe
@@ -408,7 +409,8 @@ def test_stream_150k_characters_against_default_limits(tmp_path: Path, local_ser
     )
     assert result.returncode == 0, result.stderr
     readies = [line for line in result.stdout.decode().splitlines() if '"ready"' in line]
-    assert len(readies) >= 2  # past 100,000 characters: rolled over
+    # Past 100,000 characters, and each request short enough for a real-time-paced 300 s session.
+    assert len(readies) >= len(text) // Limits().hard_rollover_chars
     assert_one_timeline(read_words(tmp_path / "long.jsonl"), text, tmp_path / "long.ulaw")
 
 

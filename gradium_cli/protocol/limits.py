@@ -56,6 +56,11 @@ class Limits:
         by_time = int(self.session_s * CHARS_PER_SESSION_SECOND)
         return max(1, min(int(self.request_chars * 0.9), by_time))
 
+    @property
+    def hard_rollover_chars(self) -> int:
+        """Characters a `stream` request never passes, sentence end or not."""
+        return max(1, min(self.request_chars - 1, self.rollover_chars * 3 // 2))
+
 
 def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
     raw = os.environ.get(name)

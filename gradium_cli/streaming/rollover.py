@@ -105,10 +105,14 @@ class _RequestText:
                     return
                 continue
             assert isinstance(item, str)
-            if len(item) >= limits.request_chars:
-                self.source.put_back(*split_long_text(item, limits.request_chars // 2))
-                continue
-            if self.chars + len(item) >= limits.request_chars:
+            if len(item) > limits.rollover_chars // 2:
+                # Piped text comes in big pieces: cut them at sentence ends, so that a request
+                # can end at one before its limits.
+                pieces = split_long_text(item, max(1, limits.rollover_chars // 2))
+                if len(pieces) > 1:
+                    self.source.put_back(*pieces)
+                    continue
+            if self.chars and self.chars + len(item) > limits.hard_rollover_chars:
                 self.source.put_back(item)
                 return
             yield self._take(item)
