@@ -408,8 +408,11 @@ class Runner:
                     async for message in conn.sock.request(setup, chunk, client_req_id=request_id):
                         collector.handle(message)
                 ok = True
-            except (NetworkError, ProtocolError) as exc:
-                broken = exc  # the socket itself is suspect: a fresh one takes the retry
+            except GradiumError as exc:
+                # The socket itself is suspect, or already gone (an unscoped error ended it):
+                # a fresh one takes the retry, or every retry would meet the same closed socket.
+                if isinstance(exc, (NetworkError, ProtocolError)) or conn.sock.is_closed:
+                    broken = exc
                 raise
             finally:
                 self.pool.release(conn, ok, broken)

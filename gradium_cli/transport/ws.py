@@ -182,6 +182,11 @@ class TtsSocket:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._ws.close(), CLOSE_WAIT_CANCELLED_S if cancelling else 2)
 
+    @property
+    def is_closed(self) -> bool:
+        """The connection has ended: every later request on it fails at once."""
+        return self._closed is not None
+
     async def send(self, frame: str) -> None:
         assert self._ws is not None, "socket not open"
         if self._closed is not None:
