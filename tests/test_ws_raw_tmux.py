@@ -179,6 +179,7 @@ def test_history_survives_restarts_and_the_key_stays_hidden(
 
     tmux.start(*args)
     tmux.wait_text("Ctrl-D quits")
+    tmux.wait_prompt(">")  # keys sent before the prompt is up would be echoed raw (^[[A)
     tmux.keys("Up", "Up")
     tmux.wait_prompt("> Typed before setup")
     tmux.keys("C-u")
@@ -187,3 +188,21 @@ def test_history_survives_restarts_and_the_key_stays_hidden(
     second = tmux.wait_text("EXITED 0")
     assert KEY not in first + second
     assert "gsk_…7a8b" in second
+
+
+def test_a_typed_line_is_shown_once(tmux: Tmux, local_server: RunningServer) -> None:
+    tmux.start("ws-raw", "--base-url", local_server.base_url)
+    tmux.wait_prompt(">")
+    tmux.type("/setup output_format=pcm")
+    tmux.keys("Enter")
+    tmux.wait_text('ready {"request_id":')
+    tmux.type("Zebras quietly graze.")
+    tmux.wait_prompt("> Zebras quietly graze.")
+    tmux.keys("Enter")
+    screen = tmux.wait_text("text 'Zebras quietly graze.'")
+    time.sleep(0.3)  # any late redraw of the accepted line would show by now
+    screen = tmux.screen()
+    assert screen.count("Zebras quietly graze.") == 1, screen
+    assert screen.count("/setup output_format=pcm") == 0 and 'setup {"output_format":"pcm"}' in screen
+    tmux.keys("C-d")
+    tmux.wait_text("EXITED 0")

@@ -463,8 +463,10 @@ class WsConsole:
         from gradium_cli.console.prompt import CommandCompleter, history
 
         self.interactive = True
+        # erase_when_done: an accepted line is shown once, as the frame it became
+        # (`→ text 'Hello'`), not also as the `> Hello` it was typed as.
         session: PromptSession[str] = PromptSession(
-            history=history(), completer=CommandCompleter(), complete_while_typing=False
+            history=history(), completer=CommandCompleter(), complete_while_typing=False, erase_when_done=True
         )
         self.display.note("type JSON, text or /help; Ctrl-D quits")
         with patch_stdout(raw=True):
