@@ -251,10 +251,6 @@ def row_named(name: str) -> Limit:
 
 # Checks that wait on another issue's fix: expected to fail, strictly, so that they flip when it lands.
 PENDING: dict[tuple[str, str], str] = {
-    ("session seconds", "stream"): (
-        "issue 15: stream sends a burst of piped input as one text message in one request, so sentences that "
-        "together outlast the session are never rolled over: 'session too long' (exit 5), told the limit or not"
-    ),
     ("requests per socket", "batch"): (
         "batch rotates a socket after its own 50 requests (batch/runner.py REQUESTS_PER_SOCKET) and ignores "
         "GRADIUM_MAX_REQUESTS_PER_SOCKET: under a lower cap an item is refused, and (rightly, since issue 15) "
