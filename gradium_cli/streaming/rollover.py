@@ -27,23 +27,29 @@ from gradium_cli.transport.ws import FrameHook
 
 _SENTENCE_END = re.compile(r"[.!?…。！？][\"'”’)\]]*\s*$")
 _END = object()  # end of input
+SOURCE_QUEUE_MESSAGES = 64
 
 
 class _Source:
     """The stream's messages, pumped into a queue so that a request cut short loses none of them."""
 
     def __init__(self, messages: AsyncIterator[str]) -> None:
-        self.queue: asyncio.Queue[object] = asyncio.Queue()
+        # Bounded: input that comes faster than it is spoken waits upstream, not here.
+        self.queue: asyncio.Queue[object] = asyncio.Queue(maxsize=SOURCE_QUEUE_MESSAGES)
         self.front: deque[str] = deque()  # taken back: goes first into the next request
         self.ended = False
+        self._error: BaseException | None = None
         self._pump = asyncio.create_task(self._run(messages))
 
     async def _run(self, messages: AsyncIterator[str]) -> None:
         try:
             async for message in messages:
-                self.queue.put_nowait(message)
-        finally:
-            self.queue.put_nowait(_END)
+                await self.queue.put(message)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # the input failed (e.g. not UTF-8): the request reports it
+            self._error = exc
+        await self.queue.put(_END)
 
     def ready(self) -> bool:
         return bool(self.front) or not self.queue.empty()
@@ -58,8 +64,8 @@ class _Source:
             return None
         if item is _END:
             self.ended = True
-            if self._pump.done() and not self._pump.cancelled() and self._pump.exception() is not None:
-                raise self._pump.exception()  # type: ignore[misc]
+            if self._error is not None:
+                raise self._error
         return item
 
     def put_back(self, *messages: str) -> None:
