@@ -131,6 +131,8 @@ def parse_json(data: bytes, source: str = "JSON") -> list[Rule]:
         loaded = json.loads(decode(data, source))
     except json.JSONDecodeError as exc:
         raise UsageError(f"{source} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise UsageError(f"{source} is nested too deeply to be a rules file") from None
     items = loaded.get("rules") if isinstance(loaded, dict) else loaded
     if not isinstance(items, list):
         raise UsageError(f"{source}: expected a list of {{original, rewrite, case_sensitive}} objects")

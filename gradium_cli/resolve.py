@@ -35,7 +35,7 @@ def _pick(kind: str, wanted: str, items: list[dict[str, Any]], key: str) -> str:
 async def voice_id(rest: RestClient, wanted: str) -> str:
     if ID_PATTERN.match(wanted) or is_draft_id(wanted):  # a draft is not listed; the server knows it
         return wanted
-    voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 1})
+    voices = await rest.json_records("GET", "voices/", params={"limit": 0, "include_catalog": 1})
     return _pick("voice", wanted, voices, "name")
 
 
@@ -52,7 +52,7 @@ async def voice_record(rest: RestClient, wanted: str, *, custom_only: bool = Fal
     With `custom_only`, catalog voices are out of reach: update and delete use it so that a
     custom voice named like a catalog voice is never ambiguous, and a catalog name gets a clear error.
     """
-    voices: list[dict[str, Any]] = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 1})
+    voices: list[dict[str, Any]] = await rest.json_records("GET", "voices/", params={"limit": 0, "include_catalog": 1})
     by_id = [voice for voice in voices if voice.get("uid") == wanted]
     if by_id and not (custom_only and by_id[0].get("is_catalog")):
         return by_id[0]

@@ -9,6 +9,7 @@ import json
 import subprocess
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -467,3 +468,76 @@ def test_retry_after_is_capped_and_read_as_seconds_or_a_date() -> None:
     assert 17 < (parse_retry_after(in_20_s) or 0) <= 20
     assert parse_retry_after("7") == 7
     assert parse_retry_after("soon") is None and parse_retry_after("-3") is None and parse_retry_after(None) is None
+
+
+# 8. No traceback: NaN times, odd REST bodies, broken recordings, nested JSON --------------
+
+
+@pytest.mark.parametrize("bad", ["NaN", "Infinity", "-Infinity"])
+@pytest.mark.parametrize("command", ["say", "stream"])
+def test_non_finite_word_timestamps_are_a_protocol_error(tmp_path: Path, bad: str, command: str) -> None:
+    async def script(request: Request, conn: Conn) -> None:
+        await conn.accept_ws(request)
+        await conn.ws_read_request()
+        await conn.ws_send_json(ready_frame())
+        await conn.ws_send(f'{{"type": "text", "text": "Hi", "start_s": {bad}, "stop_s": 0.5}}')
+        await conn.ws_send_json({"type": "end_of_stream"})
+
+    with hostile_server(script) as server:
+        args = ["say", "Hi."] if command == "say" else ["stream"]
+        args += ["-o", "out.wav", "--timestamps", "out.srt", "--retries", "0", "--base-url", server.base_url]
+        result = keyed(tmp_path, *args, stdin=b"Hi.\n")
+    assert_one_line(result, 6, f"text field 'start_s' must be a finite number, not {float(bad)}")
+    assert not (tmp_path / "out.wav").exists() and not (tmp_path / "out.srt").exists()
+
+
+async def empty_ok(request: Request, conn: Conn) -> None:
+    await conn.respond(200)
+
+
+async def redirect_nowhere(request: Request, conn: Conn) -> None:
+    await conn.respond(302)
+
+
+@pytest.mark.parametrize(
+    ("script", "said"),
+    [
+        (empty_ok, "server sent an empty body for voices/, not a list of records"),
+        (redirect_nowhere, "with a redirect that leads nowhere (HTTP 302)"),
+        (json_reply({"voices": []}), "server sent a JSON dict for voices/, not a list of records"),
+        (json_reply([1, 2]), "server sent a JSON list for voices/, not a list of records"),
+        (json_reply("just text"), "server sent a JSON str for voices/"),
+    ],
+    ids=["empty", "redirect", "object", "list-of-numbers", "string"],
+)
+def test_voices_list_survives_odd_rest_bodies(tmp_path: Path, script: Any, said: str) -> None:
+    with hostile_server(script) as server:
+        result = keyed(tmp_path, "voices", "list", "--base-url", server.base_url)
+    assert_one_line(result, 6, said)
+
+
+def test_deeply_nested_json_is_one_line(tmp_path: Path) -> None:
+    async def nested(request: Request, conn: Conn) -> None:
+        await conn.respond(200, b"[" * 100_000 + b"]" * 100_000, {"Content-Type": "application/json"})
+
+    with hostile_server(nested) as server:
+        result = keyed(tmp_path, "voices", "list", "--base-url", server.base_url)
+    assert_one_line(result, 6, "server sent invalid JSON for voices/")
+    rules = tmp_path / "rules.json"
+    rules.write_text("[" * 100_000 + "]" * 100_000)
+    result = gradium(tmp_path, "pronounce", "import", "Brands", str(rules), "--local")
+    assert_one_line(result, 2, "rules.json is nested too deeply to be a rules file")
+
+
+@pytest.mark.parametrize("t", ["NaN", "1e300", "-1", "Infinity"])
+def test_a_broken_replay_recording_is_refused_at_once(tmp_path: Path, t: str) -> None:
+    recording = tmp_path / "session.jsonl"
+    recording.write_text(
+        '{"event": "start", "t": 0, "url": "ws://127.0.0.1:9/api/speech/tts", "headers": {}}\n'
+        f'{{"event": "send", "t": {t}, "frame": "{{}}"}}\n'
+    )
+    started = time.monotonic()
+    result = gradium(tmp_path, "ws-raw", "--replay", str(recording), "--local", timeout=20)
+    shown = t if t == "-1" else float(t)  # as JSON read it: an int stays an int
+    assert_one_line(result, 2, f"session.jsonl line 2: time 't' must be 0 to 86400 seconds, not {shown}")
+    assert time.monotonic() - started < 10

@@ -99,7 +99,7 @@ def _search_matches(voice: dict[str, Any], wanted: str) -> bool:
 
 async def custom_name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
     """Refuse a duplicate name before sending anything (the hosted service might accept it)."""
-    voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0})
+    voices = await rest.json_records("GET", "voices/", params={"limit": 0, "include_catalog": 0})
     for voice in voices:
         if str(voice.get("name", "")).lower() == name.lower() and voice.get("uid") != uid:
             raise RequestError(f"a voice named '{voice['name']}' already exists ({voice['uid']})")
@@ -143,7 +143,7 @@ def list_voices(
 
 async def _list(backend: "BackendOptions", mine: bool) -> list[dict[str, Any]]:
     async with rest_session(backend) as (_endpoint, rest):
-        voices = await rest.json("GET", "voices/", params={"limit": 0, "include_catalog": 0 if mine else 1})
+        voices = await rest.json_records("GET", "voices/", params={"limit": 0, "include_catalog": 0 if mine else 1})
     return [v for v in voices if not (mine and v.get("is_catalog"))]
 
 

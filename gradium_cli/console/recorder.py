@@ -19,6 +19,7 @@ import datetime
 import difflib
 import hashlib
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,9 @@ def close_marker(code: int | None, by: str | None) -> str:
     return f"close {code} by the {by}" if by else f"connection lost ({code})"
 
 
+MAX_RECORDED_S = 86400  # a day: no real session is longer
+
+
 def load_recording(path: Path) -> list[Session]:
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -128,7 +132,7 @@ def load_recording(path: Path) -> list[Session]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+        except (json.JSONDecodeError, RecursionError):
             raise UsageError(f"{path} line {number} is not JSON: not a ws-raw recording") from None
         if not isinstance(record, dict) or not isinstance(record.get("event"), str):
             raise UsageError(f"{path} line {number} has no event: not a ws-raw recording")
@@ -138,8 +142,12 @@ def load_recording(path: Path) -> list[Session]:
             continue
         if conn not in sessions:
             raise UsageError(f"{path} line {number}: event before the start record")
-        if not isinstance(record.get("t"), (int, float)):
+        t = record.get("t")
+        if not isinstance(t, (int, float)) or isinstance(t, bool):
             raise UsageError(f"{path} line {number}: missing time 't'")
+        # A replay waits until each event's time: a NaN or a year would hang it.
+        if not math.isfinite(t) or not 0 <= t <= MAX_RECORDED_S:
+            raise UsageError(f"{path} line {number}: time 't' must be 0 to {MAX_RECORDED_S} seconds, not {t}")
         sessions[conn].events.append(record)
     if not sessions:
         raise UsageError(f"{path} is empty: not a ws-raw recording")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,7 +256,12 @@ class _Fields:
 
     def number(self, name: str, required: bool = False, default: float | None = None) -> Any:
         value = self._take(name, (int, float), required, default)
-        return float(value) if value is not None else None
+        if value is None:
+            return None
+        # JSON as Python reads it allows NaN and Infinity: no time or setting may be either.
+        if not math.isfinite(value):
+            raise MessageError(f"{self.kind} field '{name}' must be a finite number, not {value}")
+        return float(value)
 
     def integer(self, name: str, required: bool = False, default: int | None = None) -> Any:
         return self._take(name, (int,), required, default)

@@ -163,6 +163,14 @@ class RestClient:
         except (ValueError, RecursionError):  # not JSON, not UTF-8, or nested past what Python parses
             raise ServerError(f"server sent invalid JSON for {route}") from None
 
+    async def json_records(self, method: str, route: str, **kwargs: Any) -> list[dict[str, Any]]:
+        """A JSON list of objects (a listing), or one clear error for any other answer."""
+        body = await self.json(method, route, **kwargs)
+        if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+            shape = "an empty body" if body is None else f"a JSON {type(body).__name__}"
+            raise ServerError(f"server sent {shape} for {route}, not a list of records")
+        return body
+
     async def stream_post(self, route: str, body: dict[str, Any]) -> AsyncIterator[bytes]:
         url = self.endpoint.url(route)
         try:
