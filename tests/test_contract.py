@@ -250,13 +250,7 @@ def row_named(name: str) -> Limit:
 
 
 # Checks that wait on another issue's fix: expected to fail, strictly, so that they flip when it lands.
-PENDING: dict[tuple[str, str], str] = {
-    ("requests per socket", "batch"): (
-        "batch rotates a socket after its own 50 requests (batch/runner.py REQUESTS_PER_SOCKET) and ignores "
-        "GRADIUM_MAX_REQUESTS_PER_SOCKET: under a lower cap an item is refused, and (rightly, since issue 15) "
-        "not retried"
-    ),
-}
+PENDING: dict[tuple[str, str], str] = {}
 
 PAIRS = [(row.name, command) for row in LIMITS for command in row.commands]
 
@@ -466,11 +460,6 @@ def _batch_session(server: RunningServer, tmp: Path) -> None:
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="batch sends each item as one request even when told the server's limits (GRADIUM_MAX_REQUEST_CHARS, "
-    "GRADIUM_MAX_SESSION_S): an item longer than one request (a chapter, as in the README's audiobook) fails",
-)
 @pytest.mark.parametrize("row_name", ["characters per request", "session seconds"])
 def test_batch_cuts_an_item_to_the_limits_it_is_told(
     row_name: str, servers: Callable[[Limit], RunningServer], tmp_path: Path

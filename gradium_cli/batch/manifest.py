@@ -30,6 +30,7 @@ from gradium_cli.audio.subtitles import TIMESTAMP_EXTENSIONS
 from gradium_cli.errors import GradiumError, UsageError
 from gradium_cli.markdown_prose import to_prose
 from gradium_cli.protocol.formats import format_names, lookup_format
+from gradium_cli.protocol.limits import limits_from_env
 from gradium_cli.protocol.settings import speed_to_padding_bonus
 from gradium_cli.protocol.text import split_long_text
 from gradium_cli.ui.env import Env
@@ -424,7 +425,8 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         raise RowProblem("text is not valid UTF-8")
     if defaults.markdown:
         text = to_prose(text).text
-    chunks = tuple(split_long_text(text))
+    # Cut as `say` cuts: inside the character and session limits of the server it is told about.
+    chunks = tuple(split_long_text(text, limits_from_env().say_chars))
     if not chunks:
         raise RowProblem("empty text")
     strings = {name: _string(fields, name) for name in STRING_FIELDS}

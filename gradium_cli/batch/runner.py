@@ -49,6 +49,7 @@ from gradium_cli.errors import (
     RequestError,
     UsageError,
 )
+from gradium_cli.protocol.limits import limits_from_env
 from gradium_cli.retry import backoff_delay, is_transient, retry_budget_s
 from gradium_cli.synthesis import Collector
 from gradium_cli.transport.endpoint import Endpoint
@@ -57,10 +58,6 @@ from gradium_cli.transport.ws import FrameHook, TtsSocket
 from gradium_cli.ui.env import Env, get_env
 from gradium_cli.ui.wirelog import stderr_wire_log
 from gradium_cli.voice_settings import VoiceOptions, build_setup
-
-# Servers cap the requests one socket may carry (the local server at 64) and refuse the
-# next; a socket is retired after this many and a fresh one takes over.
-REQUESTS_PER_SOCKET = 50
 
 
 class Unreachable(GradiumError):
@@ -103,6 +100,9 @@ class ConnectionPool:
         self.on_frame = on_frame
         self.outage_s = outage_s
         self.opened = 0
+        # Servers cap the requests one socket may carry (the service and the local server at
+        # 64) and refuse the next: a socket is retired when it reaches the cap it is told about.
+        self.requests_per_socket = limits_from_env().requests_per_socket
         self._live: list[_Connection] = []
         self._lock = asyncio.Lock()
         self._closers: set[asyncio.Task[None]] = set()
@@ -119,7 +119,7 @@ class ConnectionPool:
         conn = min(self._live, key=lambda c: c.active)
         conn.active += 1
         conn.used += 1
-        if conn.used >= REQUESTS_PER_SOCKET:
+        if conn.used >= self.requests_per_socket:
             self._retire(conn)
         return conn
 
@@ -398,24 +398,26 @@ class Runner:
             quality = await self._finish_whole(item, collector, None, probe, cached=True)
             return collector, True, quality
         try:
-            conn = await self.pool.acquire()
-            ok = False
-            broken: GradiumError | None = None
-            try:
-                for number, chunk in enumerate(item.chunks):
+            for number, chunk in enumerate(item.chunks):
+                # One socket per request, not per item: each request counts against its
+                # socket's cap, and a long item's requests may span a rotation.
+                conn = await self.pool.acquire()
+                ok = False
+                broken: GradiumError | None = None
+                try:
                     collector.begin_request()
                     request_id = f"{self.tag}-{item.index}-{attempt}-{number}"
                     async for message in conn.sock.request(setup, chunk, client_req_id=request_id):
                         collector.handle(message)
-                ok = True
-            except GradiumError as exc:
-                # The socket itself is suspect, or already gone (an unscoped error ended it):
-                # a fresh one takes the retry, or every retry would meet the same closed socket.
-                if isinstance(exc, (NetworkError, ProtocolError)) or conn.sock.is_closed:
-                    broken = exc
-                raise
-            finally:
-                self.pool.release(conn, ok, broken)
+                    ok = True
+                except GradiumError as exc:
+                    # The socket itself is suspect, or already gone (an unscoped error ended it):
+                    # a fresh one takes the retry, or every retry would meet the same closed socket.
+                    if isinstance(exc, (NetworkError, ProtocolError)) or conn.sock.is_closed:
+                        broken = exc
+                    raise
+                finally:
+                    self.pool.release(conn, ok, broken)
             if collector.stats.audio_s <= 0:
                 raise RequestError("the server sent no audio for this text")
         except BaseException:
