@@ -358,6 +358,7 @@ def test_defaults_match_the_readme() -> None:
     assert options.max_message_bytes == 1 << 20
     assert options.max_text_chars == 100_000
     assert options.max_requests_per_socket == 64
+    assert options.max_session_s == 300
     assert options.idle_timeout_s == 300
     assert options.max_connections == 256
     assert options.max_upload_bytes == 20 << 20 == serve_cli.DEFAULT_MAX_UPLOAD_BYTES
@@ -371,7 +372,7 @@ def test_defaults_match_the_readme() -> None:
         "1 MiB per message",
         "past 2 MiB are cut",
         "close 1009",
-        "100,000 characters per request",
+        "100,000 characters and 300 s per request",
         "64 requests per socket",
         "256 connections at once",
         "Concurrency limit exceeded",
