@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gradium_cli.config import REGION_URLS, resolve
-from gradium_cli.errors import UsageError
+from gradium_cli.errors import ConfigError, UsageError
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
 
@@ -52,6 +52,20 @@ def data_dir() -> Path:
     return Path(user_data_dir("gradium", appauthor=False))
 
 
+def writable_data_dir() -> Path:
+    """The data dir, created; one clear line (exit 3) when it cannot be, as for service users
+    and containers whose HOME is read-only."""
+    path = data_dir()
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError(
+            f"cannot create the data directory {path}: {exc.strerror or exc}",
+            hint="set GRADIUM_DATA_DIR to a writable directory",
+        ) from None
+    return path
+
+
 @contextlib.contextmanager
 def local_server_endpoint(timeout: float, deadline: float | None = None) -> Iterator[Endpoint]:
     # Imported here: the server stack (starlette, uvicorn, the engine) is only
@@ -59,7 +73,7 @@ def local_server_endpoint(timeout: float, deadline: float | None = None) -> Iter
     from gradium_cli.server.app import running
     from gradium_cli.server.state import ServerOptions
 
-    with running(ServerOptions(data_dir=data_dir(), quiet=True, workers=1)) as server:
+    with running(ServerOptions(data_dir=writable_data_dir(), quiet=True, workers=1)) as server:
         BUILTIN_URLS.add(server.base_url)
         try:
             yield Endpoint(server.base_url, None, timeout, deadline=deadline)
@@ -87,7 +101,11 @@ def prestart_local_engine(options: BackendOptions) -> None:
     if _prestarted is None and uses_local_engine(options):
         from gradium_cli.transport.local import LocalEngine
 
-        _prestarted = LocalEngine(data_dir())
+        try:
+            where = writable_data_dir()
+        except ConfigError:
+            return  # said with the exit code when the engine is really needed
+        _prestarted = LocalEngine(where)
 
 
 NOTICE_INTERVAL_S = 24 * 3600
@@ -129,7 +147,7 @@ def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iter
     global _prestarted
     from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
 
-    engine, _prestarted = _prestarted or LocalEngine(data_dir()), None
+    engine, _prestarted = _prestarted or LocalEngine(writable_data_dir()), None
     BUILTIN_URLS.add(LOCAL_BASE_URL)
     try:
         yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine, deadline=deadline)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import typer
@@ -49,6 +50,27 @@ def install_stop_signals() -> None:
 
     for number in STOP_SIGNALS:
         signal.signal(number, _raise_interrupt)
+
+
+def unwritable_dir(exc: OSError) -> GradiumError | None:
+    """A config or data directory that cannot be written (read-only HOME, a service user):
+    one line naming the directory and the variable that moves it, exit 3."""
+    import errno
+
+    if exc.errno not in (errno.EROFS, errno.EACCES, errno.EPERM) or not exc.filename:
+        return None
+    from gradium_cli.backend import data_dir
+    from gradium_cli.config import config_dir
+    from gradium_cli.errors import ConfigError
+
+    where = Path(os.fsdecode(exc.filename)).resolve()
+    for directory, variable in ((config_dir(), "GRADIUM_CONFIG_DIR"), (data_dir(), "GRADIUM_DATA_DIR")):
+        directory = directory.resolve()
+        if where == directory or directory.is_relative_to(where) or where.is_relative_to(directory):
+            return ConfigError(
+                f"cannot write {directory}: {exc.strerror}", hint=f"set {variable} to a writable directory"
+            )
+    return None
 
 
 def fail(error: GradiumError) -> NoReturn:
@@ -146,6 +168,11 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except BrokenPipeError:
         _stdout_gone()
+    except OSError as exc:
+        moved = unwritable_dir(exc)
+        if moved is None or debug:
+            raise
+        fail(moved)
     finally:
         install_stop_signals()  # closing the loop reset them to the default (die silently)
 
@@ -164,3 +191,8 @@ def guard(function: Any) -> Any:
         raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
     except BrokenPipeError:
         _stdout_gone()
+    except OSError as exc:
+        moved = unwritable_dir(exc)
+        if moved is None or os.environ.get("GRADIUM_DEBUG") == "1":
+            raise
+        fail(moved)

@@ -101,7 +101,8 @@ def serve(
     import uvicorn
     from starlette.applications import Starlette
 
-    from gradium_cli.backend import data_dir as default_data_dir
+    from gradium_cli.backend import writable_data_dir
+    from gradium_cli.cli.runtime import guard
     from gradium_cli.server.app import bind_socket, uvicorn_config
     from gradium_cli.server.state import ServerOptions, ServerState
     from gradium_cli.server.workers import available_cores
@@ -110,7 +111,7 @@ def serve(
     drafts: dict[str, Any] = {} if draft_ttl is None else {"draft_ttl_s": draft_ttl}
     origins = tuple(parse_origin(origin) for origin in allow_origin or ())
     options = ServerOptions(
-        data_dir=data_dir or default_data_dir(),
+        data_dir=data_dir or guard(writable_data_dir),
         api_key=api_key,
         realtime=realtime,
         latency_ms=latency_ms,
