@@ -96,7 +96,11 @@ def test_waits_for_drafts_and_bounds_the_wait(server_factory: Callable[..., Runn
     assert late.returncode == 7 and one_line_error(late).startswith("gradium: error: 2 draft(s) not ready after 0.3 s")
     assert [line.split("\t")[2] for line in late.stdout.decode().splitlines()] == ["false", "false"]  # ids kept
     late_json = cli("voices", "design", "calm", "-n", "1", "--wait", "0.3", "--json")
-    assert late_json.returncode == 7 and json.loads(late_json.stdout)[0]["ready"] is False
+    # The drafts as far as they got, then (as every --json error) the error object.
+    drafts, end = json.JSONDecoder().raw_decode(late_json.stdout.decode())
+    error = json.loads(late_json.stdout.decode()[end:])
+    assert late_json.returncode == 7 and drafts[0]["ready"] is False
+    assert error["ok"] is False and error["exit_code"] == 7 and error["error"].startswith("1 draft(s) not ready")
 
 
 def test_spinner_and_table_on_a_terminal(cli: Cli, tmp_path: Path) -> None:
