@@ -229,11 +229,13 @@ def test_live_view_counts_the_code_that_was_not_spoken() -> None:
     from gradium_cli.ui.live import LiveState, render
 
     state = LiveState(title="gradium stream")
-    console = Console(width=100, record=True, file=io.StringIO(), color_system=None)
-    console.print(render(state, width=100))
+    # Wide enough that the figures line does not wrap (at 100 columns it now does, since the
+    # view shows more figures, and the wrap can fall inside the phrase looked for).
+    console = Console(width=160, record=True, file=io.StringIO(), color_system=None)
+    console.print(render(state, width=160, height=40))
     assert "code skipped" not in console.export_text()
     state.code_blocks_skipped, state.code_lines_skipped = 2, 14
-    console.print(render(state, width=100))
+    console.print(render(state, width=160, height=40))
     assert "code skipped 2 (14 lines)" in console.export_text()
 
 
