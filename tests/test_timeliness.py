@@ -274,8 +274,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         proc.wait(10)
 
 
-def test_served_sentence_sent_whole_is_heard_without_another_message(served: str) -> None:
-    sent = asyncio.run(_first_audio_after(served, ["A sentence sent whole is heard now."], 0, 10.0))
+@pytest.mark.parametrize(
+    # Shorter than one 5-word unit too, so only the sentence end can release it.
+    "sentence",
+    ["A sentence sent whole is heard now.", "Heard right now."],
+)
+def test_served_sentence_sent_whole_is_heard_without_another_message(served: str, sentence: str) -> None:
+    sent = asyncio.run(_first_audio_after(served, [sentence], 0, 10.0))
     assert sent == 1
 
 
