@@ -737,13 +737,18 @@ def _voices_upload(server: RunningServer, tmp: Path) -> None:
     assert_voices_list(server, tmp)
 
 
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 14: the server answers 413 and closes without reading the body, so the client, still "
+    "sending it, mostly gets a reset: 'cannot reach ... is the server running?' (exit 7)",
+)
 def test_an_upload_over_the_limit_is_refused_in_words(
     servers: Callable[[Limit], RunningServer], tmp_path: Path
 ) -> None:
     server = servers(row_named("upload bytes"))
     sample = sample_wav(tmp_path / "sample.wav")
     limit = upload_body_bytes(sample, UPLOAD_NAME)
-    # It was a race the client mostly lost (a reset, not the 413): five tries catch it coming back.
+    # It is a race the client mostly loses: five tries, so that this flips only once it is fixed.
     for _ in range(5):
         run = cli(server, tmp_path, "voices", "create", "--name", UPLOAD_NAME + "x", "--audio", str(sample))
         assert run.code == 5

@@ -5,18 +5,13 @@
   WebSocket upgrade included: a page must not drive a server that answers any key.
 - A request body is counted while it is read. A declared `Content-Length` above
   the limit is refused before reading anything; a body that grows past it (chunked)
-  is cut as soon as it does. Either way the answer is 413 and the connection closes.
-  Before answering, up to DRAIN_BYTES more of the body are read and thrown away (for
-  DRAIN_S at most): a client still sending its body when the server closed would get a
-  connection reset instead of the 413 that says why. Nothing read is kept, so memory
-  stays flat whatever the body's size. A client that leaves mid-body is no error.
+  is cut as soon as it does. Either way the answer is 413 and the connection closes,
+  so the rest of the body is never read. A client that leaves mid-body is no error.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect
@@ -25,30 +20,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gradium_cli.server.state import ServerOptions
 
 VOICE_UPLOAD_PATH = "/api/voices/"
-
-
-# How much of a refused body is read (and dropped) so that its sender sees the 413.
-DRAIN_BYTES = 16 << 20
-DRAIN_S = 5.0
-
-
-async def _drain(receive: Receive) -> None:
-    """Read and drop what is left of a refused request body, within DRAIN_BYTES and DRAIN_S."""
-    budget = DRAIN_BYTES
-    deadline = time.monotonic() + DRAIN_S
-    while budget > 0:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return
-        try:
-            message = await asyncio.wait_for(receive(), remaining)
-        except (asyncio.TimeoutError, ClientDisconnect):
-            return
-        if message["type"] != "http.request":
-            return
-        budget -= len(message.get("body", b""))
-        if not message.get("more_body", False):
-            return
 
 
 class BodyTooLarge(Exception):
@@ -118,7 +89,6 @@ class Guard:
         limit = body_limit(self.options, scope)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _drain(receive)
             await _refuse(send, 413, str(BodyTooLarge(limit)))
             return
         received = 0
@@ -142,7 +112,6 @@ class Guard:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge as exc:
             if not started:  # routes read their whole body before answering, so this always holds
-                await _drain(receive)
                 await _refuse(send, 413, str(exc))
         except ClientDisconnect:
             pass  # the client left in the middle of its body: no one to answer, nothing to log
