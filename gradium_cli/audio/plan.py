@@ -14,6 +14,7 @@ from pathlib import Path
 from gradium_cli.audio.atomic import is_stream_target
 from gradium_cli.audio.pipe_encode import EncodedPipeSink
 from gradium_cli.audio.sinks import DeviceSink, EncodeSink, FileSink, PipeSink, Sink
+from gradium_cli.audio.subtitles import TimestampWriter
 from gradium_cli.errors import OutputError, UsageError
 from gradium_cli.protocol.formats import FORMATS, OutputFormat, format_names, lookup_format
 from gradium_cli.ui.env import Env
@@ -160,3 +161,16 @@ def open_sinks(plan: OutputPlan, env: Env, device: str | None) -> list[Sink]:
             sink.abort()
         raise
     return sinks
+
+
+def open_outputs(
+    plan: OutputPlan, env: Env, device: str | None, timestamps_path: Path | None
+) -> tuple[list[Sink], TimestampWriter | None]:
+    """The audio sinks and the timestamps writer of one result; neither is left behind if the other fails."""
+    timestamps = TimestampWriter(timestamps_path) if timestamps_path is not None else None
+    try:
+        return open_sinks(plan, env, device), timestamps
+    except BaseException:
+        if timestamps is not None:
+            timestamps.abort()
+        raise

@@ -28,8 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gradium_cli import resolve
-from gradium_cli.audio.plan import open_sinks
-from gradium_cli.audio.subtitles import TimestampWriter
+from gradium_cli.audio.plan import open_outputs
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.batch.assemble import ConcatOptions, assemble
 from gradium_cli.batch.assemble import check as check_concat
@@ -378,13 +377,7 @@ class Runner:
                     raise OutputError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
                 self._dirs.add(path.parent)
         # Words go to the timestamps file as they come; an item's own list serves the cache and the checks.
-        timestamps = TimestampWriter(item.timestamps) if item.timestamps is not None else None
-        try:
-            sinks = open_sinks(item.plan, self.env, None)
-        except BaseException:
-            if timestamps is not None:
-                timestamps.abort()
-            raise
+        sinks, timestamps = open_outputs(item.plan, self.env, None, item.timestamps)
         collector = Collector(sinks, wire=item.plan.wire, timestamps=timestamps, words=[])
         probe = ProbeSink(item.plan.wire) if self.options.checks is not None else None
         writer = cache.writer(key) if cache is not None and entry is None else None

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradium_cli.audio.plan import OutputPlan, open_sinks, plan_output
-from gradium_cli.audio.subtitles import TimestampWriter, check_timestamps_path
+from gradium_cli.audio.plan import OutputPlan, open_outputs, plan_output
+from gradium_cli.audio.subtitles import check_timestamps_path
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.cache import RequestCache, dictionary_digest, request_key, server_identity
 from gradium_cli.cache import enabled as cache_enabled
@@ -97,13 +97,7 @@ async def speak(request: SayRequest) -> dict[str, Any]:
                 rules = await dictionary_digest(rest, dictionary) if rest and dictionary else None
                 key = request_key(server_identity(endpoint), setup, rules, list(chunks))
         entry = cache.get(key) if cache is not None else None
-        timestamps = TimestampWriter(request.timestamps) if request.timestamps is not None else None
-        try:
-            sinks = open_sinks(plan, env, request.device)
-        except BaseException:
-            if timestamps is not None:
-                timestamps.abort()
-            raise
+        sinks, timestamps = open_outputs(plan, env, request.device, request.timestamps)
         # A cache entry stores the words with the audio: only then are they kept in memory.
         collector = Collector(sinks, wire=plan.wire, timestamps=timestamps, words=[] if cache is not None else None)
         writer = cache.writer(key) if cache is not None and entry is None else None

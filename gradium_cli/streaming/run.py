@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradium_cli.audio.plan import open_sinks, plan_output
-from gradium_cli.audio.subtitles import TimestampWriter, check_timestamps_path
+from gradium_cli.audio.plan import open_outputs, plan_output
+from gradium_cli.audio.subtitles import check_timestamps_path
 from gradium_cli.backend import BackendOptions, open_backend
 from gradium_cli.errors import GradiumError, Interrupted, UsageError
 from gradium_cli.markdown_prose import MarkdownStream
@@ -105,13 +105,7 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
             async with contextlib.AsyncExitStack() as stack:
                 rest = await stack.enter_async_context(RestClient(endpoint)) if request.voice.voice else None
                 setup = await build_setup(request.voice, plan.wire.name, rest)
-            timestamps = TimestampWriter(request.timestamps) if request.timestamps is not None else None
-            try:
-                sinks = open_sinks(plan, env, request.device)
-            except BaseException:
-                if timestamps is not None:
-                    timestamps.abort()
-                raise
+            sinks, timestamps = open_outputs(plan, env, request.device, request.timestamps)
             attach_player(state, sinks)
             # The monitor sees each request's times moved onto the one timeline: the live
             # view and --json events count on across requests.
