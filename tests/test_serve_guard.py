@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -16,10 +17,12 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from gradium_cli.server.guard import LINGER_BYTES, LINGER_S, MAX_LINGERING
 from tests.test_serve_store import multipart
 from tests.test_server_rest import tone_wav
 
 Serve = Callable[..., tuple[Any, str]]
+CHUNK = b"\0" * (1 << 20)
 PAGE = "http://localhost:3000"
 
 
@@ -258,10 +261,137 @@ def test_a_too_large_upload_leaves_nothing_behind(tmp_path: Path, serve_process:
     _, base_url = serve_process("--max-upload-bytes", "100000")
     body, content_type = padded_upload("big", 300_000)
     status = raw_exchange(port_of(base_url), request_head("voices/", content_type, None), body, chunked=True)
-    assert status in (413, None)  # the server may close before the client has read its answer
+    assert status == 413
     data_dir = tmp_path / "serve-data"
     assert [p.name for p in (data_dir / "uploads").iterdir()] == []
     assert not (data_dir / "voice-samples").exists() or list((data_dir / "voice-samples").iterdir()) == []
+
+
+def open_descriptors(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def read_answer(sock: socket.socket) -> bytes:
+    """One whole response (head and Content-Length body), leaving the connection open."""
+    got = b""
+    while b"\r\n\r\n" not in got:
+        piece = sock.recv(65536)
+        assert piece, f"closed before a whole answer: {got!r}"
+        got += piece
+    head, _, body = got.partition(b"\r\n\r\n")
+    length = int(next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")).split()[1])
+    while len(body) < length:
+        piece = sock.recv(65536)
+        assert piece, f"closed before a whole answer: {got!r}"
+        body += piece
+    return head + b"\r\n\r\n" + body
+
+
+def read_until_closed(sock: socket.socket) -> tuple[bytes, bool]:
+    """What the server sent until it closed; True when it closed with a reset (data it had not read)."""
+    got = b""
+    try:
+        while piece := sock.recv(65536):
+            got += piece
+    except ConnectionResetError:
+        return got, True
+    return got, False
+
+
+def test_a_refused_upload_is_answered_at_once_and_read_to_its_end(serve_process: Serve) -> None:
+    """The 413 comes before the body is sent; the body, sent on, is read (no reset) and the
+    connection closes as soon as it ends (server/guard.py's lingering close)."""
+    _, base_url = serve_process("--max-upload-bytes", "100000")
+    size = 8 << 20  # far past the socket buffers, well within what is read after a refusal
+    head = request_head("voices/", "multipart/form-data; boundary=b", size)
+    with socket.create_connection(("127.0.0.1", port_of(base_url)), timeout=10) as sock:
+        sock.sendall(head + b"\0" * 1000)
+        first = read_answer(sock)  # before the body: the Content-Length alone is refused
+        assert first.startswith(b"HTTP/1.1 413 "), first
+        assert first.endswith(b'\r\n\r\n{"detail": "request body too large: at most 100000 bytes"}')
+        sock.sendall(b"\0" * (size - 1000))  # no reset: the server reads on
+        sent_at = time.monotonic()
+        rest, reset = read_until_closed(sock)
+        closed_after = time.monotonic() - sent_at
+    assert (rest, reset) == (b"", False)
+    assert closed_after < LINGER_S / 2, closed_after
+
+
+def test_a_refused_body_is_read_for_a_bounded_time_and_size(serve_process: Serve) -> None:
+    _, base_url = serve_process("--max-upload-bytes", "100000")
+    port = port_of(base_url)
+    huge = 200 << 20
+    # A sender that never stops is cut once LINGER_BYTES more have been read.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_head("voices/", "multipart/form-data; boundary=b", huge))
+        sent = 0
+        with pytest.raises((BrokenPipeError, ConnectionResetError)):
+            while sent < huge:
+                sock.sendall(CHUNK)
+                sent += len(CHUNK)
+    assert LINGER_BYTES <= sent < 2 * LINGER_BYTES, sent
+    # A sender that stalls is let go LINGER_S after its refusal.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(request_head("voices/", "multipart/form-data; boundary=b", huge) + b"\0" * 1000)
+        started = time.monotonic()
+        answer, _ = read_until_closed(sock)
+        waited = time.monotonic() - started
+    assert answer.startswith(b"HTTP/1.1 413 ")
+    assert LINGER_S - 0.2 <= waited < LINGER_S + 1.0, waited
+
+
+def test_the_readme_states_the_lingering_bounds() -> None:
+    readme = " ".join((Path(__file__).parent.parent / "README.md").read_text().split())
+    stated = f"for at most {LINGER_S:g} s and {LINGER_BYTES >> 20} MiB, on at most {MAX_LINGERING} connections"
+    assert stated in readme
+
+
+def test_many_refused_uploads_at_once_hold_few_descriptors(tmp_path: Path, serve_process: Serve) -> None:
+    """Refused uploads linger only MAX_LINGERING at a time: the rest close at once, so a flood of
+    them cannot run the server out of file descriptors; it serves meanwhile and lets all go."""
+    proc, base_url = serve_process("--workers", "1", "--max-upload-bytes", "100000")
+    port = port_of(base_url)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.get("voices/").json() == []
+    time.sleep(0.2)  # the server has seen that connection close
+    baseline = open_descriptors(proc.pid)
+    head = request_head("voices/", "multipart/form-data; boundary=b", 200 << 20)
+    senders = []
+    started = time.monotonic()
+    for _ in range(5 * MAX_LINGERING):
+        sock = socket.create_connection(("127.0.0.1", port), timeout=LINGER_S + 5)
+        sock.sendall(head + b"\0" * 4096)  # then nothing: each would linger the whole LINGER_S
+        senders.append(sock)
+    time.sleep(0.5)  # every one is refused by now
+    held = open_descriptors(proc.pid) - baseline
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        body, headers = voice_upload("meanwhile")
+        assert client.post("voices/", content=body, headers=headers).status_code == 201
+    assert held <= MAX_LINGERING, held
+    lingering = []
+    for sock in senders:
+        sock.settimeout(0.05)
+        answer = b""
+        try:
+            while piece := sock.recv(65536):
+                answer += piece
+        except TimeoutError:  # still open: lingering, with its answer already sent
+            assert answer.startswith(b"HTTP/1.1 413 "), answer
+            lingering.append(sock)
+        except ConnectionResetError:
+            pass  # closed at once, the body it sent unread
+    assert len(lingering) == MAX_LINGERING
+    for sock in lingering:
+        sock.settimeout(LINGER_S + 5)
+        _, _ = read_until_closed(sock)
+    let_go = time.monotonic() - started
+    for sock in senders:
+        sock.close()
+    assert LINGER_S - 0.2 <= let_go < LINGER_S + 1.5, let_go
+    time.sleep(0.2)
+    assert open_descriptors(proc.pid) == baseline
+    log = stderr_after_stop(proc)
+    assert "Traceback" not in log, log[-2000:]
 
 
 def test_a_client_leaving_mid_body_is_not_an_error(tmp_path: Path, serve_process: Serve) -> None:

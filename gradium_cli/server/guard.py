@@ -5,13 +5,25 @@
   WebSocket upgrade included: a page must not drive a server that answers any key.
 - A request body is counted while it is read. A declared `Content-Length` above
   the limit is refused before reading anything; a body that grows past it (chunked)
-  is cut as soon as it does. Either way the answer is 413 and the connection closes,
-  so the rest of the body is never read. A client that leaves mid-body is no error.
+  is cut as soon as it does. Either way the answer is 413 and the connection closes.
+  A client that leaves mid-body is no error.
+- A refused body is not simply left unread: closing a socket with unread data sends
+  a TCP reset, and a client still sending its body (as httpx, the SDK and `gradium`
+  do, reading the answer only once all is sent) loses the 413 to it and sees
+  "connection reset" instead of why. So after the whole 413 is sent, the rest of the
+  body is read and dropped ("lingering close", as Apache and nginx do) until it ends
+  or LINGER_BYTES more have come or LINGER_S have passed, whichever is first; only
+  then does the connection close. Nothing read is kept. At most MAX_LINGERING
+  connections linger at once: beyond that a refused one closes at once (its sender
+  may see the reset), so refused uploads can never hold more than a few file
+  descriptors, whatever an attacker sends.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from urllib.parse import urlsplit
 
 from starlette.requests import ClientDisconnect
@@ -20,6 +32,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from gradium_cli.server.state import ServerOptions
 
 VOICE_UPLOAD_PATH = "/api/voices/"
+
+# Lingering close of a refused body (see above): how long, how much, how many at once.
+LINGER_S = 3.0
+LINGER_BYTES = 32 << 20
+MAX_LINGERING = 8
 
 
 class BodyTooLarge(Exception):
@@ -55,7 +72,9 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-async def _refuse(send: Send, status: int, message: str) -> None:
+async def _refuse(send: Send, status: int, message: str, *, more_body: bool = False) -> None:
+    """The whole answer; with `more_body` the response stays open (its body is complete by its
+    Content-Length, so the client can read it) until a last empty body message ends it."""
     body = json.dumps({"detail": message}).encode()
     headers = [
         (b"content-type", b"application/json"),
@@ -64,7 +83,26 @@ async def _refuse(send: Send, status: int, message: str) -> None:
         (b"connection", b"close"),
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.body", "body": body, "more_body": more_body})
+
+
+async def _discard_rest(receive: Receive) -> None:
+    """Read and drop what is left of a request body, within LINGER_BYTES and LINGER_S."""
+    budget = LINGER_BYTES
+    deadline = time.monotonic() + LINGER_S
+    while budget > 0:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return
+        try:
+            message = await asyncio.wait_for(receive(), remaining)
+        except asyncio.TimeoutError:
+            return
+        if message["type"] != "http.request":  # http.disconnect: the client hung up
+            return
+        budget -= len(message.get("body", b""))
+        if not message.get("more_body", False):
+            return
 
 
 class Guard:
@@ -74,6 +112,7 @@ class Guard:
         self.app = app
         self.options = options
         self.allowed_origins = {normalise_origin(origin) for origin in options.allowed_origins} - {None}
+        self.lingering = 0  # refused bodies being read and dropped now (at most MAX_LINGERING)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
@@ -89,16 +128,18 @@ class Guard:
         limit = body_limit(self.options, scope)
         declared = _header(scope, b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
-            await _refuse(send, 413, str(BodyTooLarge(limit)))
+            await self._refuse_body(receive, send, BodyTooLarge(limit), body_done=False)
             return
         received = 0
+        body_done = False
         started = False
 
         async def counting_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_done
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
+                body_done = not message.get("more_body", False)
                 if received > limit:
                     raise BodyTooLarge(limit)
             return message
@@ -112,9 +153,22 @@ class Guard:
             await self.app(scope, counting_receive, tracking_send)
         except BodyTooLarge as exc:
             if not started:  # routes read their whole body before answering, so this always holds
-                await _refuse(send, 413, str(exc))
+                await self._refuse_body(receive, send, exc, body_done=body_done)
         except ClientDisconnect:
             pass  # the client left in the middle of its body: no one to answer, nothing to log
+
+    async def _refuse_body(self, receive: Receive, send: Send, exc: BodyTooLarge, *, body_done: bool) -> None:
+        """413, then a lingering close (see the module's docstring) while a slot is free."""
+        if body_done or self.lingering >= MAX_LINGERING:
+            await _refuse(send, 413, str(exc))
+            return
+        self.lingering += 1
+        try:
+            await _refuse(send, 413, str(exc), more_body=True)
+            await _discard_rest(receive)
+        finally:
+            self.lingering -= 1
+        await send({"type": "http.response.body", "body": b""})  # uvicorn closes the connection now
 
     async def _refuse_origin(self, scope: Scope, receive: Receive, send: Send, origin: str) -> None:
         shown = json.dumps(origin[:200])
