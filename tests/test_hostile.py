@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import socket
+import struct
 import subprocess
 import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import soundfile as sf
 
 from tests.cli_helpers import gradium, isolated_env
 from tests.hostile_server import (
@@ -541,3 +545,34 @@ def test_a_broken_replay_recording_is_refused_at_once(tmp_path: Path, t: str) ->
     shown = t if t == "-1" else float(t)  # as JSON read it: an int stays an int
     assert_one_line(result, 2, f"session.jsonl line 2: time 't' must be 0 to 86400 seconds, not {shown}")
     assert time.monotonic() - started < 10
+
+
+def test_an_upload_cut_without_an_answer_is_not_called_an_unreachable_server(tmp_path: Path) -> None:
+    """A server that takes the body and resets the connection (as a server over its body limit
+    may, when its 413 loses the race): the one line says what happened, exit 7, and does not
+    ask whether the server is running, since it answered the connection."""
+
+    async def reset(request: Request, conn: Conn) -> None:
+        if request.method == "GET":  # the listing `voices create` reads first (name clashes)
+            await conn.respond(200, b"[]", {"Content-Type": "application/json"})
+            return
+        sock = conn.writer.get_extra_info("socket")
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+
+    sample = tmp_path / "sample.wav"
+    sf.write(sample, 0.3 * np.sin(2 * np.pi * 140 * np.arange(16000) / 16000), 16000, subtype="PCM_16")
+    with hostile_server(reset) as server:
+        result = keyed(
+            tmp_path, "voices", "create", "--name", "x", "--audio", str(sample), "--base-url", server.base_url
+        )
+        sent = len(server.requests[-1].body)
+    line = assert_one_line(
+        result,
+        7,
+        f"the server at {server.base_url}voices/ closed the connection without answering a {sent}-byte request",
+        "--max-upload-bytes",
+    )
+    assert "is the server running" not in line
+    # Nothing listening there any more: that is still "cannot reach", with its hint.
+    result = keyed(tmp_path, "voices", "create", "--name", "x", "--audio", str(sample), "--base-url", server.base_url)
+    assert_one_line(result, 7, f"cannot reach {server.base_url}voices/", "is the server running?")

@@ -116,6 +116,7 @@ class RestClient:
         url = self.endpoint.url(route)
         started = time.monotonic()
         deadline = Deadline(self.endpoint.deadline)
+        request: httpx.Request | None = None
         try:
             request = self.client.build_request(method, url, **kwargs)
             streamed = await self.client.send(request, stream=True)
@@ -136,12 +137,7 @@ class RestClient:
         except self._httpx.TimeoutException:
             raise NetworkError(f"timed out talking to {url}", hint="raise --timeout") from None
         except self._httpx.HTTPError as exc:
-            unresolved = unresolved_host(exc, url)
-            if unresolved is not None:
-                raise unresolved from None
-            raise NetworkError(
-                f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`"
-            ) from None
+            raise self._connection_failed(exc, url, request) from None
         # -v: one line per call (the key travels in a header, never in the URL).
         get_env().debug(
             f"{method} {response.url} → HTTP {response.status_code} ({(time.monotonic() - started) * 1000:.0f} ms)"
@@ -153,6 +149,27 @@ class RestClient:
                 f"server answered {route} with a redirect that leads nowhere (HTTP {response.status_code})"
             )
         return response
+
+    def _connection_failed(self, exc: httpx.HTTPError, url: str, request: httpx.Request | None) -> NetworkError:
+        """Why a call got no answer, said as what happened: no server, or a connection cut short.
+
+        A server closes on a body over its limit (`gradium serve` answers 413 first, but a
+        reset can still beat that answer to a client busy sending), so a cut with a body
+        sent says so instead of asking whether the server runs: it does.
+        """
+        unresolved = unresolved_host(exc, url)
+        if unresolved is not None:
+            return unresolved
+        if isinstance(exc, self._httpx.ConnectError):
+            return NetworkError(f"cannot reach {url}: {exc}", hint="is the server running? see `gradium serve`")
+        why = str(exc) or "connection reset"
+        sent = int(request.headers.get("content-length", "0") or 0) if request is not None else 0
+        if sent:
+            return NetworkError(
+                f"the server at {url} closed the connection without answering a {sent}-byte request ({why})",
+                hint="a server may cut a body over its limit: gradium serve --max-upload-bytes",
+            )
+        return NetworkError(f"the server at {url} closed the connection without answering ({why})")
 
     async def json(self, method: str, route: str, **kwargs: Any) -> Any:
         response = await self.request(method, route, **kwargs)
