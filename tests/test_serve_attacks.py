@@ -127,3 +127,66 @@ def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
     proc.wait(15)
     drain.join(5)
     assert not any("Traceback" in line for line in log), "".join(log)[-2000:]
+
+
+def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_recovers(
+    tmp_path: Path, serve_process: Callable[..., tuple[Any, str]]
+) -> None:
+    """With 600 open files the server may hold 600 - 448 = 152 connections (server/descriptors.py).
+
+    152 connections that finished their headers but hold their body back are not
+    mid-headers, so nothing can be dropped for a newcomer: each newcomer is answered
+    503 and closed, the server's descriptors stay under its limit, the holders are
+    still served, and once they go the server serves everyone again.
+    """
+    proc, base_url = serve_process("--workers", "1", max_open_files=600)
+    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+    log: list[str] = []
+    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
+    drain.start()
+    body = b'{"text": "Held back.", "output_format": "pcm_16000"}'
+    head = (
+        b"POST /api/post/speech/tts HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
+    )
+    holders: list[socket.socket] = []
+    while len(holders) < 152:  # in batches: no more than the 64 allowed are mid-headers at once
+        batch = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(38)]
+        for sock in batch:
+            sock.sendall(head)
+        for sock in batch:  # the server has read the headers and waits for the body
+            assert sock.recv(4096) == b"HTTP/1.1 100 Continue\r\n\r\n"
+        holders += batch
+
+    def ask() -> bytes:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /api/voices/ HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            answer = b""
+            while piece := sock.recv(65536):
+                answer += piece
+            return answer
+
+    refused = [ask() for _ in range(8)]
+    descriptors = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
+    # The holders fit the budget: their requests are answered once their bodies come.
+    for sock in holders[-2:]:
+        sock.sendall(body)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200 OK\r\n")
+    for sock in holders:
+        sock.close()
+
+    for answer in refused:
+        assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:80]
+        assert answer.endswith(b"\r\n\r\ntoo many connections; try again later\n")
+    assert descriptors < 600
+    again = subprocess.run(
+        [gradium_exe(), "say", "Back again.", "--base-url", base_url, "-o", str(tmp_path / "after.wav")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert again.returncode == 0, again.stderr
+    proc.terminate()
+    proc.wait(15)
+    drain.join(5)
+    assert not any("Traceback" in line for line in log), "".join(log)[-2000:]

@@ -104,6 +104,7 @@ def serve(
     from gradium_cli.backend import writable_data_dir
     from gradium_cli.cli.runtime import guard
     from gradium_cli.server.app import bind_socket, uvicorn_config
+    from gradium_cli.server.descriptors import raise_open_file_limit
     from gradium_cli.server.state import ServerOptions, ServerState
     from gradium_cli.server.workers import available_cores
 
@@ -136,6 +137,7 @@ def serve(
             f"gradium serve: warning: listening on {host} without --api-key: anyone who can reach it can use it",
             file=env.stderr,
         )
+    raise_open_file_limit()
     config = uvicorn_config(options, host, port)
     assert isinstance(config.app, Starlette)
     state: ServerState = config.app.state.gradium

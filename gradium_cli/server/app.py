@@ -20,6 +20,7 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
 
+from gradium_cli.server.descriptors import ACCEPT_BURST, connection_budget
 from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
 from gradium_cli.server.guard import Guard
 from gradium_cli.server.header_limits import header_limited_protocol
@@ -47,23 +48,33 @@ def create_app(options: ServerOptions) -> Starlette:
 
 
 class OneLineClientErrors(logging.Filter):
-    """Keep uvicorn's report of a client's invalid UTF-8 text frame to its one line.
+    """Keep reports of handled conditions to one line each, without a traceback.
 
-    uvicorn logs that case with a traceback, although it is the client's fault and
-    fully handled (the socket closes with 1007, as README's limits say).
+    uvicorn logs a client's invalid UTF-8 text frame with one, although it is the
+    client's fault and fully handled (the socket closes with 1007, as README's
+    limits say); asyncio logs running out of descriptors in `accept()` with one,
+    although it only stops accepting for a second and then carries on.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and record.getMessage().startswith("Invalid UTF-8 sequence received from client"):
+        message = record.getMessage()
+        if record.exc_info and message.startswith("Invalid UTF-8 sequence received from client"):
+            record.exc_info = None
+            record.exc_text = None
+        elif message.startswith("socket.accept() out of system resource"):
+            reason = record.exc_info[1] if record.exc_info else None
+            record.msg = f"gradium serve: cannot accept connections for 1 s ({reason or 'out of resources'})"
+            record.args = ()
             record.exc_info = None
             record.exc_text = None
         return True
 
 
 def quiet_client_errors() -> None:
-    uvicorn_errors = logging.getLogger("uvicorn.error")
-    if not any(isinstance(f, OneLineClientErrors) for f in uvicorn_errors.filters):
-        uvicorn_errors.addFilter(OneLineClientErrors())
+    for name in ("uvicorn.error", "asyncio"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, OneLineClientErrors) for f in logger.filters):
+            logger.addFilter(OneLineClientErrors())
 
 
 def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object) -> uvicorn.Config:
@@ -78,7 +89,9 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         ws_max_size=2 * options.max_message_bytes,
         # The protocol has no use for compression and the SDK never offers it (§1.3).
         ws_per_message_deflate=False,
-        http=header_limited_protocol(options.header_timeout_s, options.max_pending_headers),
+        http=header_limited_protocol(options.header_timeout_s, options.max_pending_headers, connection_budget()),
+        # Also how many connections asyncio accepts per wake-up, before any is counted.
+        backlog=ACCEPT_BURST,
         lifespan="off",
         **extra,  # type: ignore[arg-type]
     )

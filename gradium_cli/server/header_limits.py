@@ -1,4 +1,5 @@
-"""Connections that have not finished their request headers: timed out, and capped.
+"""Connections: those that have not finished their request headers are timed out and
+capped, and all of them together stay within the server's descriptor budget.
 
 uvicorn waits forever for the headers of a new connection, so a client that opens
 connections and sends headers slowly (or never finishes them) holds a file
@@ -7,6 +8,12 @@ must finish its headers within a timeout (408, then closed), and when more than
 a cap are still in the middle of theirs, the one waiting longest is dropped for
 the newcomer: an attacker cannot keep the slots, while a real client, whose
 headers take a millisecond, gets through.
+
+Above the budget (server/descriptors.py), a newcomer also takes the place of the
+connection waiting longest for its headers; when none is waiting, the newcomer
+is answered 503 once its request arrives, and closed, so the server never runs
+out of descriptors. (Answering before the request is read would not do: closing
+a socket with unread input sends a reset, which destroys the answer in transit.)
 """
 
 from __future__ import annotations
@@ -19,20 +26,46 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 38\r\n"
+    b"connection: close\r\n\r\ntoo many connections; try again later\n"
+)
 
 
-def header_limited_protocol(timeout_s: float, max_pending: int) -> type[H11Protocol]:
+def header_limited_protocol(timeout_s: float, max_pending: int, max_connections: int) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol with the limits; one class per server, which counts its own connections."""
     pending: OrderedDict[HeaderLimitedProtocol, None] = OrderedDict()
+    # Transports, not protocols: a WebSocket upgrade hands the transport to another
+    # protocol, whose end this class never hears of; a closed transport says so itself.
+    live: set[Any] = set()
+
+    def over_budget() -> bool:
+        if len(live) <= max_connections:
+            return False
+        live.difference_update([transport for transport in live if transport.is_closing()])
+        return len(live) > max_connections
 
     class HeaderLimitedProtocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _refused = False  # over the budget: answered 503 when its request comes
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            live.add(transport)
+            if over_budget():
+                waiting = next((each for each in pending if not each._refused), None)
+                if waiting is None:
+                    self._refused = True
+                else:
+                    waiting._drop()
             self._await_headers()
 
         def data_received(self, data: bytes) -> None:
+            if self._refused:
+                self._headers_done()
+                self.transport.write(BUSY_RESPONSE)
+                self.transport.close()
+                return
             super().data_received(data)
             # IDLE: h11 has not seen a whole request head yet (first request, or the next on
             # a kept-alive connection); anything else, including an upgrade, means it has.
@@ -43,6 +76,7 @@ def header_limited_protocol(timeout_s: float, max_pending: int) -> type[H11Proto
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
+            live.discard(self.transport)
             super().connection_lost(exc)
 
         def _await_headers(self) -> None:
@@ -51,9 +85,12 @@ def header_limited_protocol(timeout_s: float, max_pending: int) -> type[H11Proto
             self._header_timer = self.loop.call_later(timeout_s, self._headers_timed_out)
             pending[self] = None
             while len(pending) > max_pending:
-                oldest = next(iter(pending))
-                oldest._headers_done()
-                oldest.transport.abort()
+                next(iter(pending))._drop()
+
+        def _drop(self) -> None:
+            self._headers_done()
+            live.discard(self.transport)
+            self.transport.abort()
 
         def _headers_done(self) -> None:
             if self._header_timer is not None:
