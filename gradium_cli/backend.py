@@ -24,7 +24,7 @@ from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
-    from gradium_cli.transport.local import LocalEngine
+    from gradium_cli.transport.engine_process import EngineProcess
 
 # The built-in engine's URLs while it runs: its port changes every run, so the request
 # cache names it by what it is instead (gradium_cli/cache.py).
@@ -81,31 +81,34 @@ def local_server_endpoint(timeout: float, deadline: float | None = None) -> Iter
             BUILTIN_URLS.discard(server.base_url)
 
 
-_prestarted: LocalEngine | None = None
+_prestarted: EngineProcess | None = None
 
 
-def uses_local_engine(options: BackendOptions) -> bool:
-    key = resolve("api-key", options.api_key, options.profile)
-    base = resolve("base-url", options.base_url, options.profile)
+def uses_local_engine(options: BackendOptions, *, announce: bool = True) -> bool:
+    """`announce=False`: without the config file's -v line and warning (see `read_config`)."""
+    key = resolve("api-key", options.api_key, options.profile, announce=announce)
+    base = resolve("base-url", options.base_url, options.profile, announce=announce)
     return options.local or (not key.value and not base.value)
 
 
-def prestart_local_engine(options: BackendOptions) -> None:
+def prestart_local_engine(options: BackendOptions, *, announce: bool = True) -> None:
     """Start the built-in engine now if the command will use it over a pipe.
 
-    `say` calls it first thing, so the engine process starts up while the
-    command is still importing its own modules (`stream` and `batch` start it
-    when they open the backend).
+    The `gradium` script calls it before the CLI's own imports when the command
+    line is a `say` that will (cli/entry.py), and `say` calls it first thing, so
+    the engine process starts up while the command is still importing its own
+    modules (`stream` and `batch` start it when they open the backend).
     """
     global _prestarted
-    if _prestarted is None and uses_local_engine(options):
-        from gradium_cli.transport.local import LocalEngine
+    if _prestarted is None and uses_local_engine(options, announce=announce):
+        # Standard library only: nothing else is imported before the child starts.
+        from gradium_cli.transport.engine_process import EngineProcess
 
         try:
             where = writable_data_dir()
         except ConfigError:
             return  # said with the exit code when the engine is really needed
-        _prestarted = LocalEngine(where)
+        _prestarted = EngineProcess(where)
 
 
 NOTICE_INTERVAL_S = 24 * 3600
@@ -147,7 +150,7 @@ def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iter
     global _prestarted
     from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
 
-    engine, _prestarted = _prestarted or LocalEngine(writable_data_dir()), None
+    engine, _prestarted = LocalEngine(writable_data_dir(), _prestarted), None
     BUILTIN_URLS.add(LOCAL_BASE_URL)
     try:
         yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine, deadline=deadline)

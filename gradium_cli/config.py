@@ -177,12 +177,15 @@ def _first_read(path: Path) -> None:
         env.say(f"gradium: warning: {problem}")
 
 
-def read_config(path: Path | None = None) -> configparser.ConfigParser:
+def read_config(path: Path | None = None, *, announce: bool = True) -> configparser.ConfigParser:
+    """The file's settings; `announce=False` reads it without the first read's -v line and
+    warning (a look ahead before the command's options have set up output)."""
     import configparser  # lazy: a run with flags and env only never reads the file
 
     parser = configparser.ConfigParser(interpolation=None)
     path = path or config_path()
-    _first_read(path)
+    if announce:
+        _first_read(path)
     if path.exists():
         try:
             parser.read(path, encoding="utf-8")
@@ -244,14 +247,19 @@ class Resolved:
 
 
 def resolve(
-    name: str, flag_value: str | None = None, profile: str | None = None, default: str | None = None
+    name: str,
+    flag_value: str | None = None,
+    profile: str | None = None,
+    default: str | None = None,
+    *,
+    announce: bool = True,
 ) -> Resolved:
     if flag_value is not None:
         return Resolved(flag_value, "flag")
     env = ENV_VARS.get(name)
     if env and os.environ.get(env):
         return Resolved(os.environ[env], "env")
-    parser = read_config()
+    parser = read_config(announce=announce)
     section = active_profile(profile)
     # read_config has said why, once: the key of a file others can write is not used.
     unsafe = name in SECRET_SETTINGS and writable_by_others(config_path())

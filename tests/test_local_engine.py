@@ -13,11 +13,13 @@ from typing import Any
 import pytest
 import soundfile as sf
 
+from gradium_cli.cli.entry import say_backend
 from gradium_cli.protocol import messages as m
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
 from gradium_cli.transport.ws import TtsSocket, collect
 from tests.cli_helpers import gradium, isolated_env
+from tests.servers import gradium_exe
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -128,3 +130,137 @@ def test_offline_batch_fails_only_the_crashing_line(tmp_path: Path) -> None:
     assert made == ["0001.pcm", "0002.pcm", "0003.pcm", "0005.pcm", "0006.pcm", "0007.pcm"], result.stderr
     assert "crashed on this text" in result.stderr.decode()
     assert not list(tmp_path.glob("core*"))
+
+
+# ------------------------------------------------------------ the head start (cli/entry.py)
+
+# Runs the console script's `main` with an audit hook that records, in order, when Typer
+# is first imported and when the built-in engine's process is started.
+START_ORDER_PROBE = """
+import sys
+events = []
+def hook(event, args):
+    if event == "import" and args[0] == "typer" and "typer" not in events:
+        events.append("typer")
+    elif event == "subprocess.Popen" and "gradium_cli.server.pipe" in args[1]:
+        events.append("engine")
+sys.addaudithook(hook)
+import atexit
+atexit.register(lambda: print(events, file=sys.stderr))
+sys.argv = ["gradium", *sys.argv[1:]]
+from gradium_cli.cli.entry import main
+main()
+"""
+
+
+def start_order(tmp_path: Path, *args: str, env: dict[str, str] | None = None) -> tuple[list[str], str, int]:
+    result = subprocess.run(
+        [sys.executable, "-c", START_ORDER_PROBE, *args],
+        capture_output=True,
+        env=env or isolated_env(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    lines = result.stderr.decode().strip().splitlines()
+    return eval(lines[-1]), "\n".join(lines[:-1]), result.returncode  # our own probe's list
+
+
+def test_console_script_is_the_entry_with_the_head_start() -> None:
+    text = Path(gradium_exe()).read_text()
+    assert "from gradium_cli.cli.entry import main" in text
+
+
+def test_offline_say_starts_the_engine_before_importing_typer(tmp_path: Path) -> None:
+    events, stderr, code = start_order(tmp_path, "say", "Hello there.", "-o", "x.wav")
+    assert code == 0, stderr
+    assert events == ["engine", "typer"]  # one engine process, started first
+    assert sf.info(str(tmp_path / "x.wav")).duration > 0.3
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["say", "--help"],
+        ["say", "Hi.", "--api-key", "gsk_test", "--base-url", "http://127.0.0.1:9/api/", "--retries", "0"],
+        ["voices", "list"],
+    ],
+)
+def test_no_pipe_engine_where_the_command_will_not_use_it(tmp_path: Path, args: list[str]) -> None:
+    events, _, _ = start_order(tmp_path, *args)
+    assert "typer" in events and "engine" not in events
+
+
+def test_no_head_start_when_the_config_file_has_a_key(tmp_path: Path) -> None:
+    config = tmp_path / "config" / "config.ini"
+    config.parent.mkdir()
+    config.write_text("[default]\napi-key = gsk_from_the_file\nbase-url = http://127.0.0.1:9/api/\n")
+    config.chmod(0o600)
+    events, _, code = start_order(tmp_path, "say", "Hi.", "-o", "x.wav", "--retries", "0")
+    assert code != 0  # nothing listens there: the point is that the engine never started
+    assert "engine" not in events
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_head_start_reads_the_config_file_silently(tmp_path: Path, quiet: bool) -> None:
+    """The look ahead reads config.ini before -q is known: its warning about the file's
+    mode must still come once, from the command, and not at all with -q."""
+    config = tmp_path / "config" / "config.ini"
+    config.parent.mkdir()
+    config.write_text("[default]\nvoice = Emma\n")
+    config.chmod(0o644)
+    args = ["say", "Hello there.", "-o", "x.wav", *(["-q"] if quiet else [])]
+    events, stderr, code = start_order(tmp_path, *args)
+    assert code == 0, stderr
+    assert events == ["engine", "typer"]
+    warnings = [line for line in stderr.splitlines() if "readable by others" in line]
+    assert len(warnings) == (0 if quiet else 1), stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (["say", "Hi."], (None, None, None, False)),
+        (["-q", "--profile", "work", "say", "Hi."], (None, None, "work", False)),
+        (["--profile=work", "say", "Hi.", "-o", "x.wav"], (None, None, "work", False)),
+        (["say", "Hi.", "--profile", "home"], (None, None, "home", False)),
+        (["say", "--local", "--api-key=gsk_x", "Hi."], (None, "gsk_x", None, True)),
+        (["say", "--", "--help"], (None, None, None, False)),  # after --, text
+    ],
+)
+def test_say_backend_reads_plain_say_lines(args: list[str], expected: tuple[object, ...]) -> None:
+    options = say_backend(args)
+    assert options is not None
+    assert (options.base_url, options.api_key, options.profile, options.local) == expected
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        [],
+        ["stream", "Hi."],
+        ["--unknown", "say", "Hi."],
+        ["--profile"],
+        ["say", "--help"],
+        ["say", "-h"],
+        ["say", "Hi.", "--api-key", "gsk_x"],
+        ["say", "Hi.", "--base-url=http://127.0.0.1:8765/api/"],
+        ["say", "Hi.", "--api-key"],  # a flag without its value: Typer's to report
+        ["--version", "say"],
+    ],
+)
+def test_say_backend_declines_what_it_cannot_tell(args: list[str]) -> None:
+    assert say_backend(args) is None
+
+
+def test_engine_process_imports_no_http_stack(tmp_path: Path) -> None:
+    """The built-in engine's process loads what server/pipe.py's `serve` loads, and
+    neither starlette, uvicorn nor soundfile: their imports were most of its start-up."""
+    probe = (
+        "import sys\n"
+        "from gradium_cli.server import pipe, state, ws\n"
+        "from pathlib import Path\n"
+        f"state.ServerState(state.ServerOptions(data_dir=Path({str(tmp_path)!r}), quiet=True))\n"
+        "print(sorted({m.split('.')[0] for m in sys.modules} & {'starlette', 'uvicorn', 'soundfile', 'anyio'}))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, timeout=60, check=True)
+    assert result.stdout.decode().strip() == "[]"

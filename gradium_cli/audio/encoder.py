@@ -1,23 +1,32 @@
 """Encode consecutive audio chunks into the bytes each `audio` message carries.
 
-All codecs go through libsndfile (soundfile): µ-law and A-law as RAW subtypes,
-Opus in Ogg, and the WAV header, so no codec is written by hand here.
+Codecs go through libsndfile (soundfile): µ-law and A-law as RAW subtypes, Opus
+in Ogg, so none is written by hand here. The WAV header is packed here (the same
+44 bytes libsndfile writes, tests/test_encoder.py): WAV and PCM, what the
+built-in engine's process serves most, then never load libsndfile at all, whose
+import is part of every offline command's wait.
 """
 
 from __future__ import annotations
 
 import io
 import struct
+from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile as sf
 
-from gradium_cli.protocol.formats import WAV_HEADER_BYTES, WAV_STREAMING_SIZE, OutputFormat
+from gradium_cli.protocol.formats import WAV_STREAMING_SIZE, OutputFormat
+
+if TYPE_CHECKING:
+    import soundfile as sf
 
 # sndfile.h SFC_SET_OGG_PAGE_LATENCY_MS: without it libsndfile holds Ogg pages for
 # a second, so Opus audio would arrive in 1 s bursts instead of 80 ms chunks.
 _SFC_SET_OGG_PAGE_LATENCY_MS = 0x1302
 _OGG_PAGE_LATENCY_MS = 40.0
+# RIFF size, WAVE, a 16-byte `fmt ` chunk (PCM, channels, rate, byte rate, block align,
+# bits per sample), then the `data` chunk's size.
+_WAV_HEADER = struct.Struct("<4sI4s4sIHHIIHH4sI")
 
 
 def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
@@ -26,17 +35,14 @@ def wav_header(sample_rate: int, data_bytes: int | None = None) -> bytes:
     With no data size it carries 0xFFFFFFFF in both size fields: the streaming
     convention (PROTOCOL.md §2.7) that readers take as "until end of file".
     """
-    buffer = io.BytesIO()
-    with sf.SoundFile(buffer, "w", sample_rate, 1, "PCM_16", format="WAV"):
-        pass
-    header = bytearray(buffer.getvalue()[:WAV_HEADER_BYTES])
     riff, data = (WAV_STREAMING_SIZE, WAV_STREAMING_SIZE) if data_bytes is None else (36 + data_bytes, data_bytes)
-    struct.pack_into("<I", header, 4, riff)
-    struct.pack_into("<I", header, 40, data)
-    return bytes(header)
+    pcm_mono_16 = (16, 1, 1, sample_rate, sample_rate * 2, 2, 16)
+    return _WAV_HEADER.pack(b"RIFF", riff, b"WAVE", b"fmt ", *pcm_mono_16, b"data", data)
 
 
 def _raw_codec(samples: np.ndarray, sample_rate: int, subtype: str) -> bytes:
+    import soundfile as sf
+
     buffer = io.BytesIO()
     sf.write(buffer, samples, sample_rate, subtype=subtype, format="RAW")
     return buffer.getvalue()
@@ -75,6 +81,8 @@ class ChunkEncoder:
         return self._take_ogg_bytes()
 
     def _encode_opus(self, samples: np.ndarray) -> bytes:
+        import soundfile as sf
+
         if self._ogg is None:
             self._ogg = sf.SoundFile(self._ogg_buffer, "w", self.format.sample_rate, 1, "OPUS", format="OGG")
             latency = sf._ffi.new("double*", _OGG_PAGE_LATENCY_MS)

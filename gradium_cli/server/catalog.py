@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import soundfile as sf
 
 from gradium_cli.server.engine import EngineVoice, SpeechEngine
 
@@ -187,6 +186,8 @@ def analyse_sample(source: bytes | Path, start_s: float = 0.0) -> SampleAnalysis
     extension = sniff_container(head)
     if extension is None:
         raise ValueError("audio_file is not a WAV, FLAC, OGG, MP3 or AIFF file")
+    import soundfile as sf  # here: the built-in engine's process never reads a sample
+
     try:
         with sf.SoundFile(source if isinstance(source, Path) else io.BytesIO(source)) as audio:
             rate, frames = int(audio.samplerate), int(audio.frames)

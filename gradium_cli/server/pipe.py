@@ -28,10 +28,9 @@ import os
 import resource
 import struct
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 if TYPE_CHECKING:
     from gradium_cli.server.engine import EngineVoice, EspeakVoiceInfo, SpeechEngine, Synthesis
@@ -85,37 +84,43 @@ class MarkedEngine:
 
 
 class PipeSocket:
-    """The part of starlette's WebSocket that `ws.Connection` uses, over one pipe channel."""
+    """One pipe channel as the `ws.Socket` that `ws.Connection` serves."""
 
     def __init__(self, channel: int, out: asyncio.StreamWriter) -> None:
         self.channel = channel
         self.out = out
-        self.headers: dict[str, str] = {}
-        self.query_params: dict[str, str] = {}
-        self.application_state = WebSocketState.CONNECTING
+        self.headers: Mapping[str, str] = {}
+        self.query_params: Mapping[str, str] = {}
+        self.connected = False
+        self.closed = False
         self.inbox: asyncio.Queue[str | None] = asyncio.Queue()
 
     async def accept(self) -> None:
-        self.application_state = WebSocketState.CONNECTED
+        self.connected = True
 
-    async def receive(self) -> dict[str, Any]:
+    async def receive(self) -> Mapping[str, Any]:
         text = await self.inbox.get()
         if text is None:
             return {"type": "websocket.disconnect", "code": 1000}
         return {"type": "websocket.receive", "text": text}
 
     async def send_text(self, text: str) -> None:
-        if self.application_state is not WebSocketState.CONNECTED:
-            raise WebSocketDisconnect(1006)
+        if not self.connected:
+            from gradium_cli.server.ws import SocketGone
+
+            raise SocketGone
         write(self.out, self.channel, TEXT, text.encode("utf-8"))
         await self.out.drain()
 
     async def close(self, code: int = 1000) -> None:
-        if self.application_state is WebSocketState.DISCONNECTED:
+        if self.closed:
             return
-        self.application_state = WebSocketState.DISCONNECTED
+        self.connected, self.closed = False, True
         write(self.out, self.channel, CLOSE, str(code).encode())
         await self.out.drain()
+
+    def abort(self) -> bool:
+        return False  # fault injection is for `gradium serve`; a channel closes instead
 
 
 def write(out: asyncio.StreamWriter, channel: int, kind: bytes, payload: bytes) -> None:
@@ -140,7 +145,7 @@ async def serve(data_dir: Path, marker_fd: int) -> None:
     async def run(sock: PipeSocket) -> None:
         _channel.set(sock.channel)
         with state.connection_slot():
-            await Connection(sock, state).run()  # type: ignore[arg-type]
+            await Connection(sock, state).run()
         await sock.close(1000)
         sockets.pop(sock.channel, None)
 

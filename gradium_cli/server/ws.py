@@ -12,15 +12,18 @@ import asyncio
 import contextlib
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
-
-from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from typing import TYPE_CHECKING, Any, Protocol
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
 
 # How far audio may run ahead of the wall clock with --realtime, as a live
 # service's jitter buffer would allow.
@@ -30,6 +33,41 @@ REALTIME_LEAD_S = 0.2
 @dataclass
 class _Eos:
     pass
+
+
+class SocketGone(Exception):
+    """The client went away while a frame was being sent to it."""
+
+
+class Socket(Protocol):
+    """What `Connection` needs of a WebSocket: starlette's behind `gradium serve`
+    (server/asgi_socket.py), a pipe channel in the built-in engine's process
+    (server/pipe.py), which must not import starlette (its start-up is a command's)."""
+
+    @property
+    def headers(self) -> Mapping[str, str]: ...
+
+    @property
+    def query_params(self) -> Mapping[str, str]: ...
+
+    @property
+    def connected(self) -> bool: ...
+
+    async def accept(self) -> None: ...
+
+    async def receive(self) -> Mapping[str, Any]:
+        """The next ASGI event: `websocket.receive` (text or bytes) or `websocket.disconnect`."""
+        ...
+
+    async def send_text(self, text: str) -> None:
+        """Raises SocketGone (or RuntimeError) when the client is gone."""
+        ...
+
+    async def close(self, code: int = 1000) -> None: ...
+
+    def abort(self) -> bool:
+        """Drop the connection with no close frame; False where the transport cannot."""
+        ...
 
 
 class Request:
@@ -141,7 +179,7 @@ class Request:
 
 
 class Connection:
-    def __init__(self, ws: WebSocket, state: ServerState) -> None:
+    def __init__(self, ws: Socket, state: ServerState) -> None:
         self.ws = ws
         self.state = state
         self.requests: dict[str | None, Request] = {}
@@ -157,12 +195,12 @@ class Connection:
     # ------------------------------------------------------------------ sending
 
     async def send(self, message: m.ServerMessage) -> None:
-        if self._closing or self.ws.application_state is not WebSocketState.CONNECTED:
+        if self._closing or not self.ws.connected:
             return
         async with self._send_lock:
             try:
                 await self.ws.send_text(m.encode(message))
-            except (WebSocketDisconnect, RuntimeError):
+            except (SocketGone, RuntimeError):
                 self._closing = True
                 return
         self.state.usage.egress_messages += 1
@@ -172,16 +210,11 @@ class Connection:
                 await self._abort_transport()
 
     async def _abort_transport(self) -> None:
-        """Drop the TCP connection with no close frame, as a crashed server or a lost network would.
-
-        ASGI has no abort, so this reaches uvicorn's protocol object through the
-        `receive` callable it hands the app; failing that, it falls back to close code 1011.
-        """
-        transport = getattr(getattr(self.ws._receive, "__self__", None), "transport", None)
-        if transport is None:
+        """Drop the connection with no close frame, as a crashed server or a lost network would;
+        failing that, close code 1011."""
+        if not self.ws.abort():
             await self.close(m.INTERNAL_ERROR)
             return
-        transport.abort()
         self._closing = True
         for request in list(self.requests.values()):
             if request.task is not None and request.task is not asyncio.current_task():
@@ -197,7 +230,7 @@ class Connection:
         for request in list(self.requests.values()):
             if request.task is not None and request.task is not asyncio.current_task():
                 request.task.cancel()
-        if self.ws.application_state is WebSocketState.CONNECTED:
+        if self.ws.connected:
             with contextlib.suppress(RuntimeError):
                 await self.ws.close(code)
 
@@ -229,7 +262,7 @@ class Connection:
                 if event["type"] == "websocket.disconnect":
                     break
                 await self.handle(event.get("text") if event.get("text") is not None else event.get("bytes"))
-        except (WebSocketDisconnect, RuntimeError):
+        except (SocketGone, RuntimeError):
             pass
         finally:
             self._closing = True
@@ -334,10 +367,14 @@ class Connection:
 
 
 async def tts_endpoint(ws: WebSocket) -> None:
+    from starlette.websockets import WebSocketDisconnect
+
+    from gradium_cli.server.asgi_socket import AsgiSocket
+
     state: ServerState = ws.app.state.gradium
     with state.connection_slot() as admitted:
         if admitted:
-            await Connection(ws, state).run()
+            await Connection(AsgiSocket(ws), state).run()
             return
         # Over ServerOptions.max_connections: accepted, then refused in band like the service (§11.1).
         await ws.accept()
@@ -348,6 +385,8 @@ async def tts_endpoint(ws: WebSocket) -> None:
 
 async def speech_to_text_endpoint(ws: WebSocket) -> None:
     """STT and S2S: accepted, then refused in the protocol's shape, not with a bare HTTP 403 (§11.1)."""
+    from starlette.websockets import WebSocketDisconnect
+
     await ws.accept()
     with contextlib.suppress(WebSocketDisconnect, RuntimeError):
         await ws.send_text(m.encode(m.ErrorMessage(NO_SPEECH_TO_TEXT, m.POLICY_VIOLATION)))

@@ -19,33 +19,27 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import struct
-import subprocess
-import sys
-import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from websockets.exceptions import ConnectionClosedError
+from websockets.frames import Close
 
-from gradium_cli.server.crash import describe_death
+from gradium_cli.transport.engine_process import EngineProcess
 
 if TYPE_CHECKING:
     from gradium_cli.server.app import RunningServer
-from websockets.frames import Close
 
 __all__ = ["LOCAL_BASE_URL", "LocalEngine", "LocalSocket"]
 
 # What `Endpoint.ws_url` shows for the built-in engine (logs, -v): not a network address.
 LOCAL_BASE_URL = "built-in-engine:/api/"
 
-# Must match gradium_cli/server/pipe.py (which this module must not import: numpy, starlette).
+# Must match gradium_cli/server/pipe.py (which this module must not import: numpy).
 _HEADER = struct.Struct("<IIc")
 _OPEN, _TEXT, _CLOSE = b"O", b"T", b"C"
-_MARKER = struct.Struct("<IIB")  # channel, client_req_id length, has an id; then the id
-_MARKER_ID_BYTES = 1024
 _INTERNAL_ERROR = 1011
 
 
@@ -93,28 +87,9 @@ def _error(message: str, client_req_id: str | None) -> str:
 class _Child:
     """One run of the engine process: its pipes, its channels, how it ended."""
 
-    def __init__(self, data_dir: Path) -> None:
-        # The child's stderr and its marker (which channel is in the engine); both read
-        # if it dies, closed in stop(), so no `with`.
-        self.log = tempfile.TemporaryFile()  # noqa: SIM115
-        self.marker = tempfile.TemporaryFile()  # noqa: SIM115
-        self.marker.write(_MARKER.pack(0, 0, 0))
-        self.marker.flush()
-        env = {
-            **os.environ,
-            # glibc reports a smashed stack on the terminal by default; this sends it
-            # to the child's stderr (our log), so users see our one line instead.
-            "LIBC_FATAL_STDERR_": "1",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gradium_cli.server.pipe", str(data_dir), str(self.marker.fileno())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=env,
-            pass_fds=(self.marker.fileno(),),
-            start_new_session=True,  # Ctrl-C is the command's to handle; the child ends with its stdin
-        )
+    def __init__(self, process: EngineProcess) -> None:
+        self.engine_process = process
+        self.process = process.process
         self.channels: dict[int, LocalSocket] = {}
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
@@ -151,7 +126,7 @@ class _Child:
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         self.dead = True
-        how, culprit, culprit_id = await asyncio.to_thread(self._death)
+        how, culprit, culprit_id = await asyncio.to_thread(self.engine_process.death)
         crashed = f"the speech engine crashed on this text ({how})"
         # Not their text: a retry gets a new engine process.
         stopped = f"the built-in engine stopped while rendering another request ({how})"
@@ -163,43 +138,26 @@ class _Child:
             sock.inbox.put_nowait(_error(stopped, None))
             sock.inbox.put_nowait(_INTERNAL_ERROR)
 
-    def _death(self) -> tuple[str, int, str | None]:
-        """How the child ended, and the channel and client_req_id it was rendering."""
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
-        culprit, culprit_id = 0, None
-        with contextlib.suppress(OSError, struct.error):
-            record = os.pread(self.marker.fileno(), _MARKER.size + _MARKER_ID_BYTES, 0)
-            culprit, length, has_id = _MARKER.unpack_from(record)
-            if has_id:
-                culprit_id = record[_MARKER.size : _MARKER.size + length].decode("utf-8", "replace")
-        return describe_death(code, self.log), culprit, culprit_id
-
     def stop(self) -> None:
-        """End the child: closing its stdin ends its loop and it exits on its own.
-
-        Not waited for: its interpreter's shutdown is no part of the command's time.
-        """
+        """End the child (see `EngineProcess.stop`)."""
         if self.reader_task is not None:
             self.reader_task.cancel()
         if self.writer is not None:
             with contextlib.suppress(Exception):
                 self.writer.close()
-        for stream in (self.process.stdin, self.process.stdout, self.log, self.marker):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
+        self.engine_process.stop()
 
 
 class LocalEngine:
-    """The built-in engine of one command: a child process, replaced if it dies."""
+    """The built-in engine of one command: a child process, replaced if it dies.
 
-    def __init__(self, data_dir: Path) -> None:
+    `started`: its first process, when the command started one ahead (cli/entry.py).
+    """
+
+    def __init__(self, data_dir: Path, started: EngineProcess | None = None) -> None:
         self.data_dir = data_dir
-        self._child = _Child(data_dir)  # started now: its start-up overlaps the command's
+        # Started now at the latest: its start-up overlaps the command's.
+        self._child = _Child(started or EngineProcess(data_dir))
         self._next_channel = 0
         self._http: RunningServer | None = None
 
@@ -215,7 +173,7 @@ class LocalEngine:
     async def connect(self) -> LocalSocket:
         if self._child.dead:
             self._child.stop()
-            self._child = _Child(self.data_dir)
+            self._child = _Child(EngineProcess(self.data_dir))
         child = self._child
         if child.attached is None:  # once, however many connect at the same moment
             child.attached = asyncio.ensure_future(child.attach())
