@@ -17,6 +17,11 @@ import numpy as np
 from gradium_cli.errors import AudioDeviceError
 
 JITTER_BUFFER_S = 0.1
+# The device's own buffer ahead of the speaker. PortAudio's "low" (about 10 ms through
+# ALSA) asks the callback thread, which needs the GIL, to run every few milliseconds: on a
+# busy machine it misses turns and the speech comes out with gaps (a 3.7 s sentence took
+# 4.3 to 6 s with load 10 on 2 cores). 150 ms is not heard as a delay in speech.
+DEVICE_LATENCY_S = 0.15
 
 
 def _sounddevice() -> Any:
@@ -107,7 +112,7 @@ class DevicePlayer:
                 dtype="int16",
                 device=parse_device(device),
                 callback=self._callback,
-                latency="low",
+                latency=DEVICE_LATENCY_S,
             )
             self._stream.start()
         except (sd.PortAudioError, ValueError) as exc:
