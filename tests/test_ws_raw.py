@@ -1375,3 +1375,32 @@ def test_mock_refuses_broken_recordings_and_bounds_broken_times(tmp_path: Path) 
         assert result.stderr.decode().startswith(
             f"gradium: error: broken.jsonl: connection 1, event 1 ({broken['event']}) has no frame"
         )
+
+
+def test_open_stdin_does_not_outlive_a_connection_the_server_closed(
+    tmp_path: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    """A producer that keeps stdin open (a pipe from a program still running) must not keep
+    ws-raw alive once the server has closed the socket: like websocat, it exits, with the
+    code of the server's error frame, while stdin is still open."""
+    server = server_factory(idle_timeout_s=0.5)
+    proc = subprocess.Popen(
+        [gradium_exe(), "ws-raw", "--base-url", server.base_url, "--setup", f"voice_id={EMMA},output_format=pcm"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=isolated_env(tmp_path),
+        cwd=tmp_path,
+    )
+    try:
+        code = proc.wait(timeout=20)  # the idle timeout is 0.5 s; nothing is written to stdin
+        stdout, stderr = proc.communicate()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        if proc.stdin is not None:
+            proc.stdin.close()
+    assert code == 6, stderr
+    assert stderr.decode() == "gradium: error: server error: idle timeout: no request for too long (1000)\n"
+    assert texts(subprocess.CompletedProcess([], code, stdout, stderr), "×") == ["closed 1000 by the server"]

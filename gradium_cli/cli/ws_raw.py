@@ -245,8 +245,9 @@ def ws_raw(
 
     A JSON line is sent as is, any other line as a text message; /help lists the
     slash commands (/setup, /flush, /eos, /ping, /save FILE ...). With piped stdin each
-    line is sent and the command exits once the server has finished (exit code 4, 5 or 6
-    after an error frame, 7 when the connection fails).
+    line is sent and the command exits once the server has finished, or has closed the
+    connection while stdin stays open (exit code 4, 5 or 6 after an error frame, 7 when
+    the connection fails).
 
     \b
     gradium ws-raw --setup voice_id=YTpq7expH9539ERJ,output_format=pcm

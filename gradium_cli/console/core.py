@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import threading
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed
@@ -33,7 +32,6 @@ from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
 from gradium_cli.transport.endpoint import masked_url
 from gradium_cli.ui.env import Env
-from gradium_cli.ui.textinput import decode_utf8
 from gradium_cli.ui.wirelog import escape_control
 
 CHECK, WARN, QUIET = "check", "warn", "quiet"  # what a send does with protocol problems
@@ -484,7 +482,7 @@ class WsConsole:
     async def run_script(self, lines: AsyncIterator[str] | Iterable[str], wait: float | None, leave_now: bool) -> None:
         """Send each line; then wait for the server to finish (at most `wait` seconds) unless `leave_now`."""
         if isinstance(lines, AsyncIterator):
-            async for line in lines:
+            while (line := await self._next_line(lines)) is not None:
                 if not await self.handle_line(line):
                     return
         else:
@@ -493,6 +491,36 @@ class WsConsole:
                     return
         if not leave_now:
             await self.settle(wait)
+
+    async def _next_line(self, lines: AsyncIterator[str]) -> str | None:
+        """The next line of live input; None once it ends, or once the server has ended the
+        connection (no reconnect to come) and the input has no more lines ready: like
+        websocat, a producer that keeps stdin open must not keep the command alive on a
+        dead connection, while a script's remaining lines (/save ...) still run."""
+        next_line = asyncio.ensure_future(anext(lines))
+        await asyncio.sleep(0)  # a line already queued is taken now
+        while not next_line.done():
+            idle = getattr(lines, "idle", None)
+            if self._ended_by_server():
+                if idle is None or idle.is_set():
+                    next_line.cancel()
+                    with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
+                        await next_line
+                    return None
+                waiter = asyncio.ensure_future(idle.wait())
+            else:
+                self.changed.clear()
+                waiter = asyncio.ensure_future(self.changed.wait())
+            await asyncio.wait({next_line, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            waiter.cancel()
+        try:
+            return next_line.result()
+        except StopAsyncIteration:
+            return None
+
+    def _ended_by_server(self) -> bool:
+        reconnect_due = self.reconnecting is not None and not self.reconnecting.done()
+        return self.closed is not None and self.closed[2] != "client" and not reconnect_due
 
     # ------------------------------------------------------------------ replay
 
@@ -568,32 +596,3 @@ def read_frame_file(path: Path) -> bytes:
     if len(data) > MAX_FRAME_BYTES:
         raise UsageError(f"/binary: {path} is larger than a frame may be ({MAX_FRAME_BYTES // 2**20} MiB)")
     return data
-
-
-async def stdin_lines(stream: BinaryIO) -> AsyncIterator[str]:
-    """Lines of piped stdin as they arrive (a slow producer is followed line by line).
-
-    A daemon thread reads, because a blocking read cannot be cancelled and must
-    not keep the process alive once the session is over.
-    """
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-
-    def put(item: bytes | None) -> None:
-        with contextlib.suppress(RuntimeError):  # the loop is gone: the session ended first
-            loop.call_soon_threadsafe(queue.put_nowait, item)
-
-    def pump() -> None:
-        try:
-            for raw in iter(stream.readline, b""):
-                put(raw)
-        except (OSError, ValueError):
-            pass
-        finally:
-            put(None)
-
-    threading.Thread(target=pump, daemon=True, name="ws-raw-stdin").start()
-    number = 0
-    while (raw := await queue.get()) is not None:
-        number += 1
-        yield decode_utf8(raw, f"stdin line {number}")

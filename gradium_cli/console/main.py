@@ -8,8 +8,9 @@ from pathlib import Path
 from gradium_cli.backend import BackendOptions
 from gradium_cli.console.commands import setup_from_option
 from gradium_cli.console.connection import open_target, parse_headers
-from gradium_cli.console.core import ConsoleOptions, WsConsole, stdin_lines
+from gradium_cli.console.core import ConsoleOptions, WsConsole
 from gradium_cli.console.display import Display
+from gradium_cli.console.live_input import LiveLines
 from gradium_cli.console.recorder import Recorder, ignored_fields, load_recording
 from gradium_cli.errors import GradiumError, UsageError
 from gradium_cli.ui.env import get_env
@@ -123,7 +124,7 @@ async def ws_raw_main(request: WsRawRequest) -> None:
             if request.execute:
                 await console.run_script(request.execute, request.wait, leave_now=request.wait is None)
             elif not env.stdin_isatty:
-                await console.run_script(stdin_lines(env.stdin), request.wait, leave_now=False)
+                await console.run_script(LiveLines(env.stdin), request.wait, leave_now=False)
             else:
                 await console.run_interactive()
                 return
