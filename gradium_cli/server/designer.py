@@ -14,44 +14,42 @@ from starlette.routing import Route
 
 from gradium_cli.protocol.design import DESIGN_LANGUAGES, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_VOICE_NAME_CHARS
 from gradium_cli.server.drafts import CREDITS_PER_SAMPLE, draft_api, is_ready
-from gradium_cli.server.rest import _auth_problem, _custom_voice_api, _json_body, _state, detail, no_content
-from gradium_cli.server.rest import validation_error as invalid
+from gradium_cli.server.rest import custom_voice_api
+from gradium_cli.server.rest_common import authenticated, detail, invalid, json_body, no_content
+from gradium_cli.server.state import ServerState
 from gradium_cli.server.store import new_uid, now_iso
 
 MAX_DESCRIPTION_CHARS = 1000
 MAX_ID_CHARS = 64  # longer than any id this server makes: looked up no further
 
 
-def _text_field(body: dict[str, Any], key: str, limit: int, *, required: bool) -> str | JSONResponse | None:
+def _text_field(body: dict[str, Any], key: str, limit: int, *, required: bool) -> str | None:
+    """The field, stripped; raises `Refused` (422) when it is missing, not a string or too long."""
     value = body.get(key)
     if value is None:
-        return invalid(["body", key], "Field required") if required else None
+        if required:
+            raise invalid(["body", key], "Field required")
+        return None
     if not isinstance(value, str):
-        return invalid(["body", key], "value is not a valid string")
+        raise invalid(["body", key], "value is not a valid string")
     value = value.strip()
     if required and not value:
-        return invalid(["body", key], "must not be empty")
+        raise invalid(["body", key], "must not be empty")
     if len(value) > limit:
-        return invalid(["body", key], f"at most {limit} characters")
+        raise invalid(["body", key], f"at most {limit} characters")
     return value
 
 
-async def generate(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
+@authenticated
+async def generate(request: Request, state: ServerState) -> Response:
+    body = await json_body(request)
     prompt = _text_field(body, "prompt", MAX_PROMPT_CHARS, required=True)
-    if isinstance(prompt, JSONResponse):
-        return prompt
     language = body.get("language")
     if language not in DESIGN_LANGUAGES:
-        return invalid(["body", "language"], f"must be one of {', '.join(DESIGN_LANGUAGES)}")
+        raise invalid(["body", "language"], f"must be one of {', '.join(DESIGN_LANGUAGES)}")
     samples = body.get("n_samples", 1)
     if isinstance(samples, bool) or not isinstance(samples, int) or not 1 <= samples <= MAX_SAMPLES:
-        return invalid(["body", "n_samples"], f"must be an integer from 1 to {MAX_SAMPLES}")
+        raise invalid(["body", "n_samples"], f"must be an integer from 1 to {MAX_SAMPLES}")
     cost = samples * CREDITS_PER_SAMPLE
     remaining = state.options.allocated_credits - state.usage.consumed_credits
     if cost > remaining:
@@ -65,22 +63,19 @@ async def generate(request: Request) -> Response:
     return JSONResponse({"embeddings": [draft_api(record, detailed=False) for record in made]})
 
 
-async def get_embedding(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
+@authenticated
+async def get_embedding(request: Request, state: ServerState) -> Response:
     draft_id = request.query_params.get("embedding_id")
     if not draft_id:
-        return invalid(["query", "embedding_id"], "Field required")
-    record = _state(request).drafts.get(draft_id) if len(draft_id) <= MAX_ID_CHARS else None
+        raise invalid(["query", "embedding_id"], "Field required")
+    record = state.drafts.get(draft_id) if len(draft_id) <= MAX_ID_CHARS else None
     if record is None:
         return detail(404, "Embedding not found or expired")
     return JSONResponse({"embeddings": [draft_api(record, detailed=True)]})
 
 
-async def delete_embedding(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def delete_embedding(request: Request, state: ServerState) -> Response:
     draft_id = request.path_params["embedding_id"]
     if len(draft_id) > MAX_ID_CHARS or state.drafts.get(draft_id) is None:
         return detail(404, "Embedding not found or expired")
@@ -90,22 +85,12 @@ async def delete_embedding(request: Request) -> Response:
     return no_content()
 
 
-async def from_embedding(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
+@authenticated
+async def from_embedding(request: Request, state: ServerState) -> Response:
+    body = await json_body(request)
     draft_id = _text_field(body, "voxium_embedding_id", MAX_ID_CHARS, required=True)
-    if isinstance(draft_id, JSONResponse):
-        return draft_id
     name = _text_field(body, "name", MAX_VOICE_NAME_CHARS, required=True)
-    if isinstance(name, JSONResponse):
-        return name
     description = _text_field(body, "description", MAX_DESCRIPTION_CHARS, required=False)
-    if isinstance(description, JSONResponse):
-        return description
     assert draft_id is not None and name is not None
     # 409 for every refusal about the draft, as the service does (SDK docstring).
     draft = state.drafts.get(draft_id)
@@ -133,7 +118,7 @@ async def from_embedding(request: Request) -> Response:
         }
     )
     state.drafts.mark_promoted(draft_id, uid)
-    return JSONResponse(_custom_voice_api(record), status_code=201)
+    return JSONResponse(custom_voice_api(record), status_code=201)
 
 
 ROUTES = [

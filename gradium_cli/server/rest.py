@@ -22,6 +22,18 @@ from starlette.routing import Route
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import analyse_sample
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
+from gradium_cli.server.rest_common import (
+    Refused,
+    authenticated,
+    detail,
+    int_param,
+    invalid,
+    json_body,
+    key_problem,
+    no_content,
+    server_state,
+    validation_error,
+)
 from gradium_cli.server.state import NO_SPEECH_TO_TEXT, ServerState
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, TextBuffer
@@ -29,50 +41,17 @@ from gradium_cli.server.textprep import phrase_lengths, validate_dictionary_word
 from gradium_cli.server.uploads import FormProblem, VoiceForm, voice_form
 from gradium_cli.server.workers import EngineCrashed
 
-
-def _state(request: Request) -> ServerState:
-    state: ServerState = request.app.state.gradium
-    return state
-
-
-def detail(status: int, message: str) -> JSONResponse:
-    return JSONResponse({"detail": message}, status_code=status)
-
-
-def validation_error(location: list[str | int], message: str) -> JSONResponse:
-    return JSONResponse({"detail": [{"loc": location, "msg": message, "type": "value_error"}]}, status_code=422)
-
-
-def no_content() -> Response:
-    return Response(status_code=204, media_type="application/json")
-
-
-def _auth_problem(request: Request) -> str | None:
-    return _state(request).key_problem(request.headers.get("x-api-key"), None)
-
-
-async def _json_body(request: Request) -> dict[str, Any] | JSONResponse:
-    try:
-        # parse_json also refuses deep nesting, huge integers and lone surrogates, which
-        # json.loads lets through or raises unexpected errors for.
-        body = m.parse_json((await request.body()).decode("utf-8"), "body")
-    except (m.MessageError, UnicodeDecodeError):
-        return validation_error(["body"], "body must be valid JSON")
-    if not isinstance(body, dict):
-        return validation_error(["body"], "body must be a JSON object")
-    return body
-
-
 # ------------------------------------------------------------------ one-shot TTS
 
 
 async def post_tts(request: Request) -> Response:
-    state = _state(request)
-    problem = _auth_problem(request)
+    state = server_state(request)
+    problem = key_problem(request, state)
     if problem:
         return PlainTextResponse(f"error from server 1008: {problem}", status_code=500)
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
+    try:
+        body = await json_body(request)
+    except Refused:
         return PlainTextResponse("error from server 1008: body must be a JSON object", status_code=500)
     try:
         text = body.get("text")
@@ -169,7 +148,7 @@ async def post_tts(request: Request) -> Response:
 # ------------------------------------------------------------------------ voices
 
 
-def _custom_voice_api(record: dict[str, Any]) -> dict[str, Any]:
+def custom_voice_api(record: dict[str, Any]) -> dict[str, Any]:
     return {
         "uid": record["uid"],
         "name": record["name"],
@@ -187,32 +166,15 @@ def _custom_voice_api(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _int_param(request: Request, name: str, default: int) -> int | JSONResponse:
-    raw = request.query_params.get(name)
-    if raw is None:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        return validation_error(["query", name], "value is not a valid integer")
-    return value if value >= 0 else validation_error(["query", name], "must be >= 0")
-
-
-async def list_voices(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
-    skip, limit = _int_param(request, "skip", 0), _int_param(request, "limit", 100)
-    if isinstance(skip, JSONResponse):
-        return skip
-    if isinstance(limit, JSONResponse):
-        return limit
+@authenticated
+async def list_voices(request: Request, state: ServerState) -> Response:
+    skip, limit = int_param(request, "skip", 0), int_param(request, "limit", 100)
     include_catalog = request.query_params.get("include_catalog", "0").lower() in (
         "1",
         "true",
         "yes",
     )
-    voices = [_custom_voice_api(r) for r in sorted(state.store.voices.all(), key=lambda r: r["created_at"])]
+    voices = [custom_voice_api(r) for r in sorted(state.store.voices.all(), key=lambda r: r["created_at"])]
     if include_catalog:
         voices += [v.to_api() for v in state.catalog.voices]
     # The SDK always sends limit=0: it must mean "no limit" for voice_list() to work (§8).
@@ -220,16 +182,14 @@ async def list_voices(request: Request) -> Response:
     return JSONResponse(window)
 
 
-async def get_voice(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def get_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
     catalog_voice = state.catalog.by_uid.get(uid)
     if catalog_voice is not None:
         return JSONResponse(catalog_voice.to_api())
     record = state.store.voices.get(uid)
-    return JSONResponse(_custom_voice_api(record)) if record else detail(404, "Voice not found")
+    return JSONResponse(custom_voice_api(record)) if record else detail(404, "Voice not found")
 
 
 # What clients send as `input_format` (the SDK sends the sample's file extension). Only a
@@ -247,10 +207,8 @@ def display_filename(raw: str | None) -> str | None:
     return printable or None
 
 
-async def create_voice(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def create_voice(request: Request, state: ServerState) -> Response:
     try:
         async with voice_form(request, state.store.uploads_dir) as form:
             return _store_voice(state, form)
@@ -302,19 +260,15 @@ def _store_voice(state: ServerState, form: VoiceForm) -> Response:
     return JSONResponse({"uid": uid, "error": None, "was_updated": False}, status_code=201)
 
 
-async def update_voice(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def update_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
     if uid in state.catalog.by_uid:
         return detail(403, "Catalog voices cannot be modified")
     record = state.store.voices.get(uid)
     if record is None:
         return detail(404, "Voice not found")
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    body = await json_body(request)
     # Check types before storing: a string start_s used to be saved and then break every voice listing.
     for key in ("name", "description", "language"):
         if body.get(key) is not None and not isinstance(body[key], str):
@@ -335,13 +289,11 @@ async def update_voice(request: Request) -> Response:
     if clash:
         return detail(409, f"A voice named '{record['name']}' already exists")
     state.store.voices.put(record)
-    return JSONResponse(_custom_voice_api(record))
+    return JSONResponse(custom_voice_api(record))
 
 
-async def delete_voice(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def delete_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
     if uid in state.catalog.by_uid:
         return detail(403, "Catalog voices cannot be deleted")
@@ -358,25 +310,26 @@ async def delete_voice(request: Request) -> Response:
 # ---------------------------------------------------------------- pronunciations
 
 
-def _parse_rules(raw: Any) -> list[dict[str, Any]] | JSONResponse:
+def _parse_rules(raw: Any) -> list[dict[str, Any]]:
+    """The rules as stored; raises `Refused` (422) at the first wrong one."""
     if not isinstance(raw, list):
-        return validation_error(["body", "rules"], "rules must be a list")
+        raise invalid(["body", "rules"], "rules must be a list")
     rules = []
     for index, rule in enumerate(raw):
         if not isinstance(rule, dict):
-            return validation_error(["body", "rules", index], "each rule must be an object")
+            raise invalid(["body", "rules", index], "each rule must be an object")
         original, rewrite = rule.get("original"), rule.get("rewrite")
         if not isinstance(original, str) or not isinstance(rewrite, str):
-            return validation_error(["body", "rules", index], "original and rewrite must be strings")
+            raise invalid(["body", "rules", index], "original and rewrite must be strings")
         try:
             validate_dictionary_word(original)
         except ValueError as exc:
-            return validation_error(["body", "rules", index, "original"], str(exc))
+            raise invalid(["body", "rules", index, "original"], str(exc)) from None
         if not rewrite.strip():
-            return validation_error(["body", "rules", index, "rewrite"], "rewrite must not be empty")
+            raise invalid(["body", "rules", index, "rewrite"], "rewrite must not be empty")
         case_sensitive = rule.get("case_sensitive", False)
         if not isinstance(case_sensitive, bool):
-            return validation_error(["body", "rules", index, "case_sensitive"], "must be a boolean")
+            raise invalid(["body", "rules", index, "case_sensitive"], "must be a boolean")
         rules.append(
             {
                 "original": original,
@@ -392,15 +345,9 @@ def _dictionary_name_clash(state: ServerState, name: str, uid: str | None) -> bo
     return any(r["name"].lower() == name.lower() and r["uid"] != uid for r in state.store.dictionaries.all())
 
 
-async def list_dictionaries(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
-    offset, limit = _int_param(request, "offset", 0), _int_param(request, "limit", 100)
-    if isinstance(offset, JSONResponse):
-        return offset
-    if isinstance(limit, JSONResponse):
-        return limit
+@authenticated
+async def list_dictionaries(request: Request, state: ServerState) -> Response:
+    offset, limit = int_param(request, "offset", 0), int_param(request, "limit", 100)
     language = request.query_params.get("language")
     records = sorted(state.store.dictionaries.all(), key=lambda r: r["created_at"])
     if language:
@@ -408,21 +355,15 @@ async def list_dictionaries(request: Request) -> Response:
     return JSONResponse({"dictionaries": records[offset : offset + min(limit, 1000)], "total": len(records)})
 
 
-async def create_dictionary(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
+@authenticated
+async def create_dictionary(request: Request, state: ServerState) -> Response:
+    body = await json_body(request)
     name, language = body.get("name"), body.get("language")
     if not isinstance(name, str) or not name.strip():
         return validation_error(["body", "name"], "Field required")
     if not isinstance(language, str) or not language.strip():
         return validation_error(["body", "language"], "Field required")
     rules = _parse_rules(body.get("rules", []))
-    if isinstance(rules, JSONResponse):
-        return rules
     if _dictionary_name_clash(state, name.strip(), None):
         return detail(409, f"A pronunciation dictionary named '{name.strip()}' already exists")
     record = {
@@ -437,33 +378,25 @@ async def create_dictionary(request: Request) -> Response:
     return JSONResponse(state.store.dictionaries.put(record), status_code=201)
 
 
-async def get_dictionary(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    record = _state(request).store.dictionaries.get(request.path_params["uid"])
+@authenticated
+async def get_dictionary(request: Request, state: ServerState) -> Response:
+    record = state.store.dictionaries.get(request.path_params["uid"])
     return JSONResponse(record) if record else detail(404, "Pronunciation dictionary not found")
 
 
-async def update_dictionary(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def update_dictionary(request: Request, state: ServerState) -> Response:
     record = state.store.dictionaries.get(request.path_params["uid"])
     if record is None:
         return detail(404, "Pronunciation dictionary not found")
-    body = await _json_body(request)
-    if isinstance(body, JSONResponse):
-        return body
+    body = await json_body(request)
     for key in ("name", "description", "language"):
         if body.get(key) is not None and not isinstance(body[key], str):
             return validation_error(["body", key], "value is not a valid string")
         if body.get(key) is not None:
             record[key] = body[key]
     if body.get("rules") is not None:  # PUT with rules replaces the whole list (§7)
-        rules = _parse_rules(body["rules"])
-        if isinstance(rules, JSONResponse):
-            return rules
-        record["rules"] = rules
+        record["rules"] = _parse_rules(body["rules"])
     if not isinstance(record["name"], str) or not record["name"].strip():
         return validation_error(["body", "name"], "name must not be empty")
     if _dictionary_name_clash(state, record["name"], record["uid"]):
@@ -471,10 +404,9 @@ async def update_dictionary(request: Request) -> Response:
     return JSONResponse(state.store.dictionaries.put(record))
 
 
-async def delete_dictionary(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    if not _state(request).store.dictionaries.delete(request.path_params["uid"]):
+@authenticated
+async def delete_dictionary(request: Request, state: ServerState) -> Response:
+    if not state.store.dictionaries.delete(request.path_params["uid"]):
         return detail(404, "Pronunciation dictionary not found")
     return no_content()
 
@@ -482,10 +414,8 @@ async def delete_dictionary(request: Request) -> Response:
 # ------------------------------------------------------------------ usage, tokens
 
 
-async def credits(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    state = _state(request)
+@authenticated
+async def credits(request: Request, state: ServerState) -> Response:
     usage, allocated = state.usage, state.options.allocated_credits
     today = datetime.now(timezone.utc)
     return JSONResponse(
@@ -499,16 +429,14 @@ async def credits(request: Request) -> Response:
     )
 
 
-async def usage_summary(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    return JSONResponse(_state(request).usage.to_api())
+@authenticated
+async def usage_summary(request: Request, state: ServerState) -> Response:
+    return JSONResponse(state.usage.to_api())
 
 
-async def mint_token(request: Request) -> Response:
-    if problem := _auth_problem(request):
-        return detail(401, problem)
-    token, expiry = _state(request).mint_token()
+@authenticated
+async def mint_token(request: Request, state: ServerState) -> Response:
+    token, expiry = state.mint_token()
     expires = datetime.fromtimestamp(expiry, timezone.utc).replace(microsecond=0).isoformat()
     return JSONResponse({"token": token, "expires_at": expires.replace("+00:00", "Z")})
 

@@ -1,0 +1,101 @@
+"""What every REST route of the local server shares: the API-key check, its ServerState,
+the JSON body, and the protocol's error shapes (PROTOCOL.md §7, §11.2).
+
+A route is written as `@authenticated async def route(request, state)`. Helpers that find
+the request wrong raise `Refused` with the response to send, so a route reads top to
+bottom without an `isinstance(…, JSONResponse)` check after every step.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from gradium_cli.protocol import messages as m
+from gradium_cli.server.state import ServerState
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+StateEndpoint = Callable[[Request, ServerState], Awaitable[Response]]
+
+
+class Refused(Exception):
+    """The request is wrong; `response` says how (a 4xx in the protocol's shape)."""
+
+    def __init__(self, response: JSONResponse) -> None:
+        super().__init__(response.status_code)
+        self.response = response
+
+
+def detail(status: int, message: str) -> JSONResponse:
+    return JSONResponse({"detail": message}, status_code=status)
+
+
+def validation_error(location: list[str | int], message: str) -> JSONResponse:
+    return JSONResponse({"detail": [{"loc": location, "msg": message, "type": "value_error"}]}, status_code=422)
+
+
+def invalid(location: list[str | int], message: str) -> Refused:
+    """A 422 to raise: `raise invalid(["body", "name"], "Field required")`."""
+    return Refused(validation_error(location, message))
+
+
+def no_content() -> Response:
+    return Response(status_code=204, media_type="application/json")
+
+
+def server_state(request: Request) -> ServerState:
+    state: ServerState = request.app.state.gradium
+    return state
+
+
+def key_problem(request: Request, state: ServerState) -> str | None:
+    """Why the request's API key is refused, or None when it is accepted."""
+    return state.key_problem(request.headers.get("x-api-key"), None)
+
+
+def authenticated(route: StateEndpoint) -> Endpoint:
+    """The route as Starlette calls it: a refused key is a 401 before the route runs, and
+    a `Refused` raised inside it becomes its response."""
+
+    @functools.wraps(route)
+    async def checked(request: Request) -> Response:
+        state = server_state(request)
+        if problem := key_problem(request, state):
+            return detail(401, problem)
+        try:
+            return await route(request, state)
+        except Refused as refused:
+            return refused.response
+
+    return checked
+
+
+async def json_body(request: Request) -> dict[str, Any]:
+    """The body as a JSON object; raises `Refused` (422) for anything else."""
+    try:
+        # parse_json also refuses deep nesting, huge integers and lone surrogates, which
+        # json.loads lets through or raises unexpected errors for.
+        body = m.parse_json((await request.body()).decode("utf-8"), "body")
+    except (m.MessageError, UnicodeDecodeError):
+        raise invalid(["body"], "body must be valid JSON") from None
+    if not isinstance(body, dict):
+        raise invalid(["body"], "body must be a JSON object")
+    return body
+
+
+def int_param(request: Request, name: str, default: int) -> int:
+    """A non-negative integer query parameter; raises `Refused` (422) for anything else."""
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(["query", name], "value is not a valid integer") from None
+    if value < 0:
+        raise invalid(["query", name], "must be >= 0")
+    return value
