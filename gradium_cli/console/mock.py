@@ -14,23 +14,21 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import contextlib
-import itertools
 import json
 import math
-import signal
 import time
 from pathlib import Path
 from typing import Any
 
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from gradium_cli.console.commands import SENDABLE_CLOSE_CODES
 from gradium_cli.console.display import Display
+from gradium_cli.console.listener import serve_links
 from gradium_cli.console.mockmatch import Follower
 from gradium_cli.console.recorder import Session
-from gradium_cli.errors import GradiumError, NetworkError, UsageError
+from gradium_cli.errors import GradiumError, UsageError
 from gradium_cli.protocol.bounds import MAX_FRAME_BYTES
 
 DEPARTED_CODE = 1008
@@ -135,42 +133,22 @@ async def run_mock(
     sessions: list[Session], host: str, port: int, display: Display, fast: bool, once: bool
 ) -> GradiumError | None:
     """Serve until Ctrl-C (or, with `once`, the end of the first connection); returns a departure as an error."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    numbers = itertools.count(1)
-    finished: list[MockedConnection] = []
+    plural = "s" if len(sessions) != 1 else ""
 
-    async def handler(ws: ServerConnection) -> None:
-        number = next(numbers)
-        link = MockedConnection(number, ws, sessions[(number - 1) % len(sessions)], display, fast)
-        try:
-            await link.run()
-        finally:
-            finished.append(link)
-            if once:
-                stop.set()
+    def link(number: int, ws: ServerConnection) -> MockedConnection:
+        return MockedConnection(number, ws, sessions[(number - 1) % len(sessions)], display, fast)
 
-    try:
-        server = await serve(handler, host, port, max_size=MAX_FRAME_BYTES, compression=None, ping_interval=None)
-    except OSError as exc:
-        raise NetworkError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --port"
-        ) from None
-    async with server:
-        bound = server.sockets[0].getsockname()[1] if server.sockets else port
-        plural = "s" if len(sessions) != 1 else ""
-        display.note(
-            f"mock listening on ws://{host}:{bound} with {len(sessions)} recorded connection{plural} "
-            f"(SDK base URL http://{host}:{bound}/api/; Ctrl-C stops)"
-        )
-        await stop.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(sig)
-    display.note(f"mock stopped after {len(finished)} connection{'s' if len(finished) != 1 else ''}")
+    finished = await serve_links(
+        link,
+        host,
+        port,
+        display,
+        once=once,
+        name="mock",
+        port_option="--port",
+        headline=lambda url: f"mock listening on {url} with {len(sessions)} recorded connection{plural}",
+        max_size=MAX_FRAME_BYTES,
+    )
     departed = [link.departure for link in finished if link.departure is not None]
     if departed:
         return GradiumError(f"a client departed from the recording: {departed[0]}", hint="see the log above")

@@ -11,14 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
-import signal
 import time
 from http import HTTPStatus
 from urllib.parse import urlsplit, urlunsplit
 
 from websockets.asyncio.client import ClientConnection
-from websockets.asyncio.server import ServerConnection, serve
+from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
@@ -27,6 +25,7 @@ from gradium_cli.console.checker import Checker, server_error
 from gradium_cli.console.commands import SENDABLE_CLOSE_CODES
 from gradium_cli.console.connection import Target, masked_headers, open_socket
 from gradium_cli.console.display import Display
+from gradium_cli.console.listener import serve_links
 from gradium_cli.console.recorder import Recorder
 from gradium_cli.errors import GradiumError, NetworkError, ProtocolError
 from gradium_cli.protocol import messages as m
@@ -172,22 +171,6 @@ async def run_proxy(
     could connect too (browsers send `Origin`; other clients do not). A request with an
     Origin not in `allow_origins` gets 403 and never reaches the server.
     """
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
-    numbers = itertools.count(1)
-    finished: list[ProxiedConnection] = []
-
-    async def handler(client: ServerConnection) -> None:
-        link = ProxiedConnection(next(numbers), client, target, display, recorder, check)
-        try:
-            await link.run()
-        finally:
-            finished.append(link)
-            if once:
-                stop.set()
 
     def refuse_browsers(connection: ServerConnection, request: Request) -> Response | None:
         origin = request.headers.get("Origin")
@@ -196,30 +179,20 @@ async def run_proxy(
         display.warning(f"refused a connection from Origin {origin} (--allow-origin {origin} accepts it)")
         return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed by ws-raw --listen\n")
 
-    try:
-        server = await serve(
-            handler,
-            host,
-            port,
-            max_size=None,
-            compression=None,
-            ping_interval=None,
-            process_request=refuse_browsers,
-        )
-    except OSError as exc:
-        raise NetworkError(
-            f"cannot listen on {host}:{port}: {exc.strerror or exc}", hint="pick another --listen port"
-        ) from None
-    async with server:
-        bound = server.sockets[0].getsockname()[1] if server.sockets else port
-        display.note(
-            f"listening on ws://{host}:{bound} → {masked_url(target.url)} "
-            f"(SDK base URL http://{host}:{bound}/api/; Ctrl-C stops)"
-        )
-        await stop.wait()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(sig)
-    display.note(f"proxy stopped after {len(finished)} connection{'s' if len(finished) != 1 else ''}")
+    def link(number: int, client: ServerConnection) -> ProxiedConnection:
+        return ProxiedConnection(number, client, target, display, recorder, check)
+
+    finished = await serve_links(
+        link,
+        host,
+        port,
+        display,
+        once=once,
+        name="proxy",
+        port_option="--listen port",
+        headline=lambda url: f"listening on {url} → {masked_url(target.url)}",
+        max_size=None,
+        process_request=refuse_browsers,
+    )
     errors = [link.error for link in finished if link.error is not None]
     return errors[0] if once and errors else None
