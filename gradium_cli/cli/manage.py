@@ -1,15 +1,16 @@
-"""What `gradium voices` and `gradium pronounce` share: the backend, a REST session, confirmation."""
+"""What `gradium voices` and `gradium pronounce` share: the backend, a REST session, confirmation,
+unique names."""
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
-from typing import TYPE_CHECKING, Annotated
+from collections.abc import AsyncIterator, Iterable
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from gradium_cli.cli.runtime import fail
-from gradium_cli.errors import UsageError
+from gradium_cli.errors import RequestError, UsageError
 from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
@@ -52,3 +53,11 @@ def confirm(question: str, yes: bool) -> None:
     if not typer.confirm(question, default=False, err=True):
         get_env().say("gradium: nothing changed")
         raise typer.Exit(DECLINED_EXIT)
+
+
+def refuse_name_clash(records: Iterable[dict[str, Any]], name: str, uid: str | None, kind: str) -> None:
+    """Refuse a duplicate name (any case) before sending anything: the hosted service might accept it.
+    `uid` is the record being renamed, which may keep its own name."""
+    for record in records:
+        if str(record.get("name", "")).lower() == name.lower() and record.get("uid") != uid:
+            raise RequestError(f"a {kind} named '{record['name']}' already exists ({record['uid']})")

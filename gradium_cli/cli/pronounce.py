@@ -16,7 +16,7 @@ import typer
 
 from gradium_cli.cli import options as o
 from gradium_cli.cli.complete import complete_dictionary
-from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
+from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, refuse_name_clash, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
 from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import OutputError, RequestError, UsageError
@@ -116,9 +116,7 @@ async def _put_rules(rest: "RestClient", record: dict[str, Any], rules: list["Ru
 async def _name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
     from gradium_cli import resolve
 
-    for item in await resolve.list_dictionaries(rest):
-        if str(item.get("name", "")).lower() == name.lower() and item.get("uid") != uid:
-            raise RequestError(f"a pronunciation dictionary named '{item['name']}' already exists ({item['uid']})")
+    refuse_name_clash(await resolve.list_dictionaries(rest), name, uid, "pronunciation dictionary")
 
 
 # ----------------------------------------------------------------------------- list

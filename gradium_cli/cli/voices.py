@@ -10,7 +10,7 @@ import typer
 from gradium_cli.cli import options as o
 from gradium_cli.cli.complete import complete_voice
 from gradium_cli.cli.design import design_app
-from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, rest_session
+from gradium_cli.cli.manage import YesOpt, check_can_confirm, confirm, inner_backend, refuse_name_clash, rest_session
 from gradium_cli.cli.runtime import fail, guard, run
 from gradium_cli.cli.typer_app import plain_typer
 from gradium_cli.errors import RequestError, UsageError
@@ -98,11 +98,8 @@ def _search_matches(voice: dict[str, Any], wanted: str) -> bool:
 
 
 async def custom_name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
-    """Refuse a duplicate name before sending anything (the hosted service might accept it)."""
     voices = await rest.json_records("GET", "voices/", params={"limit": 0, "include_catalog": 0})
-    for voice in voices:
-        if str(voice.get("name", "")).lower() == name.lower() and voice.get("uid") != uid:
-            raise RequestError(f"a voice named '{voice['name']}' already exists ({voice['uid']})")
+    refuse_name_clash(voices, name, uid, "voice")
 
 
 # ----------------------------------------------------------------------------- list
