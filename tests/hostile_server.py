@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+from tests.server_thread import server_thread
+
 WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
@@ -156,13 +158,8 @@ class HostileServer:
 @contextmanager
 def hostile_server(script: Script, host: str = "127.0.0.1") -> Iterator[HostileServer]:
     server = HostileServer(script, host)
-    ready = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop: asyncio.Future[None] | None = None
 
-    async def main() -> None:
-        nonlocal stop
-        stop = loop.create_future()
+    async def serve_until(stop: asyncio.Future[None], ready: threading.Event) -> None:
         listener = await asyncio.start_server(server._serve, host, 0)
         server.port = listener.sockets[0].getsockname()[1]
         ready.set()
@@ -173,14 +170,8 @@ def hostile_server(script: Script, host: str = "127.0.0.1") -> Iterator[HostileS
                 task.cancel()
             await asyncio.gather(*server._tasks, return_exceptions=True)
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with server_thread(serve_until):
         yield server
-    finally:
-        loop.call_soon_threadsafe(lambda: stop.set_result(None) if stop and not stop.done() else None)
-        thread.join(10)
 
 
 # Scripts ---------------------------------------------------------------------------------

@@ -34,6 +34,8 @@ from http import HTTPStatus
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from tests.server_thread import server_thread
+
 CHUNK_SAMPLES = 3840  # 80 ms at 48 kHz (§4)
 
 
@@ -174,13 +176,8 @@ class MinimalServer:
 @contextmanager
 def minimal_server(**options: object) -> Iterator[MinimalServer]:
     server = MinimalServer(**options)  # type: ignore[arg-type]
-    ready = threading.Event()
-    stop: asyncio.Future[None] | None = None
-    loop = asyncio.new_event_loop()
 
-    async def main() -> None:
-        nonlocal stop
-        stop = loop.create_future()
+    async def serve_until(stop: asyncio.Future[None], ready: threading.Event) -> None:
         async with serve(
             server.handler, "127.0.0.1", 0, compression=None, process_request=server.process_request
         ) as ws_server:
@@ -188,11 +185,5 @@ def minimal_server(**options: object) -> Iterator[MinimalServer]:
             ready.set()
             await stop
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with server_thread(serve_until):
         yield server
-    finally:
-        loop.call_soon_threadsafe(lambda: stop.set_result(None) if stop and not stop.done() else None)
-        thread.join(10)

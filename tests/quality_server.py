@@ -29,6 +29,7 @@ import numpy as np
 from websockets.asyncio.server import ServerConnection, serve
 
 from tests.minimal_server import wav_stream_header
+from tests.server_thread import server_thread
 
 RATE = 48000
 WORD_S = 0.3
@@ -133,23 +134,12 @@ class QualityServer:
 @contextmanager
 def quality_server() -> Iterator[QualityServer]:
     server = QualityServer()
-    ready = threading.Event()
-    loop = asyncio.new_event_loop()
-    stop: asyncio.Future[None] | None = None
 
-    async def main() -> None:
-        nonlocal stop
-        stop = loop.create_future()
+    async def serve_until(stop: asyncio.Future[None], ready: threading.Event) -> None:
         async with serve(server.handler, "127.0.0.1", 0, compression=None) as ws_server:
             server.port = next(iter(ws_server.sockets)).getsockname()[1]
             ready.set()
             await stop
 
-    thread = threading.Thread(target=loop.run_until_complete, args=(main(),), daemon=True)
-    thread.start()
-    ready.wait(10)
-    try:
+    with server_thread(serve_until):
         yield server
-    finally:
-        loop.call_soon_threadsafe(lambda: stop.set_result(None) if stop and not stop.done() else None)
-        thread.join(10)
