@@ -16,6 +16,8 @@ import pytest
 import soundfile as sf
 
 from gradium_cli.server.app import RunningServer
+from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
+from gradium_cli.server.rest import ROUTES, post_tts, speech_to_text
 from tests.manage_helpers import pitch_hz as estimate_pitch
 from tests.test_server_ws import synth
 
@@ -393,6 +395,24 @@ def test_rest_auth_on_keyed_server(server_factory: Callable[..., RunningServer])
         response = wrong.get("voices/")
         assert response.status_code == 401
         assert response.json() == {"detail": "API key is revoked or expired"}
+        # Every keyed route, the designer's included, refuses a wrong or missing key before
+        # it reads the body or looks anything up (a catalog voice's DELETE would be a 403).
+        keyed = [
+            (method, route.path.removeprefix("/api/").replace("{uid}", EMMA).replace("{embedding_id}", "d1"))
+            for route in (*DESIGNER_ROUTES, *ROUTES)
+            if route.endpoint not in (post_tts, speech_to_text)  # their own shapes (§11.2), pinned elsewhere
+            for method in route.methods or ()
+            if method != "HEAD"
+        ]
+        assert len(keyed) == 17
+        with client_for(server, None) as anonymous:
+            for method, path in keyed:
+                body = {"name": "n", "language": "en", "prompt": "p"}
+                for client, problem in ((wrong, "API key is revoked or expired"), (anonymous, "Missing API key")):
+                    response = client.request(method, path, json=body)
+                    assert (response.status_code, response.json()["detail"][: len(problem)]) == (401, problem), path
     with client_for(server, "gsk_right") as right:
-        assert right.get("voices/").status_code == 200
+        assert right.get("voices/").json() == []  # nothing was made: no voice, dictionary or draft
+        assert right.get("pronunciations/").json()["total"] == 0
+        assert right.get("usages/summary").json()["consumed_credits"] == 0
         assert right.get("usages/credits").status_code == 200
