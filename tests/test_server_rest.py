@@ -239,14 +239,26 @@ def test_voice_create_validation(fresh_api: httpx.Client) -> None:
     files = {"audio_file": ("sample.wav", tone_wav(), "audio/wav")}
     assert fresh_api.post("voices/", files=files, data={"name": name, "language": "en"}).status_code == 201
     duplicate = fresh_api.post("voices/", files=files, data={"name": name.upper(), "language": "en"})
-    assert duplicate.status_code == 409
-    assert name.upper() in duplicate.json()["detail"]
+    assert (duplicate.status_code, duplicate.json()) == (
+        409,
+        {"detail": f"A voice named '{name.upper()}' already exists"},
+    )
+    # Renamed to another voice's name (in any case): 409; to its own name in another case: fine.
+    other = unique("Other")
+    uid = fresh_api.post("voices/", files=files, data={"name": other, "language": "en"}).json()["uid"]
+    clash = fresh_api.put(f"voices/{uid}", json={"name": name.lower()})
+    assert (clash.status_code, clash.json()) == (409, {"detail": f"A voice named '{name.lower()}' already exists"})
+    assert fresh_api.put(f"voices/{uid}", json={"name": other.upper()}).json()["name"] == other.upper()
 
 
 def test_catalog_voices_are_read_only(api: httpx.Client) -> None:
     assert api.get(f"voices/{EMMA}").json()["name"] == "Emma"
-    assert api.put(f"voices/{EMMA}", json={"name": "Other"}).status_code == 403
-    assert api.delete(f"voices/{EMMA}").status_code == 403
+    modify, delete = api.put(f"voices/{EMMA}", json={"name": "Other"}), api.delete(f"voices/{EMMA}")
+    assert (modify.status_code, modify.json()) == (403, {"detail": "Catalog voices cannot be modified"})
+    assert (delete.status_code, delete.json()) == (403, {"detail": "Catalog voices cannot be deleted"})
+    # A voice that is not there is a 404 before the body is read (this one is not JSON).
+    for missing in (api.put("voices/NoSuchVoice", content=b"{not json"), api.delete("voices/NoSuchVoice")):
+        assert (missing.status_code, missing.json()) == (404, {"detail": "Voice not found"})
 
 
 def test_created_voice_speaks_differently(local_server: RunningServer, api: httpx.Client) -> None:

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from gradium_cli.protocol.design import DESIGN_LANGUAGES, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_VOICE_NAME_CHARS
 from gradium_cli.server.drafts import CREDITS_PER_SAMPLE, draft_api, is_ready
-from gradium_cli.server.rest import custom_voice_api
+from gradium_cli.server.rest import custom_voice_api, refuse_taken_voice_name
 from gradium_cli.server.rest_common import authenticated, detail, invalid, json_body, no_content
 from gradium_cli.server.state import ServerState
 from gradium_cli.server.store import new_uid, now_iso
@@ -100,8 +100,7 @@ async def from_embedding(request: Request, state: ServerState) -> Response:
         return detail(409, f"Embedding {draft_id} is not ready yet")
     if draft["promoted_to"]:
         return detail(409, f"A voice was already created from embedding {draft_id} ({draft['promoted_to']})")
-    if any(str(r["name"]).lower() == name.lower() for r in state.store.voices.all()):
-        return detail(409, f"A voice named '{name}' already exists")
+    refuse_taken_voice_name(state, name)
     uid = new_uid()
     record = state.store.voices.put(
         {

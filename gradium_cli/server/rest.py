@@ -207,6 +207,22 @@ def display_filename(raw: str | None) -> str | None:
     return printable or None
 
 
+def _own_voice(state: ServerState, uid: str, refused: str) -> dict[str, Any]:
+    """The custom voice `uid`; raises `Refused`: 403 for a catalog voice, 404 for none."""
+    if uid in state.catalog.by_uid:
+        raise Refused(detail(403, f"Catalog voices cannot be {refused}"))
+    record = state.store.voices.get(uid)
+    if record is None:
+        raise Refused(detail(404, "Voice not found"))
+    return record
+
+
+def refuse_taken_voice_name(state: ServerState, name: str, uid: str | None = None) -> None:
+    """Raises `Refused` (409) when another voice than `uid` has this name, in any case."""
+    if any(str(r["name"]).lower() == name.lower() and r["uid"] != uid for r in state.store.voices.all()):
+        raise Refused(detail(409, f"A voice named '{name}' already exists"))
+
+
 @authenticated
 async def create_voice(request: Request, state: ServerState) -> Response:
     try:
@@ -238,8 +254,7 @@ def _store_voice(state: ServerState, form: VoiceForm) -> Response:
         return validation_error(["body", "audio_file"], str(exc))
     if analysis.duration_s < 1.0:
         return validation_error(["body", "audio_file"], "audio is shorter than 1 second")
-    if any(str(r["name"]).lower() == name.lower() for r in state.store.voices.all()):
-        return detail(409, f"A voice named '{name}' already exists")
+    refuse_taken_voice_name(state, name)
     uid = new_uid()
     state.store.keep_sample(uid, analysis.extension, form.sample)
     state.store.voices.put(
@@ -263,11 +278,7 @@ def _store_voice(state: ServerState, form: VoiceForm) -> Response:
 @authenticated
 async def update_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
-    if uid in state.catalog.by_uid:
-        return detail(403, "Catalog voices cannot be modified")
-    record = state.store.voices.get(uid)
-    if record is None:
-        return detail(404, "Voice not found")
+    record = _own_voice(state, uid, "modified")
     body = await json_body(request)
     # Check types before storing: a string start_s used to be saved and then break every voice listing.
     for key in ("name", "description", "language"):
@@ -283,11 +294,7 @@ async def update_voice(request: Request, state: ServerState) -> Response:
             record[key] = body[key]
     if not str(record["name"]).strip():
         return validation_error(["body", "name"], "name must not be empty")
-    clash = [
-        r for r in state.store.voices.all() if r["uid"] != uid and str(r["name"]).lower() == str(record["name"]).lower()
-    ]
-    if clash:
-        return detail(409, f"A voice named '{record['name']}' already exists")
+    refuse_taken_voice_name(state, str(record["name"]), uid)
     state.store.voices.put(record)
     return JSONResponse(custom_voice_api(record))
 
@@ -295,11 +302,7 @@ async def update_voice(request: Request, state: ServerState) -> Response:
 @authenticated
 async def delete_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
-    if uid in state.catalog.by_uid:
-        return detail(403, "Catalog voices cannot be deleted")
-    record = state.store.voices.get(uid)
-    if record is None:
-        return detail(404, "Voice not found")
+    _own_voice(state, uid, "deleted")
     if state.voices_in_use.get(uid):
         return detail(409, "Voice is in use by an active request")
     state.store.voices.delete(uid)
