@@ -15,6 +15,11 @@ costs in total: it starts two Python processes more than the served path.
 
     .venv/bin/python bench/offline_default.py                 # 15 rounds, ~20 s
     .venv/bin/python bench/offline_default.py --rounds 31
+
+--baseline DIR adds a third command in the same rounds: the offline `say` of
+another checkout's `gradium_cli` (DIR holds its `gradium_cli` folder, e.g. from
+`git archive OLD gradium_cli | tar -x -C DIR`), run as its console script would
+(`gradium_cli.cli.app:main`), for a before/after measured side by side.
 """
 
 from __future__ import annotations
@@ -60,6 +65,9 @@ def reap_orphans(keep: int) -> None:
                 os.waitpid(pid, 0)
 
 
+BASELINE_CODE = "import sys; from gradium_cli.cli.app import main; sys.exit(main())"
+
+
 def run(argv: list[str], env: dict[str, str], cwd: Path, server_pid: int) -> tuple[float, float]:
     """Wall seconds of one command (spawn to exit), and CPU seconds with all its descendants."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -77,6 +85,7 @@ def run(argv: list[str], env: dict[str, str], cwd: Path, server_pid: int) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rounds", type=int, default=15)
+    parser.add_argument("--baseline", type=Path, help="another checkout's gradium_cli parent folder")
     args = parser.parse_args()
     gradium = console_script()
     become_subreaper()
@@ -93,15 +102,19 @@ def main() -> None:
         with local_server("process", work / "serve-data", args=["--workers", "1"]) as base_url:
             server_pid = int(Path(f"/proc/{os.getpid()}/task/{os.getpid()}/children").read_text().split()[0])
             commands = {
-                "offline": [gradium, "say", TEXT, "-o", "x.wav", "--force"],
-                "served": [gradium, "say", TEXT, "--base-url", base_url, "-o", "y.wav", "--force"],
+                "offline": ([gradium, "say", TEXT, "-o", "x.wav", "--force"], env),
+                "served": ([gradium, "say", TEXT, "--base-url", base_url, "-o", "y.wav", "--force"], env),
             }
-            for argv in commands.values():  # warm the page cache and .pyc files
-                run(argv, env, work, server_pid)
+            if args.baseline is not None:
+                old_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
+                old_argv = [sys.executable, "-c", BASELINE_CODE, "say", TEXT, "-o", "z.wav", "--force"]
+                commands["offline (baseline)"] = (old_argv, old_env)
+            for argv, command_env in commands.values():  # warm the page cache and .pyc files
+                run(argv, command_env, work, server_pid)
             times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
             for _ in range(args.rounds):
-                for name, argv in commands.items():
-                    times[name].append(run(argv, env, work, server_pid))
+                for name, (argv, command_env) in commands.items():
+                    times[name].append(run(argv, command_env, work, server_pid))
     print(f"{machine()}; load average {os.getloadavg()[0]:.1f} at the end; {args.rounds} rounds, medians")
     walls = {name: median([w for w, _ in values]) for name, values in times.items()}
     cpus = {name: median([c for _, c in values]) for name, values in times.items()}
@@ -113,6 +126,10 @@ def main() -> None:
     verdict = "PASS" if ratio <= TARGET else "FAIL"
     cpu_ratio = cpus["offline"] / cpus["served"]
     print(f"offline / served: wall {ratio:.2f}x ({verdict}, target <= {TARGET}x), CPU {cpu_ratio:.2f}x")
+    if "offline (baseline)" in walls:
+        old_ratio = walls["offline (baseline)"] / walls["served"]
+        old_cpu = cpus["offline (baseline)"] / cpus["served"]
+        print(f"offline (baseline) / served: wall {old_ratio:.2f}x, CPU {old_cpu:.2f}x")
 
 
 if __name__ == "__main__":
