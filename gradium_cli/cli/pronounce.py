@@ -9,6 +9,7 @@ request, so a bad row changes nothing.
 import json
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -70,10 +71,14 @@ def _rules_count(record: dict[str, Any]) -> str:
     return _rules(len(record.get("rules") or []))
 
 
-def _rules_api(record: dict[str, Any]) -> list[dict[str, Any]]:
+def _rules_of(record: dict[str, Any]) -> list["Rule"]:
     from gradium_cli.pronunciation_rules import from_api
 
-    return [rule.to_api() for rule in from_api(record.get("rules") or [])]
+    return from_api(record.get("rules") or [])
+
+
+def _rules_api(record: dict[str, Any]) -> list[dict[str, Any]]:
+    return [rule.to_api() for rule in _rules_of(record)]
 
 
 def project(record: dict[str, Any], keys: tuple[str, ...] = SHOW_KEYS) -> dict[str, Any]:
@@ -106,11 +111,22 @@ async def _fetch(rest: "RestClient", wanted: str) -> dict[str, Any]:
     return record
 
 
-async def _put_rules(rest: "RestClient", record: dict[str, Any], rules: list["Rule"]) -> dict[str, Any]:
-    updated: dict[str, Any] = await rest.json(
-        "PUT", f"pronunciations/{record['uid']}", json={"rules": [rule.to_api() for rule in rules]}
-    )
-    return updated
+RulesEdit = Callable[[dict[str, Any], list["Rule"]], list["Rule"]]
+
+
+def _edit_rules(backend: "BackendOptions", wanted: str, edit: RulesEdit) -> tuple[dict[str, Any], list["Rule"], int]:
+    """Replace a dictionary's rules with `edit(record, its rules)`, which may raise to change
+    nothing; returns the updated record, the rules it had before and how many it was sent."""
+
+    async def body() -> tuple[dict[str, Any], list["Rule"], int]:
+        async with rest_session(backend) as (_endpoint, rest):
+            record = await _fetch(rest, wanted)
+            before = _rules_of(record)
+            rules = [rule.to_api() for rule in edit(record, before)]
+            updated: dict[str, Any] = await rest.json("PUT", f"pronunciations/{record['uid']}", json={"rules": rules})
+            return updated, before, len(rules)
+
+    return run(body())
 
 
 async def _name_clash(rest: "RestClient", name: str, uid: str | None = None) -> None:
@@ -296,18 +312,8 @@ def add_rule(
     from gradium_cli.pronunciation_rules import make_rule, merge
 
     rule = guard(lambda: make_rule(word, pronunciation, case_sensitive))
-
-    async def body() -> tuple[dict[str, Any], bool]:
-        from gradium_cli.pronunciation_rules import from_api
-
-        async with rest_session(backend) as (_endpoint, rest):
-            record = await _fetch(rest, dictionary)
-            existing = from_api(record.get("rules") or [])
-            replaced = any(r.key == rule.key for r in existing)
-            return await _put_rules(rest, record, merge(existing, [rule])), replaced
-
-    record, replaced = run(body())
-    verb = "changed" if replaced else "added"
+    record, before, _sent = _edit_rules(backend, dictionary, lambda _record, rules: merge(rules, [rule]))
+    verb = "changed" if any(r.key == rule.key for r in before) else "added"
     get_env().say(f"{verb} '{rule.original}' → '{rule.rewrite}' in '{record['name']}' ({_rules_count(record)})")
 
 
@@ -324,20 +330,16 @@ def remove_rule(
         fail(UsageError("the word is empty"))
     wanted = word.strip()
 
-    async def body() -> tuple[dict[str, Any], int]:
-        from gradium_cli.pronunciation_rules import from_api
+    def without_word(record: dict[str, Any], rules: list["Rule"]) -> list["Rule"]:
+        keep = [r for r in rules if r.original != wanted]
+        if len(keep) == len(rules):
+            keep = [r for r in rules if r.original.casefold() != wanted.casefold()]
+        if len(keep) == len(rules):
+            raise RequestError(f"no rule for '{wanted}' in '{record['name']}'")
+        return keep
 
-        async with rest_session(backend) as (_endpoint, rest):
-            record = await _fetch(rest, dictionary)
-            rules = from_api(record.get("rules") or [])
-            keep = [r for r in rules if r.original != wanted]
-            if len(keep) == len(rules):
-                keep = [r for r in rules if r.original.casefold() != wanted.casefold()]
-            if len(keep) == len(rules):
-                raise RequestError(f"no rule for '{wanted}' in '{record['name']}'")
-            return await _put_rules(rest, record, keep), len(rules) - len(keep)
-
-    record, removed = run(body())
+    record, before, kept = _edit_rules(backend, dictionary, without_word)
+    removed = len(before) - kept
     get_env().say(f"removed {_rules(removed)} from '{record['name']}' ({_rules_count(record)} left)")
 
 
@@ -364,20 +366,16 @@ def import_rules(
     gradium pronounce import Brands rules.csv
     gradium pronounce export Brands -o rules.csv   # the same bytes back
     """
+    from gradium_cli.pronunciation_rules import merge
+
     rules = guard(lambda: _read_rules(file, format))
-
-    async def body() -> tuple[dict[str, Any], int]:
-        from gradium_cli.pronunciation_rules import from_api, merge
-
-        async with rest_session(backend) as (_endpoint, rest):
-            record = await _fetch(rest, dictionary)
-            existing = from_api(record.get("rules") or [])
-            final = merge(existing, rules) if merge_rules else rules
-            return await _put_rules(rest, record, final), len(existing)
-
-    record, before = run(body())
+    record, before, _sent = _edit_rules(
+        backend, dictionary, lambda _record, old: merge(old, rules) if merge_rules else rules
+    )
     how = "merged with" if merge_rules else "replacing"
-    get_env().say(f"imported {_rules(len(rules))} into '{record['name']}' ({how} {before}; now {_rules_count(record)})")
+    get_env().say(
+        f"imported {_rules(len(rules))} into '{record['name']}' ({how} {len(before)}; now {_rules_count(record)})"
+    )
 
 
 def _read_rules(file: str, fmt: str | None) -> list["Rule"]:
@@ -419,9 +417,9 @@ def export_rules(
             return await _fetch(rest, dictionary)
 
     record = run(body())
-    from gradium_cli.pronunciation_rules import from_api, serialise
+    from gradium_cli.pronunciation_rules import serialise
 
-    data = serialise(from_api(record.get("rules") or []), fmt)
+    data = serialise(_rules_of(record), fmt)
     if target is None:
         env = get_env()
         env.stdout.write(data)
@@ -543,14 +541,13 @@ async def _ab_test(
 ) -> dict[str, Any]:
     from gradium_cli import resolve
     from gradium_cli.cli.say_core import SayRequest, speak
-    from gradium_cli.pronunciation_rules import from_api
     from gradium_cli.voice_settings import VoiceOptions
 
     env = get_env()
     async with rest_session(backend) as (endpoint, rest):
         record = await _fetch(rest, wanted)
         voice_id = await resolve.voice_id(rest, voice) if voice else None
-        matched = matching_rules(from_api(record.get("rules") or []), text)
+        matched = matching_rules(_rules_of(record), text)
         name = record["name"]
         if not matched:
             env.say(f"gradium: no rule of '{name}' matches this text: A and B will likely sound the same")
