@@ -43,6 +43,11 @@ def fresh_api(server_factory: Callable[..., RunningServer]) -> Iterator[httpx.Cl
         yield client
 
 
+def not_a_string(field: str) -> dict[str, Any]:
+    """The 422 body for a text field that is not a string."""
+    return {"detail": [{"loc": ["body", field], "msg": "value is not a valid string", "type": "value_error"}]}
+
+
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
 
@@ -210,6 +215,10 @@ def test_voice_crud_cycle(fresh_api: httpx.Client) -> None:
     assert updated.status_code == 200
     assert updated.json()["name"] == renamed and updated.json()["description"] == "a tone"
     assert fresh_api.get(f"voices/{uid}").json()["name"] == renamed
+    # Text fields must be strings; the first wrong one is named and nothing is stored.
+    wrong = fresh_api.put(f"voices/{uid}", json={"name": "Kept?", "description": 5, "language": ["en"]})
+    assert (wrong.status_code, wrong.json()) == (422, not_a_string("description"))
+    assert fresh_api.get(f"voices/{uid}").json()["name"] == renamed
 
     deleted = fresh_api.delete(f"voices/{uid}")
     assert deleted.status_code == 204
@@ -344,6 +353,9 @@ def test_pronunciation_crud(fresh_api: httpx.Client) -> None:
     assert replaced.json()["rules"] == [{"original": "SQL", "rewrite": "sequel", "case_sensitive": True, "id": 1}]
     assert replaced.json()["name"] == name  # fields not sent are kept
     assert fresh_api.get(f"pronunciations/{uid}").json()["rules"] == replaced.json()["rules"]
+    wrong = fresh_api.put(f"pronunciations/{uid}", json={"name": "Kept?", "description": 5, "language": ["en"]})
+    assert (wrong.status_code, wrong.json()) == (422, not_a_string("description"))
+    assert fresh_api.get(f"pronunciations/{uid}").json() == replaced.json()
 
     deleted = fresh_api.delete(f"pronunciations/{uid}")
     assert deleted.status_code == 204 and deleted.headers["content-type"] == "application/json"

@@ -44,15 +44,20 @@ from gradium_cli.server.workers import EngineCrashed
 # ------------------------------------------------------------------ one-shot TTS
 
 
+def _tts_failure(code: int, message: str) -> Response:
+    """How the one-shot endpoint fails (§11.2): a 500 whose text is the WebSocket's error."""
+    return PlainTextResponse(f"error from server {code}: {message}", status_code=500)
+
+
 async def post_tts(request: Request) -> Response:
     state = server_state(request)
     problem = key_problem(request, state)
     if problem:
-        return PlainTextResponse(f"error from server 1008: {problem}", status_code=500)
+        return _tts_failure(m.POLICY_VIOLATION, problem)
     try:
         body = await json_body(request)
     except Refused:
-        return PlainTextResponse("error from server 1008: body must be a JSON object", status_code=500)
+        return _tts_failure(m.POLICY_VIOLATION, "body must be a JSON object")
     try:
         text = body.get("text")
         if not isinstance(text, str) or not text.strip():
@@ -65,9 +70,9 @@ async def post_tts(request: Request) -> Response:
     except SetupProblem as exc:
         if exc.http_status == 404:  # a draft voice that is missing or not ready (§9)
             return detail(404, exc.message)
-        return PlainTextResponse(f"error from server {exc.code}: {exc.message}", status_code=500)
+        return _tts_failure(exc.code, exc.message)
     except m.MessageError as exc:
-        return PlainTextResponse(f"error from server {exc.code}: {exc.message}", status_code=500)
+        return _tts_failure(exc.code, exc.message)
     speaking_as = voice_uid(voice)
     only_audio = body.get("only_audio") is True
     renderer = Renderer(state.engine, settings)
@@ -102,7 +107,7 @@ async def post_tts(request: Request) -> Response:
             first = await render(0) if units else []
     except EngineCrashed as crash:
         log(str(crash))
-        return PlainTextResponse(f"error from server {m.INTERNAL_ERROR}: {crash}", status_code=500)
+        return _tts_failure(m.INTERNAL_ERROR, str(crash))
 
     async def messages() -> AsyncIterator[m.ServerMessage]:
         # In use until the last byte is out, as over the WebSocket: deleting it meanwhile is a 409.
@@ -207,6 +212,16 @@ def display_filename(raw: str | None) -> str | None:
     return printable or None
 
 
+TEXT_FIELDS = ("name", "description", "language")  # the text a PUT may change, of a voice or a dictionary
+
+
+def _check_text_fields(body: dict[str, Any]) -> None:
+    """Raises `Refused` (422) for the first of TEXT_FIELDS that is given but not a string."""
+    for key in TEXT_FIELDS:
+        if body.get(key) is not None and not isinstance(body[key], str):
+            raise invalid(["body", key], "value is not a valid string")
+
+
 def _own_voice(state: ServerState, uid: str, refused: str) -> dict[str, Any]:
     """The custom voice `uid`; raises `Refused`: 403 for a catalog voice, 404 for none."""
     if uid in state.catalog.by_uid:
@@ -281,15 +296,13 @@ async def update_voice(request: Request, state: ServerState) -> Response:
     record = _own_voice(state, uid, "modified")
     body = await json_body(request)
     # Check types before storing: a string start_s used to be saved and then break every voice listing.
-    for key in ("name", "description", "language"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            return validation_error(["body", key], "value is not a valid string")
+    _check_text_fields(body)
     start_s = body.get("start_s")
     if start_s is not None and (isinstance(start_s, bool) or not isinstance(start_s, (int, float)) or start_s < 0):
         return validation_error(["body", "start_s"], "value is not a valid number >= 0")
     if body.get("tags") is not None and not isinstance(body["tags"], list):
         return validation_error(["body", "tags"], "value is not a valid list")
-    for key in ("name", "description", "language", "start_s", "tags"):
+    for key in (*TEXT_FIELDS, "start_s", "tags"):
         if body.get(key) is not None:
             record[key] = body[key]
     if not str(record["name"]).strip():
@@ -393,9 +406,8 @@ async def update_dictionary(request: Request, state: ServerState) -> Response:
     if record is None:
         return detail(404, "Pronunciation dictionary not found")
     body = await json_body(request)
-    for key in ("name", "description", "language"):
-        if body.get(key) is not None and not isinstance(body[key], str):
-            return validation_error(["body", key], "value is not a valid string")
+    _check_text_fields(body)
+    for key in TEXT_FIELDS:
         if body.get(key) is not None:
             record[key] = body[key]
     if body.get("rules") is not None:  # PUT with rules replaces the whole list (§7)
