@@ -534,6 +534,14 @@ class Engine:
         # frombuffer views immutable bytes; the copy gives callers a normal array.
         return Synthesis(samples[begin:end].copy(), words)
 
+    def preload(self, voice: EngineVoice) -> None:
+        """Load the voice's data now (eSpeak reads its files on first use, ~15 ms): only
+        selects it, so what later calls synthesise is unchanged."""
+        target = self._resolve(voice.name)
+        if target is not None:
+            with _LOCK:
+                self._library.lib.espeak_SetVoiceByName(target.encode())
+
     def list_voices(self) -> list[EspeakVoiceInfo]:
         """eSpeak's voices (languages), not its variants."""
         return [

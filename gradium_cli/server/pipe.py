@@ -128,6 +128,8 @@ def write(out: asyncio.StreamWriter, channel: int, kind: bytes, payload: bytes) 
 
 
 async def serve(data_dir: Path, marker_fd: int) -> None:
+    from gradium_cli.server.catalog import DEFAULT_VOICE
+    from gradium_cli.server.engine import Engine
     from gradium_cli.server.state import ServerOptions, ServerState
     from gradium_cli.server.ws import Connection
 
@@ -138,7 +140,12 @@ async def serve(data_dir: Path, marker_fd: int) -> None:
     out = asyncio.StreamWriter(transport, protocol, None, loop)
 
     state = ServerState(ServerOptions(data_dir=data_dir, quiet=True))
-    state.engine = MarkedEngine(state.engine, marker_fd)
+    engine = state.engine
+    # The default voice's data loads in the background while the command is still
+    # starting up, instead of inside its first request.
+    if isinstance(engine, Engine):
+        loop.run_in_executor(None, engine.preload, DEFAULT_VOICE.engine_voice)
+    state.engine = MarkedEngine(engine, marker_fd)
     sockets: dict[int, PipeSocket] = {}
     tasks: set[asyncio.Task[None]] = set()
 
