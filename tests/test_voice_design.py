@@ -307,7 +307,7 @@ def test_live_drafts_are_capped(server_factory: Callable[..., RunningServer]) ->
     server = server_factory(max_live_drafts=7, draft_ready_s=0.0, draft_ttl_s=1.0)
     with httpx.Client(base_url=server.base_url, timeout=TIMEOUT) as client:
         assert generate(client, samples=5).status_code == 200
-        assert generate(client, samples=3).status_code == 429  # one above the cap
+        assert generate(client, samples=3).status_code == 409  # one above the cap
         assert generate(client, samples=2).status_code == 200  # at the cap
         refused = generate(client)
         assert refused.json() == {"detail": "Too many draft voices (at most 7): promote, delete or let some expire"}

@@ -56,7 +56,9 @@ async def generate(request: Request, state: ServerState) -> Response:
         return detail(402, f"Not enough credits: {samples} draft voice(s) cost {cost}, {max(0, remaining)} left")
     cap = state.options.max_live_drafts
     if state.drafts.live_count() + samples > cap:
-        return detail(429, f"Too many draft voices (at most {cap}): promote, delete or let some expire")
+        # 409, not 429: waiting does not help, only promoting or deleting drafts (or their
+        # expiry) does, so a client must not retry it as a rate limit.
+        return detail(409, f"Too many draft voices (at most {cap}): promote, delete or let some expire")
     assert prompt is not None and isinstance(language, str)
     made = state.drafts.create(prompt, language, samples)
     state.usage.consumed_credits += cost
