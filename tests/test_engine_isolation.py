@@ -176,3 +176,27 @@ def test_rest_crash_after_the_first_sentence_ends_the_stream_with_an_error_line(
     assert "the speech engine crashed on this text" in lines[-1]["message"]
     assert not any(line["type"] == "end_of_stream" for line in lines)
     assert proc.poll() is None
+
+
+def test_rest_only_audio_crash_after_the_first_sentence_is_an_unfinished_body_and_one_log_line(
+    serve_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("GRADIUM_ENGINE_GUARD", "off")
+    proc, base_url = serve_process("--workers", "1")
+    body = {"text": "The first sentence is fine. " + KNOWN_CRASH, "output_format": "pcm_16000", "only_audio": True}
+    received = b""
+    with (
+        pytest.raises(httpx.RemoteProtocolError),
+        httpx.stream("POST", base_url + "post/speech/tts", json=body, timeout=60) as response,
+    ):
+        assert response.status_code == 200  # the first sentence's audio was already on its way
+        for piece in response.iter_bytes():
+            received += piece
+    assert len(received) > 16000 * 2 * 0.5  # the first sentence, at 16 kHz 16-bit
+    ok = httpx.post(base_url + "post/speech/tts", json={**body, "text": "Still here."}, timeout=60)
+    assert ok.status_code == 200 and len(ok.content) > 16000
+    proc.terminate()
+    _, log = proc.communicate(timeout=15)
+    assert "Traceback" not in log, log[-2000:]
+    crashes = [line for line in log.splitlines() if "the speech engine crashed on this text" in line]
+    assert len(crashes) == 1, log[-2000:]

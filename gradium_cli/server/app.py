@@ -26,6 +26,7 @@ from gradium_cli.server.guard import Guard
 from gradium_cli.server.header_limits import header_limited_protocol
 from gradium_cli.server.rest import ROUTES
 from gradium_cli.server.state import ServerOptions, ServerState
+from gradium_cli.server.workers import EngineCrashed
 from gradium_cli.server.ws import speech_to_text_endpoint, tts_endpoint
 
 
@@ -53,10 +54,15 @@ class OneLineClientErrors(logging.Filter):
     uvicorn logs a client's invalid UTF-8 text frame with one, although it is the
     client's fault and fully handled (the socket closes with 1007, as README's
     limits say); asyncio logs running out of descriptors in `accept()` with one,
-    although it only stops accepting for a second and then carries on.
+    although it only stops accepting for a second and then carries on; an engine
+    crash that cuts a streamed REST response short is logged by the request itself.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], EngineCrashed):
+            # An only_audio REST response cut short by a crash: the request has already
+            # logged it in one line, and raising is how its client learns the body is unfinished.
+            return False
         message = record.getMessage()
         if record.exc_info and message.startswith("Invalid UTF-8 sequence received from client"):
             record.exc_info = None
