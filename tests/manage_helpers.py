@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import soundfile as sf
 
-from tests.cli_helpers import gradium, isolated_env
+from tests.cli_helpers import gradium_in_process, isolated_env
 from tests.servers import gradium_exe
 
 
@@ -38,7 +38,9 @@ class Cli:
         return isolated_env(self.tmp_path, GRADIUM_BASE_URL=self.base_url)
 
     def __call__(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
-        return gradium(self.tmp_path, *args, input=input, env=self.env)
+        # In this process: these commands talk HTTP and write files, and a tty, signal or
+        # audio device is never part of them (run_on_pty runs the terminal cases as processes).
+        return gradium_in_process(self.tmp_path, *args, input=input, env=self.env)
 
     def ok(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
         result = self(*args, input=input)
