@@ -120,6 +120,7 @@ NOT_LIMITS = {
     "quiet": "log volume",
     "workers": "engine processes",
     "allowed_origins": "browser pages allowed (test_serve_attacks.py)",
+    "allowed_hosts": "Host names answered on loopback, against DNS rebinding (test_serve_guard.py)",
     "drop_after_chunks": "fault injection",
     "drop_probability": "fault injection",
     "fault_seed": "fault injection",

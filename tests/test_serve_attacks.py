@@ -45,7 +45,7 @@ def peak_rss_kb(pid: int) -> int:
 def stream_body(port: int, path: str, content_type: str, prefix: bytes, *, chunked: bool) -> None:
     """Send ATTACK_BYTES of body until done or the server hangs up."""
     framing = "transfer-encoding: chunked" if chunked else f"content-length: {ATTACK_BYTES}"
-    head = f"POST /api/{path} HTTP/1.1\r\nhost: t\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n"
+    head = f"POST /api/{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n"
     with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
         try:
             sock.sendall(head.encode())
@@ -73,7 +73,7 @@ def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
     half_sent = []
     for _ in range(HALF_SENT_HEADERS):
         sock = socket.create_connection(("127.0.0.1", port), timeout=10)
-        sock.sendall(b"POST /api/voices/ HTTP/1.1\r\nhost: t\r\n")
+        sock.sendall(b"POST /api/voices/ HTTP/1.1\r\nhost: 127.0.0.1\r\n")
         half_sent.append(sock)
 
     boundary = "b0undary"
@@ -146,7 +146,7 @@ def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_re
     drain.start()
     body = b'{"text": "Held back.", "output_format": "pcm_16000"}'
     head = (
-        b"POST /api/post/speech/tts HTTP/1.1\r\nhost: t\r\ncontent-type: application/json\r\n"
+        b"POST /api/post/speech/tts HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
         b"expect: 100-continue\r\ncontent-length: %d\r\n\r\n" % len(body)
     )
     holders: list[socket.socket] = []
@@ -160,7 +160,7 @@ def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_re
 
     def ask() -> bytes:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-            sock.sendall(b"GET /api/voices/ HTTP/1.1\r\nhost: t\r\nconnection: close\r\n\r\n")
+            sock.sendall(b"GET /api/voices/ HTTP/1.1\r\nhost: 127.0.0.1\r\nconnection: close\r\n\r\n")
             answer = b""
             while piece := sock.recv(65536):
                 answer += piece

@@ -128,6 +128,64 @@ def test_allowed_origins_are_served_with_cors_headers(serve_process: Serve) -> N
     assert asyncio.run(speak()) == "ready"
 
 
+# ------------------------------------------------------------------ host names (DNS rebinding)
+
+
+def test_a_rebound_host_name_is_refused_on_every_route(tmp_path: Path, serve_process: Serve) -> None:
+    """A page at rebound.example, whose name now resolves to 127.0.0.1, is same-origin to the
+    browser: its GET carries no Origin, but its Host header is still its own name."""
+    _, base_url = serve_process()
+    body, headers = voice_upload("rebound")
+    port = port_of(base_url)
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        for host in (
+            f"rebound.example:{port}",
+            "rebound.example",
+            f"localhost.rebound.example:{port}",
+            f"127.0.0.1.rebound.example:{port}",
+            "127.0.0.2",
+            "[::2]",
+            "",
+        ):
+            attempts = [
+                client.get("voices/", headers={"host": host}),
+                client.get("usages/credits", headers={"host": host}),
+                client.post("voices/", content=body, headers={**headers, "host": host}),
+                client.post("post/speech/tts", json={"text": "Hi."}, headers={"host": host}),
+            ]
+            for response in attempts:
+                assert response.status_code == 403, (host, response.request.url, response.status_code)
+                why = f"Host {json.dumps(host)} is not allowed: start gradium serve with --allow-host to allow it"
+                assert response.json() == {"detail": why}
+        # The loopback names, in any case and with or without port or trailing dot, are served.
+        for host in (f"127.0.0.1:{port}", "127.0.0.1", f"localhost:{port}", "LocalHost.", f"[::1]:{port}", "[::1]"):
+            assert client.get("usages/credits", headers={"host": host}).status_code == 200, host
+        assert client.get("voices/").json() == []  # the refused upload stored nothing
+
+    # The WebSocket upgrade too (by hand: a client library sends its own Host).
+    upgrade = (
+        "GET /api/speech/tts HTTP/1.1\r\nhost: rebound.example\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+        "sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(upgrade.encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 403 ")
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(upgrade.replace("rebound.example", f"localhost:{port}").encode())
+        assert sock.recv(4096).startswith(b"HTTP/1.1 101 Switching Protocols\r\n")
+
+
+def test_allow_host_serves_that_name_and_off_loopback_any_name_is_served(serve_process: Serve) -> None:
+    _, base_url = serve_process("--allow-host", "speech.test")
+    with httpx.Client(base_url=base_url, timeout=30) as client:
+        assert client.get("usages/credits", headers={"host": f"speech.test:{port_of(base_url)}"}).status_code == 200
+        assert client.get("usages/credits", headers={"host": "other.test"}).status_code == 403
+    # Bound to every interface, the server cannot know the names it is reached by.
+    _, public_url = serve_process("--host", "0.0.0.0")
+    with httpx.Client(timeout=30) as client:
+        assert client.get(public_url + "usages/credits", headers={"host": "any.name.test"}).status_code == 200
+
+
 def test_allow_origin_refuses_what_is_not_an_origin(tmp_path: Path) -> None:
     import subprocess
 
@@ -213,7 +271,7 @@ def raw_exchange(port: int, head: bytes, body: bytes, *, chunked: bool) -> int |
 
 def request_head(path: str, content_type: str, length: int | None) -> bytes:
     framing = f"content-length: {length}" if length is not None else "transfer-encoding: chunked"
-    return f"POST /api/{path} HTTP/1.1\r\nhost: t\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n".encode()
+    return f"POST /api/{path} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: {content_type}\r\n{framing}\r\n\r\n".encode()
 
 
 def padded_upload(name: str, size: int) -> tuple[bytes, str]:
@@ -423,14 +481,14 @@ def test_headers_must_arrive_within_the_timeout(serve_process: Serve) -> None:
     port = port_of(base_url)
     # Just inside the timeout: served.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
-        sock.sendall(b"GET /api/usages/credits HTTP/1.1\r\nhost: t\r\n")
+        sock.sendall(b"GET /api/usages/credits HTTP/1.1\r\nhost: 127.0.0.1\r\n")
         time.sleep(0.3)
         sock.sendall(b"\r\n")
         assert sock.recv(100).startswith(b"HTTP/1.1 200 ")
     # Past it: 408, then closed, at the timeout and not much later.
     with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
         started = time.monotonic()
-        sock.sendall(b"GET /api/usages/credits HTTP/1.1\r\nhost: t\r\n")
+        sock.sendall(b"GET /api/usages/credits HTTP/1.1\r\nhost: 127.0.0.1\r\n")
         reply = sock.recv(100)
         waited = time.monotonic() - started
         assert reply.startswith(b"HTTP/1.1 408 ")

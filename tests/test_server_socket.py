@@ -17,7 +17,7 @@ from gradium_cli.server.app import RunningServer
 
 def test_accepted_connections_have_tcp_nodelay(local_server: RunningServer) -> None:
     with socket.create_connection((local_server.host, local_server.port)) as client:
-        client.sendall(b"GET /api/usages/credits HTTP/1.1\r\nHost: x\r\n\r\n")
+        client.sendall(b"GET /api/usages/credits HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
         client.recv(1)  # the server has accepted it and answered
         deadline = time.monotonic() + 5
         found: list[socket.socket] = []

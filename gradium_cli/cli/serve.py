@@ -48,6 +48,16 @@ def serve(
             show_default=False,
         ),
     ] = None,
+    allow_host: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--allow-host",
+            help="Also answer requests whose Host header is NAME (e.g. a name in /etc/hosts or a proxy's); "
+            "repeatable. On loopback only localhost, 127.0.0.1 and ::1 are answered, against DNS rebinding",
+            metavar="NAME",
+            show_default=False,
+        ),
+    ] = None,
     allow_origin: Annotated[
         list[str] | None,
         typer.Option(
@@ -105,7 +115,7 @@ def serve(
     from gradium_cli.cli.runtime import guard
     from gradium_cli.server.app import bind_socket, uvicorn_config
     from gradium_cli.server.descriptors import raise_open_file_limit
-    from gradium_cli.server.state import ServerOptions, ServerState
+    from gradium_cli.server.state import LOOPBACK_HOSTS, ServerOptions, ServerState
     from gradium_cli.server.workers import available_cores
 
     env = get_env()
@@ -121,6 +131,8 @@ def serve(
         workers=workers or available_cores(),
         **drafts,
         allowed_origins=origins,
+        # Off loopback the names the server is reached by are not known: any Host is answered.
+        allowed_hosts=(*LOOPBACK_HOSTS, host, *(allow_host or ())) if is_loopback(host) else None,
         max_upload_bytes=max_upload_bytes,
         header_timeout_s=header_timeout,
         **parse_faults(faults),

@@ -1,4 +1,10 @@
-"""What every request to `gradium serve` passes before its route: browser origins and body sizes.
+"""What every request to `gradium serve` passes before its route: host names, browser origins and body sizes.
+
+- A request whose `Host` header names a host the server does not answer to (on
+  loopback: localhost, 127.0.0.1, ::1 and `serve --allow-host` names) is refused
+  with 403, the WebSocket upgrade included. This stops DNS rebinding: a page whose
+  own name is made to resolve to 127.0.0.1 is same-origin to the browser, and a GET
+  from it carries no `Origin`, but its `Host` is still the page's name.
 
 - A request with an `Origin` header comes from a web page. Unless that origin was
   allowed (`serve --allow-origin`), it is refused with 403 on every route, the
@@ -59,6 +65,20 @@ def normalise_origin(origin: str) -> str | None:
     return f"{parts.scheme}://{parts.hostname}" + (f":{port}" if port is not None else "")
 
 
+def host_name(host: str) -> str:
+    """The name in a Host header, without port, brackets or trailing dot, in lower case."""
+    host = host.strip().lower()
+    if host.startswith("["):  # [v6 address]:port
+        return host[1 : host.find("]")] if "]" in host else host
+    if host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    return host.rstrip(".")
+
+
+def not_allowed(header: str, value: str, option: str) -> str:
+    return f"{header} {json.dumps(value[:200])} is not allowed: start gradium serve with {option} to allow it"
+
+
 def body_limit(options: ServerOptions, scope: Scope) -> int:
     if scope["method"] == "POST" and scope["path"] == VOICE_UPLOAD_PATH:
         return options.max_upload_bytes
@@ -112,15 +132,21 @@ class Guard:
         self.app = app
         self.options = options
         self.allowed_origins = {normalise_origin(origin) for origin in options.allowed_origins} - {None}
+        hosts = options.allowed_hosts
+        self.allowed_hosts = None if hosts is None else {host_name(host) for host in hosts}
         self.lingering = 0  # refused bodies being read and dropped now (at most MAX_LINGERING)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
+        host = _header(scope, b"host")
+        if host is not None and self.allowed_hosts is not None and host_name(host) not in self.allowed_hosts:
+            await self._refuse_page(scope, receive, send, not_allowed("Host", host, "--allow-host"))
+            return
         origin = _header(scope, b"origin")
         if origin is not None and normalise_origin(origin) not in self.allowed_origins:
-            await self._refuse_origin(scope, receive, send, origin)
+            await self._refuse_page(scope, receive, send, not_allowed("Origin", origin, "--allow-origin"))
             return
         if scope["type"] == "websocket":
             await self.app(scope, receive, send)  # frames have their own limit (ws.py)
@@ -170,11 +196,10 @@ class Guard:
             self.lingering -= 1
         await send({"type": "http.response.body", "body": b""})  # uvicorn closes the connection now
 
-    async def _refuse_origin(self, scope: Scope, receive: Receive, send: Send, origin: str) -> None:
-        shown = json.dumps(origin[:200])
+    async def _refuse_page(self, scope: Scope, receive: Receive, send: Send, message: str) -> None:
         if scope["type"] == "websocket":
             await receive()  # websocket.connect
             # Closing before accepting makes uvicorn answer the upgrade with HTTP 403.
             await send({"type": "websocket.close", "code": 1008})
             return
-        await _refuse(send, 403, f"Origin {shown} is not allowed: start gradium serve with --allow-origin to allow it")
+        await _refuse(send, 403, message)

@@ -33,6 +33,9 @@ CONCURRENCY_LIMIT_MESSAGE = "Concurrency limit exceeded"
 NO_SPEECH_TO_TEXT = "gradium serve does not offer speech-to-text (speech/asr, speech/s2s): it only speaks text"
 
 
+LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+
+
 @dataclass(frozen=True)
 class ServerOptions:
     data_dir: Path
@@ -61,6 +64,10 @@ class ServerOptions:
     max_pending_headers: int = 64
     # Browser pages: a request with an Origin header is refused (403) unless listed here.
     allowed_origins: tuple[str, ...] = ()
+    # The names a request's Host header may give (DNS rebinding: a page whose own name
+    # now resolves to 127.0.0.1 is "same-origin" to the browser and sends no Origin on a
+    # GET). None accepts any: `serve --host` off loopback, where the names are not known.
+    allowed_hosts: tuple[str, ...] | None = LOOPBACK_HOSTS
     # Fault injection (`gradium serve --faults`), for testing clients' retries: once a
     # connection has sent `drop_after_chunks` audio messages it is aborted (TCP reset, no
     # close frame) with probability `drop_probability`, one draw per connection from a
