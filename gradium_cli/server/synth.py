@@ -258,8 +258,14 @@ class Renderer:
     def _resample(self, samples: np.ndarray) -> np.ndarray:
         if self.engine.sample_rate == self.fmt.sample_rate or samples.size == 0:
             return samples.astype(np.int16, copy=False)
-        resampled = soxr.resample(samples, self.engine.sample_rate, self.fmt.sample_rate, quality="HQ")
-        return np.asarray(resampled, dtype=np.int16)
+        # In float, rounded here: soxr's int16 output is dithered (digital silence came out
+        # as ±1 noise), and that dither made the same input come out different by 1-2 LSB
+        # from one run to the next in `gradium serve` (tests/test_render_repeatable.py).
+        resampled = np.asarray(
+            soxr.resample(samples.astype(np.float32), self.engine.sample_rate, self.fmt.sample_rate, quality="HQ"),
+            dtype=np.float32,
+        )
+        return np.clip(np.rint(resampled), -32768, 32767).astype(np.int16)
 
     def _drain_chunks(self) -> list[m.ServerMessage]:
         out: list[m.ServerMessage] = []

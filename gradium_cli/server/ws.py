@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
@@ -25,6 +27,8 @@ from gradium_cli.server.textprep import phrase_lengths
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
+T = TypeVar("T")
+
 # How far audio may run ahead of the wall clock with --realtime, as a live
 # service's jitter buffer would allow.
 REALTIME_LEAD_S = 0.2
@@ -33,6 +37,14 @@ REALTIME_LEAD_S = 0.2
 @dataclass
 class _Eos:
     pass
+
+
+def start_in_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
+    """`asyncio.to_thread(...)` handed to the thread pool now, not when the event loop next
+    runs a task: the sends that follow it may never yield, and the render must not wait
+    for them (a 10-word request's second unit did, which cost it its overlap)."""
+    call = functools.partial(contextvars.copy_context().run, func, *args, **kwargs)
+    return asyncio.get_running_loop().run_in_executor(None, call)
 
 
 class SocketGone(Exception):
@@ -103,22 +115,24 @@ class Request:
                     item = None
                 if item is None or self._session_left() <= 0:
                     raise SetupProblem(f"session too long: at most {state.options.max_session_s:g} s per session")
-                final = isinstance(item, _Eos)
-                if isinstance(item, str):
+                # This item and every one already queued behind it, up to end_of_stream: their
+                # units then render back to back, each while the one before is sent (the
+                # buffer cuts the same units however the text is grouped).
+                while isinstance(item, str):
                     self.buffer.add(item)
                     if self.buffer.total_chars > state.options.max_text_chars:
                         raise SetupProblem(
                             f"text too long: at most {state.options.max_text_chars} characters per request"
                         )
+                    item = None if self.queue.empty() else self.queue.get_nowait()
+                final = isinstance(item, _Eos)
                 units = self.buffer.take(final=final)
                 # Send each unit while the next one renders in a worker thread (eSpeak
                 # releases the GIL), so synthesis and sending overlap. Renders stay in order.
                 ready: list[m.ServerMessage] | None = None
                 for index, (text, flush) in enumerate(units):
                     last = final and index == len(units) - 1
-                    rendering = asyncio.ensure_future(
-                        asyncio.to_thread(self.renderer.render, text, flush=flush, final=last)
-                    )
+                    rendering = start_in_thread(self.renderer.render, text, flush=flush, final=last)
                     if ready is not None:
                         await self._send_paced(ready)
                     ready = await rendering
