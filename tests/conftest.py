@@ -11,10 +11,17 @@ from __future__ import annotations
 
 import fcntl
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+# A suite started in the background by a non-interactive shell (`cmd &`) inherits SIGINT
+# ignored, and so would every command it runs: the Ctrl-C tests would see their signal
+# ignored. A handled SIGINT is reset to the default in each child instead.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 # The real test audio device (private PulseAudio null sink): fixture `audio_device`.
 # Real local servers on 127.0.0.1: fixtures `local_server`, `server_factory`, `serve_process`.

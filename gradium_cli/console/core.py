@@ -283,13 +283,13 @@ class WsConsole:
     async def send(self, frame: str | bytes, mode: str | None = None) -> bool:
         """Send one frame after checking it; False when it was not sent."""
         mode = mode or (CHECK if self.options.check else WARN)
-        if self.reconnecting is not None and not self._resending:
-            await asyncio.wait([self.reconnecting])  # sent on the new connection (wait never raises)
         if self.ws is not None and self.closed is None and self.ws.state is not WsState.OPEN and self.reader:
-            # A close frame is in but the reader has not shown it yet: let it, so the
-            # close prints before the complaint about it.
+            # A close is in but the reader has not shown it yet: let it, so the close
+            # prints before the complaint about it, and --reconnect starts from it.
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(asyncio.shield(self.reader), self.target.timeout)
+        if self.reconnecting is not None and not self._resending:
+            await asyncio.wait([self.reconnecting])  # sent on the new connection (wait never raises)
         if self.ws is None or self.closed is not None:
             self._local_error(UsageError("not sent: the connection is closed", hint="/reconnect opens a new one"))
             return False
