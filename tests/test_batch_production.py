@@ -17,7 +17,7 @@ import pytest
 
 from gradium_cli.audio.subtitles import Word
 from gradium_cli.cache import MAGIC, RequestCache
-from tests.cli_helpers import gradium, isolated_env
+from tests.cli_helpers import gradium_in_process, isolated_env
 from tests.quality_server import quality_server
 
 LINES = [
@@ -32,7 +32,7 @@ def env_for(tmp_path: Path, **extra: str) -> dict[str, str]:
 
 
 def run(tmp_path: Path, *args: str, **extra: str) -> Any:
-    return gradium(tmp_path, *args, env=env_for(tmp_path, **extra), timeout=120)
+    return gradium_in_process(tmp_path, *args, env=env_for(tmp_path, **extra))
 
 
 def usage(base_url: str) -> dict[str, Any]:
