@@ -3,8 +3,9 @@
 The suite runs in parallel (pytest-xdist; `-n`, set in pyproject.toml): each worker is its own
 process with its own session fixtures (servers, audio device) and its own cache directory, so
 tests on different workers share nothing but the machine. A test that plays through the audio
-device runs alone: it waits until the tests running on other workers end, and none starts until
-it is done, so its playback is never starved of the CPU (a stall is a gap in the recording).
+device, or is marked `alone` (it checks timing to tens of milliseconds), runs alone: it waits
+until the tests running on other workers end, and none starts until it is done, so it is never
+starved of the CPU (a stall is a gap in the recording, or a frame sent late).
 """
 
 from __future__ import annotations
@@ -30,9 +31,12 @@ pytest_plugins = ["tests.audio_device", "tests.servers"]
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     # The tests that run alone first (in their order, then all others in theirs): they then run
-    # back to back on one worker while the others start on short tests, and none of them waits
-    # behind a long test that another worker took up.
-    items.sort(key=lambda item: "audio_device" not in getattr(item, "fixturenames", ()))
+    # early, back to back on one worker, instead of each stopping the others at a random time.
+    items.sort(key=lambda item: not runs_alone(item))
+
+
+def runs_alone(item: pytest.Item) -> bool:
+    return "audio_device" in getattr(item, "fixturenames", ()) or item.get_closest_marker("alone") is not None
 
 
 def _lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -43,10 +47,10 @@ def _lock_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(autouse=True)
 def _machine_share(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    """A readers-writer lock across workers: every test holds it shared, a test that plays
-    audio holds it alone. The gate makes the writer first in line: once it waits, no new test
+    """A readers-writer lock across workers: every test holds it shared, a test that runs alone
+    holds it alone. The gate makes the writer first in line: once it waits, no new test
     starts before it, so it cannot be starved by workers whose tests keep overlapping."""
-    alone = "audio_device" in request.fixturenames
+    alone = runs_alone(request.node)
     directory = _lock_dir(tmp_path_factory)
     with open(directory / "gradium-tests.gate", "a") as gate, open(directory / "gradium-tests.lock", "a") as lock:
         fcntl.flock(gate, fcntl.LOCK_EX)
