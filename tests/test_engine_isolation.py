@@ -200,3 +200,43 @@ def test_rest_only_audio_crash_after_the_first_sentence_is_an_unfinished_body_an
     assert "Traceback" not in log, log[-2000:]
     crashes = [line for line in log.splitlines() if "the speech engine crashed on this text" in line]
     assert len(crashes) == 1, log[-2000:]
+
+
+def engine_workers(server_pid: int) -> list[int]:
+    return [
+        int(child)
+        for task in Path(f"/proc/{server_pid}/task").iterdir()
+        for child in (task / "children").read_text().split()
+    ]
+
+
+def test_a_hung_worker_fails_its_request_in_words_and_is_replaced(
+    serve_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A worker that never answers (stopped here with SIGSTOP, as an engine stuck in a loop
+    would be) is killed after GRADIUM_ENGINE_TIMEOUT_S plus 10 ms a character, its request
+    gets a 500 in the protocol's shape saying so, and a new worker serves the next one."""
+    import signal
+    import time
+
+    monkeypatch.setenv("GRADIUM_ENGINE_TIMEOUT_S", "1")
+    proc, base_url = serve_process("--workers", "1")
+    (worker,) = engine_workers(proc.pid)
+    os.kill(worker, signal.SIGSTOP)
+    body = {"text": "Nobody answers this.", "output_format": "pcm_16000"}
+    started = time.monotonic()
+    hung = httpx.post(base_url + "post/speech/tts", json=body, timeout=60)
+    waited = time.monotonic() - started
+    assert hung.status_code == 500
+    assert (
+        hung.text == f"error from server {m.INTERNAL_ERROR}: the speech engine hung on this text (no answer in 1.2 s)"
+    )
+    assert waited >= 1.2  # not before its time: a slow render is not a hang
+    # The stopped worker was killed, not left behind; another one answers.
+    deadline = time.monotonic() + 10
+    while worker in engine_workers(proc.pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert worker not in engine_workers(proc.pid)
+    ok = httpx.post(base_url + "post/speech/tts", json={**body, "text": "Still here."}, timeout=60)
+    assert ok.status_code == 200 and len(ok.content) > 16000
+    assert proc.poll() is None

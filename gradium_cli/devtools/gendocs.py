@@ -40,6 +40,8 @@ EXTRA_ENVIRONMENT = {
     "GRADIUM_DATA_DIR": "Where the offline engine and gradium serve keep custom voices and dictionaries.",
     "GRADIUM_DEBUG": "Set to 1 to show a Python traceback instead of the one-line error.",
     "GRADIUM_ENGINE_GUARD": "Set to off to let the known eSpeak NG crash input through (to test crash isolation).",
+    "GRADIUM_ENGINE_TIMEOUT_S": "`gradium serve`: seconds (plus 10 ms per character) an engine worker may take "
+    "for one text before it is killed as hung and replaced [default: 10]",
     "NO_COLOR": "Any value turns colour off, like --no-color.",
     "XDG_CONFIG_HOME": "Base of the config dir on Linux (default ~/.config).",
     "XDG_DATA_HOME": "Base of the data dir on Linux (default ~/.local/share).",

@@ -5,7 +5,10 @@ eSpeak NG has known memory-safety bugs (CVE-2023-49990 to 49994; 400 bytes of
 process it runs one call at a time. `EnginePool` runs N copies, each in its own
 process, and hands each `synthesize` call to an idle one over a pipe. A worker
 that dies mid-call (segfault, abort, stack smashing) makes that call raise
-`EngineCrashed`; it is replaced and every other call carries on.
+`EngineCrashed`; it is replaced and every other call carries on. So does one
+that hangs: a call that gets no answer within `engine_timeout_s` (which grows with
+the text) has its worker killed, as a hung worker would otherwise hold its slot
+for good and, once all had hung, the whole server.
 
 The pool answers the same calls the renderer and catalog make on an `Engine`:
 voice lookups go to an in-process `Engine` (they never synthesise), speech goes
@@ -39,6 +42,15 @@ from gradium_cli.server.engine import Engine, EngineVoice, EspeakVoiceInfo, Synt
 __all__ = ["EngineCrashed", "EnginePool", "available_cores", "worker_command"]
 
 _HEADER = struct.Struct("<I")
+# A render takes milliseconds per sentence; these bounds only catch a worker that will never answer.
+# GRADIUM_ENGINE_TIMEOUT_S replaces the base (tests use a short one).
+ENGINE_TIMEOUT_BASE_S = 10.0
+ENGINE_TIMEOUT_PER_CHAR_S = 0.01
+
+
+def engine_timeout_s(text: str) -> float:
+    base = float(os.environ.get("GRADIUM_ENGINE_TIMEOUT_S") or ENGINE_TIMEOUT_BASE_S)
+    return base + ENGINE_TIMEOUT_PER_CHAR_S * len(text)
 
 
 class EngineCrashed(RuntimeError):
@@ -105,11 +117,26 @@ class _Worker:
         self.stdout = self.process.stdout
 
     def call(self, job: tuple[str, EngineVoice, bool]) -> Any:
+        limit = engine_timeout_s(job[0])
+        hung = threading.Event()
+
+        def kill_hung() -> None:
+            hung.set()
+            self.process.kill()  # the blocked read below then ends with EOF
+
+        watchdog = threading.Timer(limit, kill_hung)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             write_message(self.stdin, job)
             return read_message(self.stdout)
         except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
+            if hung.is_set():
+                self.process.wait()
+                raise EngineCrashed(f"the speech engine hung on this text (no answer in {limit:g} s)") from None
             raise EngineCrashed(self._death()) from None
+        finally:
+            watchdog.cancel()
 
     def _death(self) -> str:
         try:
