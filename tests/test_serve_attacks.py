@@ -42,6 +42,31 @@ def peak_rss_kb(pid: int) -> int:
     return total
 
 
+class LoggedServer:
+    """A `gradium serve` subprocess whose log is collected as it runs."""
+
+    def __init__(self, proc: Any, base_url: str) -> None:
+        self.proc, self.base_url = proc, base_url
+        self.port = int(base_url.rsplit(":", 1)[1].split("/")[0])
+        self.log: list[str] = []
+        self._drain = threading.Thread(target=lambda: self.log.extend(proc.stderr), daemon=True)
+        self._drain.start()
+
+    def still_serves_then_stops_cleanly(self, tmp_path: Path) -> None:
+        """A normal `say` succeeds afterwards, and the log holds no traceback."""
+        again = subprocess.run(
+            [gradium_exe(), "say", "Still here.", "--base-url", self.base_url, "-o", str(tmp_path / "after.wav")],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert again.returncode == 0, again.stderr
+        self.proc.terminate()
+        self.proc.wait(15)
+        self._drain.join(5)
+        assert not any("Traceback" in line for line in self.log), "".join(self.log)[-2000:]
+
+
 def stream_body(port: int, path: str, content_type: str, prefix: bytes, *, chunked: bool) -> None:
     """Send ATTACK_BYTES of body until done or the server hangs up."""
     framing = "transfer-encoding: chunked" if chunked else f"content-length: {ATTACK_BYTES}"
@@ -64,11 +89,8 @@ def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if soft < HALF_SENT_HEADERS + 200:  # this process holds the attacking sockets
         resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
-    proc, base_url = serve_process("--workers", "1", max_open_files=1024)
-    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
-    log: list[str] = []
-    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
-    drain.start()
+    server = LoggedServer(*serve_process("--workers", "1", max_open_files=1024))
+    port = server.port
 
     half_sent = []
     for _ in range(HALF_SENT_HEADERS):
@@ -95,7 +117,7 @@ def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
     out = tmp_path / "meanwhile.wav"
     started = time.monotonic()
     say = subprocess.run(
-        [gradium_exe(), "say", "Served while under attack.", "--base-url", base_url, "-o", str(out)],
+        [gradium_exe(), "say", "Served while under attack.", "--base-url", server.base_url, "-o", str(out)],
         capture_output=True,
         text=True,
         timeout=60,
@@ -103,7 +125,7 @@ def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
     say_s = time.monotonic() - started
     for attacker in attackers:
         attacker.join(60)
-    peak_kb = peak_rss_kb(proc.pid)
+    peak_kb = peak_rss_kb(server.proc.pid)
     for sock in half_sent:
         sock.close()
 
@@ -116,17 +138,7 @@ def test_memory_and_connection_attacks_leave_the_server_small_and_serving(
     assert not any(attacker.is_alive() for attacker in attackers)
     # The attacks left nothing in the data dir, and the server is still up and answering.
     assert list((tmp_path / "serve-data" / "uploads").iterdir()) == []
-    again = subprocess.run(
-        [gradium_exe(), "say", "Still here.", "--base-url", base_url, "-o", str(tmp_path / "after.wav")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert again.returncode == 0, again.stderr
-    proc.terminate()
-    proc.wait(15)
-    drain.join(5)
-    assert not any("Traceback" in line for line in log), "".join(log)[-2000:]
+    server.still_serves_then_stops_cleanly(tmp_path)
 
 
 def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_recovers(
@@ -139,11 +151,8 @@ def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_re
     503 and closed, the server's descriptors stay under its limit, the holders are
     still served, and once they go the server serves everyone again.
     """
-    proc, base_url = serve_process("--workers", "1", max_open_files=600)
-    port = int(base_url.rsplit(":", 1)[1].split("/")[0])
-    log: list[str] = []
-    drain = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
-    drain.start()
+    server = LoggedServer(*serve_process("--workers", "1", max_open_files=600))
+    port = server.port
     body = b'{"text": "Held back.", "output_format": "pcm_16000"}'
     head = (
         b"POST /api/post/speech/tts HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
@@ -167,7 +176,7 @@ def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_re
             return answer
 
     refused = [ask() for _ in range(8)]
-    descriptors = len(list(Path(f"/proc/{proc.pid}/fd").iterdir()))
+    descriptors = len(list(Path(f"/proc/{server.proc.pid}/fd").iterdir()))
     # The holders fit the budget: their requests are answered once their bodies come.
     for sock in holders[-2:]:
         sock.sendall(body)
@@ -179,14 +188,4 @@ def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_re
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:80]
         assert answer.endswith(b"\r\n\r\ntoo many connections; try again later\n")
     assert descriptors < 600
-    again = subprocess.run(
-        [gradium_exe(), "say", "Back again.", "--base-url", base_url, "-o", str(tmp_path / "after.wav")],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert again.returncode == 0, again.stderr
-    proc.terminate()
-    proc.wait(15)
-    drain.join(5)
-    assert not any("Traceback" in line for line in log), "".join(log)[-2000:]
+    server.still_serves_then_stops_cleanly(tmp_path)
