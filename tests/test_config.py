@@ -5,13 +5,15 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import stat
+import subprocess
+import tempfile
 from pathlib import Path
-
-import pytest
 
 from gradium_cli.config import KNOWN_SETTINGS
 from tests.cli_helpers import gradium, isolated_env
+from tests.servers import gradium_exe
 
 EMMA, JACK, KENT, SYDNEY = "YTpq7expH9539ERJ", "m86j6D7UZpGzHsNu", "LFZvm12tW_z0xfGo", "jtEKaLYNn6iif5PR"
 KEY = "gsk_Config7Test_Key_4f9a2b"
@@ -230,12 +232,28 @@ def test_xdg_config_home_is_honoured(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root reads any file")
 def test_unwritable_config_dir_is_exit_3(tmp_path: Path) -> None:
-    (tmp_path / "config").mkdir()
-    (tmp_path / "config").chmod(0o500)
+    """Root writes anywhere, so as root (CI) the command runs as `nobody` (setpriv), in a
+    directory of its own that it may read and enter but not write."""
+    as_root = os.geteuid() == 0
+    home = Path(tempfile.mkdtemp(prefix="gradium-unwritable-")) if as_root else tmp_path
     try:
-        done = gradium(tmp_path, "config", "set", "voice", "Emma")
+        home.chmod(0o755)
+        config = home / "config"
+        config.mkdir()
+        config.chmod(0o500)
+        command = [gradium_exe(), "config", "set", "voice", "Emma"]
+        if as_root:
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        env = isolated_env(home, HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
+        done = subprocess.run(command, capture_output=True, env=env, cwd=home, timeout=60)
+        config.chmod(0o700)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.decode() == (
+            f"gradium: error: cannot write {config}: Permission denied "
+            "(set GRADIUM_CONFIG_DIR to a writable directory)\n"
+        )
+        assert list(config.iterdir()) == []
     finally:
-        (tmp_path / "config").chmod(0o700)
-    assert done.returncode == 3
+        if as_root:
+            shutil.rmtree(home)
