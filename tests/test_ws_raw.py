@@ -1064,7 +1064,13 @@ def test_reconnect_resends_the_setup_and_the_unfinished_request(tmp_path: Path) 
         {"type": "end_of_stream", "client_req_id": "r2"},
     ]
     assert "reconnecting in 0.25 s (attempt 1 of 5)" in texts(result, "!")
-    assert "reconnected: re-sending 3 frames (unfinished requests: r2)" in texts(result, "·")
+    # What is re-sent is what r2 had sent when the drop was seen: its setup and text, and its
+    # end_of_stream unless that line came after the drop (then it waited for the new socket).
+    shown = [(arrow, text) for arrow, text in lines(result) if arrow in "→×"]
+    before_drop = shown[: shown.index(("×", next(t for a, t in shown if a == "×")))]
+    sent_for_r2 = sum(1 for _, text in before_drop if text.endswith("[r2]") or '"client_req_id":"r2"' in text)
+    assert sent_for_r2 in (2, 3), before_drop
+    assert f"reconnected: re-sending {sent_for_r2} frames (unfinished requests: r2)" in texts(result, "·")
     assert texts(result, "←")[-1] == "end_of_stream [r2]"
     starts = [json.loads(line) for line in (tmp_path / "r.jsonl").read_text().splitlines()]
     assert [r["conn"] for r in starts if r["event"] == "start"] == [1, 2]
