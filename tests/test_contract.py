@@ -657,16 +657,15 @@ def _ws_raw_idle(server: RunningServer, tmp: Path) -> None:
     assert len(SERVER_EOS.findall(out.decode())) == 1 and b"idle timeout" not in out, out.decode()
     # At the limit: a client that says nothing is closed when the idle time is up, not before or long after.
     proc = ws_raw_session(server, tmp)
-    assert proc.stdout is not None and proc.stdin is not None
+    assert proc.stdout is not None and proc.stdin is not None and proc.stderr is not None
     try:
         lines = [proc.stdout.readline(), proc.stdout.readline()]
-        # ws-raw waits for the end of its input even after the server closed, so end it here.
-        proc.stdin.close()
-        proc.stdin = None
-        _, err = proc.communicate(timeout=20)
+        proc.wait(timeout=20)  # it leaves by itself, although its stdin is still open
+        err = proc.stderr.read()
     finally:
         if proc.poll() is None:
             proc.kill()
+        proc.stdin.close()
     error = re.fullmatch(r"←\s+([\d.]+) ms\s+error 1000: idle timeout: no request for too long\n", lines[0].decode())
     assert error, lines
     assert 900 <= float(error.group(1)) < 1600, lines  # ms since the client saw the connection open
