@@ -26,24 +26,16 @@ import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 TIMEOUT_RESPONSE = b"HTTP/1.1 408 Request Timeout\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+BUSY_BODY = b"too many connections; try again later\n"
 BUSY_RESPONSE = (
-    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: 38\r\n"
-    b"connection: close\r\n\r\ntoo many connections; try again later\n"
+    b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: text/plain\r\ncontent-length: %d\r\n"
+    b"connection: close\r\n\r\n%s" % (len(BUSY_BODY), BUSY_BODY)
 )
 
 
 def header_limited_protocol(timeout_s: float, max_pending: int, max_connections: int) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol with the limits; one class per server, which counts its own connections."""
     pending: OrderedDict[HeaderLimitedProtocol, None] = OrderedDict()
-    # Transports, not protocols: a WebSocket upgrade hands the transport to another
-    # protocol, whose end this class never hears of; a closed transport says so itself.
-    live: set[Any] = set()
-
-    def over_budget() -> bool:
-        if len(live) <= max_connections:
-            return False
-        live.difference_update([transport for transport in live if transport.is_closing()])
-        return len(live) > max_connections
 
     class HeaderLimitedProtocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
@@ -51,8 +43,9 @@ def header_limited_protocol(timeout_s: float, max_pending: int, max_connections:
 
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
-            live.add(transport)
-            if over_budget():
+            # uvicorn's own set of the server's open connections, WebSockets included
+            # (an upgraded connection's protocol takes this one's place in it).
+            if len(self.connections) > max_connections:
                 waiting = next((each for each in pending if not each._refused), None)
                 if waiting is None:
                     self._refused = True
@@ -76,7 +69,6 @@ def header_limited_protocol(timeout_s: float, max_pending: int, max_connections:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
-            live.discard(self.transport)
             super().connection_lost(exc)
 
         def _await_headers(self) -> None:
@@ -89,7 +81,6 @@ def header_limited_protocol(timeout_s: float, max_pending: int, max_connections:
 
         def _drop(self) -> None:
             self._headers_done()
-            live.discard(self.transport)
             self.transport.abort()
 
         def _headers_done(self) -> None:
