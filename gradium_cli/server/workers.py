@@ -26,6 +26,7 @@ import contextlib
 import os
 import pickle
 import queue
+import select
 import signal
 import struct
 import subprocess
@@ -118,25 +119,17 @@ class _Worker:
 
     def call(self, job: tuple[str, EngineVoice, bool]) -> Any:
         limit = engine_timeout_s(job[0])
-        hung = threading.Event()
-
-        def kill_hung() -> None:
-            hung.set()
-            self.process.kill()  # the blocked read below then ends with EOF
-
-        watchdog = threading.Timer(limit, kill_hung)
-        watchdog.daemon = True
-        watchdog.start()
         try:
             write_message(self.stdin, job)
+            # The reply is written at once when it comes, so waiting for its first byte is
+            # waiting for the engine (and nothing is left buffered from the previous reply).
+            if not select.select([self.stdout], [], [], limit)[0]:
+                self.process.kill()
+                self.process.wait()
+                raise EngineCrashed(f"the speech engine hung on this text (no answer in {limit:g} s)")
             return read_message(self.stdout)
         except (EOFError, BrokenPipeError, OSError, pickle.UnpicklingError):
-            if hung.is_set():
-                self.process.wait()
-                raise EngineCrashed(f"the speech engine hung on this text (no answer in {limit:g} s)") from None
             raise EngineCrashed(self._death()) from None
-        finally:
-            watchdog.cancel()
 
     def _death(self) -> str:
         try:
