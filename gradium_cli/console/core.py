@@ -12,7 +12,7 @@ import asyncio
 import base64
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from gradium_cli.console import commands as c
 from gradium_cli.console.checker import Checker, server_error
 from gradium_cli.console.connection import Target, masked_headers, open_socket
 from gradium_cli.console.display import RECEIVED, SENT, Display
+from gradium_cli.console.live_input import LiveLines
 from gradium_cli.console.recorder import Recorder, Session, close_marker, diff_replies
 from gradium_cli.console.saving import AudioStore
 from gradium_cli.errors import GradiumError, NetworkError, OutputError, ProtocolError, UsageError
@@ -479,9 +480,9 @@ class WsConsole:
                     break
             await self.close()
 
-    async def run_script(self, lines: AsyncIterator[str] | Iterable[str], wait: float | None, leave_now: bool) -> None:
+    async def run_script(self, lines: LiveLines | Iterable[str], wait: float | None, leave_now: bool) -> None:
         """Send each line; then wait for the server to finish (at most `wait` seconds) unless `leave_now`."""
-        if isinstance(lines, AsyncIterator):
+        if isinstance(lines, LiveLines):
             while (line := await self._next_line(lines)) is not None:
                 if not await self.handle_line(line):
                     return
@@ -492,7 +493,7 @@ class WsConsole:
         if not leave_now:
             await self.settle(wait)
 
-    async def _next_line(self, lines: AsyncIterator[str]) -> str | None:
+    async def _next_line(self, lines: LiveLines) -> str | None:
         """The next line of live input; None once it ends, or once the server has ended the
         connection (no reconnect to come) and the input has no more lines ready: like
         websocat, a producer that keeps stdin open must not keep the command alive on a
@@ -500,14 +501,13 @@ class WsConsole:
         next_line = asyncio.ensure_future(anext(lines))
         await asyncio.sleep(0)  # a line already queued is taken now
         while not next_line.done():
-            idle = getattr(lines, "idle", None)
             if self._ended_by_server():
-                if idle is None or idle.is_set():
+                if lines.idle.is_set():
                     next_line.cancel()
                     with contextlib.suppress(asyncio.CancelledError, StopAsyncIteration):
                         await next_line
                     return None
-                waiter = asyncio.ensure_future(idle.wait())
+                waiter = asyncio.ensure_future(lines.idle.wait())
             else:
                 self.changed.clear()
                 waiter = asyncio.ensure_future(self.changed.wait())

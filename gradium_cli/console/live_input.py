@@ -63,7 +63,7 @@ class LiveLines:
         except (OSError, ValueError, AttributeError):
             yield from iter(stream.readline, b"")
             return
-        pending = b""
+        pending = bytearray()
         while True:
             # Queued lines go before the flag (both through the loop, in order), so `idle`
             # never hides a line that had already arrived.
@@ -73,9 +73,13 @@ class LiveLines:
             self._call(self.idle.clear)
             if not chunk:
                 break
+            searched = len(pending)
             pending += chunk
-            *lines, pending = pending.split(b"\n")
-            for line in lines:
+            end = pending.rfind(b"\n", searched)  # only the new bytes: a long line stays linear
+            if end < 0:
+                continue
+            for line in bytes(pending[:end]).split(b"\n"):
                 yield line + b"\n"
+            del pending[: end + 1]
         if pending:
-            yield pending
+            yield bytes(pending)
