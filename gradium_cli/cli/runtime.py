@@ -7,9 +7,10 @@ GradiumError, Ctrl-C and broken pipe is translated here and nowhere else.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -134,11 +135,34 @@ def _stdout_gone() -> NoReturn:
     raise typer.Exit(0)
 
 
+@contextlib.contextmanager
+def _failures_translated(*, tell_interrupted: bool) -> Iterator[None]:
+    """Every failure of a command body as its one line and exit code (for `run` and `guard`)."""
+    debug = os.environ.get("GRADIUM_DEBUG") == "1"
+    try:
+        yield
+    except GradiumError as error:
+        if debug:
+            raise
+        fail(error)
+    except KeyboardInterrupt:
+        if _caught:
+            _signal_exit()
+        if tell_interrupted:
+            get_env().tell("gradium: interrupted")
+        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
+    except BrokenPipeError:
+        _stdout_gone()
+    except OSError as exc:
+        moved = unwritable_dir(exc)
+        if moved is None or debug:
+            raise
+        fail(moved)
+
+
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run an async command body, translating every failure to an exit code."""
     import asyncio  # not at module level: `gradium --help` never needs it
-
-    debug = os.environ.get("GRADIUM_DEBUG") == "1"
 
     async def cancellable() -> T:
         # As asyncio.run does for SIGINT: a stop signal cancels the command's task.
@@ -156,43 +180,16 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return await coroutine
 
     try:
-        return asyncio.run(cancellable())
-    except GradiumError as error:
-        if debug:
-            raise
-        fail(error)
-    except (KeyboardInterrupt, asyncio.CancelledError):
-        if _caught:
-            _signal_exit()
-        get_env().tell("gradium: interrupted")
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except BrokenPipeError:
-        _stdout_gone()
-    except OSError as exc:
-        moved = unwritable_dir(exc)
-        if moved is None or debug:
-            raise
-        fail(moved)
+        with _failures_translated(tell_interrupted=True):
+            try:
+                return asyncio.run(cancellable())
+            except asyncio.CancelledError:
+                raise KeyboardInterrupt from None  # the command's task was cancelled by a signal
     finally:
         install_stop_signals()  # closing the loop reset them to the default (die silently)
 
 
 def guard(function: Any) -> Any:
     """Run a sync command body with the same translation as `run`."""
-    try:
+    with _failures_translated(tell_interrupted=False):
         return function()
-    except GradiumError as error:
-        if os.environ.get("GRADIUM_DEBUG") == "1":
-            raise
-        fail(error)
-    except KeyboardInterrupt:
-        if _caught:
-            _signal_exit()
-        raise typer.Exit(int(ExitCode.INTERRUPTED)) from None
-    except BrokenPipeError:
-        _stdout_gone()
-    except OSError as exc:
-        moved = unwritable_dir(exc)
-        if moved is None or os.environ.get("GRADIUM_DEBUG") == "1":
-            raise
-        fail(moved)
