@@ -28,6 +28,7 @@ from gradium_cli.batch.runner import backoff_delay, is_transient
 from gradium_cli.errors import AuthError, NetworkError, ProtocolError, RequestError, ServerError, UsageError
 from gradium_cli.server.app import RunningServer
 from gradium_cli.ui.env import Env
+from tests.audio_checks import sounding_seconds
 from tests.cli_helpers import gradium, isolated_env
 from tests.servers import free_port, gradium_exe
 
@@ -64,15 +65,6 @@ def duration(path: Path) -> float:
     return len(samples) / rate
 
 
-def sounding_duration(path: Path) -> float:
-    """Seconds up to the last audible sample. The server pads each request's last 80 ms chunk
-    with silence, so whole-file durations are whole chunks: the engine's few-ms jitter (see
-    `assert_same_audio`) moves a clip across a chunk boundary now and then, its sound does not."""
-    samples, rate = decode(path)
-    audible = np.flatnonzero(np.abs(samples.reshape(len(samples), -1)).max(axis=1) > 1e-3)
-    return (int(audible[-1]) + 1 if audible.size else 0) / rate
-
-
 def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
 
@@ -94,7 +86,7 @@ def assert_same_audio(path: Path, reference: Path) -> None:
     data = path.read_bytes()
     if data[:4] == b"RIFF":  # sizes patched at the end: a cut file would not match them
         assert int.from_bytes(data[40:44], "little") == len(data) - 44, f"{path.name}: WAV sizes"
-    assert abs(sounding_duration(path) - sounding_duration(reference)) < 0.04, f"{path.name}: duration"
+    assert abs(sounding_seconds(path) - sounding_seconds(reference)) < 0.04, f"{path.name}: duration"
     assert likeness(path, reference) > 0.99, f"{path.name}: content"
 
 

@@ -17,6 +17,7 @@ from gradium_cli.cli.pronounce import LIST_KEYS, SHOW_KEYS
 from gradium_cli.errors import UsageError
 from gradium_cli.pronunciation_rules import Rule, merge, parse_csv, parse_json, to_csv, to_json
 from gradium_cli.server.app import RunningServer
+from tests.audio_checks import sounding_seconds
 from tests.audio_device import AudioDevice, active_span
 from tests.manage_helpers import Cli, one_line_error, run_on_pty
 from tests.servers import gradium_exe
@@ -120,7 +121,7 @@ def test_pronounce_test_writes_both_versions(cli: Cli, tmp_path: Path) -> None:
     # --a/--b name the files; a text no rule matches gets a warning.
     other = cli.ok("pronounce", "test", "Brands", "Nothing to see", "--a", "x.wav", "--b", "y.wav")
     assert "no rule of 'Brands' matches this text" in other.stderr.decode()
-    assert abs(seconds(tmp_path / "x.wav") - seconds(tmp_path / "y.wav")) < 0.05
+    assert abs(sounding_seconds(tmp_path / "x.wav") - sounding_seconds(tmp_path / "y.wav")) < 0.05
 
     for args, message, code in (
         (
