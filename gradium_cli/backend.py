@@ -148,8 +148,13 @@ def offline_notice(profile: str | None) -> None:
 @contextlib.contextmanager
 def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iterator[Endpoint]:
     global _prestarted
+    from gradium_cli.transport.engine_process import LINGER_ENV, linger_seconds
     from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
 
+    try:
+        linger_seconds()
+    except ValueError as exc:
+        raise ConfigError(str(exc), hint=f"unset {LINGER_ENV} for the default (120 s)") from None
     engine, _prestarted = LocalEngine(writable_data_dir(), _prestarted), None
     BUILTIN_URLS.add(LOCAL_BASE_URL)
     try:

@@ -135,15 +135,19 @@ def test_offline_batch_fails_only_the_crashing_line(tmp_path: Path) -> None:
 # ------------------------------------------------------------ the head start (cli/entry.py)
 
 # Runs the console script's `main` with an audit hook that records, in order, when Typer
-# is first imported and when the built-in engine's process is started.
+# is first imported and when the built-in engine's process is first started or reached.
 START_ORDER_PROBE = """
 import sys
 events = []
 def hook(event, args):
     if event == "import" and args[0] == "typer" and "typer" not in events:
         events.append("typer")
-    elif event == "subprocess.Popen" and "gradium_cli.server.pipe" in args[1]:
-        events.append("engine")
+    elif "engine" in events:
+        return
+    elif event == "subprocess.Popen" and any(f"gradium_cli.server.{m}" in args[1] for m in ("pipe", "resident")):
+        events.append("engine")  # a child, or the resident engine started
+    elif event == "socket.connect" and "/engine-" in str(args[1]):
+        events.append("engine")  # the resident engine reached
 sys.addaudithook(hook)
 import atexit
 atexit.register(lambda: print(events, file=sys.stderr))

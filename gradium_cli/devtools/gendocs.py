@@ -42,6 +42,8 @@ EXTRA_ENVIRONMENT = {
     "GRADIUM_ENGINE_GUARD": "Set to off to let the known eSpeak NG crash input through (to test crash isolation).",
     "GRADIUM_ENGINE_TIMEOUT_S": "`gradium serve`: seconds (plus 10 ms per character) an engine worker may take "
     "for one text before it is killed as hung and replaced [default: 10]",
+    "GRADIUM_ENGINE_LINGER_S": "Seconds the resident built-in engine waits for the next command with no key "
+    "before it exits; 0 keeps none (each command starts its own engine process) [default: 120]",
     "NO_COLOR": "Any value turns colour off, like --no-color.",
     "XDG_CONFIG_HOME": "Base of the config dir on Linux (default ~/.config).",
     "XDG_DATA_HOME": "Base of the data dir on Linux (default ~/.local/share).",

@@ -35,7 +35,20 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from gradium_cli.server.engine import EngineVoice, EspeakVoiceInfo, SpeechEngine, Synthesis
 
-__all__ = ["CLOSE", "HEADER", "MARKER", "OPEN", "TEXT", "MarkedEngine", "PipeSocket", "main"]
+__all__ = [
+    "CLOSE",
+    "FRAME_LIMIT",
+    "HEADER",
+    "MARKER",
+    "OPEN",
+    "STATUS",
+    "STATUS_OFFSET",
+    "TEXT",
+    "MarkedEngine",
+    "PipeSocket",
+    "main",
+    "serve",
+]
 
 HEADER = struct.Struct("<IIc")
 OPEN, TEXT, CLOSE = b"O", b"T", b"C"
@@ -43,6 +56,12 @@ OPEN, TEXT, CLOSE = b"O", b"T", b"C"
 # UTF-8 (at most MARKER_ID_BYTES of it) and whether it has one at all.
 MARKER = struct.Struct("<IIB")
 MARKER_ID_BYTES = 1024
+# Where the resident engine (server/resident.py) writes how a command's process ended:
+# has a status, then the exit code (negative: the signal), as `Popen.returncode` gives it.
+STATUS = struct.Struct("<Bi")
+STATUS_OFFSET = 2048
+# The largest frame either side reads.
+FRAME_LIMIT = 1 << 24
 
 # The channel a task serves; asyncio.to_thread carries it into the render threads.
 _channel: contextvars.ContextVar[int] = contextvars.ContextVar("channel", default=0)
@@ -127,25 +146,34 @@ def write(out: asyncio.StreamWriter, channel: int, kind: bytes, payload: bytes) 
     out.write(HEADER.pack(len(payload), channel, kind) + payload)
 
 
-async def serve(data_dir: Path, marker_fd: int) -> None:
-    from gradium_cli.server.catalog import DEFAULT_VOICE
-    from gradium_cli.server.engine import Engine
-    from gradium_cli.server.state import ServerOptions, ServerState
-    from gradium_cli.server.ws import Connection
-
+async def serve_pipes(data_dir: Path, marker_fd: int) -> None:
+    """Serve the command that started this process, on its stdin and stdout."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 24)
+    reader = asyncio.StreamReader(limit=FRAME_LIMIT)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
     out = asyncio.StreamWriter(transport, protocol, None, loop)
+    await serve(data_dir, marker_fd, reader, out, preload=True)
 
-    state = ServerState(ServerOptions(data_dir=data_dir, quiet=True))
-    engine = state.engine
-    # The default voice's data loads in the background while the command is still
-    # starting up, instead of inside its first request.
-    if isinstance(engine, Engine):
-        loop.run_in_executor(None, engine.preload, DEFAULT_VOICE.engine_voice)
-    state.engine = MarkedEngine(engine, marker_fd)
+
+async def serve(
+    data_dir: Path, marker_fd: int, reader: asyncio.StreamReader, out: asyncio.StreamWriter, *, preload: bool
+) -> None:
+    """Serve one command's channels until it closes its end of the stream.
+
+    `preload`: load the default voice's data in the background while the command is
+    still starting up, instead of inside its first request (the resident engine
+    has it loaded already).
+    """
+    from gradium_cli.server.catalog import DEFAULT_VOICE
+    from gradium_cli.server.engine import get_engine
+    from gradium_cli.server.state import ServerOptions, ServerState
+    from gradium_cli.server.ws import Connection
+
+    state = ServerState(ServerOptions(data_dir=data_dir, quiet=True))  # workers=0: get_engine()'s engine
+    if preload:
+        asyncio.get_running_loop().run_in_executor(None, get_engine().preload, DEFAULT_VOICE.engine_voice)
+    state.engine = MarkedEngine(state.engine, marker_fd)
     sockets: dict[int, PipeSocket] = {}
     tasks: set[asyncio.Task[None]] = set()
 
@@ -161,7 +189,7 @@ async def serve(data_dir: Path, marker_fd: int) -> None:
             try:
                 size, channel, kind = HEADER.unpack(await reader.readexactly(HEADER.size))
                 payload = await reader.readexactly(size)
-            except asyncio.IncompleteReadError:
+            except (asyncio.IncompleteReadError, ConnectionResetError):
                 break  # the client is gone
             if kind == OPEN:
                 sock = sockets[channel] = PipeSocket(channel, out)
@@ -181,7 +209,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     data_dir, marker_fd = Path(sys.argv[1]), int(sys.argv[2])
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(data_dir, marker_fd))
+        asyncio.run(serve_pipes(data_dir, marker_fd))
 
 
 if __name__ == "__main__":

@@ -1,14 +1,29 @@
-"""The built-in engine's child process: started, and told how it ended.
+"""The built-in engine's process for one command: found or started, and told how it ended.
 
 Standard library only (no asyncio, no websockets): `gradium say` starts it
 before the CLI's own imports (cli/entry.py), so nothing may stand between the
-command's start and this `Popen`. `transport/local.py` drives its pipes.
+command's start and reaching it. `transport/local.py` drives the stream.
+
+Two ways to reach it, the same framing (server/pipe.py) on both:
+
+- **The resident engine** (server/resident.py), the default: a warm process per
+  user, reached on a Unix socket in a private directory and started by the
+  first command that finds none; each command is served by a fork of it. It
+  exits after `GRADIUM_ENGINE_LINGER_S` seconds (default 120) without a command.
+- **A child process of the command** (`python -m gradium_cli.server.pipe`) on
+  its stdin and stdout: with `GRADIUM_ENGINE_LINGER_S=0`, or where no private
+  socket directory can be had.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import hashlib
+import json
 import os
+import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -17,46 +32,187 @@ from pathlib import Path
 
 from gradium_cli.server.crash import describe_death
 
-__all__ = ["MARKER", "MARKER_ID_BYTES", "EngineProcess"]
+__all__ = ["LINGER_ENV", "MARKER", "MARKER_ID_BYTES", "EngineProcess", "linger_seconds", "runtime_dir"]
 
-# Must match gradium_cli/server/pipe.py (which the command must not import: numpy).
+# Must match gradium_cli/server/pipe.py and resident.py (which the command must not import: numpy).
 MARKER = struct.Struct("<IIB")  # channel, client_req_id length, has an id; then the id
 MARKER_ID_BYTES = 1024
+_STATUS = struct.Struct("<Bi")  # pipe.STATUS: has a status, the exit code
+_STATUS_OFFSET = 2048
+_HELLO = struct.Struct("<I")
+
+LINGER_ENV = "GRADIUM_ENGINE_LINGER_S"
+DEFAULT_LINGER_S = 120.0
+# Settings the engine reads when it starts (as opposed to per command): a resident
+# engine started with other values is not the one to use.
+_ENGINE_SETTINGS_PREFIX = "GRADIUM_ENGINE_"
+
+
+def linger_seconds() -> float:
+    """`GRADIUM_ENGINE_LINGER_S`: how long the resident engine waits for the next command
+    (0: none, each command starts its own). Raises ValueError on a bad value."""
+    raw = os.environ.get(LINGER_ENV, "").strip()
+    if not raw:
+        return DEFAULT_LINGER_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 86400:  # nan included
+        raise ValueError(f"{LINGER_ENV} must be a number of seconds from 0 to 86400, not {raw!r}")
+    return value
+
+
+def runtime_dir() -> Path | None:
+    """The user's private directory for the resident engine's socket, created; None when
+    there is none to be had safely (then each command starts its own engine).
+
+    `$XDG_RUNTIME_DIR/gradium`, else `gradium-UID` in the temp dir. It must be a real
+    directory (not a link) owned by this user and closed to everyone else: anyone who
+    could put a socket there could answer in the engine's place.
+    """
+    if not hasattr(os, "pidfd_open") or not hasattr(socket, "AF_UNIX"):  # Linux only
+        return None
+    base = os.environ.get("XDG_RUNTIME_DIR", "")
+    path = Path(base) / "gradium" if os.path.isabs(base) else Path(tempfile.gettempdir()) / f"gradium-{os.getuid()}"
+    try:
+        with contextlib.suppress(FileExistsError):
+            path.mkdir(mode=0o700)
+        info = os.lstat(path)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o077:
+        return None
+    return path
+
+
+def _resident_key() -> str:
+    """Which resident engine this command may use: the same interpreter, the same code
+    (its files' newest mtime: an edited or reinstalled package starts a new one) and the
+    same start-up settings."""
+    package = Path(__file__).resolve().parent.parent
+    newest = max(entry.stat().st_mtime_ns for entry in package.rglob("*.py"))
+    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_ENGINE_SETTINGS_PREFIX))
+    text = "\0".join([sys.executable, str(package), str(newest), *settings])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _connect(path: Path) -> socket.socket | None:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.connect(str(path))
+    except OSError:  # none there, or one that is gone (a stale socket file)
+        sock.close()
+        return None
+    return sock
+
+
+def _engine_env() -> dict[str, str]:
+    return {
+        **os.environ,
+        # glibc reports a smashed stack on the terminal by default; this sends it
+        # to the process's stderr (our log), so users see our one line instead.
+        "LIBC_FATAL_STDERR_": "1",
+    }
+
+
+def _resident(folder: Path, linger_s: float) -> socket.socket | None:
+    """A connection to the resident engine, started first if there is none."""
+    key = _resident_key()
+    path = folder / f"engine-{key}.sock"
+    if len(os.fsencode(path)) > 107:  # sun_path: 108 bytes with the NUL
+        return None
+    sock = _connect(path)
+    if sock is not None:
+        return sock
+    with open(folder / f"engine-{key}.lock", "a") as lock:
+        # Two commands starting at once start one engine; an engine that is leaving
+        # removes its socket under the same lock.
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        sock = _connect(path)
+        if sock is not None:
+            return sock
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        # Bound and listening before the engine starts: this command connects at once
+        # and is served as soon as the engine is warm.
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
+            listener.bind(str(path))
+            listener.listen(64)
+            with open(folder / f"engine-{key}.log", "wb") as log:
+                argv = ["-m", "gradium_cli.server.resident", str(listener.fileno()), str(linger_s), lock.name]
+                subprocess.Popen(
+                    [sys.executable, *argv],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,  # never the command's stdout: a pipe would stay open
+                    stderr=log,
+                    env={**_engine_env(), "OPENBLAS_NUM_THREADS": "1"},  # no thread pool to fork
+                    pass_fds=(listener.fileno(),),
+                    start_new_session=True,  # outlives the command; no terminal's Ctrl-C
+                )
+            return _connect(path)
 
 
 class EngineProcess:
-    """`python -m gradium_cli.server.pipe DATA_DIR MARKER_FD`, its stderr kept in a file."""
+    """The engine process serving this command: a fork of the resident engine or a child."""
 
     def __init__(self, data_dir: Path) -> None:
-        # The child's stderr and its marker (which channel is in the engine); both read
-        # if it dies, closed in stop(), so no `with`.
+        # The engine's stderr and its marker (which channel is in the engine, then how the
+        # process ended); both read if it dies, closed in stop(), so no `with`.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
         self.marker = tempfile.TemporaryFile()  # noqa: SIM115
         self.marker.write(MARKER.pack(0, 0, 0))
         self.marker.flush()
-        env = {
-            **os.environ,
-            # glibc reports a smashed stack on the terminal by default; this sends it
-            # to the child's stderr (our log), so users see our one line instead.
-            "LIBC_FATAL_STDERR_": "1",
-        }
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "gradium_cli.server.pipe", str(data_dir), str(self.marker.fileno())],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=env,
-            pass_fds=(self.marker.fileno(),),
-            start_new_session=True,  # Ctrl-C is the command's to handle; the child ends with its stdin
-        )
+        self.sock: socket.socket | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        try:
+            linger_s = linger_seconds()
+        except ValueError:
+            linger_s = 0  # the command reports it (backend.local_engine_endpoint); no resident meanwhile
+        folder = runtime_dir() if linger_s else None
+        if folder is not None:
+            with contextlib.suppress(OSError):
+                self.sock = _resident(folder, linger_s)
+        if self.sock is not None and not self._hello(data_dir):
+            self.sock.close()
+            self.sock = None
+        if self.sock is None:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "gradium_cli.server.pipe", str(data_dir), str(self.marker.fileno())],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=self.log,
+                env=_engine_env(),
+                pass_fds=(self.marker.fileno(),),
+                start_new_session=True,  # Ctrl-C is the command's to handle; the child ends with its stdin
+            )
+
+    def _hello(self, data_dir: Path) -> bool:
+        """Tell the resident engine whom it serves: data dir, environment, marker and log."""
+        assert self.sock is not None
+        body = json.dumps({"data_dir": str(data_dir.absolute()), "env": dict(os.environ)}).encode()
+        message = _HELLO.pack(len(body)) + body
+        try:
+            sent = socket.send_fds(self.sock, [message], [self.marker.fileno(), self.log.fileno()])
+            self.sock.sendall(message[sent:])
+        except OSError:
+            return False
+        return True
 
     def death(self) -> tuple[str, int, str | None]:
-        """How the child ended, and the channel and client_req_id it was rendering (blocking)."""
-        try:
-            code = self.process.wait(timeout=5)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            code = self.process.wait()
+        """How the engine process ended, and the channel and client_req_id it was rendering (blocking)."""
+        code: int | None = None
+        if self.process is not None:
+            try:
+                code = self.process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                code = self.process.wait()
+        else:
+            # The resident engine writes it before it lets go of the connection.
+            with contextlib.suppress(OSError, struct.error):
+                known, status = _STATUS.unpack(os.pread(self.marker.fileno(), _STATUS.size, _STATUS_OFFSET))
+                code = status if known else None
         culprit, culprit_id = 0, None
         with contextlib.suppress(OSError, struct.error):
             record = os.pread(self.marker.fileno(), MARKER.size + MARKER_ID_BYTES, 0)
@@ -66,11 +222,12 @@ class EngineProcess:
         return describe_death(code, self.log), culprit, culprit_id
 
     def stop(self) -> None:
-        """Close its pipes: with its stdin closed the child ends its loop and exits on its own.
+        """Close the stream: at its end the engine process ends its loop and exits on its own.
 
-        Not waited for: its interpreter's shutdown is no part of the command's time.
+        Not waited for: its shutdown is no part of the command's time.
         """
-        for stream in (self.process.stdin, self.process.stdout, self.log, self.marker):
+        streams = (self.process.stdin, self.process.stdout) if self.process is not None else ()
+        for stream in (*streams, self.sock, self.log, self.marker):
             if stream is not None:
                 with contextlib.suppress(OSError):
                     stream.close()

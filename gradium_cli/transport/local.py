@@ -1,8 +1,9 @@
-"""The client side of the built-in offline engine: WebSocket-like channels to a child process.
+"""The client side of the built-in offline engine: WebSocket-like channels to its process.
 
-`LocalEngine` starts `gradium_cli.server.pipe` (the server's WebSocket handler
-and eSpeak NG, without an HTTP server) as soon as a command knows it has no key,
-so its start-up overlaps the command's own. `connect()` gives an object that
+`LocalEngine` reaches the engine process (`gradium_cli.server.pipe`'s handler
+and eSpeak NG, without an HTTP server: a fork of the resident engine, or a
+child, see `engine_process.py`) as soon as a command knows it has no key, so
+its start-up overlaps the command's own. `connect()` gives an object that
 `TtsSocket` uses like a `websockets` client connection: `send`, `close` and
 async iteration over text frames, ending with `ConnectionClosed` on an abnormal
 close. If the child dies, every open channel gets an `error` frame saying so,
@@ -40,6 +41,7 @@ LOCAL_BASE_URL = "built-in-engine:/api/"
 # Must match gradium_cli/server/pipe.py (which this module must not import: numpy).
 _HEADER = struct.Struct("<IIc")
 _OPEN, _TEXT, _CLOSE = b"O", b"T", b"C"
+_FRAME_LIMIT = 1 << 24
 _INTERNAL_ERROR = 1011
 
 
@@ -89,7 +91,6 @@ class _Child:
 
     def __init__(self, process: EngineProcess) -> None:
         self.engine_process = process
-        self.process = process.process
         self.channels: dict[int, LocalSocket] = {}
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
@@ -97,13 +98,17 @@ class _Child:
         self.dead = False
 
     async def attach(self) -> None:
-        """Wrap the child's pipes in this event loop's streams (on the first connect)."""
-        assert self.process.stdin is not None and self.process.stdout is not None
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader(limit=1 << 24)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), self.process.stdout)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, self.process.stdin)
-        self.writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        """Wrap the engine's socket or pipes in this event loop's streams (on the first connect)."""
+        if self.engine_process.sock is not None:
+            reader, self.writer = await asyncio.open_unix_connection(sock=self.engine_process.sock, limit=_FRAME_LIMIT)
+        else:
+            process = self.engine_process.process
+            assert process is not None and process.stdin is not None and process.stdout is not None
+            loop = asyncio.get_running_loop()
+            reader = asyncio.StreamReader(limit=_FRAME_LIMIT)
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), process.stdout)
+            transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, process.stdin)
+            self.writer = asyncio.StreamWriter(transport, protocol, None, loop)
         self.reader_task = asyncio.create_task(self._read(reader))
 
     async def write(self, channel: int, kind: bytes, payload: bytes) -> None:
