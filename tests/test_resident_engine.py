@@ -249,3 +249,71 @@ def test_each_command_reads_the_data_dir_afresh(tmp_path: Path, run_dir: Path) -
     assert with_rules.returncode == 0, with_rules.stderr
     longer = sf.info(str(tmp_path / "rules.wav")).duration - sf.info(str(tmp_path / "plain.wav")).duration
     assert longer > 0.15, "the rewrite (three words for one) was applied"
+
+
+@pytest.mark.parametrize(("mode", "used"), [(0o777, False), (0o1777, True), (0o755, True)])
+def test_the_way_to_the_runtime_dir_must_be_safe(tmp_path: Path, run_dir: Path, mode: int, used: bool) -> None:
+    """A directory above it that others may write to, unless sticky like /tmp, would let them
+    swap the runtime dir for their own between the check and its use."""
+    base = run_dir / "base"
+    base.mkdir()
+    base.chmod(mode)
+    result = say(tmp_path, isolated_env(tmp_path, XDG_RUNTIME_DIR=str(base)), "Hello.", "a.wav")
+    assert result.returncode == 0, result.stderr
+    assert (base / "gradium").exists() == used
+    assert len(residents(run_dir)) == (1 if used else 0)
+
+
+def test_links_planted_for_its_files_are_not_followed(tmp_path: Path, run_dir: Path) -> None:
+    env = env_for(tmp_path, run_dir)
+    assert say(tmp_path, env, "First.", "a.wav").returncode == 0
+    folder = run_dir / "gradium"
+    [sock] = folder.glob("engine-*.sock")
+    key = sock.name.removeprefix("engine-").removesuffix(".sock")
+    for pid in residents(run_dir):
+        os.kill(pid, signal.SIGKILL)
+    assert wait_for(lambda: residents(run_dir) == [])
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    for name in (f"engine-{key}.log", f"engine-{key}.lock"):
+        (folder / name).unlink()
+        (folder / name).symlink_to(victim)
+    result = say(tmp_path, env, "Second.", "b.wav")
+    assert result.returncode == 0, result.stderr  # spoken by a child of its own instead
+    assert victim.read_text() == "precious\n"
+    assert residents(run_dir) == []
+
+
+def test_a_silent_connection_holds_up_no_command(tmp_path: Path, run_dir: Path) -> None:
+    env = env_for(tmp_path, run_dir)
+    assert say(tmp_path, env, "First.", "a.wav").returncode == 0
+    [path] = (run_dir / "gradium").glob("engine-*.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as silent:
+        silent.connect(str(path))  # says nothing: its hello has 5 s to arrive
+        result = say(tmp_path, env, "Served meanwhile.", "b.wav")
+        assert result.returncode == 0, result.stderr
+        silent.setblocking(False)
+        with pytest.raises(BlockingIOError):  # still open: the command was served while it waited
+            silent.recv(1)
+    assert sf.info(str(tmp_path / "b.wav")).duration > 0.5
+
+
+def test_it_holds_no_directory_of_the_command_s(tmp_path: Path, run_dir: Path) -> None:
+    """Started from a directory, it does not keep it busy (a mount point could not be unmounted)."""
+    assert say(tmp_path, env_for(tmp_path, run_dir), "Hello.", "a.wav").returncode == 0
+    [pid] = residents(run_dir)
+    assert os.readlink(f"/proc/{pid}/cwd") == "/"
+
+
+def test_a_niced_command_gets_an_engine_of_its_own_niceness(tmp_path: Path, run_dir: Path) -> None:
+    env = env_for(tmp_path, run_dir)
+    niced = subprocess.run(
+        ["nice", "-n", "7", gradium_exe(), "say", "Low priority.", "-o", "a.wav"],
+        env=env, cwd=tmp_path, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert niced.returncode == 0, niced.stderr
+    assert say(tmp_path, env, "Normal priority.", "b.wav").returncode == 0
+    stats = [Path(f"/proc/{pid}/stat").read_text() for pid in residents(run_dir)]
+    niceness = sorted(int(stat_line.rsplit(")", 1)[1].split()[16]) for stat_line in stats)  # field 19: nice
+    base = os.getpriority(os.PRIO_PROCESS, 0)
+    assert niceness == [base, min(base + 7, 19)]

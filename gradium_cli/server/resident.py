@@ -43,6 +43,7 @@ __all__ = ["HELLO", "main"]
 # A command's first message: the length of its JSON ({"data_dir", "env"}), then the JSON;
 # the marker and stderr file descriptors ride on the first byte.
 HELLO = struct.Struct("<I")
+_PEER = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 _HELLO_MAX = 1 << 20
 _HELLO_TIMEOUT_S = 5.0
 
@@ -72,30 +73,45 @@ def _warm() -> None:
     engine.preload(DEFAULT_VOICE.engine_voice)
 
 
-def _hello(conn: socket.socket) -> tuple[dict[str, object], list[int]]:
-    """Read a command's hello: its JSON and the file descriptors that came with it."""
-    conn.settimeout(_HELLO_TIMEOUT_S)
-    head, fds, _, _ = socket.recv_fds(conn, HELLO.size, 2)
-    try:
-        if len(head) != HELLO.size or len(fds) != 2:
+class _Greeting:
+    """A connection whose hello is still arriving: read as it comes, never waited for,
+    so a command that is slow to say it (or stopped with Ctrl-Z) holds up no other."""
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.deadline = time.monotonic() + _HELLO_TIMEOUT_S
+        self.fds: list[int] = []
+        self.length: int | None = None
+        self.body = b""
+
+    def read(self) -> dict[str, object] | None:
+        """Read what has come; the hello once complete. Raises ValueError or OSError on
+        what is not one (the connection is then dropped)."""
+        if self.length is None:
+            head, fds, _, _ = socket.recv_fds(self.conn, HELLO.size, 2)
+            self.fds += fds
+            if len(head) != HELLO.size or len(self.fds) != 2:
+                raise ValueError("malformed hello")
+            (self.length,) = HELLO.unpack(head)
+            if self.length > _HELLO_MAX:
+                raise ValueError("hello too long")
+            return None
+        # Exactly the hello's length: what follows it is the command's, for the fork.
+        chunk = self.conn.recv(self.length - len(self.body))
+        if not chunk:
+            raise ValueError("cut hello")
+        self.body += chunk
+        if len(self.body) < self.length:
+            return None
+        hello = json.loads(self.body)
+        if not isinstance(hello, dict) or not isinstance(hello.get("data_dir"), str):
             raise ValueError("malformed hello")
-        (length,) = HELLO.unpack(head)
-        if length > _HELLO_MAX:
-            raise ValueError("hello too long")
-        body = b""
-        while len(body) < length:
-            chunk = conn.recv(length - len(body))
-            if not chunk:
-                raise ValueError("cut hello")
-            body += chunk
-        hello = json.loads(body)
-        if not isinstance(hello, dict):
-            raise ValueError("malformed hello")
-    except (ValueError, OSError):
-        for fd in fds:
+        return hello
+
+    def drop(self) -> None:
+        for fd in self.fds:
             os.close(fd)
-        raise
-    return hello, fds
+        self.conn.close()
 
 
 def _serve_in_fork(conn: socket.socket, hello: dict[str, object], marker_fd: int, log_fd: int) -> None:
@@ -111,8 +127,13 @@ def _serve_in_fork(conn: socket.socket, hello: dict[str, object], marker_fd: int
         os.environ.clear()
         os.environ.update({str(k): str(v) for k, v in env.items()})
     os.environ["LIBC_FATAL_STDERR_"] = "1"  # see EngineProcess: a smashed stack goes to the log
+    umask = hello.get("umask")
+    if isinstance(umask, int):
+        os.umask(umask & 0o777)
+    with contextlib.suppress(OSError, TypeError, ValueError):
+        os.chdir(str(hello.get("cwd")))  # as a child of the command would be; "/" if it is gone
     data_dir = Path(str(hello["data_dir"]))
-    conn.settimeout(None)
+    conn.setblocking(True)
 
     async def run() -> None:
         reader, writer = await asyncio.open_unix_connection(sock=conn, limit=FRAME_LIMIT)
@@ -124,48 +145,82 @@ def _serve_in_fork(conn: socket.socket, hello: dict[str, object], marker_fd: int
 class Resident:
     def __init__(self, listener: socket.socket, linger_s: float, lock_path: Path) -> None:
         self.listener = listener
+        listener.setblocking(False)  # the backlog is drained until it is empty
         self.linger_s = linger_s
         self.lock_path = lock_path
         self.path = listener.getsockname()
         self.inode = os.stat(self.path).st_ino
+        self.greetings: dict[int, _Greeting] = {}  # by connection fd
         self.commands: dict[int, _Command] = {}  # by pidfd
 
     def run(self) -> None:
         last_seen = time.monotonic()
-        while True:
-            wait = None if self.commands else max(0.0, last_seen + self.linger_s - time.monotonic())
-            ready, _, _ = select.select([self.listener.fileno(), *self.commands], [], [], wait)
+        listening = True
+        while listening or self.greetings or self.commands:
+            now = time.monotonic()
+            waits = [greeting.deadline - now for greeting in self.greetings.values()]
+            if listening and not self.commands:
+                waits.append(last_seen + self.linger_s - now)
+            watched = [*self.greetings, *self.commands, *([self.listener.fileno()] if listening else [])]
+            ready, _, _ = select.select(watched, [], [], max(0.0, min(waits)) if waits else None)
             for fd in ready:
-                if fd == self.listener.fileno():
-                    self._accept()
+                if listening and fd == self.listener.fileno():
+                    while self._accept():
+                        pass
+                elif fd in self.greetings:
+                    self._greet(fd)
                 else:
                     self._reap(self.commands.pop(fd))
-            if self.commands or ready:
-                last_seen = time.monotonic()
-            elif time.monotonic() >= last_seen + self.linger_s:
-                self._leave()
-                return
+            now = time.monotonic()
+            for fd, greeting in list(self.greetings.items()):
+                if now >= greeting.deadline:
+                    del self.greetings[fd]
+                    greeting.drop()
+            if self.commands or self.greetings or ready:
+                last_seen = now
+            elif listening and now >= last_seen + self.linger_s:
+                self._stop_listening()
+                listening = False
 
     def _accept(self) -> bool:
-        """Take one connection from the backlog and serve it; False when there was none."""
+        """Take one connection from the backlog; False when there was none."""
         try:
             conn, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return False
-        try:
-            hello, (marker_fd, log_fd) = _hello(conn)
-        except (ValueError, OSError):
-            conn.close()  # not one of our commands, or one that died while saying hello
+        _, uid, _ = _PEER.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size))
+        if uid != os.getuid():  # the directory is private; this is only in case it was not
+            conn.close()
             return True
+        conn.setblocking(False)
+        self.greetings[conn.fileno()] = _Greeting(conn)
+        return True
+
+    def _greet(self, fd: int) -> None:
+        greeting = self.greetings[fd]
+        try:
+            hello = greeting.read()
+        except BlockingIOError:
+            return
+        except (ValueError, OSError):
+            del self.greetings[fd]
+            greeting.drop()  # not one of our commands, or one that died while saying hello
+            return
+        if hello is None:
+            return
+        del self.greetings[fd]
+        conn, (marker_fd, log_fd) = greeting.conn, greeting.fds
         pid = os.fork()
         if pid == 0:  # the command's own engine process from here on
             code = 1
             try:
                 self.listener.close()
-                for other in self.commands.values():
-                    other.conn.close()
-                    os.close(other.pidfd)
-                    os.close(other.marker_fd)
+                for other in self.greetings.values():
+                    other.drop()
+                for command in self.commands.values():
+                    command.conn.close()
+                    os.close(command.pidfd)
+                    os.close(command.marker_fd)
                 _serve_in_fork(conn, hello, marker_fd, log_fd)
                 code = 0
             finally:
@@ -176,9 +231,8 @@ class Resident:
             command.pidfd = os.pidfd_open(pid)
         except OSError:  # a kernel before 5.3: serve this command to its end, then the next
             self._reap(command)
-            return True
+            return
         self.commands[command.pidfd] = command
-        return True
 
     def _reap(self, command: _Command) -> None:
         from gradium_cli.server.pipe import STATUS, STATUS_OFFSET
@@ -192,20 +246,21 @@ class Resident:
         os.close(command.marker_fd)
         command.conn.close()
 
-    def _leave(self) -> None:
-        """Stop taking commands: the socket goes (under the lock commands take to start
-        one), those already in the backlog are served, then the process exits."""
-        with open(self.lock_path, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+    def _stop_listening(self) -> None:
+        """Idle for the linger time: the socket goes (under the lock commands take to start
+        an engine), those already in the backlog are still greeted and served, then
+        `run` returns once they are done."""
+        fd = os.open(self.lock_path, os.O_WRONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
             with contextlib.suppress(OSError):
                 if os.stat(self.path).st_ino == self.inode:
                     os.unlink(self.path)
-        self.listener.setblocking(False)
+        finally:
+            os.close(fd)
         while self._accept():
             pass
         self.listener.close()
-        for command in list(self.commands.values()):
-            self._reap(command)
 
 
 def main() -> None:
@@ -214,6 +269,7 @@ def main() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # its own session: no terminal sends it one
     listen_fd, linger_s, lock_path = int(sys.argv[1]), float(sys.argv[2]), Path(sys.argv[3])
     listener = socket.socket(fileno=listen_fd)
+    os.chdir("/")  # holds no directory of the command's (a mount point could not be unmounted)
     _warm()
     Resident(listener, linger_s, lock_path).run()
 

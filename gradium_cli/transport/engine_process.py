@@ -40,6 +40,7 @@ MARKER_ID_BYTES = 1024
 _STATUS = struct.Struct("<Bi")  # pipe.STATUS: has a status, the exit code
 _STATUS_OFFSET = 2048
 _HELLO = struct.Struct("<I")
+_PEER = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 LINGER_ENV = "GRADIUM_ENGINE_LINGER_S"
 DEFAULT_LINGER_S = 120.0
@@ -68,13 +69,21 @@ def runtime_dir() -> Path | None:
     there is none to be had safely (then each command starts its own engine).
 
     `$XDG_RUNTIME_DIR/gradium`, else `gradium-UID` in the temp dir. It must be a real
-    directory (not a link) owned by this user and closed to everyone else: anyone who
-    could put a socket there could answer in the engine's place.
+    directory (not a link) owned by this user and closed to everyone else, and so must
+    the way to it: every directory above it owned by this user or root and, if others
+    may write to it, sticky (like /tmp), so that no one else can swap it for their own
+    between this check and its use. Anyone who could would answer in the engine's place
+    and read the command's text and environment.
     """
     if not hasattr(os, "pidfd_open") or not hasattr(socket, "AF_UNIX"):  # Linux only
         return None
     base = os.environ.get("XDG_RUNTIME_DIR", "")
-    path = Path(base) / "gradium" if os.path.isabs(base) else Path(tempfile.gettempdir()) / f"gradium-{os.getuid()}"
+    if os.path.isabs(base):
+        path = Path(os.path.realpath(base)) / "gradium"
+    else:
+        path = Path(os.path.realpath(tempfile.gettempdir())) / f"gradium-{os.getuid()}"
+    if not all(_only_ours_or_sticky(ancestor) for ancestor in path.parents):
+        return None
     try:
         with contextlib.suppress(FileExistsError):
             path.mkdir(mode=0o700)
@@ -86,6 +95,17 @@ def runtime_dir() -> Path | None:
     return path
 
 
+def _only_ours_or_sticky(folder: Path) -> bool:
+    """Only this user or root can rename what is in `folder`."""
+    try:
+        info = os.lstat(folder)
+    except OSError:
+        return False
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid not in (0, os.getuid()):
+        return False
+    return not info.st_mode & (stat.S_IWGRP | stat.S_IWOTH) or bool(info.st_mode & stat.S_ISVTX)
+
+
 def _resident_key() -> str:
     """Which resident engine this command may use: the same interpreter, the same code
     (its files' newest mtime: an edited or reinstalled package starts a new one) and the
@@ -93,7 +113,10 @@ def _resident_key() -> str:
     package = Path(__file__).resolve().parent.parent
     newest = max(entry.stat().st_mtime_ns for entry in package.rglob("*.py"))
     settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_ENGINE_SETTINGS_PREFIX))
-    text = "\0".join([sys.executable, str(package), str(newest), *settings])
+    # A fork keeps the engine's priority, and only root may raise it again: `nice gradium ...`
+    # gets an engine of its own niceness.
+    niceness = str(os.getpriority(os.PRIO_PROCESS, 0))
+    text = "\0".join([sys.executable, str(package), str(newest), niceness, *settings])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -101,10 +124,19 @@ def _connect(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
+        _, uid, _ = _PEER.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size))
     except OSError:  # none there, or one that is gone (a stale socket file)
         sock.close()
         return None
+    if uid != os.getuid():  # not our engine: not told a word
+        sock.close()
+        return None
     return sock
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """A file in the runtime dir, never through a link put in its place."""
+    return os.open(path, flags | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
 
 
 def _engine_env() -> dict[str, str]:
@@ -125,7 +157,8 @@ def _resident(folder: Path, linger_s: float) -> socket.socket | None:
     sock = _connect(path)
     if sock is not None:
         return sock
-    with open(folder / f"engine-{key}.lock", "a") as lock:
+    lock_path = folder / f"engine-{key}.lock"
+    with open(_open_private(lock_path, os.O_WRONLY), "wb") as lock:
         # Two commands starting at once start one engine; an engine that is leaving
         # removes its socket under the same lock.
         fcntl.flock(lock, fcntl.LOCK_EX)
@@ -139,8 +172,8 @@ def _resident(folder: Path, linger_s: float) -> socket.socket | None:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as listener:
             listener.bind(str(path))
             listener.listen(64)
-            with open(folder / f"engine-{key}.log", "wb") as log:
-                argv = ["-m", "gradium_cli.server.resident", str(listener.fileno()), str(linger_s), lock.name]
+            with open(_open_private(folder / f"engine-{key}.log", os.O_WRONLY | os.O_TRUNC), "wb") as log:
+                argv = ["-m", "gradium_cli.server.resident", str(listener.fileno()), str(linger_s), str(lock_path)]
                 subprocess.Popen(
                     [sys.executable, *argv],
                     stdin=subprocess.DEVNULL,
@@ -188,11 +221,16 @@ class EngineProcess:
             )
 
     def _hello(self, data_dir: Path) -> bool:
-        """Tell the resident engine whom it serves: data dir, environment, marker and log."""
+        """Tell the resident engine whom it serves: data dir, environment, working dir, umask,
+        marker and log (the fork takes them on, as a child would have them)."""
         assert self.sock is not None
-        body = json.dumps({"data_dir": str(data_dir.absolute()), "env": dict(os.environ)}).encode()
-        message = _HELLO.pack(len(body)) + body
+        umask = os.umask(0o077)
+        os.umask(umask)
         try:
+            cwd = os.getcwd()
+            hello = {"data_dir": str(data_dir.absolute()), "env": dict(os.environ), "cwd": cwd, "umask": umask}
+            body = json.dumps(hello).encode()
+            message = _HELLO.pack(len(body)) + body
             sent = socket.send_fds(self.sock, [message], [self.marker.fileno(), self.log.fileno()])
             self.sock.sendall(message[sent:])
         except OSError:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
+from gradium_cli.errors import ServerError
 from gradium_cli.transport.engine_process import EngineProcess
 
 if TYPE_CHECKING:
@@ -176,18 +177,26 @@ class LocalEngine:
         return self._http.base_url
 
     async def connect(self) -> LocalSocket:
-        if self._child.dead:
-            self._child.stop()
-            self._child = _Child(EngineProcess(self.data_dir))
-        child = self._child
-        if child.attached is None:  # once, however many connect at the same moment
-            child.attached = asyncio.ensure_future(child.attach())
-        await asyncio.shield(child.attached)
-        self._next_channel += 1
-        sock = LocalSocket(child, self._next_channel)
-        child.channels[sock.channel] = sock
-        await child.write(sock.channel, _OPEN, b"")
-        return sock
+        # A channel that could not even be opened carried no request: one more engine
+        # process is tried before the command fails (one line, exit 6).
+        for attempt in range(2):
+            if self._child.dead or attempt:
+                self._child.stop()
+                self._child = _Child(EngineProcess(self.data_dir))
+            child = self._child
+            if child.attached is None:  # once, however many connect at the same moment
+                child.attached = asyncio.ensure_future(child.attach())
+            await asyncio.shield(child.attached)
+            self._next_channel += 1
+            sock = LocalSocket(child, self._next_channel)
+            child.channels[sock.channel] = sock
+            try:
+                await child.write(sock.channel, _OPEN, b"")
+            except ConnectionClosedError:
+                child.channels.pop(sock.channel, None)
+                continue
+            return sock
+        raise ServerError("the built-in engine stopped as it started; run the command again")
 
     def stop(self) -> None:
         if self._http is not None:
