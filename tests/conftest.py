@@ -13,6 +13,7 @@ from __future__ import annotations
 import fcntl
 import os
 import signal
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -71,3 +72,18 @@ def _private_cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Non
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg-cache")))
         yield
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """The resident built-in engines this checkout's commands started (server/resident.py) would
+    wait 120 s for a next command: the suite leaves no process behind, so they end with it."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        return  # the controller does it, once every worker is done
+    ours = os.fsencode(sys.executable)
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0") if entry.name.isdigit() else []
+            if argv[:3] == [ours, b"-m", b"gradium_cli.server.resident"]:
+                os.kill(int(entry.name), signal.SIGTERM)
+        except OSError:
+            continue
