@@ -317,3 +317,23 @@ def test_a_niced_command_gets_an_engine_of_its_own_niceness(tmp_path: Path, run_
     niceness = sorted(int(stat_line.rsplit(")", 1)[1].split()[16]) for stat_line in stats)  # field 19: nice
     base = os.getpriority(os.PRIO_PROCESS, 0)
     assert niceness == [base, min(base + 7, 19)]
+
+
+def test_doctor_says_whether_it_runs(tmp_path: Path, run_dir: Path) -> None:
+    env = env_for(tmp_path, run_dir)
+
+    def line() -> str:
+        done = gradium(tmp_path, "doctor", env=env)
+        assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()
+        [found] = [text for text in done.stdout.decode().splitlines() if "resident engine" in text]
+        return found
+
+    assert line() == "✓ resident engine  not running; the next command with no key starts one"
+    assert say(tmp_path, env, "Hello.", "a.wav").returncode == 0
+    [pid] = residents(run_dir)
+    [sock] = (run_dir / "gradium").glob("engine-*.sock")
+    expected = f"running on {sock}; ends after 120 s without a command (GRADIUM_ENGINE_LINGER_S)"
+    assert line() == f"✓ resident engine  {expected}"
+    assert residents(run_dir) == [pid], "asking left it running"
+    env["GRADIUM_ENGINE_LINGER_S"] = "0"
+    assert line().endswith("off (GRADIUM_ENGINE_LINGER_S=0): each command with no key starts its own engine process")

@@ -165,6 +165,22 @@ def check_engine(essential: bool) -> Check:
     return Check("espeak-ng", "ok", detail, essential=essential)
 
 
+def check_resident_engine() -> Check:
+    """What commands with no key leave running: the resident engine (server/resident.py)."""
+    from gradium_cli.transport.engine_process import LINGER_ENV, linger_seconds, resident_engine
+
+    state, path = resident_engine()
+    if state == "running":
+        detail = f"running on {path}; ends after {linger_seconds():g} s without a command ({LINGER_ENV})"
+    elif state == "idle":
+        detail = "not running; the next command with no key starts one"
+    elif state == "off":
+        detail = f"off ({LINGER_ENV}=0): each command with no key starts its own engine process"
+    else:
+        detail = "unavailable (no private runtime dir): each command with no key starts its own engine process"
+    return Check("resident engine", "ok", detail, essential=False)
+
+
 def is_this_tool(script: Path) -> bool:
     """Whether a console script runs gradium-cli (pip writes its entry point into the script)."""
     try:
@@ -224,6 +240,8 @@ async def diagnose(options: BackendOptions) -> list[Check]:
     checks.append(check_command())
     checks.append(check_audio())
     checks.append(check_engine(essential=not remote))
+    if not remote:
+        checks.append(check_resident_engine())
     checks.extend(check_versions())
     return checks
 

@@ -32,7 +32,15 @@ from pathlib import Path
 
 from gradium_cli.server.crash import describe_death
 
-__all__ = ["LINGER_ENV", "MARKER", "MARKER_ID_BYTES", "EngineProcess", "linger_seconds", "runtime_dir"]
+__all__ = [
+    "LINGER_ENV",
+    "MARKER",
+    "MARKER_ID_BYTES",
+    "EngineProcess",
+    "linger_seconds",
+    "resident_engine",
+    "runtime_dir",
+]
 
 # Must match gradium_cli/server/pipe.py and resident.py (which the command must not import: numpy).
 MARKER = struct.Struct("<IIB")  # channel, client_req_id length, has an id; then the id
@@ -118,6 +126,26 @@ def _resident_key() -> str:
     niceness = str(os.getpriority(os.PRIO_PROCESS, 0))
     text = "\0".join([sys.executable, str(package), str(newest), niceness, *settings])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def resident_engine() -> tuple[str, Path | None]:
+    """Whether commands with no key reach a resident engine: ("running", its socket), ("idle",
+    its socket) when the next such command will start one, ("off", None) or ("unavailable", None)."""
+    try:
+        linger_s = linger_seconds()
+    except ValueError:
+        return "off", None
+    if not linger_s:
+        return "off", None
+    folder = runtime_dir()
+    if folder is None:
+        return "unavailable", None
+    path = folder / f"engine-{_resident_key()}.sock"
+    sock = _connect(path)
+    if sock is None:
+        return "idle", path
+    sock.close()  # it drops a connection that says nothing
+    return "running", path
 
 
 def _connect(path: Path) -> socket.socket | None:
