@@ -14,9 +14,7 @@ request's client_req_id, and 0 after: if the engine kills this process, the
 client knows which request it was rendering, fails that one and retries the
 others on a new child.
 
-Framing, both ways: a 9-byte header (payload length u32, channel u32, kind byte,
-little-endian) and the payload. Client to child: OPEN, TEXT (a text frame, UTF-8)
-and CLOSE; child to client: TEXT and CLOSE (payload: the close code as text).
+The frames and the marker file are described in `engine_wire.py`.
 """
 
 from __future__ import annotations
@@ -26,42 +24,17 @@ import contextlib
 import contextvars
 import os
 import resource
-import struct
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, MARKER, MARKER_ID_BYTES, OPEN, TEXT
+
 if TYPE_CHECKING:
     from gradium_cli.server.engine import EngineVoice, EspeakVoiceInfo, SpeechEngine, Synthesis
 
-__all__ = [
-    "CLOSE",
-    "FRAME_LIMIT",
-    "HEADER",
-    "MARKER",
-    "OPEN",
-    "STATUS",
-    "STATUS_OFFSET",
-    "TEXT",
-    "MarkedEngine",
-    "PipeSocket",
-    "main",
-    "serve",
-]
-
-HEADER = struct.Struct("<IIc")
-OPEN, TEXT, CLOSE = b"O", b"T", b"C"
-# Which request is in the engine now: channel (0: none), then its client_req_id as
-# UTF-8 (at most MARKER_ID_BYTES of it) and whether it has one at all.
-MARKER = struct.Struct("<IIB")
-MARKER_ID_BYTES = 1024
-# Where the resident engine (server/resident.py) writes how a command's process ended:
-# has a status, then the exit code (negative: the signal), as `Popen.returncode` gives it.
-STATUS = struct.Struct("<Bi")
-STATUS_OFFSET = 2048
-# The largest frame either side reads.
-FRAME_LIMIT = 1 << 24
+__all__ = ["MarkedEngine", "PipeSocket", "main", "serve"]
 
 # The channel a task serves; asyncio.to_thread carries it into the render threads.
 _channel: contextvars.ContextVar[int] = contextvars.ContextVar("channel", default=0)

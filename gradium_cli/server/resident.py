@@ -14,7 +14,7 @@ child. A fork per command keeps what the per-command child gave:
 - each command's data dir and environment (voice store, pronunciation
   dictionaries) are read fresh by its fork, nothing is cached across commands.
 
-When a fork ends, its exit code goes into the command's marker file (pipe.STATUS)
+When a fork ends, its exit code goes into the command's marker file (engine_wire.STATUS)
 before this process lets go of the connection, so the command reads how it ended
 as it would a child's. With no command for `linger` seconds, the process removes
 its socket, serves whoever had already connected, and exits.
@@ -32,18 +32,16 @@ import resource
 import select
 import signal
 import socket
-import struct
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["HELLO", "main"]
+from gradium_cli.server.engine_wire import FRAME_LIMIT, HELLO, PEER, STATUS, STATUS_OFFSET
 
-# A command's first message: the length of its JSON ({"data_dir", "env"}), then the JSON;
-# the marker and stderr file descriptors ride on the first byte.
-HELLO = struct.Struct("<I")
-_PEER = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
+__all__ = ["main"]
+
+# The hello's JSON: {"data_dir", "env", "cwd", "umask"} (transport/engine_process.py).
 _HELLO_MAX = 1 << 20
 _HELLO_TIMEOUT_S = 5.0
 
@@ -118,7 +116,7 @@ def _serve_in_fork(conn: socket.socket, hello: dict[str, object], marker_fd: int
     """In the fork: become the command's engine process, as `pipe.main` would be."""
     import asyncio
 
-    from gradium_cli.server.pipe import FRAME_LIMIT, serve
+    from gradium_cli.server.pipe import serve
 
     os.dup2(log_fd, 2)
     os.close(log_fd)
@@ -188,7 +186,7 @@ class Resident:
             conn, _ = self.listener.accept()
         except (BlockingIOError, InterruptedError, ConnectionAbortedError):
             return False
-        _, uid, _ = _PEER.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size))
+        _, uid, _ = PEER.unpack(conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER.size))
         if uid != os.getuid():  # the directory is private; this is only in case it was not
             conn.close()
             return True
@@ -235,8 +233,6 @@ class Resident:
         self.commands[command.pidfd] = command
 
     def _reap(self, command: _Command) -> None:
-        from gradium_cli.server.pipe import STATUS, STATUS_OFFSET
-
         _, status = os.waitpid(command.pid, 0)
         with contextlib.suppress(OSError):
             os.pwrite(command.marker_fd, STATUS.pack(1, os.waitstatus_to_exitcode(status)), STATUS_OFFSET)

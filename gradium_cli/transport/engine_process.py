@@ -31,24 +31,15 @@ import tempfile
 from pathlib import Path
 
 from gradium_cli.server.crash import describe_death
+from gradium_cli.server.engine_wire import HELLO, MARKER, MARKER_ID_BYTES, PEER, STATUS, STATUS_OFFSET
 
 __all__ = [
     "LINGER_ENV",
-    "MARKER",
-    "MARKER_ID_BYTES",
     "EngineProcess",
     "linger_seconds",
     "resident_engine",
     "runtime_dir",
 ]
-
-# Must match gradium_cli/server/pipe.py and resident.py (which the command must not import: numpy).
-MARKER = struct.Struct("<IIB")  # channel, client_req_id length, has an id; then the id
-MARKER_ID_BYTES = 1024
-_STATUS = struct.Struct("<Bi")  # pipe.STATUS: has a status, the exit code
-_STATUS_OFFSET = 2048
-_HELLO = struct.Struct("<I")
-_PEER = struct.Struct("3i")  # SO_PEERCRED: pid, uid, gid
 
 LINGER_ENV = "GRADIUM_ENGINE_LINGER_S"
 DEFAULT_LINGER_S = 120.0
@@ -152,7 +143,7 @@ def _connect(path: Path) -> socket.socket | None:
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(str(path))
-        _, uid, _ = _PEER.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, _PEER.size))
+        _, uid, _ = PEER.unpack(sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEER.size))
     except OSError:  # none there, or one that is gone (a stale socket file)
         sock.close()
         return None
@@ -258,7 +249,7 @@ class EngineProcess:
             cwd = os.getcwd()
             hello = {"data_dir": str(data_dir.absolute()), "env": dict(os.environ), "cwd": cwd, "umask": umask}
             body = json.dumps(hello).encode()
-            message = _HELLO.pack(len(body)) + body
+            message = HELLO.pack(len(body)) + body
             sent = socket.send_fds(self.sock, [message], [self.marker.fileno(), self.log.fileno()])
             self.sock.sendall(message[sent:])
         except OSError:
@@ -277,7 +268,7 @@ class EngineProcess:
         else:
             # The resident engine writes it before it lets go of the connection.
             with contextlib.suppress(OSError, struct.error):
-                known, status = _STATUS.unpack(os.pread(self.marker.fileno(), _STATUS.size, _STATUS_OFFSET))
+                known, status = STATUS.unpack(os.pread(self.marker.fileno(), STATUS.size, STATUS_OFFSET))
                 code = status if known else None
         culprit, culprit_id = 0, None
         with contextlib.suppress(OSError, struct.error):

@@ -20,7 +20,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,6 +28,7 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
 from gradium_cli.errors import ServerError
+from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, OPEN, TEXT
 from gradium_cli.transport.engine_process import EngineProcess
 
 if TYPE_CHECKING:
@@ -39,10 +39,6 @@ __all__ = ["LOCAL_BASE_URL", "LocalEngine", "LocalSocket"]
 # What `Endpoint.ws_url` shows for the built-in engine (logs, -v): not a network address.
 LOCAL_BASE_URL = "built-in-engine:/api/"
 
-# Must match gradium_cli/server/pipe.py (which this module must not import: numpy).
-_HEADER = struct.Struct("<IIc")
-_OPEN, _TEXT, _CLOSE = b"O", b"T", b"C"
-_FRAME_LIMIT = 1 << 24
 _INTERNAL_ERROR = 1011
 
 
@@ -58,13 +54,13 @@ class LocalSocket:
     async def send(self, frame: str) -> None:
         if self.close_code is not None:
             raise ConnectionClosedError(Close(self.close_code, ""), None)
-        await self._engine.write(self.channel, _TEXT, frame.encode("utf-8"))
+        await self._engine.write(self.channel, TEXT, frame.encode("utf-8"))
 
     async def close(self) -> None:
         if self.close_code is None:
             self.close_code = 1000
             with contextlib.suppress(OSError, RuntimeError):
-                await self._engine.write(self.channel, _CLOSE, b"1000")
+                await self._engine.write(self.channel, CLOSE, b"1000")
         self._engine.channels.pop(self.channel, None)
 
     async def __aiter__(self) -> AsyncIterator[str]:
@@ -101,12 +97,12 @@ class _Child:
     async def attach(self) -> None:
         """Wrap the engine's socket or pipes in this event loop's streams (on the first connect)."""
         if self.engine_process.sock is not None:
-            reader, self.writer = await asyncio.open_unix_connection(sock=self.engine_process.sock, limit=_FRAME_LIMIT)
+            reader, self.writer = await asyncio.open_unix_connection(sock=self.engine_process.sock, limit=FRAME_LIMIT)
         else:
             process = self.engine_process.process
             assert process is not None and process.stdin is not None and process.stdout is not None
             loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=_FRAME_LIMIT)
+            reader = asyncio.StreamReader(limit=FRAME_LIMIT)
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), process.stdout)
             transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, process.stdin)
             self.writer = asyncio.StreamWriter(transport, protocol, None, loop)
@@ -115,7 +111,7 @@ class _Child:
     async def write(self, channel: int, kind: bytes, payload: bytes) -> None:
         if self.dead or self.writer is None:
             raise ConnectionClosedError(Close(_INTERNAL_ERROR, ""), None)
-        self.writer.write(_HEADER.pack(len(payload), channel, kind) + payload)
+        self.writer.write(HEADER.pack(len(payload), channel, kind) + payload)
         try:
             await self.writer.drain()
         except (ConnectionResetError, BrokenPipeError):
@@ -124,11 +120,11 @@ class _Child:
     async def _read(self, reader: asyncio.StreamReader) -> None:
         try:
             while True:
-                size, channel, kind = _HEADER.unpack(await reader.readexactly(_HEADER.size))
+                size, channel, kind = HEADER.unpack(await reader.readexactly(HEADER.size))
                 payload = await reader.readexactly(size)
                 sock = self.channels.get(channel)
                 if sock is not None:
-                    sock.inbox.put_nowait(payload.decode("utf-8") if kind == _TEXT else int(payload or b"1000"))
+                    sock.inbox.put_nowait(payload.decode("utf-8") if kind == TEXT else int(payload or b"1000"))
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         self.dead = True
@@ -191,7 +187,7 @@ class LocalEngine:
             sock = LocalSocket(child, self._next_channel)
             child.channels[sock.channel] = sock
             try:
-                await child.write(sock.channel, _OPEN, b"")
+                await child.write(sock.channel, OPEN, b"")
             except ConnectionClosedError:
                 child.channels.pop(sock.channel, None)
                 continue

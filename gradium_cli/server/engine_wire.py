@@ -1,0 +1,53 @@
+"""What the built-in engine's process and the command agree on, byte for byte.
+
+Standard library only: the command's side (transport/engine_process.py and
+local.py) imports it before anything else, and must not import numpy or asyncio
+for it. The engine's side is server/pipe.py (the frames and the marker) and
+server/resident.py (the hello and the exit status).
+
+- **Frames**, both ways on the pipe or socket: HEADER (payload length u32,
+  channel u32, kind byte, little-endian), then the payload. Command to engine:
+  OPEN, TEXT (a text frame, UTF-8) and CLOSE; engine to command: TEXT and CLOSE
+  (payload: the close code as text).
+- **Marker file**: which request is in the engine now, so that if eSpeak kills
+  the process the command knows whose text did it: MARKER (channel, 0 for none;
+  the client_req_id's length; whether it has one) then the id's UTF-8, at most
+  MARKER_ID_BYTES. At STATUS_OFFSET the resident engine writes how the process
+  serving the command ended: STATUS (has one; the exit code, negative for a
+  signal, as `Popen.returncode` gives it).
+- **Hello**, the command's first message to the resident engine: HELLO (the JSON's
+  length), then the JSON; the marker and stderr file descriptors ride on its
+  first byte (SCM_RIGHTS).
+"""
+
+from __future__ import annotations
+
+import struct
+
+__all__ = [
+    "CLOSE",
+    "FRAME_LIMIT",
+    "HEADER",
+    "HELLO",
+    "MARKER",
+    "MARKER_ID_BYTES",
+    "OPEN",
+    "PEER",
+    "STATUS",
+    "STATUS_OFFSET",
+    "TEXT",
+]
+
+HEADER = struct.Struct("<IIc")
+OPEN, TEXT, CLOSE = b"O", b"T", b"C"
+# The largest frame either side reads.
+FRAME_LIMIT = 1 << 24
+
+MARKER = struct.Struct("<IIB")
+MARKER_ID_BYTES = 1024
+STATUS = struct.Struct("<Bi")
+STATUS_OFFSET = 2048
+
+HELLO = struct.Struct("<I")
+# SO_PEERCRED's answer: pid, uid, gid.
+PEER = struct.Struct("3i")
