@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from tests.servers import gradium_exe
@@ -75,3 +77,13 @@ def gradium_in_process(
             sys.stdout.flush()
             sys.stderr.flush()
         return subprocess.CompletedProcess([gradium_exe(), *args], code, stdout.getvalue(), stderr.getvalue())
+
+
+def wait_until(condition: Callable[[], bool], timeout: float) -> bool:
+    """Whether `condition` came true within `timeout` seconds (checked every 20 ms)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)
+    return True

@@ -14,7 +14,6 @@ import socket
 import stat
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ import pytest
 import soundfile as sf
 
 from gradium_cli.transport.engine_process import runtime_dir
-from tests.cli_helpers import gradium, isolated_env
+from tests.cli_helpers import gradium, isolated_env, wait_until
 from tests.manage_helpers import one_line_error
 from tests.servers import gradium_exe
 
@@ -52,15 +51,6 @@ def alive(pid: int) -> bool:
     except (OSError, StopIteration):
         return False
     return "zombie" not in state
-
-
-def wait_for(condition: object, timeout: float = 10) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():  # type: ignore[operator]
-            return True
-        time.sleep(0.05)
-    return False
 
 
 @pytest.fixture
@@ -128,7 +118,7 @@ def test_it_leaves_after_the_linger_time(tmp_path: Path, run_dir: Path) -> None:
     env = env_for(tmp_path, run_dir, GRADIUM_ENGINE_LINGER_S="1")
     assert say(tmp_path, env, "Short stay.", "a.wav").returncode == 0
     [pid] = residents(run_dir)
-    assert wait_for(lambda: not alive(pid), timeout=15), "still there long after 1 s without a command"
+    assert wait_until(lambda: not alive(pid), timeout=15), "still there long after 1 s without a command"
     assert not list((run_dir / "gradium").glob("engine-*.sock")), "its socket is removed"
     # The next command starts a new one.
     assert say(tmp_path, env, "Back again.", "b.wav").returncode == 0
@@ -272,7 +262,7 @@ def test_links_planted_for_its_files_are_not_followed(tmp_path: Path, run_dir: P
     key = sock.name.removeprefix("engine-").removesuffix(".sock")
     for pid in residents(run_dir):
         os.kill(pid, signal.SIGKILL)
-    assert wait_for(lambda: residents(run_dir) == [])
+    assert wait_until(lambda: residents(run_dir) == [], timeout=10)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     for name in (f"engine-{key}.log", f"engine-{key}.lock"):

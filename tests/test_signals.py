@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.cli_helpers import isolated_env
+from tests.cli_helpers import isolated_env, wait_until
 from tests.hostile_server import Conn, Request, audio_frame, hostile_server
 from tests.minimal_server import minimal_server
 from tests.servers import gradium_exe
@@ -35,10 +35,7 @@ async def never_answer(request: Request, conn: Conn) -> None:
 
 
 def wait_for(condition: Callable[[], bool], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "the run never reached the point to signal it at"
-        time.sleep(0.02)
+    assert wait_until(condition, timeout), "the run never reached the point to signal it at"
 
 
 def connecting() -> AbstractContextManager[Any]:
