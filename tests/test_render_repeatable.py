@@ -60,3 +60,21 @@ def test_start_in_thread_starts_before_the_loop_runs_again() -> None:
         return on_time
 
     assert asyncio.run(main())
+
+
+def test_the_kept_resampler_gives_soxrs_one_shot_output() -> None:
+    import soxr
+
+    from gradium_cli.server.synth import resample_whole
+
+    rng = np.random.default_rng(14)
+    engine_rate = get_engine().sample_rate
+    # Piece after piece on one kept resampler, of every size a unit can have (one
+    # sample, a filter's length, whole sentences): nothing of one leaks into the next.
+    for length in [1, 2, 7, 63, 64, 65, 500, 4_410, 39_078, 1, 100_001, 3]:
+        piece = (rng.standard_normal(length) * 8_000).astype(np.float32)
+        for rate in (16_000, 24_000, 44_100, 48_000):
+            expected = soxr.resample(piece, engine_rate, rate, quality="HQ")
+            got = resample_whole(piece, engine_rate, rate)
+            assert got.dtype == np.float32
+            np.testing.assert_array_equal(got, expected, err_msg=f"{length} samples to {rate} Hz")

@@ -25,7 +25,7 @@ import contextvars
 import os
 import resource
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -96,27 +96,27 @@ class PipeSocket:
             return {"type": "websocket.disconnect", "code": 1000}
         return {"type": "websocket.receive", "text": text}
 
-    async def send_text(self, text: str) -> None:
+    async def send_texts(self, texts: Sequence[str]) -> None:
         if not self.connected:
             from gradium_cli.server.ws import SocketGone
 
             raise SocketGone
-        write(self.out, self.channel, TEXT, text.encode("utf-8"))
+        self.out.write(b"".join(frame(self.channel, TEXT, text.encode("utf-8")) for text in texts))
         await self.out.drain()
 
     async def close(self, code: int = 1000) -> None:
         if self.closed:
             return
         self.connected, self.closed = False, True
-        write(self.out, self.channel, CLOSE, str(code).encode())
+        self.out.write(frame(self.channel, CLOSE, str(code).encode()))
         await self.out.drain()
 
     def abort(self) -> bool:
         return False  # fault injection is for `gradium serve`; a channel closes instead
 
 
-def write(out: asyncio.StreamWriter, channel: int, kind: bytes, payload: bytes) -> None:
-    out.write(HEADER.pack(len(payload), channel, kind) + payload)
+def frame(channel: int, kind: bytes, payload: bytes) -> bytes:
+    return HEADER.pack(len(payload), channel, kind) + payload
 
 
 async def serve_pipes(data_dir: Path, marker_fd: int) -> None:

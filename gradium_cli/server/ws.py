@@ -14,7 +14,7 @@ import contextvars
 import functools
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -71,8 +71,11 @@ class Socket(Protocol):
         """The next ASGI event: `websocket.receive` (text or bytes) or `websocket.disconnect`."""
         ...
 
-    async def send_text(self, text: str) -> None:
-        """Raises SocketGone (or RuntimeError) when the client is gone."""
+    async def send_texts(self, texts: Sequence[str]) -> None:
+        """Send these messages in order, in one write where the transport allows (a
+        unit's ~20 frames each cost a loopback send and the client a wake-up otherwise).
+
+        Raises SocketGone (or RuntimeError) when the client is gone."""
         ...
 
     async def close(self, code: int = 1000) -> None: ...
@@ -156,20 +159,32 @@ class Request:
 
     async def _send_paced(self, out: list[m.ServerMessage]) -> None:
         options = self.conn.state.options
-        if options.latency_ms and any(isinstance(msg, m.Audio) for msg in out):
+        audio = [msg for msg in out if isinstance(msg, m.Audio)]
+        if options.latency_ms and audio:
             await asyncio.sleep(options.latency_ms / 1000)
+        if not options.realtime:
+            if audio:
+                self._audio_due()
+            await self.conn.send_many(out)
+            return
         for message in out:
             if isinstance(message, m.Audio):
+                due = self._audio_due() + message.start_s - REALTIME_LEAD_S
                 now = time.monotonic()
-                if self.first_audio_at is None:
-                    self.first_audio_at = now
-                if options.realtime:
-                    due = self.first_audio_at + message.start_s - REALTIME_LEAD_S
-                    if due > now:
-                        await asyncio.sleep(due - now)
-                if self._session_left() <= 0:
-                    raise SetupProblem(f"session too long: at most {options.max_session_s:g} s per session")
+                if due > now:
+                    await asyncio.sleep(due - now)
+                    self._audio_due()
             await self.conn.send(message)
+
+    def _audio_due(self) -> float:
+        """Audio is about to go out: the time the first audio went (now, for the first),
+        after checking the session's time limit."""
+        if self.first_audio_at is None:
+            self.first_audio_at = time.monotonic()
+        if self._session_left() <= 0:
+            options = self.conn.state.options
+            raise SetupProblem(f"session too long: at most {options.max_session_s:g} s per session")
+        return self.first_audio_at
 
     def _log(self, error: str | None) -> None:
         state = self.conn.state
@@ -209,16 +224,25 @@ class Connection:
     # ------------------------------------------------------------------ sending
 
     async def send(self, message: m.ServerMessage) -> None:
-        if self._closing or not self.ws.connected:
+        await self.send_many([message])
+
+    async def send_many(self, messages: Sequence[m.ServerMessage]) -> None:
+        """Send in order, together; with fault injection armed, one by one, so the
+        connection drops after exactly the chosen audio message."""
+        if self._drop_at is not None and len(messages) > 1:
+            for message in messages:
+                await self.send_many([message])
+            return
+        if self._closing or not self.ws.connected or not messages:
             return
         async with self._send_lock:
             try:
-                await self.ws.send_text(m.encode(message))
+                await self.ws.send_texts([m.encode(message) for message in messages])
             except (SocketGone, RuntimeError):
                 self._closing = True
                 return
-        self.state.usage.egress_messages += 1
-        if self._drop_at is not None and isinstance(message, m.Audio):
+        self.state.usage.egress_messages += len(messages)
+        if self._drop_at is not None and isinstance(messages[0], m.Audio):
             self._audio_sent += 1
             if self._audio_sent >= self._drop_at:
                 await self._abort_transport()
