@@ -7,6 +7,7 @@ Not a benchmark itself. The scripts import it as a sibling module (running
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import platform
 import signal
@@ -15,7 +16,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from pathlib import Path
 
 SERVE_CODE = "from gradium_cli.cli.app import main; main()"
@@ -63,12 +64,19 @@ def stop_process(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def local_server(mode: str, data_dir: Path, code: str = SERVE_CODE, args: Sequence[str] = ()) -> Iterator[str]:
+def local_server(
+    mode: str,
+    data_dir: Path,
+    code: str = SERVE_CODE,
+    args: Sequence[str] = (),
+    cpus: Collection[int] | None = None,
+) -> Iterator[str]:
     """Base URL (http://127.0.0.1:PORT/api/) of a server on 127.0.0.1 that lives for the block.
 
     mode "thread": `start_in_thread` in this process. mode "process": `gradium
     serve` in a subprocess (`code` replaces its -c program, e.g. to profile it;
-    `args` are more `serve` options, e.g. --workers).
+    `args` are more `serve` options, e.g. --workers), on `cpus` only when given
+    (its engine workers too: they inherit it).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if mode == "thread":
@@ -83,7 +91,8 @@ def local_server(mode: str, data_dir: Path, code: str = SERVE_CODE, args: Sequen
         return
     port = free_port()
     argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    pin = None if cpus is None else functools.partial(os.sched_setaffinity, 0, set(cpus))
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     try:
         wait_for_port(port, proc)
         yield f"http://127.0.0.1:{port}/api/"

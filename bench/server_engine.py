@@ -14,7 +14,14 @@ as medians over --runs runs:
              Wall time runs from before the connect; audio seconds come from
              the PCM byte count. --server picks an in-thread server
              (`start_in_thread`; client and server share the GIL), a
-             `gradium serve` subprocess, or both.
+             `gradium serve` subprocess, or both. The subprocess runs on
+             --server-cores cores (default 1, with as many engine workers)
+             and this process, the client, on the others, so that the
+             figure is the server's on one core, not what is left of it
+             beside the client; 0 leaves both unpinned (default workers).
+             The client is lean (websockets' sans-I/O protocol on a blocking
+             socket, audio decoded); the same request through websockets'
+             asyncio client is the last column, for the client's share.
 
 Every figure is a real-time factor (audio seconds / wall seconds), so higher
 is faster, and time to first audio (TTFA): from sending the text message to
@@ -41,6 +48,7 @@ import io
 import json
 import os
 import pstats
+import socket
 import sys
 import tempfile
 import time
@@ -49,6 +57,10 @@ from pathlib import Path
 
 from benchlib import local_server, machine, median, table, ws_url
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame, Opcode
+from websockets.protocol import State
+from websockets.uri import parse_uri
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.formats import lookup_format
@@ -170,9 +182,62 @@ class WsResult:
     ttfa_s: float  # text sent -> first audio frame with stop_s > start_s
 
 
-async def ws_request(url: str, text: str) -> WsResult:
+def ws_request(url: str, text: str) -> WsResult:
+    """One request with a lean client: websockets' own protocol (sans I/O) on a
+    blocking socket, every audio payload decoded. The asyncio client below costs
+    ~15 % of a 10-word request's wall time in its own frame handling, which is
+    the client's, not the server's; `ws_request_asyncio` keeps that figure too."""
     start = time.perf_counter()
-    async with connect(url, max_size=None, compression=None, open_timeout=10) as ws:
+    uri = parse_uri(url)
+    with socket.create_connection((uri.host, uri.port), timeout=REQUEST_TIMEOUT_S) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        protocol = ClientProtocol(uri, max_size=None)
+        protocol.send_request(protocol.connect())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        while protocol.state is State.CONNECTING:
+            data = sock.recv(65536)
+            if not data:
+                raise RuntimeError("the server closed the connection during the handshake")
+            protocol.receive_data(data)
+        if protocol.handshake_exc is not None:
+            raise RuntimeError(f"handshake failed: {protocol.handshake_exc}")
+        protocol.events_received()  # the handshake's response
+        protocol.send_text(json.dumps({"type": "setup", "output_format": "pcm"}).encode())
+        sent_text = time.perf_counter()
+        protocol.send_text(json.dumps({"type": "text", "text": text}).encode())
+        protocol.send_text(json.dumps({"type": "end_of_stream"}).encode())
+        sock.sendall(b"".join(protocol.data_to_send()))
+        first: float | None = None
+        audio_bytes = 0
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                raise RuntimeError("the server closed the connection before end_of_stream")
+            protocol.receive_data(data)
+            done = False
+            for event in protocol.events_received():
+                if not isinstance(event, Frame) or event.opcode is not Opcode.TEXT:
+                    continue
+                frame = json.loads(event.data)
+                kind = frame.get("type")
+                if kind == "audio":
+                    audio_bytes += len(base64.b64decode(frame["audio"]))
+                    if first is None and frame["stop_s"] > frame["start_s"]:
+                        first = time.perf_counter() - sent_text
+                elif kind == "end_of_stream":
+                    done = True
+                elif kind == "error":
+                    raise RuntimeError(f"server error: {frame}")
+            if done:
+                break
+        wall = time.perf_counter() - start
+    return WsResult(audio_bytes / PCM_BYTES_PER_S, wall, first if first is not None else float("nan"))
+
+
+async def ws_request_asyncio(url: str, text: str) -> WsResult:
+    start = time.perf_counter()
+    # proxy=None: loopback; otherwise every connect looks through the environment for one.
+    async with connect(url, max_size=None, compression=None, open_timeout=10, proxy=None) as ws:
         await ws.send(json.dumps({"type": "setup", "output_format": "pcm"}))
         sent_text = time.perf_counter()
         await ws.send(json.dumps({"type": "text", "text": text}))
@@ -194,8 +259,22 @@ async def ws_request(url: str, text: str) -> WsResult:
     return WsResult(audio_bytes / PCM_BYTES_PER_S, wall, first if first is not None else float("nan"))
 
 
-def ws_run(url: str, text: str) -> WsResult:
-    return asyncio.run(asyncio.wait_for(ws_request(url, text), REQUEST_TIMEOUT_S))
+# One event loop for every request, as a client making many would have.
+CLIENT_LOOP = asyncio.new_event_loop()
+
+
+def ws_run(url: str, text: str, client: str = "lean") -> WsResult:
+    if client == "lean":
+        return ws_request(url, text)
+    return CLIENT_LOOP.run_until_complete(asyncio.wait_for(ws_request_asyncio(url, text), REQUEST_TIMEOUT_S))
+
+
+def split_cores(server_cores: int) -> tuple[set[int] | None, set[int] | None]:
+    """(the server's cores, the client's) out of this process's; (None, None): unpinned."""
+    mine = sorted(os.sched_getaffinity(0))
+    if server_cores <= 0 or server_cores >= len(mine):
+        return None, None
+    return set(mine[:server_cores]), set(mine[server_cores:])
 
 
 # ---------------------------------------------------------------- profiling
@@ -286,6 +365,8 @@ def measure_once(engine: Engine, voice: EngineVoice, text: str, sample: Sample, 
         sample.add(f"ws_{mode}", rtf)
         sample.add(f"ws_{mode}/engine", rtf / engine_rtf)
         sample.add(f"ttfa_{mode}", result.ttfa_s)
+        asyncio_client = ws_run(url, text, client="asyncio")
+        sample.add(f"wsa_{mode}", asyncio_client.audio_s / asyncio_client.wall_s)
 
 
 # ---------------------------------------------------------------- report
@@ -312,6 +393,12 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=5, help="runs per size and path (default 5)")
     parser.add_argument("--sizes", default="10,50,200,800", help="word counts, comma-separated")
     parser.add_argument("--server", choices=("thread", "process", "both"), default="both")
+    parser.add_argument(
+        "--server-cores",
+        type=int,
+        default=1,
+        help="cores (and engine workers) of the server subprocess, the client on the rest; 0: unpinned",
+    )
     parser.add_argument("--profile", action="store_true", help="always print the cProfile sections")
     parser.add_argument("--no-profile", action="store_true", help="never print them")
     parser.add_argument("--profile-lines", type=int, default=14)
@@ -325,10 +412,25 @@ def main() -> int:
     texts = {n: make_text(n) for n in sizes}
     samples = {n: Sample() for n in sizes}
     print(f"{machine()}; voice {voice}")
+    server_cpus, client_cpus = split_cores(args.server_cores)
+    serve_args: list[str] = []
+    if server_cpus is not None and client_cpus is not None:
+        os.sched_setaffinity(0, client_cpus)
+        serve_args = ["--workers", str(len(server_cpus))]
+        pinning = (
+            f"server subprocess on cores {sorted(server_cpus)} (--workers {len(server_cpus)}), "
+            f"client on {sorted(client_cpus)}"
+        )
+    else:
+        pinning = "server subprocess and client unpinned"
+    print(pinning)
     print(f"runs per cell: {runs}; modes: {', '.join(modes)}; paths interleaved within each run; medians below\n")
 
     with tempfile.TemporaryDirectory(prefix="gradium-bench-") as tmp, contextlib.ExitStack() as stack:
-        urls = {mode: ws_url(stack.enter_context(local_server(mode, Path(tmp) / mode))) for mode in modes}
+        urls = {
+            mode: ws_url(stack.enter_context(local_server(mode, Path(tmp) / mode, args=serve_args, cpus=server_cpus)))
+            for mode in modes
+        }
         engine.synthesize("Warm up.", voice)
         run_pipeline(engine, "Warm up.", voice)
         for url in urls.values():
@@ -343,6 +445,7 @@ def main() -> int:
         print("Throughput: real-time factor (audio s / wall s), higher is faster")
         headers = ["words", "audio s", "lib", "lib cpu", "engine", "engine cpu", "pipeline"]
         headers += [f"ws {mode}" for mode in modes] + [f"ws {mode}/engine" for mode in modes]
+        headers += [f"ws {mode}, asyncio client" for mode in modes]
         rows = []
         for n in sizes:
             s = samples[n]
@@ -357,6 +460,7 @@ def main() -> int:
             row.append(fmt_x(s.med("pipeline")))
             row += [fmt_x(s.med(f"ws_{mode}")) for mode in modes]
             row += [fmt_ratio(s.med(f"ws_{mode}/engine")) for mode in modes]
+            row += [fmt_x(s.med(f"wsa_{mode}")) for mode in modes]
             rows.append(row)
         table(headers, rows)
         print(
