@@ -135,15 +135,22 @@ class Request:
                 ready: list[m.ServerMessage] | None = None
                 for index, (text, flush) in enumerate(units):
                     last = final and index == len(units) - 1
+                    if not text:
+                        # Nothing for the engine (a flush: padding, stamps, the format's tail):
+                        # rendered here and sent with the unit before it, not via a thread.
+                        tail = contextvars.copy_context().run(self.renderer.render, text, flush=flush, final=last)
+                        ready = [*(ready or []), *tail]
+                        continue
                     rendering = start_in_thread(self.renderer.render, text, flush=flush, final=last)
                     if ready is not None:
                         await self._send_paced(ready)
                     ready = await rendering
+                if final:
+                    ready = [*(ready or []), m.EndOfStream(client_req_id=self.client_req_id)]
                 if ready is not None:
                     await self._send_paced(ready)
                 if final:
                     break
-            await self.conn.send(m.EndOfStream(client_req_id=self.client_req_id))
         except SetupProblem as problem:
             error, self.error_code = problem.message, problem.code
             await self.conn.send_error(problem.message, problem.code, self.client_req_id)
