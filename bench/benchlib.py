@@ -74,9 +74,7 @@ def local_server(
     """Base URL (http://127.0.0.1:PORT/api/) of a server on 127.0.0.1 that lives for the block.
 
     mode "thread": `start_in_thread` in this process. mode "process": `gradium
-    serve` in a subprocess (`code` replaces its -c program, e.g. to profile it;
-    `args` are more `serve` options, e.g. --workers), on `cpus` only when given
-    (its engine workers too: they inherit it).
+    serve` in a subprocess (see `serve_process`).
     """
     data_dir.mkdir(parents=True, exist_ok=True)
     if mode == "thread":
@@ -89,15 +87,50 @@ def local_server(
         finally:
             running.stop()
         return
+    with serve_process(data_dir, code, args, cpus) as (base_url, _):
+        yield base_url
+
+
+@contextlib.contextmanager
+def serve_process(
+    data_dir: Path,
+    code: str = SERVE_CODE,
+    args: Sequence[str] = (),
+    cpus: Collection[int] | None = None,
+    tree: Path | None = None,
+) -> Iterator[tuple[str, int]]:
+    """(base URL, pid) of `gradium serve` in a subprocess for the block: `code` replaces
+    its -c program (e.g. to profile it), `args` are more `serve` options (e.g. --workers);
+    on `cpus` only when given (its engine workers too: they inherit it); from another
+    tree (its own `.venv`, started in it, since `-c` imports from the current directory
+    first) when given."""
+    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_port()
-    argv = [sys.executable, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
+    python = sys.executable if tree is None else str(tree / ".venv" / "bin" / "python")
+    argv = [python, "-c", code, "serve", "--port", str(port), "--data-dir", str(data_dir), *args]
     pin = None if cpus is None else functools.partial(os.sched_setaffinity, 0, set(cpus))
-    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin, cwd=tree)
     try:
         wait_for_port(port, proc)
-        yield f"http://127.0.0.1:{port}/api/"
+        yield f"http://127.0.0.1:{port}/api/", proc.pid
     finally:
         stop_process(proc)
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its live children (the engine workers)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0.0
+    pids = [pid]
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        pids += [int(child) for child in (task / "children").read_text().split()]
+    for each in pids:
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / tick
+    return total
 
 
 def ws_url(base_url: str) -> str:

@@ -34,7 +34,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import console_script, free_port, machine, stop_process, table, wait_for_port
+from benchlib import console_script, free_port, machine, process_tree_cpu, stop_process, table, wait_for_port
 
 TEXT = (
     "Scientists announced on Tuesday that the new telescope had captured detailed "
@@ -92,22 +92,6 @@ def _generator(url: str, connections: int, start_at: float, seconds: float, out:
 
     results = asyncio.run(run())
     out.put((sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)))
-
-
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds of `pid` and its live children (the engine workers)."""
-    tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(child) for child in (task / "children").read_text().split()]
-    for each in pids:
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
 
 
 def audio_phase(url: str, server_pid: int, workers: int, clients: int, seconds: float) -> dict[str, float]:
