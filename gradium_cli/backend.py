@@ -155,7 +155,9 @@ def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iter
         linger_seconds()
     except ValueError as exc:
         raise ConfigError(str(exc), hint=f"unset {LINGER_ENV} for the default (120 s)") from None
-    engine, _prestarted = LocalEngine(writable_data_dir(), _prestarted), None
+    env = get_env()
+    engine = LocalEngine(writable_data_dir(), _prestarted, lambda line: env.say(f"gradium: warning: {line}"))
+    _prestarted = None
     BUILTIN_URLS.add(LOCAL_BASE_URL)
     try:
         yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine, deadline=deadline)

@@ -14,6 +14,7 @@ import socket
 import stat
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -322,8 +323,42 @@ def test_doctor_says_whether_it_runs(tmp_path: Path, run_dir: Path) -> None:
     assert say(tmp_path, env, "Hello.", "a.wav").returncode == 0
     [pid] = residents(run_dir)
     [sock] = (run_dir / "gradium").glob("engine-*.sock")
-    expected = f"running on {sock}; ends after 120 s without a command (GRADIUM_ENGINE_LINGER_S)"
+    expected = f"running on {sock} (pid {pid}); ends after 120 s without a command (GRADIUM_ENGINE_LINGER_S)"
     assert line() == f"✓ resident engine  {expected}"
     assert residents(run_dir) == [pid], "asking left it running"
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped = line()
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert stopped.startswith(f"! resident engine  stopped (pid {pid}, by SIGSTOP or Ctrl-Z): ")
+    assert f"`kill -CONT {pid}` resumes it" in stopped
     env["GRADIUM_ENGINE_LINGER_S"] = "0"
     assert line().endswith("off (GRADIUM_ENGINE_LINGER_S=0): each command with no key starts its own engine process")
+
+
+def test_a_stopped_resident_engine_costs_a_command_seconds_not_its_reply_timeout(tmp_path: Path, run_dir: Path) -> None:
+    # A stopped (SIGSTOP, Ctrl-Z) or wedged resident engine still accepts connections: the
+    # command waits GRADIUM_ENGINE_READY_S for it to answer, then starts its own engine, and
+    # says so in one line. (It used to wait for the reply timeout: 3 tries of 30 s.)
+    env = env_for(tmp_path, run_dir, GRADIUM_ENGINE_READY_S="1")
+    assert say(tmp_path, env, "Start it.", "a.wav").returncode == 0
+    [pid] = residents(run_dir)
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        done = say(tmp_path, env, "Spoken all the same.", "b.wav")
+        took = time.monotonic() - started
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().splitlines() == [
+        "gradium: warning: the resident engine did not answer in 1 s; "
+        "this command starts an engine of its own (see `gradium doctor`)"
+    ]
+    assert sf.info(str(tmp_path / "b.wav")).duration > 1.0
+    assert 1.0 <= took < 20, took  # the wait, then a child's start-up: never the 30 s reply timeout
+    # Resumed, it serves the next command again, with nothing to say.
+    again = say(tmp_path, env, "Back.", "c.wav")
+    assert again.returncode == 0 and again.stderr == b""
+    assert residents(run_dir) == [pid]

@@ -167,11 +167,24 @@ def check_engine(essential: bool) -> Check:
 
 def check_resident_engine() -> Check:
     """What commands with no key leave running: the resident engine (server/resident.py)."""
-    from gradium_cli.transport.engine_process import LINGER_ENV, linger_seconds, resident_engine
+    from gradium_cli.transport.engine_process import (
+        LINGER_ENV,
+        READY_ENV,
+        linger_seconds,
+        ready_timeout_s,
+        resident_engine,
+    )
 
-    state, path = resident_engine()
+    state, path, pid = resident_engine()
     if state == "running":
-        detail = f"running on {path}; ends after {linger_seconds():g} s without a command ({LINGER_ENV})"
+        which = f" (pid {pid})" if pid is not None else ""
+        detail = f"running on {path}{which}; ends after {linger_seconds():g} s without a command ({LINGER_ENV})"
+    elif state == "stopped":
+        detail = (
+            f"stopped (pid {pid}, by SIGSTOP or Ctrl-Z): each command with no key waits {ready_timeout_s():g} s "
+            f"({READY_ENV}) for it, then starts its own engine; `kill -CONT {pid}` resumes it, `kill {pid}` ends it"
+        )
+        return Check("resident engine", "warn", detail, essential=False)
     elif state == "idle":
         detail = "not running; the next command with no key starts one"
     elif state == "off":

@@ -7,8 +7,9 @@ server/resident.py (the hello and the exit status).
 
 - **Frames**, both ways on the pipe or socket: HEADER (payload length u32,
   channel u32, kind byte, little-endian), then the payload. Command to engine:
-  OPEN, TEXT (a text frame, UTF-8) and CLOSE; engine to command: TEXT and CLOSE
-  (payload: the close code as text).
+  OPEN, TEXT (a text frame, UTF-8) and CLOSE; engine to command: READY first
+  (channel 0, no payload: the engine serves this command now), then TEXT and
+  CLOSE (payload: the close code as text).
 - **Marker file**: which request is in the engine now, so that if eSpeak kills
   the process the command knows whose text did it: MARKER (channel, 0 for none;
   the client_req_id's length; whether it has one) then the id's UTF-8, at most
@@ -33,13 +34,14 @@ __all__ = [
     "MARKER_ID_BYTES",
     "OPEN",
     "PEER",
+    "READY",
     "STATUS",
     "STATUS_OFFSET",
     "TEXT",
 ]
 
 HEADER = struct.Struct("<IIc")
-OPEN, TEXT, CLOSE = b"O", b"T", b"C"
+OPEN, TEXT, CLOSE, READY = b"O", b"T", b"C", b"R"
 # The largest frame either side reads.
 FRAME_LIMIT = 1 << 24
 

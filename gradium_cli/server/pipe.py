@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, MARKER, MARKER_ID_BYTES, OPEN, TEXT
+from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, MARKER, MARKER_ID_BYTES, OPEN, READY, TEXT
 
 if TYPE_CHECKING:
     from gradium_cli.server.engine import EngineVoice, EspeakVoiceInfo, SpeechEngine, Synthesis
@@ -149,6 +149,7 @@ async def serve(
     state.engine = MarkedEngine(state.engine, marker_fd)
     sockets: dict[int, PipeSocket] = {}
     tasks: set[asyncio.Task[None]] = set()
+    out.write(frame(0, READY, b""))  # a resident engine's command waits for it (transport/local.py)
 
     async def run(sock: PipeSocket) -> None:
         _channel.set(sock.channel)

@@ -28,6 +28,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 from gradium_cli.server.crash import describe_death
@@ -43,8 +44,10 @@ __all__ = [
 
 LINGER_ENV = "GRADIUM_ENGINE_LINGER_S"
 DEFAULT_LINGER_S = 120.0
+READY_ENV = "GRADIUM_ENGINE_READY_S"
+DEFAULT_READY_S = 3.0
 # Settings the engine reads when it starts (as opposed to per command): a resident
-# engine started with other values is not the one to use.
+# engine started with other values is not the one to use. (READY_ENV is the command's.)
 _ENGINE_SETTINGS_PREFIX = "GRADIUM_ENGINE_"
 
 
@@ -111,7 +114,9 @@ def _resident_key() -> str:
     same start-up settings."""
     package = Path(__file__).resolve().parent.parent
     newest = _newest_source_mtime(str(package))
-    settings = sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith(_ENGINE_SETTINGS_PREFIX))
+    settings = sorted(
+        f"{k}={v}" for k, v in os.environ.items() if k.startswith(_ENGINE_SETTINGS_PREFIX) and k != READY_ENV
+    )
     # A fork keeps the engine's priority, and only root may raise it again: `nice gradium ...`
     # gets an engine of its own niceness.
     niceness = str(os.getpriority(os.PRIO_PROCESS, 0))
@@ -132,24 +137,54 @@ def _newest_source_mtime(folder: str) -> int:
     return newest
 
 
-def resident_engine() -> tuple[str, Path | None]:
-    """Whether commands with no key reach a resident engine: ("running", its socket), ("idle",
-    its socket) when the next such command will start one, ("off", None) or ("unavailable", None)."""
+def resident_engine() -> tuple[str, Path | None, int | None]:
+    """Whether commands with no key reach a resident engine: ("running", its socket, its pid
+    or None if it cannot be told),
+    ("stopped", its socket, its pid) when it is stopped (SIGSTOP, Ctrl-Z) and commands wait
+    `ready_timeout_s()` for it before starting their own, ("idle", its socket, None) when the
+    next such command will start one, ("off", None, None) or ("unavailable", None, None)."""
     try:
         linger_s = linger_seconds()
     except ValueError:
-        return "off", None
+        return "off", None, None
     if not linger_s:
-        return "off", None
+        return "off", None, None
     folder = runtime_dir()
     if folder is None:
-        return "unavailable", None
+        return "unavailable", None, None
     path = folder / f"engine-{_resident_key()}.sock"
     sock = _connect(path)
     if sock is None:
-        return "idle", path
+        return "idle", path, None
     sock.close()  # it drops a connection that says nothing
-    return "running", path
+    # Not the socket's peer credentials: they name the command that bound it for the engine.
+    pid = _resident_pid(folder / f"engine-{_resident_key()}.lock")
+    return ("stopped" if pid is not None and _is_stopped(pid) else "running"), path, pid
+
+
+def _resident_pid(lock_path: Path) -> int | None:
+    """The resident engine started with this lock path (its command line names it)."""
+    wanted = os.fsencode(lock_path)
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+            if entry.stat().st_uid != os.getuid():
+                continue
+        except OSError:
+            continue
+        if b"gradium_cli.server.resident" in argv and wanted in argv:
+            return int(entry.name)
+    return None
+
+
+def _is_stopped(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("T", "t")
 
 
 def _connect(path: Path) -> socket.socket | None:
@@ -180,15 +215,16 @@ def _engine_env() -> dict[str, str]:
     }
 
 
-def _resident(folder: Path, linger_s: float) -> socket.socket | None:
-    """A connection to the resident engine, started first if there is none."""
+def _resident(folder: Path, linger_s: float) -> tuple[socket.socket | None, bool]:
+    """A connection to the resident engine, started first if there is none, and whether
+    it was running already."""
     key = _resident_key()
     path = folder / f"engine-{key}.sock"
     if len(os.fsencode(path)) > 107:  # sun_path: 108 bytes with the NUL
-        return None
+        return None, False
     sock = _connect(path)
     if sock is not None:
-        return sock
+        return sock, True
     lock_path = folder / f"engine-{key}.lock"
     with open(_open_private(lock_path, os.O_WRONLY), "wb") as lock:
         # Two commands starting at once start one engine; an engine that is leaving
@@ -196,7 +232,7 @@ def _resident(folder: Path, linger_s: float) -> socket.socket | None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         sock = _connect(path)
         if sock is not None:
-            return sock
+            return sock, True
         with contextlib.suppress(FileNotFoundError):
             path.unlink()
         # Bound and listening before the engine starts: this command connects at once
@@ -215,13 +251,31 @@ def _resident(folder: Path, linger_s: float) -> socket.socket | None:
                     pass_fds=(listener.fileno(),),
                     start_new_session=True,  # outlives the command; no terminal's Ctrl-C
                 )
-            return _connect(path)
+            return _connect(path), False
+
+
+def ready_timeout_s() -> float:
+    """How long a command waits for a resident engine that was running already to answer
+    (`READY`, sent as its fork starts: milliseconds) before it starts an engine of its own:
+    a stopped (SIGSTOP) or wedged resident engine still accepts connections.
+    `GRADIUM_ENGINE_READY_S`, default 3."""
+    try:
+        value = float(os.environ.get(READY_ENV, "") or DEFAULT_READY_S)
+    except ValueError:
+        return DEFAULT_READY_S
+    return value if 0 < value <= 3600 else DEFAULT_READY_S
 
 
 class EngineProcess:
-    """The engine process serving this command: a fork of the resident engine or a child."""
+    """The engine process serving this command: a fork of the resident engine or a child.
 
-    def __init__(self, data_dir: Path) -> None:
+    `resident=False`: a child, whatever the settings (the fallback from a resident engine
+    that does not answer). `ready_by`: for a resident engine that was running already, the
+    `time.monotonic()` by which it must have answered; None otherwise (a child, or an engine
+    this command started, which answers once warm or dies).
+    """
+
+    def __init__(self, data_dir: Path, *, resident: bool = True) -> None:
         # The engine's stderr and its marker (which channel is in the engine, then how the
         # process ended); both read if it dies, closed in stop(), so no `with`.
         self.log = tempfile.TemporaryFile()  # noqa: SIM115
@@ -230,17 +284,21 @@ class EngineProcess:
         self.marker.flush()
         self.sock: socket.socket | None = None
         self.process: subprocess.Popen[bytes] | None = None
+        self.ready_by: float | None = None
         try:
-            linger_s = linger_seconds()
+            linger_s = linger_seconds() if resident else 0
         except ValueError:
             linger_s = 0  # the command reports it (backend.local_engine_endpoint); no resident meanwhile
         folder = runtime_dir() if linger_s else None
+        running = False
         if folder is not None:
             with contextlib.suppress(OSError):
-                self.sock = _resident(folder, linger_s)
+                self.sock, running = _resident(folder, linger_s)
         if self.sock is not None and not self._hello(data_dir):
             self.sock.close()
             self.sock = None
+        if self.sock is not None and running:
+            self.ready_by = time.monotonic() + ready_timeout_s()
         if self.sock is None:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gradium_cli.server.pipe", str(data_dir), str(self.marker.fileno())],

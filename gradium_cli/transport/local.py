@@ -20,7 +20,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -28,8 +29,8 @@ from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
 from gradium_cli.errors import ServerError
-from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, OPEN, TEXT
-from gradium_cli.transport.engine_process import EngineProcess
+from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, OPEN, READY, TEXT
+from gradium_cli.transport.engine_process import EngineProcess, ready_timeout_s
 
 if TYPE_CHECKING:
     from gradium_cli.server.app import RunningServer
@@ -92,6 +93,7 @@ class _Child:
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
         self.attached: asyncio.Future[None] | None = None
+        self.ready: asyncio.Future[None] | None = None  # done at READY (or the end)
         self.dead = False
 
     async def attach(self) -> None:
@@ -106,7 +108,21 @@ class _Child:
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), process.stdout)
             transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, process.stdin)
             self.writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        self.ready = asyncio.get_running_loop().create_future()
         self.reader_task = asyncio.create_task(self._read(reader))
+
+    async def answered(self) -> bool:
+        """Whether the engine said READY in time: a resident engine that was running has until
+        `ready_by` (milliseconds, normally, long gone by the first request); anything else, always."""
+        assert self.ready is not None
+        deadline = self.engine_process.ready_by
+        if deadline is None:
+            return True
+        try:
+            await asyncio.wait_for(asyncio.shield(self.ready), max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            return False
+        return True
 
     async def write(self, channel: int, kind: bytes, payload: bytes) -> None:
         if self.dead or self.writer is None:
@@ -122,12 +138,16 @@ class _Child:
             while True:
                 size, channel, kind = HEADER.unpack(await reader.readexactly(HEADER.size))
                 payload = await reader.readexactly(size)
+                if kind == READY:
+                    self._set_ready()
+                    continue
                 sock = self.channels.get(channel)
                 if sock is not None:
                     sock.inbox.put_nowait(payload.decode("utf-8") if kind == TEXT else int(payload or b"1000"))
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         self.dead = True
+        self._set_ready()  # what became of it, the channels are told below
         how, culprit, culprit_id = await asyncio.to_thread(self.engine_process.death)
         crashed = f"the speech engine crashed on this text ({how})"
         # Not their text: a retry gets a new engine process.
@@ -139,6 +159,10 @@ class _Child:
                 sock.inbox.put_nowait(_error(crashed, culprit_id))
             sock.inbox.put_nowait(_error(stopped, None))
             sock.inbox.put_nowait(_INTERNAL_ERROR)
+
+    def _set_ready(self) -> None:
+        if self.ready is not None and not self.ready.done():
+            self.ready.set_result(None)
 
     def stop(self) -> None:
         """End the child (see `EngineProcess.stop`)."""
@@ -154,14 +178,19 @@ class LocalEngine:
     """The built-in engine of one command: a child process, replaced if it dies.
 
     `started`: its first process, when the command started one ahead (cli/entry.py).
+    `warn`: says a line to the user (the fallback from a resident engine that does not answer).
     """
 
-    def __init__(self, data_dir: Path, started: EngineProcess | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, started: EngineProcess | None = None, warn: Callable[[str], None] | None = None
+    ) -> None:
         self.data_dir = data_dir
         # Started now at the latest: its start-up overlaps the command's.
         self._child = _Child(started or EngineProcess(data_dir))
         self._next_channel = 0
         self._http: RunningServer | None = None
+        self._warn = warn
+        self._use_resident = True
 
     def http_base_url(self) -> str:
         """The base URL of an in-process HTTP server for REST calls, started on first use."""
@@ -177,12 +206,19 @@ class LocalEngine:
         # process is tried before the command fails (one line, exit 6).
         for attempt in range(2):
             if self._child.dead or attempt:
-                self._child.stop()
-                self._child = _Child(EngineProcess(self.data_dir))
-            child = self._child
-            if child.attached is None:  # once, however many connect at the same moment
-                child.attached = asyncio.ensure_future(child.attach())
-            await asyncio.shield(child.attached)
+                self._replace_child()
+            child = await self._attached()
+            if not await child.answered():
+                # A resident engine that accepts but never answers (stopped with SIGSTOP, or
+                # wedged): this command's own engine, as with GRADIUM_ENGINE_LINGER_S=0.
+                if self._warn is not None:
+                    self._warn(
+                        f"the resident engine did not answer in {ready_timeout_s():g} s; "
+                        "this command starts an engine of its own (see `gradium doctor`)"
+                    )
+                self._use_resident = False
+                self._replace_child()
+                child = await self._attached()
             self._next_channel += 1
             sock = LocalSocket(child, self._next_channel)
             child.channels[sock.channel] = sock
@@ -193,6 +229,17 @@ class LocalEngine:
                 continue
             return sock
         raise ServerError("the built-in engine stopped as it started; run the command again")
+
+    def _replace_child(self) -> None:
+        self._child.stop()
+        self._child = _Child(EngineProcess(self.data_dir, resident=self._use_resident))
+
+    async def _attached(self) -> _Child:
+        child = self._child
+        if child.attached is None:  # once, however many connect at the same moment
+            child.attached = asyncio.ensure_future(child.attach())
+        await asyncio.shield(child.attached)
+        return child
 
     def stop(self) -> None:
         if self._http is not None:
