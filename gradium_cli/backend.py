@@ -168,8 +168,9 @@ def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iter
 
 @contextlib.contextmanager
 def open_backend(options: BackendOptions, *, pipe: bool = False) -> Iterator[Endpoint]:
-    """The endpoint to use; `pipe`: the command only needs `Endpoint.url` and `TtsSocket`,
-    never `base_url` itself, so the built-in engine may be reached over a pipe."""
+    """The endpoint to use; `pipe`: the command only needs `TtsSocket` and `RestClient`, never
+    a URL of its own to hand on, so the built-in engine may be reached over its stream (with
+    no key); otherwise it is served by an HTTP server in this process (`ws-raw`, `doctor`)."""
     key = resolve("api-key", options.api_key, options.profile)
     base = resolve("base-url", options.base_url, options.profile)
     region = resolve("region", options.region, options.profile).value

@@ -79,10 +79,11 @@ def test_pipe_channels_multiplex_and_close(tmp_path: Path) -> None:
     assert words == [["Request", "number", "1."], ["Request", "number", "2."]]
 
 
-def test_offline_say_crash_is_one_line_and_exit_6(tmp_path: Path) -> None:
+@pytest.mark.parametrize("path", [[], ["--rest"]], ids=["websocket", "rest"])
+def test_offline_say_crash_is_one_line_and_exit_6(tmp_path: Path, path: list[str]) -> None:
     (tmp_path / "t.txt").write_text(KNOWN_CRASH + "\n")
     env = isolated_env(tmp_path, GRADIUM_ENGINE_GUARD="off")
-    result = gradium(tmp_path, "say", "--local", "-f", "t.txt", "-o", "x.wav", env=env)
+    result = gradium(tmp_path, "say", "--local", *path, "-f", "t.txt", "-o", "x.wav", env=env)
     assert result.returncode == 6
     lines = result.stderr.decode().strip().splitlines()
     assert len(lines) == 1, lines
@@ -92,6 +93,18 @@ def test_offline_say_crash_is_one_line_and_exit_6(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("core*"))
 
 
+def test_offline_rest_call_streams_what_the_websocket_gives(tmp_path: Path) -> None:
+    """`say --rest` with no key: the engine process answers the REST call on its stream (no
+    HTTP server), streamed in BODY frames, and the audio is the WebSocket path's, byte for byte."""
+    text = "The same words either way, said twice over."
+    env = isolated_env(tmp_path)
+    for name, extra in (("rest.wav", ["--rest"]), ("ws.wav", [])):
+        done = gradium(tmp_path, "say", text, *extra, "-o", name, env=env)
+        assert done.returncode == 0, done.stderr
+    rest, ws = (tmp_path / "rest.wav").read_bytes(), (tmp_path / "ws.wav").read_bytes()
+    assert len(rest) > 100_000 and rest == ws
+
+
 def test_offline_say_speaks_the_known_crash_input(tmp_path: Path) -> None:
     (tmp_path / "t.txt").write_text(KNOWN_CRASH + "\n")
     result = gradium(tmp_path, "say", "--local", "-f", "t.txt", "-o", "x.wav")
@@ -99,11 +112,22 @@ def test_offline_say_speaks_the_known_crash_input(tmp_path: Path) -> None:
     assert sf.info(str(tmp_path / "x.wav")).duration > 5
 
 
-def test_offline_default_needs_no_http_server(tmp_path: Path) -> None:
-    """With no key, `say` reaches the engine over the pipe: neither uvicorn nor starlette
-    is imported in the command's own process (they are what made it slow)."""
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["say", "Hi there.", "-o", "x.wav"],
+        # A voice by name is resolved with a REST call: the engine answers it too.
+        ["say", "Hi there.", "--voice", "Jack", "-o", "x.wav"],
+        ["voices", "list"],
+        ["pronounce", "create", "Names"],
+    ],
+)
+def test_offline_commands_need_no_http_server(tmp_path: Path, args: list[str]) -> None:
+    """With no key, commands reach the engine over its stream, REST calls included: neither
+    uvicorn nor starlette is imported in the command's own process (starting an HTTP server
+    in it cost a `say --voice NAME` or a `voices list` about a second)."""
     probe = (
-        "import sys, runpy; sys.argv = ['gradium', 'say', 'Hi there.', '-o', 'x.wav'];\n"
+        f"import sys, runpy; sys.argv = ['gradium', *{args!r}];\n"
         "import atexit; atexit.register(lambda: print(sorted(m for m in sys.modules "
         "if m.split('.')[0] in ('uvicorn', 'starlette', 'numpy')), file=sys.stderr))\n"
         "from gradium_cli.cli.app import main; main()"
@@ -113,7 +137,13 @@ def test_offline_default_needs_no_http_server(tmp_path: Path) -> None:
     )
     assert result.returncode == 0, result.stderr
     assert result.stderr.decode().strip().splitlines()[-1] == "[]"
-    assert sf.info(str(tmp_path / "x.wav")).duration > 0.3
+    if args[0] == "say":
+        assert sf.info(str(tmp_path / "x.wav")).duration > 0.3
+    elif args[0] == "voices":
+        assert "\tJack\t" in result.stdout.decode()
+    else:
+        listed = gradium(tmp_path, "pronounce", "list", env=isolated_env(tmp_path))
+        assert listed.returncode == 0 and "Names" in listed.stdout.decode(), listed.stderr
 
 
 def test_offline_batch_fails_only_the_crashing_line(tmp_path: Path) -> None:
@@ -187,7 +217,7 @@ def test_offline_say_starts_the_engine_before_importing_typer(tmp_path: Path) ->
     [
         ["say", "--help"],
         ["say", "Hi.", "--api-key", "gsk_test", "--base-url", "http://127.0.0.1:9/api/", "--retries", "0"],
-        ["voices", "list"],
+        ["voices", "list", "--api-key", "gsk_test", "--base-url", "http://127.0.0.1:9/api/"],
     ],
 )
 def test_no_pipe_engine_where_the_command_will_not_use_it(tmp_path: Path, args: list[str]) -> None:

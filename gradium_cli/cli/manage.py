@@ -23,9 +23,12 @@ DECLINED_EXIT = 1
 
 
 def inner_backend(endpoint: Endpoint, options: BackendOptions) -> BackendOptions:
-    """Options that reach an endpoint already open (so `say`'s path reuses it, no second local server)."""
+    """Options that reach the server of an endpoint already open, for `say`'s path: the same
+    URL and key, or the built-in engine again (a resident engine's fork answers at once)."""
     from gradium_cli.backend import BackendOptions
 
+    if endpoint.local is not None:
+        return BackendOptions(timeout=endpoint.timeout, local=True, profile=options.profile)
     return BackendOptions(endpoint.base_url, endpoint.api_key, None, endpoint.timeout, False, options.profile)
 
 
@@ -34,7 +37,8 @@ async def rest_session(options: BackendOptions) -> AsyncIterator[tuple[Endpoint,
     from gradium_cli.backend import open_backend
     from gradium_cli.transport.rest import RestClient
 
-    with open_backend(options) as endpoint:
+    # pipe: with no key, the built-in engine answers the REST calls on its own stream.
+    with open_backend(options, pipe=True) as endpoint:
         async with RestClient(endpoint) as rest:
             yield endpoint, rest
 

@@ -30,7 +30,9 @@ from gradium_cli.server.workers import EngineCrashed
 from gradium_cli.server.ws import speech_to_text_endpoint, tts_endpoint
 
 
-def create_app(options: ServerOptions) -> Starlette:
+def create_app(options: ServerOptions, state: ServerState | None = None) -> Starlette:
+    """The app `gradium serve` runs; `state`: one to share (the built-in engine's process
+    answers REST calls with it beside its TTS channels)."""
     middleware = [Middleware(Guard, options=options)]
     if options.allowed_origins:
         # Pages from an allowed origin may also read the answers (and send preflighted requests).
@@ -44,7 +46,7 @@ def create_app(options: ServerOptions) -> Starlette:
         *ROUTES,
     ]
     app = Starlette(routes=routes, middleware=middleware)
-    app.state.gradium = ServerState(options)
+    app.state.gradium = state or ServerState(options)
     return app
 
 

@@ -10,6 +10,11 @@ server/resident.py (the hello and the exit status).
   OPEN, TEXT (a text frame, UTF-8) and CLOSE; engine to command: READY first
   (channel 0, no payload: the engine serves this command now), then TEXT and
   CLOSE (payload: the close code as text).
+- **REST calls**, each on a channel of its own: REQUEST (command to engine:
+  REQUEST_HEAD, the JSON of method, path, query and headers, then the body),
+  answered with RESPONSE (the JSON of status and headers), BODY frames, then
+  CLOSE "1000" (or "1011" if the answer broke off). A CLOSE from the command
+  abandons the call.
 - **Marker file**: which request is in the engine now, so that if eSpeak kills
   the process the command knows whose text did it: MARKER (channel, 0 for none;
   the client_req_id's length; whether it has one) then the id's UTF-8, at most
@@ -26,6 +31,7 @@ from __future__ import annotations
 import struct
 
 __all__ = [
+    "BODY",
     "CLOSE",
     "FRAME_LIMIT",
     "HEADER",
@@ -35,6 +41,9 @@ __all__ = [
     "OPEN",
     "PEER",
     "READY",
+    "REQUEST",
+    "REQUEST_HEAD",
+    "RESPONSE",
     "STATUS",
     "STATUS_OFFSET",
     "TEXT",
@@ -42,8 +51,10 @@ __all__ = [
 
 HEADER = struct.Struct("<IIc")
 OPEN, TEXT, CLOSE, READY = b"O", b"T", b"C", b"R"
-# The largest frame either side reads.
-FRAME_LIMIT = 1 << 24
+REQUEST, RESPONSE, BODY = b"Q", b"S", b"B"
+REQUEST_HEAD = struct.Struct("<I")
+# The largest frame either side reads: a voice sample upload (20 MiB by default) fits.
+FRAME_LIMIT = 1 << 26
 
 MARKER = struct.Struct("<IIB")
 MARKER_ID_BYTES = 1024

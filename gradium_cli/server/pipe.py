@@ -22,6 +22,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import functools
+import json
 import os
 import resource
 import sys
@@ -29,10 +31,26 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, MARKER, MARKER_ID_BYTES, OPEN, READY, TEXT
+from gradium_cli.server.engine_wire import (
+    BODY,
+    CLOSE,
+    FRAME_LIMIT,
+    HEADER,
+    MARKER,
+    MARKER_ID_BYTES,
+    OPEN,
+    READY,
+    REQUEST,
+    REQUEST_HEAD,
+    RESPONSE,
+    TEXT,
+)
 
 if TYPE_CHECKING:
+    from starlette.types import ASGIApp
+
     from gradium_cli.server.engine import EngineVoice, EspeakVoiceInfo, SpeechEngine, Synthesis
+    from gradium_cli.server.state import ServerState
 
 __all__ = ["MarkedEngine", "PipeSocket", "main", "serve"]
 
@@ -119,6 +137,87 @@ def frame(channel: int, kind: bytes, payload: bytes) -> bytes:
     return HEADER.pack(len(payload), channel, kind) + payload
 
 
+def forget(calls: dict[int, asyncio.Task[None]], channel: int, _: object) -> None:
+    calls.pop(channel, None)
+
+
+class RestCalls:
+    """REST calls over the stream (engine_wire: REQUEST, RESPONSE, BODY), answered by the
+    app `gradium serve` runs, sharing this process's state: the same answers, no HTTP server."""
+
+    def __init__(self, state: ServerState, out: asyncio.StreamWriter) -> None:
+        self.state = state
+        self.out = out
+        self._app: ASGIApp | None = None
+
+    async def answer(self, channel: int, payload: bytes) -> None:
+        _channel.set(channel)  # an engine crash during the call names it
+        started = False
+        try:
+            (head_size,) = REQUEST_HEAD.unpack_from(payload)
+            head = json.loads(payload[REQUEST_HEAD.size : REQUEST_HEAD.size + head_size])
+            body = payload[REQUEST_HEAD.size + head_size :]
+            scope = {
+                "type": "http",
+                "asgi": {"version": "3.0"},
+                "http_version": "1.1",
+                "method": head["method"],
+                "scheme": "http",
+                "path": head["path"],
+                "raw_path": head["path"].encode("utf-8"),
+                "query_string": head["query"].encode("latin-1"),
+                "root_path": "",
+                "headers": [
+                    (name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in head["headers"]
+                ],
+                "client": ("127.0.0.1", 0),
+                "server": ("localhost", 80),
+                "state": {},
+            }
+            delivered = False
+
+            async def receive() -> dict[str, Any]:
+                nonlocal delivered
+                if not delivered:
+                    delivered = True
+                    return {"type": "http.request", "body": body, "more_body": False}
+                await asyncio.Future()  # no disconnect to report: a CLOSE cancels the call
+                raise AssertionError("unreachable")
+
+            async def send(message: Mapping[str, Any]) -> None:
+                nonlocal started
+                if message["type"] == "http.response.start":
+                    started = True
+                    headers = [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")] for k, v in message["headers"]]
+                    answer = json.dumps({"status": message["status"], "headers": headers}).encode()
+                    self.out.write(frame(channel, RESPONSE, answer))
+                elif message["type"] == "http.response.body":
+                    if message.get("body"):
+                        self.out.write(frame(channel, BODY, bytes(message["body"])))
+                    await self.out.drain()
+
+            await self.app()(scope, receive, send)  # type: ignore[arg-type]
+            self.out.write(frame(channel, CLOSE, b"1000"))
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the call fails, never the command's engine
+            if not started:
+                detail = json.dumps({"detail": f"internal error: {exc}"}).encode()
+                head_json = {"status": 500, "headers": [["content-type", "application/json"]]}
+                self.out.write(frame(channel, RESPONSE, json.dumps(head_json).encode()))
+                self.out.write(frame(channel, BODY, detail))
+            self.out.write(frame(channel, CLOSE, b"1000" if not started else b"1011"))
+        await self.out.drain()
+
+    def app(self) -> ASGIApp:
+        if self._app is None:
+            # Here, not at the top: a command that only speaks never loads starlette.
+            from gradium_cli.server.app import create_app
+
+            self._app = create_app(self.state.options, self.state)
+        return self._app
+
+
 async def serve_pipes(data_dir: Path, marker_fd: int) -> None:
     """Serve the command that started this process, on its stdin and stdout."""
     loop = asyncio.get_running_loop()
@@ -148,8 +247,10 @@ async def serve(
         asyncio.get_running_loop().run_in_executor(None, get_engine().preload, DEFAULT_VOICE.engine_voice)
     state.engine = MarkedEngine(state.engine, marker_fd)
     sockets: dict[int, PipeSocket] = {}
+    calls: dict[int, asyncio.Task[None]] = {}  # REST calls by channel
     tasks: set[asyncio.Task[None]] = set()
     out.write(frame(0, READY, b""))  # a resident engine's command waits for it (transport/local.py)
+    rest = RestCalls(state, out)
 
     async def run(sock: PipeSocket) -> None:
         _channel.set(sock.channel)
@@ -170,6 +271,13 @@ async def serve(
                 task = asyncio.create_task(run(sock))
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            elif kind == REQUEST:
+                call = calls[channel] = asyncio.create_task(rest.answer(channel, payload))
+                tasks.add(call)
+                call.add_done_callback(tasks.discard)
+                call.add_done_callback(functools.partial(forget, calls, channel))
+            elif kind == CLOSE and channel in calls:
+                calls[channel].cancel()  # the command stopped reading the answer
             elif (sock_or_none := sockets.get(channel)) is not None:
                 sock_or_none.inbox.put_nowait(payload.decode("utf-8", "replace") if kind == TEXT else None)
     finally:

@@ -71,6 +71,12 @@ def _warm() -> None:
     engine.preload(DEFAULT_VOICE.engine_voice)
 
 
+def _warm_rest() -> None:
+    """Import what a fork answers REST calls with (server/pipe.py: RestCalls): not before the
+    first command, whose fork would wait for it, but while that fork serves it."""
+    from gradium_cli.server import app  # noqa: F401  (imported for the forks)
+
+
 class _Greeting:
     """A connection whose hello is still arriving: read as it comes, never waited for,
     so a command that is slow to say it (or stopped with Ctrl-Z) holds up no other."""
@@ -150,6 +156,7 @@ class Resident:
         self.inode = os.stat(self.path).st_ino
         self.greetings: dict[int, _Greeting] = {}  # by connection fd
         self.commands: dict[int, _Command] = {}  # by pidfd
+        self.rest_warm = False
 
     def run(self) -> None:
         last_seen = time.monotonic()
@@ -174,6 +181,9 @@ class Resident:
                 if now >= greeting.deadline:
                     del self.greetings[fd]
                     greeting.drop()
+            if self.commands and not self.rest_warm:
+                self.rest_warm = True
+                _warm_rest()
             if self.commands or self.greetings or ready:
                 last_seen = now
             elif listening and now >= last_seen + self.linger_s:

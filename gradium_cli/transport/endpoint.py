@@ -14,6 +14,10 @@ from gradium_cli.ui.redact import mask_url_passwords, remember_secret
 if TYPE_CHECKING:
     from gradium_cli.transport.local import LocalEngine
 
+# The base of the built-in engine's REST calls (transport/local_http.py): httpx needs an
+# http URL; that transport never resolves it.
+LOCAL_HTTP_BASE_URL = "http://built-in-engine/api/"
+
 TTS_ROUTE = "speech/tts"
 SECRET_QUERY = ("token", "api_key", "key")
 
@@ -45,13 +49,12 @@ class Endpoint:
     api_key: str | None = None
     timeout: float = 30.0
     extra_headers: dict[str, str] = field(default_factory=dict)
-    # The built-in offline engine: TTS WebSockets go over its pipe, and REST routes
-    # to an HTTP server it starts only when one is first asked for.
+    # The built-in offline engine: TTS WebSockets and REST calls go over its pipe.
     local: LocalEngine | None = None
     deadline: float | None = None  # --deadline: seconds for a whole request (None: no bound)
 
     def url(self, route: str) -> str:
-        base = self.local.http_base_url() if self.local is not None else self.base_url
+        base = LOCAL_HTTP_BASE_URL if self.local is not None else self.base_url
         return normalise_base_url(base) + route.lstrip("/")
 
     def ws_url(self, route: str = TTS_ROUTE) -> str:

@@ -23,19 +23,30 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
 from gradium_cli.errors import ServerError
-from gradium_cli.server.engine_wire import CLOSE, FRAME_LIMIT, HEADER, OPEN, READY, TEXT
+from gradium_cli.server.engine_wire import (
+    BODY,
+    CLOSE,
+    FRAME_LIMIT,
+    HEADER,
+    OPEN,
+    READY,
+    REQUEST,
+    REQUEST_HEAD,
+    RESPONSE,
+    TEXT,
+)
 from gradium_cli.transport.engine_process import EngineProcess, ready_timeout_s
 
 if TYPE_CHECKING:
-    from gradium_cli.server.app import RunningServer
+    from gradium_cli.transport.local_http import LocalHttpTransport
 
-__all__ = ["LOCAL_BASE_URL", "LocalEngine", "LocalSocket"]
+__all__ = ["LOCAL_BASE_URL", "HttpCall", "LocalEngine", "LocalSocket"]
 
 # What `Endpoint.ws_url` shows for the built-in engine (logs, -v): not a network address.
 LOCAL_BASE_URL = "built-in-engine:/api/"
@@ -64,6 +75,18 @@ class LocalSocket:
                 await self._engine.write(self.channel, CLOSE, b"1000")
         self._engine.channels.pop(self.channel, None)
 
+    def deliver(self, kind: bytes, payload: bytes) -> None:
+        self.inbox.put_nowait(payload.decode("utf-8") if kind == TEXT else int(payload or b"1000"))
+
+    def engine_died(self, crashed: str | None, stopped: str, culprit_id: str | None) -> None:
+        """`crashed`: this channel's request was in the engine when it died."""
+        if crashed is not None:
+            # Scoped to the request the engine was rendering; an unscoped error
+            # after it reaches that socket's other requests (or, with no id, this one).
+            self.inbox.put_nowait(_error(crashed, culprit_id))
+        self.inbox.put_nowait(_error(stopped, None))
+        self.inbox.put_nowait(_INTERNAL_ERROR)
+
     async def __aiter__(self) -> AsyncIterator[str]:
         while True:
             item = await self.inbox.get()
@@ -75,6 +98,60 @@ class LocalSocket:
             if item in (1000, 1001):
                 return
             raise ConnectionClosedError(Close(item, ""), None)
+
+
+class HttpCall:
+    """One REST call on its own channel (engine_wire: REQUEST, then RESPONSE, BODY, CLOSE)."""
+
+    def __init__(self, child: _Child, channel: int) -> None:
+        self._engine = child
+        self.channel = channel
+        self.inbox: asyncio.Queue[tuple[bytes, bytes] | str] = asyncio.Queue()  # frames, or why the engine died
+        self.finished = False
+
+    def deliver(self, kind: bytes, payload: bytes) -> None:
+        self.inbox.put_nowait((kind, payload))
+
+    def engine_died(self, crashed: str | None, stopped: str, culprit_id: str | None) -> None:
+        self.inbox.put_nowait(crashed or stopped)
+
+    async def answer(self, timeout: float) -> dict[str, Any]:
+        """The status and headers; raises TimeoutError after `timeout` seconds without them."""
+        item = await asyncio.wait_for(self.inbox.get(), timeout)
+        if isinstance(item, str):
+            self._done()
+            raise ServerError(item)
+        kind, payload = item
+        if kind != RESPONSE:
+            self._done()
+            raise ServerError("the built-in engine answered a REST call out of turn")
+        head: dict[str, Any] = json.loads(payload)
+        return head
+
+    async def body(self) -> AsyncIterator[bytes]:
+        while not self.finished:
+            item = await self.inbox.get()
+            if isinstance(item, str):
+                self._done()
+                raise ServerError(item)
+            kind, payload = item
+            if kind == BODY:
+                yield payload
+            elif kind == CLOSE:
+                self._done()
+                if payload != b"1000":
+                    raise ServerError("the built-in engine broke off its answer")
+
+    async def abandon(self) -> None:
+        """Stop the call where it is (the engine stops answering it)."""
+        if not self.finished:
+            self._done()
+            with contextlib.suppress(ConnectionClosedError):
+                await self._engine.write(self.channel, CLOSE, b"1000")
+
+    def _done(self) -> None:
+        self.finished = True
+        self._engine.channels.pop(self.channel, None)
 
 
 def _error(message: str, client_req_id: str | None) -> str:
@@ -89,7 +166,7 @@ class _Child:
 
     def __init__(self, process: EngineProcess) -> None:
         self.engine_process = process
-        self.channels: dict[int, LocalSocket] = {}
+        self.channels: dict[int, LocalSocket | HttpCall] = {}
         self.writer: asyncio.StreamWriter | None = None
         self.reader_task: asyncio.Task[None] | None = None
         self.attached: asyncio.Future[None] | None = None
@@ -143,7 +220,7 @@ class _Child:
                     continue
                 sock = self.channels.get(channel)
                 if sock is not None:
-                    sock.inbox.put_nowait(payload.decode("utf-8") if kind == TEXT else int(payload or b"1000"))
+                    sock.deliver(kind, payload)
         except (asyncio.IncompleteReadError, ConnectionResetError):
             pass
         self.dead = True
@@ -153,12 +230,7 @@ class _Child:
         # Not their text: a retry gets a new engine process.
         stopped = f"the built-in engine stopped while rendering another request ({how})"
         for sock in list(self.channels.values()):
-            if sock.channel == culprit:
-                # Scoped to the request the engine was rendering; an unscoped error
-                # after it reaches that socket's other requests (or, with no id, this one).
-                sock.inbox.put_nowait(_error(crashed, culprit_id))
-            sock.inbox.put_nowait(_error(stopped, None))
-            sock.inbox.put_nowait(_INTERNAL_ERROR)
+            sock.engine_died(crashed if sock.channel == culprit else None, stopped, culprit_id)
 
     def _set_ready(self) -> None:
         if self.ready is not None and not self.ready.done():
@@ -188,39 +260,21 @@ class LocalEngine:
         # Started now at the latest: its start-up overlaps the command's.
         self._child = _Child(started or EngineProcess(data_dir))
         self._next_channel = 0
-        self._http: RunningServer | None = None
         self._warn = warn
         self._use_resident = True
 
-    def http_base_url(self) -> str:
-        """The base URL of an in-process HTTP server for REST calls, started on first use."""
-        if self._http is None:
-            from gradium_cli.server.app import start_in_thread
-            from gradium_cli.server.state import ServerOptions
+    def http_transport(self, timeout: float) -> LocalHttpTransport:
+        """REST calls for httpx, answered by the engine process (transport/local_http.py)."""
+        from gradium_cli.transport.local_http import LocalHttpTransport
 
-            self._http = start_in_thread(ServerOptions(data_dir=self.data_dir, quiet=True, workers=1))
-        return self._http.base_url
+        return LocalHttpTransport(self, timeout)
 
     async def connect(self) -> LocalSocket:
         # A channel that could not even be opened carried no request: one more engine
         # process is tried before the command fails (one line, exit 6).
         for attempt in range(2):
-            if self._child.dead or attempt:
-                self._replace_child()
-            child = await self._attached()
-            if not await child.answered():
-                # A resident engine that accepts but never answers (stopped with SIGSTOP, or
-                # wedged): this command's own engine, as with GRADIUM_ENGINE_LINGER_S=0.
-                if self._warn is not None:
-                    self._warn(
-                        f"the resident engine did not answer in {ready_timeout_s():g} s; "
-                        "this command starts an engine of its own (see `gradium doctor`)"
-                    )
-                self._use_resident = False
-                self._replace_child()
-                child = await self._attached()
-            self._next_channel += 1
-            sock = LocalSocket(child, self._next_channel)
+            child = await self._serving_child(replace=attempt > 0)
+            sock = LocalSocket(child, self._new_channel())
             child.channels[sock.channel] = sock
             try:
                 await child.write(sock.channel, OPEN, b"")
@@ -229,6 +283,43 @@ class LocalEngine:
                 continue
             return sock
         raise ServerError("the built-in engine stopped as it started; run the command again")
+
+    async def call(self, head: dict[str, Any], body: bytes) -> HttpCall:
+        """Send one REST call (method, path, query, headers; body) on a channel of its own."""
+        encoded = json.dumps(head).encode()
+        for attempt in range(2):
+            child = await self._serving_child(replace=attempt > 0)
+            call = HttpCall(child, self._new_channel())
+            child.channels[call.channel] = call
+            try:
+                await child.write(call.channel, REQUEST, REQUEST_HEAD.pack(len(encoded)) + encoded + body)
+            except ConnectionClosedError:
+                child.channels.pop(call.channel, None)
+                continue
+            return call
+        raise ServerError("the built-in engine stopped as it started; run the command again")
+
+    def _new_channel(self) -> int:
+        self._next_channel += 1
+        return self._next_channel
+
+    async def _serving_child(self, *, replace: bool) -> _Child:
+        """The engine process to open a channel on: a new one if that one died (or `replace`)."""
+        if self._child.dead or replace:
+            self._replace_child()
+        child = await self._attached()
+        if not await child.answered():
+            # A resident engine that accepts but never answers (stopped with SIGSTOP, or
+            # wedged): this command's own engine, as with GRADIUM_ENGINE_LINGER_S=0.
+            if self._warn is not None:
+                self._warn(
+                    f"the resident engine did not answer in {ready_timeout_s():g} s; "
+                    "this command starts an engine of its own (see `gradium doctor`)"
+                )
+            self._use_resident = False
+            self._replace_child()
+            child = await self._attached()
+        return child
 
     def _replace_child(self) -> None:
         self._child.stop()
@@ -242,6 +333,4 @@ class LocalEngine:
         return child
 
     def stop(self) -> None:
-        if self._http is not None:
-            self._http.stop()
         self._child.stop()

@@ -85,7 +85,10 @@ class RestClient:
     def __init__(self, endpoint: Endpoint) -> None:
         self.endpoint = endpoint
         self._httpx = import_httpx()
+        # The built-in engine answers REST calls itself, on its own stream (transport/local_http.py).
+        transport = endpoint.local.http_transport(endpoint.timeout) if endpoint.local is not None else None
         self.client: httpx.AsyncClient = self._httpx.AsyncClient(
+            transport=transport,
             headers=endpoint.headers(),
             timeout=endpoint.timeout,
             follow_redirects=True,

@@ -1,0 +1,62 @@
+"""REST calls to the built-in engine as an httpx transport: no HTTP server, no socket.
+
+`RestClient` sends the calls of a command with no key (voice and dictionary names
+resolved to ids, `voices`, `pronounce`) through this transport to the engine process
+that also speaks its TTS (transport/local.py), which answers them with the app
+`gradium serve` runs (server/pipe.py). A resident engine has that app loaded
+already; starting an HTTP server in the command cost it about a second.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
+
+from gradium_cli.transport.rest import import_httpx
+
+import_httpx()  # first: httpx then comes without its command-line client
+
+import httpx  # noqa: E402
+
+if TYPE_CHECKING:
+    from gradium_cli.transport.local import HttpCall, LocalEngine
+
+__all__ = ["LocalHttpTransport"]
+
+
+class _Body(httpx.AsyncByteStream):
+    def __init__(self, call: HttpCall) -> None:
+        self._call = call
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for chunk in self._call.body():
+            yield chunk
+
+    async def aclose(self) -> None:
+        await self._call.abandon()
+
+
+class LocalHttpTransport(httpx.AsyncBaseTransport):
+    def __init__(self, engine: LocalEngine, timeout: float) -> None:
+        self._engine = engine
+        self._timeout = timeout
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        body = await request.aread()
+        # The app checks the Host header against the names of loopback (DNS rebinding).
+        headers = [[name, value] for name, value in request.headers.multi_items() if name.lower() != "host"]
+        head = {
+            "method": request.method,
+            "path": request.url.path,
+            "query": request.url.query.decode("latin-1"),
+            "headers": [*headers, ["host", "localhost"]],
+        }
+        call = await self._engine.call(head, body)
+        try:
+            answer = await call.answer(self._timeout)
+        except TimeoutError:
+            await call.abandon()
+            raise httpx.ReadTimeout(f"no answer in {self._timeout:g} s", request=request) from None
+        return httpx.Response(
+            answer["status"], headers=[tuple(pair) for pair in answer["headers"]], stream=_Body(call), request=request
+        )
