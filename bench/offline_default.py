@@ -13,6 +13,9 @@ machine noise hits all alike:
              process of the command over a pipe (the path before the resident engine).
 * served   - `gradium say TEXT --base-url URL -o x.wav` against a `gradium serve`
              subprocess started once before the rounds (also already running).
+* offline / served, say --voice Jack and voices list - the same two ways: a voice
+             by name is resolved with a REST call, and `voices list` is one; the
+             built-in engine answers them on its own stream (no HTTP server).
 
 It reports medians of wall time (spawn to exit) and of CPU time: the command and
 all its children (`RUSAGE_CHILDREN`), plus what the resident engine and its fork
@@ -46,6 +49,10 @@ from benchlib import console_script, local_server, machine, median, table
 
 TEXT = "Hello there, this is the first thing a new user says."
 TARGET = 1.3
+NAMED = {
+    "say --voice Jack": ["say", TEXT, "--voice", "Jack", "-o", "v.wav", "--force"],
+    "voices list": ["voices", "list"],
+}
 
 
 def become_subreaper() -> None:
@@ -148,10 +155,16 @@ def main() -> None:
                 "offline, per-command child": (offline, {**env, "GRADIUM_ENGINE_LINGER_S": "0"}),
                 "served": ([gradium, "say", TEXT, "--base-url", base_url, "-o", "y.wav", "--force"], env),
             }
+            # With a voice by name (resolved with a REST call) and a REST-only command.
+            for label, words in NAMED.items():
+                commands[f"offline, {label}"] = ([gradium, *words], env)
+                commands[f"served, {label}"] = ([gradium, *words, "--base-url", base_url], env)
             if args.baseline is not None:
                 old_env = {**env, "PYTHONPATH": str(args.baseline.resolve())}
-                old_argv = [sys.executable, "-c", BASELINE_CODE, "say", TEXT, "-o", "z.wav", "--force"]
-                commands["offline (baseline)"] = (old_argv, old_env)
+                old = [sys.executable, "-c", BASELINE_CODE]
+                commands["offline (baseline)"] = ([*old, "say", TEXT, "-o", "z.wav", "--force"], old_env)
+                for label, words in NAMED.items():
+                    commands[f"offline, {label} (baseline)"] = ([*old, *words], old_env)
             times: dict[str, list[tuple[float, float]]] = {name: [] for name in commands}
             for round_number in range(args.rounds + 1):  # round 0 warms the page cache and .pyc files
                 for name, (argv, command_env) in commands.items():
@@ -177,8 +190,11 @@ def main() -> None:
     cpu_ratio = cpus["offline"] / cpus["served"]
     print(f"offline / served: wall {ratio:.2f}x ({verdict}, target <= {TARGET}x), CPU {cpu_ratio:.2f}x")
     for name in commands:
-        if name not in ("offline", "served"):
-            print(f"{name} / served: wall {walls[name] / walls['served']:.2f}x, CPU {cpus[name] / cpus['served']:.2f}x")
+        if name in ("offline", "served") or name.startswith("served, "):
+            continue
+        label = next((label for label in NAMED if f", {label}" in name), None)
+        served = "served" if label is None else f"served, {label}"
+        print(f"{name} / {served}: wall {walls[name] / walls[served]:.2f}x, CPU {cpus[name] / cpus[served]:.2f}x")
 
 
 if __name__ == "__main__":
