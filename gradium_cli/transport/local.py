@@ -116,7 +116,7 @@ class HttpCall:
         self.inbox.put_nowait(crashed or stopped)
 
     async def answer(self, timeout: float) -> dict[str, Any]:
-        """The status and headers; raises TimeoutError after `timeout` seconds without them."""
+        """The status and headers; raises asyncio.TimeoutError after `timeout` seconds without them."""
         item = await asyncio.wait_for(self.inbox.get(), timeout)
         if isinstance(item, str):
             self._done()

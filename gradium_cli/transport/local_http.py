@@ -9,6 +9,7 @@ already; starting an HTTP server in the command cost it about a second.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
@@ -54,7 +55,7 @@ class LocalHttpTransport(httpx.AsyncBaseTransport):
         call = await self._engine.call(head, body)
         try:
             answer = await call.answer(self._timeout)
-        except TimeoutError:
+        except asyncio.TimeoutError:  # not the builtin on Python 3.10
             await call.abandon()
             raise httpx.ReadTimeout(f"no answer in {self._timeout:g} s", request=request) from None
         return httpx.Response(
