@@ -182,6 +182,32 @@ class WsResult:
     ttfa_s: float  # text sent -> first audio frame with stop_s > start_s
 
 
+class Tally:
+    """What a client counts of the server's frames: audio bytes (decoded) and when the first
+    audio came, until end_of_stream."""
+
+    def __init__(self, sent_text: float) -> None:
+        self.sent_text = sent_text
+        self.first: float | None = None
+        self.audio_bytes = 0
+
+    def took(self, text: str | bytes) -> bool:
+        """Count one frame; True at end_of_stream."""
+        frame = json.loads(text)
+        kind = frame.get("type")
+        if kind == "audio":
+            self.audio_bytes += len(base64.b64decode(frame["audio"]))
+            if self.first is None and frame["stop_s"] > frame["start_s"]:
+                self.first = time.perf_counter() - self.sent_text
+        elif kind == "error":
+            raise RuntimeError(f"server error: {frame}")
+        return bool(kind == "end_of_stream")
+
+    def result(self, wall: float) -> WsResult:
+        first = self.first if self.first is not None else float("nan")
+        return WsResult(self.audio_bytes / PCM_BYTES_PER_S, wall, first)
+
+
 def ws_request(url: str, text: str) -> WsResult:
     """One request with a lean client: websockets' own protocol (sans I/O) on a
     blocking socket, every audio payload decoded. The asyncio client below costs
@@ -207,31 +233,18 @@ def ws_request(url: str, text: str) -> WsResult:
         protocol.send_text(json.dumps({"type": "text", "text": text}).encode())
         protocol.send_text(json.dumps({"type": "end_of_stream"}).encode())
         sock.sendall(b"".join(protocol.data_to_send()))
-        first: float | None = None
-        audio_bytes = 0
+        tally = Tally(sent_text)
         while True:
             data = sock.recv(1 << 20)
             if not data:
                 raise RuntimeError("the server closed the connection before end_of_stream")
             protocol.receive_data(data)
-            done = False
-            for event in protocol.events_received():
-                if not isinstance(event, Frame) or event.opcode is not Opcode.TEXT:
-                    continue
-                frame = json.loads(event.data)
-                kind = frame.get("type")
-                if kind == "audio":
-                    audio_bytes += len(base64.b64decode(frame["audio"]))
-                    if first is None and frame["stop_s"] > frame["start_s"]:
-                        first = time.perf_counter() - sent_text
-                elif kind == "end_of_stream":
-                    done = True
-                elif kind == "error":
-                    raise RuntimeError(f"server error: {frame}")
-            if done:
+            texts = [e.data for e in protocol.events_received() if isinstance(e, Frame) and e.opcode is Opcode.TEXT]
+            ended = [tally.took(text) for text in texts]  # every frame counted, then the verdict
+            if any(ended):
                 break
         wall = time.perf_counter() - start
-    return WsResult(audio_bytes / PCM_BYTES_PER_S, wall, first if first is not None else float("nan"))
+    return tally.result(wall)
 
 
 async def ws_request_asyncio(url: str, text: str) -> WsResult:
@@ -242,21 +255,11 @@ async def ws_request_asyncio(url: str, text: str) -> WsResult:
         sent_text = time.perf_counter()
         await ws.send(json.dumps({"type": "text", "text": text}))
         await ws.send(json.dumps({"type": "end_of_stream"}))
-        first: float | None = None
-        audio_bytes = 0
-        while True:
-            frame = json.loads(await ws.recv())
-            kind = frame.get("type")
-            if kind == "audio":
-                audio_bytes += len(base64.b64decode(frame["audio"]))
-                if first is None and frame["stop_s"] > frame["start_s"]:
-                    first = time.perf_counter() - sent_text
-            elif kind == "end_of_stream":
-                break
-            elif kind == "error":
-                raise RuntimeError(f"server error: {frame}")
+        tally = Tally(sent_text)
+        while not tally.took(await ws.recv()):
+            pass
         wall = time.perf_counter() - start
-    return WsResult(audio_bytes / PCM_BYTES_PER_S, wall, first if first is not None else float("nan"))
+    return tally.result(wall)
 
 
 # One event loop for every request, as a client making many would have.
