@@ -25,6 +25,7 @@ from gradium_cli.ui.env import get_env
 
 if TYPE_CHECKING:
     from gradium_cli.transport.engine_process import EngineProcess
+    from gradium_cli.transport.local import LocalEngine
 
 # The built-in engine's URLs while it runs: its port changes every run, so the request
 # cache names it by what it is instead (gradium_cli/cache.py).
@@ -82,6 +83,7 @@ def local_server_endpoint(timeout: float, deadline: float | None = None) -> Iter
 
 
 _prestarted: EngineProcess | None = None
+_open_engine: LocalEngine | None = None  # the command's built-in engine while it is open
 
 
 def uses_local_engine(options: BackendOptions, *, announce: bool = True) -> bool:
@@ -155,14 +157,21 @@ def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iter
         linger_seconds()
     except ValueError as exc:
         raise ConfigError(str(exc), hint=f"unset {LINGER_ENV} for the default (120 s)") from None
+    global _open_engine
+    if _open_engine is not None:
+        # A command speaking inside another (`voices preview` takes `say`'s path): the same
+        # engine process, not a second one.
+        yield Endpoint(LOCAL_BASE_URL, None, timeout, local=_open_engine, deadline=deadline)
+        return
     env = get_env()
     engine = LocalEngine(writable_data_dir(), _prestarted, lambda line: env.say(f"gradium: warning: {line}"))
-    _prestarted = None
+    _prestarted, _open_engine = None, engine
     BUILTIN_URLS.add(LOCAL_BASE_URL)
     try:
         yield Endpoint(LOCAL_BASE_URL, None, timeout, local=engine, deadline=deadline)
     finally:
         BUILTIN_URLS.discard(LOCAL_BASE_URL)
+        _open_engine = None
         engine.stop()
 
 

@@ -331,14 +331,14 @@ def test_doctor_says_whether_it_runs(tmp_path: Path, run_dir: Path) -> None:
         stopped = line()
     finally:
         os.kill(pid, signal.SIGCONT)
-    assert stopped.startswith(f"! resident engine  stopped (pid {pid}, by SIGSTOP or Ctrl-Z): ")
+    assert stopped.startswith(f"! resident engine  stopped (pid {pid}, by SIGSTOP): ")
     assert f"`kill -CONT {pid}` resumes it" in stopped
     env["GRADIUM_ENGINE_LINGER_S"] = "0"
     assert line().endswith("off (GRADIUM_ENGINE_LINGER_S=0): each command with no key starts its own engine process")
 
 
 def test_a_stopped_resident_engine_costs_a_command_seconds_not_its_reply_timeout(tmp_path: Path, run_dir: Path) -> None:
-    # A stopped (SIGSTOP, Ctrl-Z) or wedged resident engine still accepts connections: the
+    # A stopped (SIGSTOP) or wedged resident engine still accepts connections: the
     # command waits GRADIUM_ENGINE_READY_S for it to answer, then starts its own engine, and
     # says so in one line. (It used to wait for the reply timeout: 3 tries of 30 s.)
     env = env_for(tmp_path, run_dir, GRADIUM_ENGINE_READY_S="1")
@@ -362,3 +362,55 @@ def test_a_stopped_resident_engine_costs_a_command_seconds_not_its_reply_timeout
     again = say(tmp_path, env, "Back.", "c.wav")
     assert again.returncode == 0 and again.stderr == b""
     assert residents(run_dir) == [pid]
+
+
+def test_a_batch_on_a_stopped_resident_engine_moves_to_one_engine_of_its_own(tmp_path: Path, run_dir: Path) -> None:
+    # Many channels open at once (voices by name: REST calls, then the speech): all see the
+    # resident engine not answer at the same moment, and one engine of its own serves them all.
+    env = env_for(tmp_path, run_dir, GRADIUM_ENGINE_READY_S="1")
+    assert say(tmp_path, env, "Start it.", "a.wav").returncode == 0
+    [pid] = residents(run_dir)
+    voices = ["Kent", "Emma", "John", "Eva", "Sydney"]
+    rows = [f"Line number {index}.,{voices[index % len(voices)]}" for index in range(12)]
+    (tmp_path / "m.csv").write_text("text,voice\n" + "\n".join(rows) + "\n")
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        done = gradium(tmp_path, "batch", "m.csv", "-d", "out", "--jobs", "8", "--no-cache", env=env, timeout=90)
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    warning = "gradium: warning: the resident engine did not answer in 1 s"
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.decode().count(warning) == 1, done.stderr
+    assert "Traceback" not in done.stderr.decode()
+    made = sorted((tmp_path / "out").glob("*.wav"))
+    assert len(made) == 12 and all(sf.info(str(path)).duration > 0.5 for path in made)
+
+
+def test_a_rest_answer_that_stalls_ends_at_the_timeout(tmp_path: Path, run_dir: Path) -> None:
+    # `say --rest` streams its audio from the engine's fork; a fork stopped mid-answer ends the
+    # command at --timeout with one line and exit 7, as a server that goes quiet does.
+    env = env_for(tmp_path, run_dir)
+    assert say(tmp_path, env, "Start it.", "a.wav").returncode == 0
+    [resident] = residents(run_dir)
+    (tmp_path / "long.txt").write_text("This sentence takes the engine a little while to say. " * 400)
+    command = [gradium_exe(), "say", "--rest", "--timeout", "2", "-f", "long.txt", "-F", "pcm", "-o", "-"]
+    with subprocess.Popen(command, env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        assert len(proc.stdout.read(10_000)) == 10_000  # the answer is streaming
+        forks = [int(child) for task in Path(f"/proc/{resident}/task").iterdir()
+                 for child in (task / "children").read_text().split()]  # fmt: skip
+        assert len(forks) == 1
+        os.kill(forks[0], signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            proc.stdout.read()  # until the command gives up and closes it
+            code = proc.wait(timeout=30)
+            took = time.monotonic() - started
+        finally:
+            os.kill(forks[0], signal.SIGCONT)
+        stderr = proc.stderr.read().decode()
+    assert code == 7, stderr
+    assert [line for line in stderr.splitlines() if line.startswith("gradium: error:")] == [
+        "gradium: error: timed out talking to http://built-in-engine/api/post/speech/tts (raise --timeout)"
+    ], stderr
+    assert took < 15, took

@@ -181,7 +181,7 @@ def check_resident_engine() -> Check:
         detail = f"running on {path}{which}; ends after {linger_seconds():g} s without a command ({LINGER_ENV})"
     elif state == "stopped":
         detail = (
-            f"stopped (pid {pid}, by SIGSTOP or Ctrl-Z): each command with no key waits {ready_timeout_s():g} s "
+            f"stopped (pid {pid}, by SIGSTOP): each command with no key waits {ready_timeout_s():g} s "
             f"({READY_ENV}) for it, then starts its own engine; `kill -CONT {pid}` resumes it, `kill {pid}` ends it"
         )
         return Check("resident engine", "warn", detail, essential=False)

@@ -45,7 +45,7 @@ EXTRA_ENVIRONMENT = {
     "GRADIUM_ENGINE_LINGER_S": "Seconds the resident built-in engine waits for the next command with no key "
     "before it exits; 0 keeps none (each command starts its own engine process) [default: 120]",
     "GRADIUM_ENGINE_READY_S": "Seconds a command with no key waits for a running resident engine to answer "
-    "(one stopped with SIGSTOP or Ctrl-Z does not) before it starts an engine of its own [default: 3]",
+    "(one stopped with SIGSTOP does not) before it starts an engine of its own [default: 3]",
     "NO_COLOR": "Any value turns colour off, like --no-color.",
     "XDG_CONFIG_HOME": "Base of the config dir on Linux (default ~/.config).",
     "XDG_DATA_HOME": "Base of the data dir on Linux (default ~/.local/share).",

@@ -59,7 +59,9 @@ class AsgiSocket:
         """What uvicorn does for one ASGI `websocket.send`, for all of them, then one
         write: a unit's ~20 frames as one loopback send instead of twenty."""
         await protocol.writable.wait()  # uvicorn's flow control, as for any send
-        if protocol.disconnected or protocol.close_sent or not self.connected:
+        # `disconnected` exists from uvicorn 0.53; 0.50-0.52 serve with this protocol without it.
+        gone = getattr(protocol, "disconnected", False) or protocol.transport.is_closing()
+        if gone or protocol.close_sent or not self.connected:
             raise SocketGone
         try:
             for text in texts:

@@ -46,6 +46,7 @@ __all__ = [
     "RESPONSE",
     "STATUS",
     "STATUS_OFFSET",
+    "STREAM_BUFFER",
     "TEXT",
 ]
 
@@ -53,8 +54,11 @@ HEADER = struct.Struct("<IIc")
 OPEN, TEXT, CLOSE, READY = b"O", b"T", b"C", b"R"
 REQUEST, RESPONSE, BODY = b"Q", b"S", b"B"
 REQUEST_HEAD = struct.Struct("<I")
-# The largest frame either side reads: a voice sample upload (20 MiB by default) fits.
+# The largest frame the engine reads (it stops reading a stream that sends a larger one): a
+# voice sample upload (20 MiB by default, refused by the command above that) fits.
 FRAME_LIMIT = 1 << 26
+# What a side's stream buffers before it stops reading (asyncio's flow control), not a frame limit.
+STREAM_BUFFER = 1 << 24
 
 MARKER = struct.Struct("<IIB")
 MARKER_ID_BYTES = 1024

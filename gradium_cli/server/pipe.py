@@ -43,6 +43,7 @@ from gradium_cli.server.engine_wire import (
     REQUEST,
     REQUEST_HEAD,
     RESPONSE,
+    STREAM_BUFFER,
     TEXT,
 )
 
@@ -145,14 +146,14 @@ class RestCalls:
     """REST calls over the stream (engine_wire: REQUEST, RESPONSE, BODY), answered by the
     app `gradium serve` runs, sharing this process's state: the same answers, no HTTP server."""
 
-    def __init__(self, state: ServerState, out: asyncio.StreamWriter) -> None:
+    def __init__(self, state: ServerState, out: asyncio.StreamWriter, app: ASGIApp | None = None) -> None:
         self.state = state
         self.out = out
-        self._app: ASGIApp | None = None
+        self._app = app  # `gradium serve`'s, made on the first call
 
     async def answer(self, channel: int, payload: bytes) -> None:
         _channel.set(channel)  # an engine crash during the call names it
-        started = False
+        started = ended = False
         try:
             (head_size,) = REQUEST_HEAD.unpack_from(payload)
             head = json.loads(payload[REQUEST_HEAD.size : REQUEST_HEAD.size + head_size])
@@ -185,7 +186,7 @@ class RestCalls:
                 raise AssertionError("unreachable")
 
             async def send(message: Mapping[str, Any]) -> None:
-                nonlocal started
+                nonlocal started, ended
                 if message["type"] == "http.response.start":
                     started = True
                     headers = [[bytes(k).decode("latin-1"), bytes(v).decode("latin-1")] for k, v in message["headers"]]
@@ -194,6 +195,7 @@ class RestCalls:
                 elif message["type"] == "http.response.body":
                     if message.get("body"):
                         self.out.write(frame(channel, BODY, bytes(message["body"])))
+                    ended = not message.get("more_body", False)
                     await self.out.drain()
 
             await self.app()(scope, receive, send)  # type: ignore[arg-type]
@@ -206,7 +208,8 @@ class RestCalls:
                 head_json = {"status": 500, "headers": [["content-type", "application/json"]]}
                 self.out.write(frame(channel, RESPONSE, json.dumps(head_json).encode()))
                 self.out.write(frame(channel, BODY, detail))
-            self.out.write(frame(channel, CLOSE, b"1000" if not started else b"1011"))
+            # starlette's ServerErrorMiddleware sends a whole 500, then raises: that answer is complete.
+            self.out.write(frame(channel, CLOSE, b"1011" if started and not ended else b"1000"))
         await self.out.drain()
 
     def app(self) -> ASGIApp:
@@ -221,7 +224,7 @@ class RestCalls:
 async def serve_pipes(data_dir: Path, marker_fd: int) -> None:
     """Serve the command that started this process, on its stdin and stdout."""
     loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=FRAME_LIMIT)
+    reader = asyncio.StreamReader(limit=STREAM_BUFFER)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin.buffer)
     transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, sys.stdout.buffer)
     out = asyncio.StreamWriter(transport, protocol, None, loop)
@@ -263,6 +266,8 @@ async def serve(
         while True:
             try:
                 size, channel, kind = HEADER.unpack(await reader.readexactly(HEADER.size))
+                if size > FRAME_LIMIT:
+                    break  # not a command of ours: nothing more is read from it
                 payload = await reader.readexactly(size)
             except (asyncio.IncompleteReadError, ConnectionResetError):
                 break  # the client is gone

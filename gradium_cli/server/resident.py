@@ -37,7 +37,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from gradium_cli.server.engine_wire import FRAME_LIMIT, HELLO, PEER, STATUS, STATUS_OFFSET
+from gradium_cli.server.engine_wire import HELLO, PEER, STATUS, STATUS_OFFSET, STREAM_BUFFER
 
 __all__ = ["main"]
 
@@ -140,7 +140,7 @@ def _serve_in_fork(conn: socket.socket, hello: dict[str, object], marker_fd: int
     conn.setblocking(True)
 
     async def run() -> None:
-        reader, writer = await asyncio.open_unix_connection(sock=conn, limit=FRAME_LIMIT)
+        reader, writer = await asyncio.open_unix_connection(sock=conn, limit=STREAM_BUFFER)
         await serve(data_dir, marker_fd, reader, writer, preload=False)
 
     asyncio.run(run())

@@ -140,7 +140,7 @@ def _newest_source_mtime(folder: str) -> int:
 def resident_engine() -> tuple[str, Path | None, int | None]:
     """Whether commands with no key reach a resident engine: ("running", its socket, its pid
     or None if it cannot be told),
-    ("stopped", its socket, its pid) when it is stopped (SIGSTOP, Ctrl-Z) and commands wait
+    ("stopped", its socket, its pid) when it is stopped (SIGSTOP) and commands wait
     `ready_timeout_s()` for it before starting their own, ("idle", its socket, None) when the
     next such command will start one, ("off", None, None) or ("unavailable", None, None)."""
     try:
@@ -163,20 +163,24 @@ def resident_engine() -> tuple[str, Path | None, int | None]:
 
 
 def _resident_pid(lock_path: Path) -> int | None:
-    """The resident engine started with this lock path (its command line names it)."""
+    """The resident engine started with this lock path (its command line names it; so do its
+    forks, which copy it: the one whose parent is not one of them)."""
     wanted = os.fsencode(lock_path)
+    parents: dict[int, int] = {}
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
         try:
             argv = Path(entry.path, "cmdline").read_bytes().split(b"\0")
+            if b"gradium_cli.server.resident" not in argv or wanted not in argv:
+                continue
             if entry.stat().st_uid != os.getuid():
                 continue
+            stat_line = Path(entry.path, "stat").read_text()
         except OSError:
             continue
-        if b"gradium_cli.server.resident" in argv and wanted in argv:
-            return int(entry.name)
-    return None
+        parents[int(entry.name)] = int(stat_line.rsplit(")", 1)[1].split()[1])
+    return next((pid for pid, parent in parents.items() if parent not in parents), None)
 
 
 def _is_stopped(pid: int) -> bool:

@@ -23,7 +23,7 @@ import json
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
@@ -32,13 +32,13 @@ from gradium_cli.errors import ServerError
 from gradium_cli.server.engine_wire import (
     BODY,
     CLOSE,
-    FRAME_LIMIT,
     HEADER,
     OPEN,
     READY,
     REQUEST,
     REQUEST_HEAD,
     RESPONSE,
+    STREAM_BUFFER,
     TEXT,
 )
 from gradium_cli.transport.engine_process import EngineProcess, ready_timeout_s
@@ -52,6 +52,9 @@ __all__ = ["LOCAL_BASE_URL", "HttpCall", "LocalEngine", "LocalSocket"]
 LOCAL_BASE_URL = "built-in-engine:/api/"
 
 _INTERNAL_ERROR = 1011
+# Set once a resident engine did not answer: every later engine process of this command
+# (a retry, `voices preview` speaking) is a child of its own, and the warning is said once.
+_resident_unanswered = False
 
 
 class LocalSocket:
@@ -128,9 +131,10 @@ class HttpCall:
         head: dict[str, Any] = json.loads(payload)
         return head
 
-    async def body(self) -> AsyncIterator[bytes]:
+    async def body(self, timeout: float) -> AsyncIterator[bytes]:
+        """The answer's body; raises asyncio.TimeoutError after `timeout` seconds without a frame."""
         while not self.finished:
-            item = await self.inbox.get()
+            item = await asyncio.wait_for(self.inbox.get(), timeout)
             if isinstance(item, str):
                 self._done()
                 raise ServerError(item)
@@ -176,12 +180,12 @@ class _Child:
     async def attach(self) -> None:
         """Wrap the engine's socket or pipes in this event loop's streams (on the first connect)."""
         if self.engine_process.sock is not None:
-            reader, self.writer = await asyncio.open_unix_connection(sock=self.engine_process.sock, limit=FRAME_LIMIT)
+            reader, self.writer = await asyncio.open_unix_connection(sock=self.engine_process.sock, limit=STREAM_BUFFER)
         else:
             process = self.engine_process.process
             assert process is not None and process.stdin is not None and process.stdout is not None
             loop = asyncio.get_running_loop()
-            reader = asyncio.StreamReader(limit=FRAME_LIMIT)
+            reader = asyncio.StreamReader(limit=STREAM_BUFFER)
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), process.stdout)
             transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, process.stdin)
             self.writer = asyncio.StreamWriter(transport, protocol, None, loop)
@@ -246,6 +250,9 @@ class _Child:
         self.engine_process.stop()
 
 
+ChannelT = TypeVar("ChannelT", LocalSocket, HttpCall)
+
+
 class LocalEngine:
     """The built-in engine of one command: a child process, replaced if it dies.
 
@@ -258,10 +265,9 @@ class LocalEngine:
     ) -> None:
         self.data_dir = data_dir
         # Started now at the latest: its start-up overlaps the command's.
-        self._child = _Child(started or EngineProcess(data_dir))
+        self._child = _Child(started or EngineProcess(data_dir, resident=not _resident_unanswered))
         self._next_channel = 0
         self._warn = warn
-        self._use_resident = True
 
     def http_transport(self, timeout: float) -> LocalHttpTransport:
         """REST calls for httpx, answered by the engine process (transport/local_http.py)."""
@@ -270,67 +276,71 @@ class LocalEngine:
         return LocalHttpTransport(self, timeout)
 
     async def connect(self) -> LocalSocket:
-        # A channel that could not even be opened carried no request: one more engine
-        # process is tried before the command fails (one line, exit 6).
-        for attempt in range(2):
-            child = await self._serving_child(replace=attempt > 0)
-            sock = LocalSocket(child, self._new_channel())
-            child.channels[sock.channel] = sock
-            try:
-                await child.write(sock.channel, OPEN, b"")
-            except ConnectionClosedError:
-                child.channels.pop(sock.channel, None)
-                continue
-            return sock
-        raise ServerError("the built-in engine stopped as it started; run the command again")
+        return await self._open(LocalSocket, OPEN, b"")
 
     async def call(self, head: dict[str, Any], body: bytes) -> HttpCall:
         """Send one REST call (method, path, query, headers; body) on a channel of its own."""
         encoded = json.dumps(head).encode()
-        for attempt in range(2):
-            child = await self._serving_child(replace=attempt > 0)
-            call = HttpCall(child, self._new_channel())
-            child.channels[call.channel] = call
+        return await self._open(HttpCall, REQUEST, REQUEST_HEAD.pack(len(encoded)) + encoded + body)
+
+    async def _open(self, make: Callable[[_Child, int], ChannelT], kind: bytes, payload: bytes) -> ChannelT:
+        # A channel that could not even be opened carried nothing yet: one more engine
+        # process is tried before the command fails (one line, exit 6).
+        failed: _Child | None = None
+        for _ in range(2):
+            child = await self._serving_child(failed)
+            self._next_channel += 1
+            channel = make(child, self._next_channel)
+            child.channels[channel.channel] = channel
             try:
-                await child.write(call.channel, REQUEST, REQUEST_HEAD.pack(len(encoded)) + encoded + body)
+                await child.write(channel.channel, kind, payload)
             except ConnectionClosedError:
-                child.channels.pop(call.channel, None)
+                child.channels.pop(channel.channel, None)
+                failed = child
                 continue
-            return call
+            return channel
         raise ServerError("the built-in engine stopped as it started; run the command again")
 
-    def _new_channel(self) -> int:
-        self._next_channel += 1
-        return self._next_channel
+    async def _serving_child(self, failed: _Child | None) -> _Child:
+        """The engine process to open a channel on: the current one, or a new one if it died,
+        could not take a channel (`failed`) or, being a resident engine's, did not answer.
 
-    async def _serving_child(self, *, replace: bool) -> _Child:
-        """The engine process to open a channel on: a new one if that one died (or `replace`)."""
-        if self._child.dead or replace:
-            self._replace_child()
-        child = await self._attached()
-        if not await child.answered():
-            # A resident engine that accepts but never answers (stopped with SIGSTOP, or
-            # wedged): this command's own engine, as with GRADIUM_ENGINE_LINGER_S=0.
-            if self._warn is not None:
-                self._warn(
-                    f"the resident engine did not answer in {ready_timeout_s():g} s; "
-                    "this command starts an engine of its own (see `gradium doctor`)"
-                )
-            self._use_resident = False
-            self._replace_child()
-            child = await self._attached()
-        return child
+        Channels opened at the same moment (a batch) see the same failure: the first to see
+        it replaces the process, the others take that replacement.
+        """
+        global _resident_unanswered
+        for _ in range(4):
+            child = self._child
+            if child.dead or child is failed:
+                self._replace(child)
+                continue
+            await self._attached(child)
+            if not await child.answered():
+                # A resident engine that accepts but never answers (stopped with SIGSTOP, or
+                # wedged): this command's own engine, as with GRADIUM_ENGINE_LINGER_S=0.
+                if not _resident_unanswered and self._warn is not None:
+                    self._warn(
+                        f"the resident engine did not answer in {ready_timeout_s():g} s; "
+                        "this command starts an engine of its own (see `gradium doctor`)"
+                    )
+                _resident_unanswered = True
+                self._replace(child)
+                continue
+            if self._child is child:
+                return child
+        raise ServerError("the built-in engine stopped as it started; run the command again")
 
-    def _replace_child(self) -> None:
-        self._child.stop()
-        self._child = _Child(EngineProcess(self.data_dir, resident=self._use_resident))
+    def _replace(self, child: _Child) -> None:
+        """A new engine process in place of `child`, unless another caller replaced it already."""
+        if self._child is child:
+            child.stop()
+            self._child = _Child(EngineProcess(self.data_dir, resident=not _resident_unanswered))
 
-    async def _attached(self) -> _Child:
-        child = self._child
+    @staticmethod
+    async def _attached(child: _Child) -> None:
         if child.attached is None:  # once, however many connect at the same moment
             child.attached = asyncio.ensure_future(child.attach())
         await asyncio.shield(child.attached)
-        return child
 
     def stop(self) -> None:
         self._child.stop()

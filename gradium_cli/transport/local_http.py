@@ -26,12 +26,19 @@ __all__ = ["LocalHttpTransport"]
 
 
 class _Body(httpx.AsyncByteStream):
-    def __init__(self, call: HttpCall) -> None:
+    def __init__(self, call: HttpCall, timeout: float, request: httpx.Request) -> None:
         self._call = call
+        self._timeout = timeout
+        self._request = request
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._call.body():
-            yield chunk
+        # As httpx's own read timeout: the engine stopped (SIGSTOP) mid-answer ends the call.
+        try:
+            async for chunk in self._call.body(self._timeout):
+                yield chunk
+        except asyncio.TimeoutError:
+            await self._call.abandon()
+            raise httpx.ReadTimeout(f"no data in {self._timeout:g} s", request=self._request) from None
 
     async def aclose(self) -> None:
         await self._call.abandon()
@@ -58,6 +65,6 @@ class LocalHttpTransport(httpx.AsyncBaseTransport):
         except asyncio.TimeoutError:  # not the builtin on Python 3.10
             await call.abandon()
             raise httpx.ReadTimeout(f"no answer in {self._timeout:g} s", request=request) from None
-        return httpx.Response(
-            answer["status"], headers=[tuple(pair) for pair in answer["headers"]], stream=_Body(call), request=request
-        )
+        body_stream = _Body(call, self._timeout, request)
+        answered = [(name, value) for name, value in answer["headers"]]
+        return httpx.Response(answer["status"], headers=answered, stream=body_stream, request=request)
