@@ -7,6 +7,7 @@ and killed by the lock path on its command line.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -31,19 +32,26 @@ pytestmark = pytest.mark.timeout(120)
 KNOWN_CRASH = "a." * 300  # crashes eSpeak with GRADIUM_ENGINE_GUARD=off (see test_local_engine.py)
 
 
-def residents(run: Path) -> list[int]:
-    """PIDs of the resident engines whose socket directory is under `run`."""
-    found = []
+def engine_processes(run: Path) -> dict[int, int]:
+    """PID -> parent PID of the resident engines whose socket directory is under `run`, and of
+    their forks (which copy the resident's command line)."""
+    found = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             argv = (entry / "cmdline").read_bytes().split(b"\0")
+            if b"gradium_cli.server.resident" in argv and any(arg.startswith(os.fsencode(run)) for arg in argv):
+                found[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
         except OSError:
             continue
-        if b"gradium_cli.server.resident" in argv and any(arg.startswith(os.fsencode(run)) for arg in argv):
-            found.append(int(entry.name))
     return found
+
+
+def residents(run: Path) -> list[int]:
+    """PIDs of the resident engines whose socket directory is under `run` (not their forks)."""
+    found = engine_processes(run)
+    return sorted(pid for pid, parent in found.items() if parent not in found)
 
 
 def alive(pid: int) -> bool:
@@ -59,8 +67,9 @@ def run_dir() -> Iterator[Path]:
     # Short: a Unix socket's path must fit in 107 bytes, and tmp_path's are long.
     run = Path(tempfile.mkdtemp(prefix="gr-run-"))
     yield run
-    for pid in residents(run):
-        os.kill(pid, signal.SIGKILL)
+    for pid in engine_processes(run):  # forks too, which may be ending on their own
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
     shutil.rmtree(run, ignore_errors=True)
 
 
@@ -263,7 +272,7 @@ def test_links_planted_for_its_files_are_not_followed(tmp_path: Path, run_dir: P
     key = sock.name.removeprefix("engine-").removesuffix(".sock")
     for pid in residents(run_dir):
         os.kill(pid, signal.SIGKILL)
-    assert wait_until(lambda: residents(run_dir) == [], timeout=10)
+    assert wait_until(lambda: engine_processes(run_dir) == {}, timeout=10)
     victim = tmp_path / "victim.txt"
     victim.write_text("precious\n")
     for name in (f"engine-{key}.log", f"engine-{key}.lock"):
