@@ -17,6 +17,7 @@ from gradium_cli.cli.entry import say_backend
 from gradium_cli.protocol import messages as m
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
+from gradium_cli.transport.rest import RestClient
 from gradium_cli.transport.ws import TtsSocket, collect
 from tests.cli_helpers import gradium, isolated_env
 from tests.servers import gradium_exe
@@ -62,6 +63,23 @@ def test_pipe_and_served_paths_give_the_same_messages(tmp_path: Path, serve_proc
     assert isinstance(piped[0], m.Ready) and isinstance(served[0], m.Ready)
     piped[0].request_id = served[0].request_id
     assert piped == served
+
+
+def test_rest_calls_over_the_engine_follow_its_redirects(tmp_path: Path) -> None:
+    # The app redirects `/api/voices` to `/api/voices/`: the client must be sent back to the
+    # engine, not to the host the app was told it has (and refuse that as another host).
+    engine = LocalEngine(tmp_path / "data")
+
+    async def listed() -> list[str]:
+        async with RestClient(Endpoint(LOCAL_BASE_URL, local=engine)) as rest:
+            records = await rest.json_records("GET", "voices", params={"limit": 0, "include_catalog": 1})
+        return [str(record["name"]) for record in records]
+
+    try:
+        names = asyncio.run(listed())
+    finally:
+        engine.stop()
+    assert {"Emma", "Jack"} <= set(names)
 
 
 def test_pipe_channels_multiplex_and_close(tmp_path: Path) -> None:

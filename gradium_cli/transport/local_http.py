@@ -13,6 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
+from gradium_cli.transport.endpoint import LOCAL_HTTP_BASE_URL
 from gradium_cli.transport.rest import import_httpx
 
 import_httpx()  # first: httpx then comes without its command-line client
@@ -23,6 +24,10 @@ if TYPE_CHECKING:
     from gradium_cli.transport.local import HttpCall, LocalEngine
 
 __all__ = ["LocalHttpTransport"]
+
+_APP_HOST = "localhost"
+_APP_ORIGIN = f"http://{_APP_HOST}/"
+_ENGINE_ORIGIN = LOCAL_HTTP_BASE_URL.removesuffix("api/")
 
 
 class _Body(httpx.AsyncByteStream):
@@ -53,11 +58,12 @@ class LocalHttpTransport(httpx.AsyncBaseTransport):
         body = await request.aread()
         # The app checks the Host header against the names of loopback (DNS rebinding).
         headers = [[name, value] for name, value in request.headers.multi_items() if name.lower() != "host"]
+        headers.append(["host", _APP_HOST])
         head = {
             "method": request.method,
             "path": request.url.path,
             "query": request.url.query.decode("latin-1"),
-            "headers": [*headers, ["host", "localhost"]],
+            "headers": headers,
         }
         call = await self._engine.call(head, body)
         try:
@@ -66,5 +72,10 @@ class LocalHttpTransport(httpx.AsyncBaseTransport):
             await call.abandon()
             raise httpx.ReadTimeout(f"no answer in {self._timeout:g} s", request=request) from None
         body_stream = _Body(call, self._timeout, request)
-        answered = [(name, value) for name, value in answer["headers"]]
+        # A redirect names the Host the app was given; the client must see the engine's URL,
+        # or it takes it for another host.
+        answered = [
+            (name, value.replace(_APP_ORIGIN, _ENGINE_ORIGIN, 1) if name.lower() == "location" else value)
+            for name, value in answer["headers"]
+        ]
         return httpx.Response(answer["status"], headers=answered, stream=body_stream, request=request)
