@@ -48,6 +48,7 @@ __all__ = [
     "STATUS_OFFSET",
     "STREAM_BUFFER",
     "TEXT",
+    "frame",
 ]
 
 HEADER = struct.Struct("<IIc")
@@ -59,6 +60,12 @@ REQUEST_HEAD = struct.Struct("<I")
 FRAME_LIMIT = 1 << 26
 # What a side's stream buffers before it stops reading (asyncio's flow control), not a frame limit.
 STREAM_BUFFER = 1 << 24
+
+
+def frame(channel: int, kind: bytes, payload: bytes) -> bytes:
+    """One frame, as either side writes it."""
+    return HEADER.pack(len(payload), channel, kind) + payload
+
 
 MARKER = struct.Struct("<IIB")
 MARKER_ID_BYTES = 1024

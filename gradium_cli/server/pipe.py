@@ -45,6 +45,7 @@ from gradium_cli.server.engine_wire import (
     RESPONSE,
     STREAM_BUFFER,
     TEXT,
+    frame,
 )
 
 if TYPE_CHECKING:
@@ -132,10 +133,6 @@ class PipeSocket:
 
     def abort(self) -> bool:
         return False  # fault injection is for `gradium serve`; a channel closes instead
-
-
-def frame(channel: int, kind: bytes, payload: bytes) -> bytes:
-    return HEADER.pack(len(payload), channel, kind) + payload
 
 
 def forget(calls: dict[int, asyncio.Task[None]], channel: int, _: object) -> None:

@@ -152,13 +152,14 @@ def resident_engine() -> tuple[str, Path | None, int | None]:
     folder = runtime_dir()
     if folder is None:
         return "unavailable", None, None
-    path = folder / f"engine-{_resident_key()}.sock"
+    key = _resident_key()
+    path = folder / f"engine-{key}.sock"
     sock = _connect(path)
     if sock is None:
         return "idle", path, None
     sock.close()  # it drops a connection that says nothing
     # Not the socket's peer credentials: they name the command that bound it for the engine.
-    pid = _resident_pid(folder / f"engine-{_resident_key()}.lock")
+    pid = _resident_pid(folder / f"engine-{key}.lock")
     return ("stopped" if pid is not None and _is_stopped(pid) else "running"), path, pid
 
 

@@ -40,6 +40,7 @@ from gradium_cli.server.engine_wire import (
     RESPONSE,
     STREAM_BUFFER,
     TEXT,
+    frame,
 )
 from gradium_cli.transport.engine_process import EngineProcess, ready_timeout_s
 
@@ -120,11 +121,7 @@ class HttpCall:
 
     async def answer(self, timeout: float) -> dict[str, Any]:
         """The status and headers; raises asyncio.TimeoutError after `timeout` seconds without them."""
-        item = await asyncio.wait_for(self.inbox.get(), timeout)
-        if isinstance(item, str):
-            self._done()
-            raise ServerError(item)
-        kind, payload = item
+        kind, payload = await self._next(timeout)
         if kind != RESPONSE:
             self._done()
             raise ServerError("the built-in engine answered a REST call out of turn")
@@ -134,11 +131,7 @@ class HttpCall:
     async def body(self, timeout: float) -> AsyncIterator[bytes]:
         """The answer's body; raises asyncio.TimeoutError after `timeout` seconds without a frame."""
         while not self.finished:
-            item = await asyncio.wait_for(self.inbox.get(), timeout)
-            if isinstance(item, str):
-                self._done()
-                raise ServerError(item)
-            kind, payload = item
+            kind, payload = await self._next(timeout)
             if kind == BODY:
                 yield payload
             elif kind == CLOSE:
@@ -152,6 +145,14 @@ class HttpCall:
             self._done()
             with contextlib.suppress(ConnectionClosedError):
                 await self._engine.write(self.channel, CLOSE, b"1000")
+
+    async def _next(self, timeout: float) -> tuple[bytes, bytes]:
+        """The next frame's kind and payload; ServerError if the engine died instead."""
+        item = await asyncio.wait_for(self.inbox.get(), timeout)
+        if isinstance(item, str):
+            self._done()
+            raise ServerError(item)
+        return item
 
     def _done(self) -> None:
         self.finished = True
@@ -208,7 +209,7 @@ class _Child:
     async def write(self, channel: int, kind: bytes, payload: bytes) -> None:
         if self.dead or self.writer is None:
             raise ConnectionClosedError(Close(_INTERNAL_ERROR, ""), None)
-        self.writer.write(HEADER.pack(len(payload), channel, kind) + payload)
+        self.writer.write(frame(channel, kind, payload))
         try:
             await self.writer.drain()
         except (ConnectionResetError, BrokenPipeError):
