@@ -133,6 +133,20 @@ def process_tree_cpu(pid: int) -> float:
     return total
 
 
+def pin_apart(server_cores: int) -> tuple[set[int] | None, list[str]]:
+    """Put this process (the client) on all but the first `server_cores` of its cores and say so:
+    (those cores for the servers, their `serve` arguments: as many engine workers); (None, [])
+    with nothing pinned when `server_cores` is 0 or leaves the client no core."""
+    mine = sorted(os.sched_getaffinity(0))
+    if server_cores <= 0 or server_cores >= len(mine):
+        print("servers and client unpinned")
+        return None, []
+    server, client = set(mine[:server_cores]), set(mine[server_cores:])
+    os.sched_setaffinity(0, client)
+    print(f"servers on cores {sorted(server)} (--workers {len(server)}), client on {sorted(client)}")
+    return server, ["--workers", str(len(server))]
+
+
 def ws_url(base_url: str) -> str:
     return base_url.replace("http://", "ws://", 1) + "speech/tts"
 

@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import machine, median, process_tree_cpu, serve_process, table, ws_url
-from server_engine import make_text, split_cores, ws_request
+from benchlib import machine, median, pin_apart, process_tree_cpu, serve_process, table, ws_url
+from server_engine import make_text, ws_request
 
 
 def main() -> int:
@@ -39,12 +38,7 @@ def main() -> int:
         raise SystemExit(f"{baseline}/.venv/bin/python not found: make the baseline's venv first")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     print(machine())
-    server_cpus, client_cpus = split_cores(args.server_cores)
-    serve_args: list[str] = []
-    if server_cpus is not None and client_cpus is not None:
-        os.sched_setaffinity(0, client_cpus)
-        serve_args = ["--workers", str(len(server_cpus))]
-        print(f"servers on cores {sorted(server_cpus)} (--workers {len(server_cpus)}), client on {sorted(client_cpus)}")
+    server_cpus, serve_args = pin_apart(args.server_cores)
     trees: dict[str, Path | None] = {"this tree": None, "baseline": baseline}
     rtf: dict[tuple[str, int], list[float]] = {(tree, n): [] for tree in trees for n in sizes}
     cpu: dict[tuple[str, int], list[float]] = {(tree, n): [] for tree in trees for n in sizes}

@@ -55,7 +55,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchlib import local_server, machine, median, table, ws_url
+from benchlib import local_server, machine, median, pin_apart, table, ws_url
 from websockets.asyncio.client import connect
 from websockets.client import ClientProtocol
 from websockets.frames import Frame, Opcode
@@ -272,14 +272,6 @@ def ws_run(url: str, text: str, client: str = "lean") -> WsResult:
     return CLIENT_LOOP.run_until_complete(asyncio.wait_for(ws_request_asyncio(url, text), REQUEST_TIMEOUT_S))
 
 
-def split_cores(server_cores: int) -> tuple[set[int] | None, set[int] | None]:
-    """(the server's cores, the client's) out of this process's; (None, None): unpinned."""
-    mine = sorted(os.sched_getaffinity(0))
-    if server_cores <= 0 or server_cores >= len(mine):
-        return None, None
-    return set(mine[:server_cores]), set(mine[server_cores:])
-
-
 # ---------------------------------------------------------------- profiling
 
 # Runs `gradium serve` with cProfile on its main thread (the event loop: message
@@ -415,18 +407,7 @@ def main() -> int:
     texts = {n: make_text(n) for n in sizes}
     samples = {n: Sample() for n in sizes}
     print(f"{machine()}; voice {voice}")
-    server_cpus, client_cpus = split_cores(args.server_cores)
-    serve_args: list[str] = []
-    if server_cpus is not None and client_cpus is not None:
-        os.sched_setaffinity(0, client_cpus)
-        serve_args = ["--workers", str(len(server_cpus))]
-        pinning = (
-            f"server subprocess on cores {sorted(server_cpus)} (--workers {len(server_cpus)}), "
-            f"client on {sorted(client_cpus)}"
-        )
-    else:
-        pinning = "server subprocess and client unpinned"
-    print(pinning)
+    server_cpus, serve_args = pin_apart(args.server_cores)
     print(f"runs per cell: {runs}; modes: {', '.join(modes)}; paths interleaved within each run; medians below\n")
 
     with tempfile.TemporaryDirectory(prefix="gradium-bench-") as tmp, contextlib.ExitStack() as stack:
