@@ -150,13 +150,14 @@ def offline_notice(profile: str | None) -> None:
 @contextlib.contextmanager
 def local_engine_endpoint(timeout: float, deadline: float | None = None) -> Iterator[Endpoint]:
     global _prestarted
-    from gradium_cli.transport.engine_process import LINGER_ENV, linger_seconds
+    from gradium_cli.transport.engine_process import SettingError, linger_seconds, ready_timeout_s
     from gradium_cli.transport.local import LOCAL_BASE_URL, LocalEngine
 
     try:
         linger_seconds()
-    except ValueError as exc:
-        raise ConfigError(str(exc), hint=f"unset {LINGER_ENV} for the default (120 s)") from None
+        ready_timeout_s()
+    except SettingError as exc:
+        raise ConfigError(str(exc), hint=f"unset {exc.name} for the default ({exc.default:g} s)") from None
     global _open_engine
     if _open_engine is not None:
         # A command speaking inside another (`voices preview` takes `say`'s path): the same

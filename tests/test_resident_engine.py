@@ -152,6 +152,16 @@ def test_a_bad_linger_value_is_one_line(tmp_path: Path, run_dir: Path, value: st
     assert residents(run_dir) == [] and not (tmp_path / "a.wav").exists()
 
 
+@pytest.mark.parametrize("value", ["soon", "0", "-1", "1e9", "nan"])
+def test_a_bad_ready_wait_is_one_line(tmp_path: Path, run_dir: Path, value: str) -> None:
+    result = say(tmp_path, env_for(tmp_path, run_dir, GRADIUM_ENGINE_READY_S=value), "Hi.", "a.wav")
+    assert result.returncode == 3
+    line = one_line_error(result)
+    assert f"GRADIUM_ENGINE_READY_S must be a number of seconds above 0, at most 3600, not {value!r}" in line
+    assert "unset GRADIUM_ENGINE_READY_S for the default (3 s)" in line
+    assert not (tmp_path / "a.wav").exists()
+
+
 def test_a_runtime_dir_others_can_enter_is_not_used(tmp_path: Path, run_dir: Path) -> None:
     folder = run_dir / "gradium"
     folder.mkdir(mode=0o755)

@@ -180,8 +180,12 @@ def check_resident_engine() -> Check:
         which = f" (pid {pid})" if pid is not None else ""
         detail = f"running on {path}{which}; ends after {linger_seconds():g} s without a command ({LINGER_ENV})"
     elif state == "stopped":
+        try:
+            wait = f"{ready_timeout_s():g} s"
+        except ValueError as exc:
+            wait = f"(none: {exc})"
         detail = (
-            f"stopped (pid {pid}, by SIGSTOP): each command with no key waits {ready_timeout_s():g} s "
+            f"stopped (pid {pid}, by SIGSTOP): each command with no key waits {wait} "
             f"({READY_ENV}) for it, then starts its own engine; `kill -CONT {pid}` resumes it, `kill {pid}` ends it"
         )
         return Check("resident engine", "warn", detail, essential=False)

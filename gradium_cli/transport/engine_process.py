@@ -37,6 +37,7 @@ from gradium_cli.server.engine_wire import HELLO, MARKER, MARKER_ID_BYTES, PEER,
 __all__ = [
     "LINGER_ENV",
     "EngineProcess",
+    "SettingError",
     "linger_seconds",
     "resident_engine",
     "runtime_dir",
@@ -51,19 +52,34 @@ DEFAULT_READY_S = 3.0
 _ENGINE_SETTINGS_PREFIX = "GRADIUM_ENGINE_"
 
 
-def linger_seconds() -> float:
-    """`GRADIUM_ENGINE_LINGER_S`: how long the resident engine waits for the next command
-    (0: none, each command starts its own). Raises ValueError on a bad value."""
-    raw = os.environ.get(LINGER_ENV, "").strip()
+class SettingError(ValueError):
+    """A bad `GRADIUM_ENGINE_*_S` value: the message says which and what it must be."""
+
+    def __init__(self, message: str, name: str, default: float) -> None:
+        super().__init__(message)
+        self.name = name
+        self.default = default
+
+
+def _seconds_setting(name: str, default: float, *, zero_allowed: bool, most: float) -> float:
+    raw = os.environ.get(name, "").strip()
     if not raw:
-        return DEFAULT_LINGER_S
+        return default
     try:
         value = float(raw)
     except ValueError:
         value = -1.0
-    if not 0 <= value <= 86400:  # nan included
-        raise ValueError(f"{LINGER_ENV} must be a number of seconds from 0 to 86400, not {raw!r}")
+    above_floor = value >= 0 if zero_allowed else value > 0
+    if not (above_floor and value <= most):  # nan fails both
+        bounds = f"from 0 to {most:g}" if zero_allowed else f"above 0, at most {most:g}"
+        raise SettingError(f"{name} must be a number of seconds {bounds}, not {raw!r}", name, default)
     return value
+
+
+def linger_seconds() -> float:
+    """`GRADIUM_ENGINE_LINGER_S`: how long the resident engine waits for the next command
+    (0: none, each command starts its own). Raises SettingError on a bad value."""
+    return _seconds_setting(LINGER_ENV, DEFAULT_LINGER_S, zero_allowed=True, most=86400)
 
 
 def runtime_dir() -> Path | None:
@@ -263,12 +279,8 @@ def ready_timeout_s() -> float:
     """How long a command waits for a resident engine that was running already to answer
     (`READY`, sent as its fork starts: milliseconds) before it starts an engine of its own:
     a stopped (SIGSTOP) or wedged resident engine still accepts connections.
-    `GRADIUM_ENGINE_READY_S`, default 3."""
-    try:
-        value = float(os.environ.get(READY_ENV, "") or DEFAULT_READY_S)
-    except ValueError:
-        return DEFAULT_READY_S
-    return value if 0 < value <= 3600 else DEFAULT_READY_S
+    `GRADIUM_ENGINE_READY_S`, default 3. Raises SettingError on a bad value."""
+    return _seconds_setting(READY_ENV, DEFAULT_READY_S, zero_allowed=False, most=3600)
 
 
 class EngineProcess:
@@ -303,7 +315,11 @@ class EngineProcess:
             self.sock.close()
             self.sock = None
         if self.sock is not None and running:
-            self.ready_by = time.monotonic() + ready_timeout_s()
+            try:
+                wait_s = ready_timeout_s()
+            except ValueError:
+                wait_s = DEFAULT_READY_S  # the command reports it (backend.local_engine_endpoint)
+            self.ready_by = time.monotonic() + wait_s
         if self.sock is None:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "gradium_cli.server.pipe", str(data_dir), str(self.marker.fileno())],
