@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
 import contextlib
 import cProfile
 import io
@@ -63,6 +62,7 @@ from websockets.protocol import State
 from websockets.uri import parse_uri
 
 from gradium_cli.protocol import messages as m
+from gradium_cli.protocol.audio_base64 import decode_audio
 from gradium_cli.protocol.formats import lookup_format
 from gradium_cli.server.catalog import DEFAULT_VOICE
 from gradium_cli.server.engine import Engine, EngineVoice, get_engine
@@ -183,8 +183,8 @@ class WsResult:
 
 
 class Tally:
-    """What a client counts of the server's frames: audio bytes (decoded) and when the first
-    audio came, until end_of_stream."""
+    """What a client counts of the server's frames: audio bytes (decoded as the CLI decodes
+    them, protocol/audio_base64.py) and when the first audio came, until end_of_stream."""
 
     def __init__(self, sent_text: float) -> None:
         self.sent_text = sent_text
@@ -196,7 +196,7 @@ class Tally:
         frame = json.loads(text)
         kind = frame.get("type")
         if kind == "audio":
-            self.audio_bytes += len(base64.b64decode(frame["audio"]))
+            self.audio_bytes += len(decode_audio(frame["audio"]))
             if self.first is None and frame["stop_s"] > frame["start_s"]:
                 self.first = time.perf_counter() - self.sent_text
         elif kind == "error":

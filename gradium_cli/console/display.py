@@ -10,12 +10,11 @@ without a terminal.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 from typing import Any
 
 from gradium_cli.console.recorder import event_record
+from gradium_cli.protocol.audio_base64 import decoded_size
 from gradium_cli.ui.env import Env
 from gradium_cli.ui.wirelog import escape_control, summarise_frame
 
@@ -105,10 +104,7 @@ def pretty(frame: str | bytes) -> str:
     if obj is None:
         return summarise_frame(frame)
     if obj.get("type") == "audio" and isinstance(obj.get("audio"), str):
-        try:
-            size = len(base64.b64decode(obj["audio"]))
-        except (binascii.Error, ValueError):
-            size = -1
+        size = decoded_size(obj["audio"])
         obj = {**obj, "audio": f"<{size} bytes, base64>"}
     # Split on "\n" only: json.dumps leaves U+2028 and U+0085 raw, and escape_control must see them.
     return "\n".join(escape_control(row) for row in json.dumps(obj, ensure_ascii=False, indent=2).split("\n"))

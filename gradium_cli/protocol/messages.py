@@ -8,7 +8,6 @@ peer sends that we do not know are kept in `extra` rather than rejected.
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import re
@@ -16,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradium_cli.errors import ProtocolError
+from gradium_cli.protocol.audio_base64 import decode_audio, encode_audio
 
 POLICY_VIOLATION = 1008
 INTERNAL_ERROR = 1011
@@ -147,7 +147,7 @@ def to_dict(message: Message) -> dict[str, Any]:
         if name in ("type", "extra") or value is None:
             continue
         if isinstance(message, Audio) and name == "audio":
-            value = base64.b64encode(value).decode("ascii")
+            value = encode_audio(value)
         elif isinstance(message, Setup) and name == "json_config":
             # The SDK and the Rust client send a JSON string; the service accepts both.
             value = json.dumps(value)
@@ -160,7 +160,7 @@ def encode(message: Message) -> str:
     if isinstance(message, Audio) and not message.extra:
         # The hot path of a server: json.dumps costs ~35x more than formatting, and
         # base64 and floats never need escaping.
-        audio = base64.b64encode(message.audio).decode("ascii")
+        audio = encode_audio(message.audio)
         req = "" if message.client_req_id is None else f',"client_req_id":{json.dumps(message.client_req_id)}'
         return (
             f'{{"type":"audio","audio":"{audio}","start_s":{message.start_s!r},'
@@ -320,7 +320,7 @@ def decode_server(raw: str | bytes) -> ServerMessage:
         )
     elif kind == "audio":
         try:
-            audio = base64.b64decode(f.text("audio", required=True), validate=True)
+            audio = decode_audio(f.text("audio", required=True))
         except ValueError:  # binascii.Error, or a non-ASCII character in the string
             raise MessageError("audio field is not valid base64") from None
         start = f.number("start_s", default=0.0)

@@ -7,13 +7,12 @@ escaped (a hostile server must not drive the terminal).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import json
 import time
 from collections.abc import Callable
 
+from gradium_cli.protocol.audio_base64 import decoded_size
 from gradium_cli.protocol.formats import lookup_format
 
 
@@ -41,10 +40,7 @@ def summarise_frame(frame: str | bytes, output_format: str | None = None, seq: i
     kind = obj.get("type")
     req = f" [{obj['client_req_id']}]" if obj.get("client_req_id") else ""
     if kind == "audio" and isinstance(obj.get("audio"), str):
-        try:
-            size = len(base64.b64decode(obj["audio"]))
-        except (binascii.Error, ValueError):
-            size = -1
+        size = decoded_size(obj["audio"])
         fmt = lookup_format(output_format) if output_format else None
         rate = fmt.sample_rate * fmt.bytes_per_sample if fmt and fmt.bytes_per_sample else 0
         duration = f" ({size / rate * 1000:.0f} ms)" if rate and size > 0 else ""
