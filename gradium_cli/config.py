@@ -120,10 +120,12 @@ def check_value(name: str, value: str) -> str:
         if not seconds >= 0.1:
             raise UsageError("timeout must be at least 0.1 seconds")
     if name == "format":
+        from gradium_cli.audio.plan import LOCALLY_ENCODED
         from gradium_cli.protocol.formats import format_names, lookup_format
 
-        if lookup_format(value) is None:
-            raise UsageError(f"unknown format '{value}' (choose from {', '.join(format_names())})")
+        if lookup_format(value) is None and value not in LOCALLY_ENCODED:
+            names = ", ".join([*format_names(), *LOCALLY_ENCODED])
+            raise UsageError(f"unknown format '{value}' (choose from {names})")
     if name in ("cache", "markdown", "offline-notice"):
         from gradium_cli.cache import parse_switch
 

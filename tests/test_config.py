@@ -115,6 +115,25 @@ def test_format_setting_applies_to_stdout_only(tmp_path: Path, local_server) -> 
     assert ogg.read_bytes()[:4] == b"OggS"  # a file's extension decides, not the setting
 
 
+def test_format_setting_takes_the_locally_encoded_formats_as_the_flag_does(tmp_path: Path, local_server) -> None:
+    # `--format mp3` on stdout works; the same value as a setting was refused as an unknown format
+    env = isolated_env(tmp_path, GRADIUM_BASE_URL=local_server.base_url)
+    stored = gradium(tmp_path, "config", "set", "format", "mp3", env=env)
+    assert stored.returncode == 0, stored.stderr.decode()
+    from_file = gradium(tmp_path, "say", "Hello", env=env)
+    assert from_file.returncode == 0, from_file.stderr.decode()
+    assert from_file.stdout[:2] == b"\xff\xfb"  # an MPEG audio frame
+    from_env = gradium(tmp_path, "say", "Hello", env={**env, "GRADIUM_FORMAT": "flac"})
+    assert from_env.returncode == 0, from_env.stderr.decode()
+    assert from_env.stdout[:4] == b"fLaC"
+    wrong = gradium(tmp_path, "config", "set", "format", "aac", env=env)
+    assert wrong.returncode == 2
+    assert wrong.stderr.decode().endswith(
+        "unknown format 'aac' (choose from pcm, wav, opus, ulaw_8000, alaw_8000, pcm_8000, pcm_16000, pcm_22050, "
+        "pcm_24000, pcm_44100, pcm_48000, flac, mp3)\n"
+    )
+
+
 def test_timeout_setting_and_flag(tmp_path: Path, server_factory) -> None:
     slow = server_factory(latency_ms=1500)
     env = isolated_env(tmp_path, GRADIUM_BASE_URL=slow.base_url)

@@ -113,9 +113,10 @@ def plan_output(
                 hint="redirect stdout, or use -o FILE",
             )
         env.stdout_is_audio = True  # from here on, no text may go to stdout (a --json error goes to stderr)
-        if local:  # encoded here from PCM, then written to stdout
-            return OutputPlan(FORMATS[PLAYBACK_FORMAT], pipe=True, play=play, encode_locally=True, local_format=local)
-        wire = _format(format_name or _configured_pipe_format())
+        name = format_name or _configured_pipe_format()
+        if name in LOCALLY_ENCODED:  # encoded here from PCM, then written to stdout
+            return OutputPlan(FORMATS[PLAYBACK_FORMAT], pipe=True, play=play, encode_locally=True, local_format=name)
+        wire = _format(name)
         if play and wire.encoding == "opus":
             raise UsageError("cannot play Opus while piping it; pick --format pcm or wav")
         return OutputPlan(wire, pipe=True, play=play)
