@@ -394,7 +394,8 @@ def _confined(path: Path, out_dir: Path, what: str, allow_outside: bool) -> Path
     root = os.path.realpath(out_dir)
     where = os.path.realpath(path)
     if os.path.commonpath([root, where]) != root or where == root:
-        shown = path if Path(os.path.relpath(path, out_dir)).is_absolute() else os.path.relpath(path, out_dir)
+        # As the row gave it: `../x.wav` relative to --out-dir, an absolute path as it is.
+        shown = os.path.relpath(path, out_dir) if path.is_relative_to(out_dir) else str(path)
         raise RowProblem(f"{what} {shown} is outside --out-dir {out_dir} (--allow-outside allows it)")
     return path
 
