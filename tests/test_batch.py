@@ -373,6 +373,29 @@ def test_duplicate_outputs_are_rejected_before_anything_is_sent(
     assert usage_sessions(server) == 0
 
 
+def test_a_row_cannot_write_over_the_manifest_or_a_state_file(
+    tmp_path: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    # With -F, a row's output may have any extension: `m.csv` was replaced by audio, in place of the manifest
+    server = server_factory()
+    manifest = f'text,output\n{SHORT},a.pcm\n"{MEDIUM}",m.csv\n'
+    (tmp_path / "m.csv").write_text(manifest)
+    result = batch(tmp_path, server.base_url, "m.csv", "-F", "pcm")
+    assert result.returncode == 2
+    assert result.stderr.decode() == "gradium: error: m.csv:3: output m.csv would replace the manifest\n"
+    assert (tmp_path / "m.csv").read_text() == manifest
+    (tmp_path / "o").mkdir()
+    for state in (".gradium-batch.jsonl", ".gradium-batch.shard-0-of-2.jsonl"):
+        (tmp_path / "s.csv").write_text(f"text,output\n{SHORT},{state}\n")
+        result = batch(tmp_path, server.base_url, "s.csv", "-F", "pcm", "--out-dir", "o")
+        assert result.returncode == 2
+        assert (
+            result.stderr.decode() == f"gradium: error: s.csv:2: output o/{state} would replace the batch state file\n"
+        )
+    assert list((tmp_path / "o").iterdir()) == []
+    assert usage_sessions(server) == 0
+
+
 def test_unknown_column_is_a_warning(tmp_path: Path, local_server: RunningServer) -> None:
     (tmp_path / "m.csv").write_text(f"text,colour,Voice\n{SHORT},blue,Jack\n")
     result = batch(tmp_path, local_server.base_url, "m.csv", "--out-dir", "o")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import fnmatch
 import hashlib
 import json
 import os
@@ -115,6 +116,10 @@ def _is_utf8(text: str) -> bool:
     except UnicodeEncodeError:
         return False
     return True
+
+
+STATE_NAME = ".gradium-batch.jsonl"  # what a batch has finished, in --out-dir (state.py)
+STATE_GLOB = ".gradium-batch*.jsonl"  # that, and the state files of shards
 
 
 class Manifest:
@@ -525,6 +530,9 @@ def scan(manifest: Manifest, defaults: Defaults, shard: Shard, strict: bool, env
     """
     result = Scan()
     seen: dict[bytes, int] = {}
+    # A row must not write its audio over what this run reads or keeps: the manifest, a state file.
+    manifest_digest = _path_digest(manifest.path) if manifest.path is not None else None
+    out_dir = os.path.abspath(defaults.out_dir)
     for row in manifest.rows(warn):
         result.rows += 1
         mine = shard.selects(row.index)
@@ -542,6 +550,10 @@ def scan(manifest: Manifest, defaults: Defaults, shard: Shard, strict: bool, env
         for path in (item.output, item.timestamps):
             if path is None:
                 continue
+            if _path_digest(path) == manifest_digest:
+                raise UsageError(f"{manifest.name}:{row.line}: output {path} would replace the manifest")
+            if os.path.abspath(path.parent) == out_dir and fnmatch.fnmatch(path.name, STATE_GLOB):
+                raise UsageError(f"{manifest.name}:{row.line}: output {path} would replace the batch state file")
             first = seen.setdefault(_path_digest(path), row.line)
             if first != row.line:
                 raise UsageError(

@@ -28,10 +28,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from gradium_cli.audio.atomic import output_error
-from gradium_cli.batch.manifest import Item, Shard
+from gradium_cli.batch.manifest import STATE_GLOB, STATE_NAME, Item, Shard
 
-STATE_NAME = ".gradium-batch.jsonl"
-STATE_GLOB = ".gradium-batch*.jsonl"
 PART_SUFFIX = ".part"  # AtomicFile's temp files: .NAME.RANDOM.part
 
 
