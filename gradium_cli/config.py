@@ -190,8 +190,12 @@ def read_config(path: Path | None = None, *, announce: bool = True) -> configpar
         _first_read(path)
     if path.exists():
         try:
-            parser.read(path, encoding="utf-8")
-        except (configparser.Error, UnicodeDecodeError, OSError) as exc:
+            # Not parser.read(path): it skips a file it cannot open (a directory, mode 000) as if absent.
+            with open(path, encoding="utf-8") as file:
+                parser.read_file(file)
+        except OSError as exc:
+            raise ConfigError(f"cannot read {path}: {exc.strerror or exc}", hint="fix or delete the file") from None
+        except (configparser.Error, UnicodeDecodeError) as exc:
             reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"cannot read {path}: {reason}", hint="fix or delete the file") from None
     return parser

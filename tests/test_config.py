@@ -240,6 +240,42 @@ def test_unreadable_config_is_exit_3(tmp_path: Path) -> None:
     assert re.fullmatch(rb"gradium: error: cannot read .*config\.ini: .* \(fix or delete the file\)\n", done.stderr)
 
 
+def test_a_config_file_that_cannot_be_opened_is_exit_3_not_ignored(tmp_path: Path) -> None:
+    # configparser's read() skips a file it cannot open: the settings in it were silently not used
+    config = tmp_path / "config" / "config.ini"
+    config.mkdir(parents=True)
+    done = gradium(tmp_path, "config", "get", "voice")
+    assert done.returncode == 3
+    assert done.stderr.decode().endswith(
+        f"gradium: error: cannot read {config}: Is a directory (fix or delete the file)\n"
+    )
+    # mode 0200: its owner cannot read it. Root reads anything: as root (CI) the command runs as `nobody`
+    # (setpriv), the owner of a directory of its own
+    as_root = os.geteuid() == 0
+    home = Path(tempfile.mkdtemp(prefix="gradium-unreadable-")) if as_root else tmp_path / "home"
+    try:
+        home.mkdir(exist_ok=True)
+        config = home / "config" / "config.ini"
+        config.parent.mkdir()
+        config.write_text("[default]\nvoice = Jack\n")
+        config.chmod(0o200)
+        command = [gradium_exe(), "config", "get", "voice"]
+        if as_root:
+            for path in (home, config.parent, config):
+                os.chown(path, 65534, 65534)
+            home.chmod(0o755)
+            command = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", *command]
+        env = isolated_env(home, HOME=str(home), XDG_CACHE_HOME=str(home / "cache"))
+        done = subprocess.run(command, capture_output=True, env=env, cwd=home, timeout=60)
+        assert done.returncode == 3, done.stderr
+        assert done.stderr.decode() == (
+            f"gradium: error: cannot read {config}: Permission denied (fix or delete the file)\n"
+        )
+    finally:
+        if as_root:
+            shutil.rmtree(home)
+
+
 def test_xdg_config_home_is_honoured(tmp_path: Path) -> None:
     env = {k: v for k, v in isolated_env(tmp_path).items() if k != "GRADIUM_CONFIG_DIR"}
     env["XDG_CONFIG_HOME"] = str(tmp_path / "xdg")
