@@ -88,7 +88,8 @@ def spoken_text(text: str, env: Env) -> str:
     prose = to_prose(text)
     if prose.code_blocks:
         plural = "s" if prose.code_blocks > 1 else ""
-        env.say(f"gradium: {prose.code_blocks} code block{plural} not spoken ({prose.code_lines} lines)")
+        lines = f"{prose.code_lines} line{'s' if prose.code_lines != 1 else ''}"
+        env.say(f"gradium: {prose.code_blocks} code block{plural} not spoken ({lines})")
     if not prose.text.strip():
         raise UsageError("nothing to say once the markdown is read as prose", hint="--no-markdown reads it as it is")
     return prose.text

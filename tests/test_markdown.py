@@ -158,7 +158,7 @@ def test_say_reads_md_files_as_prose_and_plain_text_as_is(tmp_path: Path, local_
     md = gradium(tmp_path, "say", *url, "-f", "notes.md", "-o", "md.wav", "--timestamps", "md.json")
     assert md.returncode == 0, md.stderr
     assert [w["text"] for w in json.loads((tmp_path / "md.json").read_text())] == ["Notes.", "one."]
-    assert "1 code block not spoken (1 lines)" in md.stderr.decode()
+    assert "1 code block not spoken (1 line)\n" in md.stderr.decode()
     txt = gradium(tmp_path, "say", *url, "-f", "notes.txt", "-o", "t.wav", "--timestamps", "t.json")
     assert txt.returncode == 0, txt.stderr
     assert [w["text"] for w in json.loads((tmp_path / "t.json").read_text())] == ["#", "Notes"]
