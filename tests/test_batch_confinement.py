@@ -83,3 +83,15 @@ def test_allow_outside_lets_a_row_write_elsewhere(tmp_path: Path, local_server: 
     assert code == 0 and errors == []
     assert target.stat().st_size > 1600
     assert not os.path.exists(tmp_path / "work" / "clips" / "beside.pcm")
+
+
+def test_an_output_naming_a_directory_fails_alone(tmp_path: Path, local_server: RunningServer) -> None:
+    # Given the format's extension, `.` became a hidden `..pcm` and `sub/` a hidden `sub/.pcm`
+    names = [".", "sub/", "./", "..", "sub/.."]
+    rows = [{"text": "Inside.", "output": "ok.pcm"}, *({"text": "Where?", "output": name} for name in names)]
+    code, errors = run_batch(tmp_path, local_server, rows)
+    assert code == 1
+    lines = [f":{line}: output {name} names a directory, not a file; row skipped" for line, name in enumerate(names, 2)]
+    assert [e.split("m.jsonl", 1)[1] for e in errors] == lines
+    clips = tmp_path / "work" / "clips"
+    assert sorted(p.name for p in clips.rglob("*")) == [".gradium-batch.jsonl", "ok.pcm"]

@@ -475,6 +475,8 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         )
     if output_name == "-":
         raise RowProblem("a batch writes files: output '-' (stdout) is not possible")
+    if output_name.endswith("/") or Path(output_name).name in ("", ".", ".."):  # not `sub/.wav`, `..wav`
+        raise RowProblem(f"output {output_name} names a directory, not a file")
     if not Path(output_name).suffix:
         output_name += "." + ext
     output = _confined(defaults.out_dir / output_name, defaults.out_dir, "output", defaults.allow_outside)
