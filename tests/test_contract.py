@@ -356,6 +356,25 @@ def _say_chars(server: RunningServer, tmp: Path) -> None:
         run = cli(server, tmp, "say", text, "-o", str(out), "--timestamps", str(stamps), told=TOLD_CHARS)
         assert run.code == 0, run.stderr
         assert_spoken(out, stamps, text)
+    assert_token_cut(server, tmp, "say", told=TOLD_CHARS)
+
+
+LONG_TOKEN = "Supercalifragilistic" * 8  # 160 characters and no space: a word no request can hold
+
+
+def assert_token_cut(server: RunningServer, tmp: Path, command: str, told: dict[str, str]) -> None:
+    """A word longer than a request is spoken in pieces that fit, every character of it."""
+    out, stamps = tmp / f"token-{command}.ulaw", tmp / f"token-{command}.json"
+    options = ("-o", str(out), "--timestamps", str(stamps))
+    if command == "say":
+        run = cli(server, tmp, "say", f"Listen: {LONG_TOKEN}.", *options, told=told)
+    else:
+        run = process(server, tmp, "stream", *options, input=f"Listen: {LONG_TOKEN}.\n".encode(), told=told)
+    assert run.code == 0, run.stderr
+    spoken = [w["text"] for w in words(stamps)]
+    assert spoken[0] == "Listen:" and "".join(spoken[1:]) == LONG_TOKEN + "."
+    assert len(spoken) >= 4 and all(len(word) <= 60 for word in spoken)
+    assert ulaw_seconds(out) > 2.0
 
 
 @contract("characters per request", "stream")
@@ -378,6 +397,7 @@ def _stream_chars(server: RunningServer, tmp: Path) -> None:
                   told=TOLD_CHARS)  # fmt: skip
     assert run.code == 0, run.stderr
     assert_spoken(out, stamps, text)
+    assert_token_cut(server, tmp, "stream", told=TOLD_CHARS)
 
 
 @contract("characters per request", "batch")

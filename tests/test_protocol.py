@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 
 import pytest
@@ -13,7 +14,7 @@ from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.formats import FORMATS, lookup_format
 from gradium_cli.protocol.session import State, TtsSession
 from gradium_cli.protocol.settings import padding_bonus_to_speed, speed_to_padding_bonus, validate_json_config
-from gradium_cli.protocol.text import StreamSplitter, split_long_text
+from gradium_cli.protocol.text import LONGEST_WORD, StreamSplitter, cut_word, split_long_text
 
 
 def test_setup_encodes_json_config_as_string_like_the_sdk() -> None:
@@ -182,4 +183,71 @@ def test_splitter_never_changes_the_text(fragments: list[str]) -> None:
 @given(st.text(max_size=3000))
 def test_long_text_split_preserves_words(text: str) -> None:
     chunks = split_long_text(text, 200)
-    assert " ".join(chunks).split() == text.split()
+    assert all(0 < len(chunk) <= 200 for chunk in chunks)
+    # Every character but whitespace is sent, in order; words that fit are sent whole.
+    assert "".join("".join(chunks).split()) == "".join(text.split())
+    if all(len(word) <= 200 for word in text.split()):
+        assert " ".join(chunks).split() == text.split()
+
+
+CLINGING = "\u0301\u200d\ufe0f\U0001f3fd"  # a combining accent, ZWJ, a variation selector, a skin tone
+
+
+@given(st.text(alphabet="ab .," + CLINGING, max_size=400), st.integers(1, 40))
+def test_a_word_longer_than_a_request_is_cut_between_characters(text: str, max_chars: int) -> None:
+    chunks = split_long_text(text, max_chars)
+    assert all(0 < len(chunk) <= max_chars for chunk in chunks)
+    assert "".join("".join(chunks).split()) == "".join(text.split())
+    for word in text.split():
+        pieces = cut_word(word, max_chars)
+        assert "".join(pieces) == word and all(0 < len(piece) <= max_chars for piece in pieces)
+        # A mark, joiner or modifier starts a piece only where the piece before had no better
+        # cut: nothing but such characters after its first.
+        for before, piece in itertools.pairwise(pieces):
+            if piece[0] in CLINGING:
+                assert not before[1:].strip(CLINGING)
+
+
+def test_a_base64_blob_is_sent_in_pieces_that_fit() -> None:
+    blob = "QUJD" * 1000
+    assert split_long_text(f"Key: {blob}. Done.", 1500) == [
+        "Key:",
+        blob[:1500],
+        blob[1500:3000],
+        f"{blob[3000:]}. Done.",
+    ]
+    accented = "e\u0301" * 10  # 20 characters, a cut after any e would strand its accent
+    assert cut_word(accented, 5) == [
+        "e\u0301e\u0301",
+        "e\u0301e\u0301",
+        "e\u0301e\u0301",
+        "e\u0301e\u0301",
+        "e\u0301e\u0301",
+    ]
+
+
+def test_the_stream_splitter_sends_an_endless_word_as_it_comes() -> None:
+    splitter = StreamSplitter()
+    sent: list[str] = []
+    for _ in range(100):
+        sent += splitter.feed("y" * 97)  # `yes | tr -d '\\n'`: never a space
+        assert len(splitter.pending) <= LONGEST_WORD
+    assert sent and all(len(message) == LONGEST_WORD for message in sent)
+    sent += splitter.finish()
+    assert "".join(sent) == "y" * 9700
+    # Punctuation that opens the next fragment still waits with its word; an endless one does not.
+    splitter = StreamSplitter()
+    assert splitter.feed("Hi ,") == []
+    assert splitter.feed("there ") == ["Hi ,there"]
+    splitter = StreamSplitter()
+    assert splitter.feed("Hi ,") == []
+    assert splitter.feed("=" * (LONGEST_WORD + 5)) == ["Hi"]
+    assert splitter.pending == "," + "=" * (LONGEST_WORD + 5)
+    assert splitter.feed("=") == ["," + "=" * (LONGEST_WORD - 1)]
+    assert splitter.finish() == ["=" * 7]
+
+
+def test_a_word_past_the_request_size_but_within_the_limit_goes_whole() -> None:
+    # stream ends requests near its session's few seconds: no reason to cut a word inside.
+    assert split_long_text("Quiet rivers. Old songs.", 5, longest_word=60) == ["Quiet", "rivers.", "Old", "songs."]
+    assert split_long_text("Quiet rivers.", 5) == ["Quiet", "river", "s."]

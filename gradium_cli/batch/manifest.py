@@ -432,7 +432,8 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
     if defaults.markdown:
         text = to_prose(text).text
     # Cut as `say` cuts: inside the character and session limits of the server it is told about.
-    chunks = tuple(split_long_text(text, limits_from_env().say_chars))
+    limits = limits_from_env()
+    chunks = tuple(split_long_text(text, limits.say_chars, limits.word_chars))
     if not chunks:
         raise RowProblem("empty text")
     strings = {name: _string(fields, name) for name in STRING_FIELDS}

@@ -64,7 +64,7 @@ async def speak(request: SayRequest) -> dict[str, Any]:
     if markdown_enabled(request.markdown, request.file):
         # Markdown is parsed as one document: such input is read whole, not block by block.
         blocks = [spoken_text("".join(blocks), env)]
-    requests = split_blocks(blocks, limits.say_chars)
+    requests = split_blocks(blocks, limits.say_chars, limits.word_chars)
     if request.timestamps is not None:
         check_timestamps_path(request.timestamps, force=request.force)
     json_config(request.voice)  # bad voice settings fail before any connection

@@ -26,7 +26,7 @@ def _last_cut(text: str, floor: int) -> int:
     return space + 1 if space >= floor else 0
 
 
-def split_blocks(blocks: Iterable[str], max_chars: int) -> Iterator[str]:
+def split_blocks(blocks: Iterable[str], max_chars: int, longest_word: int | None = None) -> Iterator[str]:
     """Requests of at most `max_chars`, cut as `split_long_text` would, from text arriving in blocks."""
     held = ""
     for block in blocks:
@@ -36,6 +36,6 @@ def split_blocks(blocks: Iterable[str], max_chars: int) -> Iterator[str]:
         # Hand on everything up to the last sentence end; what follows may go on in the next block.
         cut = _last_cut(held, len(held) // 2)
         if cut:
-            yield from split_long_text(held[:cut], max_chars)
+            yield from split_long_text(held[:cut], max_chars, longest_word)
             held = held[cut:]
-    yield from split_long_text(held, max_chars)
+    yield from split_long_text(held, max_chars, longest_word)

@@ -37,6 +37,12 @@ class Limits:
         return max(1, min(SAY_CHARS_PER_REQUEST, self.request_chars, by_time))
 
     @property
+    def word_chars(self) -> int:
+        """The longest word sent whole; longer runs without a space are cut to fit. Only the
+        character limits count: a long word's speaking time is no reason to cut it."""
+        return max(1, min(SAY_CHARS_PER_REQUEST, self.request_chars))
+
+    @property
     def rollover_s(self) -> float:
         """Session age at which `stream` ends a request at the next sentence end."""
         return self.session_s * 0.7

@@ -114,7 +114,7 @@ class _RequestText:
             if len(item) > limits.rollover_chars // 2:
                 # Piped text comes in big pieces: cut them at sentence ends, so that a request
                 # can end at one before its limits.
-                pieces = split_long_text(item, max(1, limits.rollover_chars // 2))
+                pieces = split_long_text(item, max(1, limits.rollover_chars // 2), limits.word_chars)
                 if len(pieces) > 1:
                     self.source.put_back(*pieces)
                     continue
