@@ -47,8 +47,8 @@ class Cli:
         assert result.returncode == 0, (args, result.stderr.decode())
         return result
 
-    def json(self, *args: str) -> Any:
-        return json.loads(self.ok(*args, "--json").stdout)
+    def json(self, *args: str, input: bytes | None = None) -> Any:
+        return json.loads(self.ok(*args, "--json", input=input).stdout)
 
 
 def one_line_error(result: subprocess.CompletedProcess[bytes]) -> str:

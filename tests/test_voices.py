@@ -218,6 +218,35 @@ def test_create_refuses_bad_samples_before_upload(
     assert mine(cli) == before
 
 
+def test_a_sample_piped_on_stdin_with_dash(cli: Cli, tmp_path: Path) -> None:
+    data = tone_wav(tmp_path / "low.wav", hz=110.0).read_bytes()
+    created = cli.json("voices", "create", "--name", "Piped", "--audio", "-", input=data)
+    assert created["name"] == "Piped" and created["filename"] == "stdin.wav"
+    # The voice is cloned from what was piped: a 110 Hz sample makes a low voice.
+    cli.ok("say", TEXT, "--voice", "Piped", "-o", str(tmp_path / "piped.wav"))
+    cli.ok("say", TEXT, "-o", str(tmp_path / "default.wav"))
+    assert pitch_hz(decode(tmp_path / "piped.wav")) < pitch_hz(decode(tmp_path / "default.wav")) - 30
+    # A name is needed (nothing to take it from), and what is piped is checked as a file is.
+    nameless = cli("voices", "create", "--audio", "-", input=data)
+    assert nameless.returncode == 2
+    assert one_line_error(nameless) == (
+        "gradium: error: --name is needed with -a - (a sample from stdin has no file name to take it from)"
+    )
+    junk = cli("voices", "create", "--name", "Junk", "-a", "-", input=b"this is not audio\n" * 100)
+    assert junk.returncode == 2
+    assert one_line_error(junk) == "gradium: error: stdin is not an audio file (use WAV, FLAC, OGG or MP3)"
+    big = cli("voices", "create", "--name", "Big", "-a", "-", input=b"\0" * (20 * 1024 * 1024 + 1))
+    assert big.returncode == 2
+    assert one_line_error(big) == "gradium: error: stdin holds more than 20 MB; a voice sample must be at most 20 MB"
+    # stdin on a terminal: nothing to wait for.
+    tty = run_on_pty(["voices", "create", "--name", "Tty", "-a", "-"], cli.env, tmp_path, timeout=20)
+    assert tty.returncode == 2
+    assert tty.terminal.strip().splitlines()[0] == (
+        "gradium: error: no audio piped on stdin (pipe a recording in (-a - < me.wav), or name the file)"
+    )
+    assert [v["name"] for v in mine(cli)] == ["Piped"]
+
+
 def test_duplicate_name_is_refused_and_store_unchanged(cli: Cli, sample: Path) -> None:
     uid = cli.ok("voices", "create", "--name", "Twin", "--audio", str(sample)).stdout.decode().strip()
     before = mine(cli)

@@ -176,7 +176,7 @@ async def _show(backend: "BackendOptions", wanted: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Sample:
-    path: Path
+    filename: str  # as the upload names it
     data: bytes
     duration_s: float
     extension: str
@@ -195,40 +195,63 @@ def loudest_frame_dbfs(samples: "np.ndarray", rate: int) -> float:
     return 20 * float(np.log10(peak_rms)) if peak_rms > 0 else float("-inf")
 
 
-def check_speech(path: Path, rate: int, start_s: float) -> None:
+def check_speech(label: str, data: bytes, rate: int, start_s: float) -> None:
     """A clone window without speech (silence, or hiss far below a voice) would make a voice of nothing."""
+    import io
+
     import soundfile as sf
 
     try:
         samples, _ = sf.read(
-            path, start=int(start_s * rate), frames=int(CLONE_WINDOW_S * rate), dtype="float32", always_2d=True
+            io.BytesIO(data),
+            start=int(start_s * rate),
+            frames=int(CLONE_WINDOW_S * rate),
+            dtype="float32",
+            always_2d=True,
         )
     except (sf.LibsndfileError, RuntimeError):
-        raise UsageError(f"{path} cannot be decoded (use WAV, FLAC, OGG or MP3)") from None
+        raise UsageError(f"{label} cannot be decoded (use WAV, FLAC, OGG or MP3)") from None
     level = loudest_frame_dbfs(samples.mean(axis=1), rate)
     if level < SPEECH_FLOOR_DBFS:
         loudness = "digital silence" if level == float("-inf") else f"its loudest moment is {level:.0f} dBFS"
         raise UsageError(
-            f"{path} has no speech from {start_s:g} s on ({loudness}); a voice is cloned from someone speaking",
+            f"{label} has no speech from {start_s:g} s on ({loudness}); a voice is cloned from someone speaking",
             hint="record a voice, or move --start to where it speaks",
         )
 
 
-def check_sample(path: Path, start_s: float) -> Sample:
-    """Everything the service would refuse, found before uploading: size, format, duration."""
-    import soundfile as sf
-
+def _read_sample(path: Path) -> bytes:
+    """The sample's bytes, from the file or, for `-`, from stdin; at most MAX_SAMPLE_BYTES."""
+    if str(path) == "-":
+        env = get_env()
+        if env.stdin_isatty:
+            raise UsageError("no audio piped on stdin", hint="pipe a recording in (-a - < me.wav), or name the file")
+        data = env.stdin.read(MAX_SAMPLE_BYTES + 1)
+        if len(data) > MAX_SAMPLE_BYTES:
+            raise UsageError("stdin holds more than 20 MB; a voice sample must be at most 20 MB")
+        return bytes(data)
     try:
         size = path.stat().st_size
         if path.is_dir():
             raise UsageError(f"{path} is a directory, not an audio file")
         if size > MAX_SAMPLE_BYTES:
             raise UsageError(f"{path} is {size / 1024 / 1024:.1f} MB; a voice sample must be at most 20 MB")
-        data = path.read_bytes()
+        return path.read_bytes()
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def check_sample(path: Path, start_s: float) -> Sample:
+    """Everything the service would refuse, found before uploading: size, format, duration."""
+    import io
+
+    import soundfile as sf
+
+    data = _read_sample(path)
+    if str(path) == "-":
+        path = Path("stdin")  # how the messages below name it
     try:
-        info = sf.info(path)
+        info = sf.info(io.BytesIO(data))
     except (sf.LibsndfileError, RuntimeError, TypeError):
         raise UsageError(f"{path} is not an audio file (use WAV, FLAC, OGG or MP3)") from None
     duration = info.frames / info.samplerate if info.samplerate else 0.0
@@ -241,10 +264,10 @@ def check_sample(path: Path, start_s: float) -> Sample:
         )
     if start_s < 0 or start_s >= duration:
         raise UsageError(f"--start {start_s:g} is outside the {duration:.1f} s sample")
-    check_speech(path, info.samplerate, start_s)
+    check_speech(str(path), data, info.samplerate, start_s)
     detected = {"MPEG": "mp3", "OGG": "ogg", "WAV": "wav", "FLAC": "flac"}.get(info.format, info.format.lower())
     extension = path.suffix.lower().lstrip(".") or detected
-    return Sample(path, data, duration, extension)
+    return Sample(path.name if path.suffix else f"{path.name}.{extension}", data, duration, extension)
 
 
 def multipart_parts(
@@ -260,7 +283,7 @@ def multipart_parts(
         ("input_format", sample.extension),
     ]
     parts: list[tuple[str, tuple[str | None, bytes, str]]] = [
-        ("audio_file", (sample.path.name, sample.data, f"audio/{sample.extension}"))
+        ("audio_file", (sample.filename, sample.data, f"audio/{sample.extension}"))
     ]
     parts += [(key, (None, value.encode("utf-8"), text)) for key, value in fields if value is not None]
     return parts
@@ -270,7 +293,8 @@ def multipart_parts(
 @o.with_backend()
 def create_voice(
     audio: Annotated[
-        Path, typer.Option("--audio", "-a", help="Voice sample: WAV, FLAC, OGG or MP3, 1–60 s, at most 20 MB")
+        Path,
+        typer.Option("--audio", "-a", help="Voice sample: WAV, FLAC, OGG or MP3, 1–60 s, at most 20 MB; - reads stdin"),
     ],
     name: Annotated[str | None, typer.Option("--name", "-n", help="Voice name (default: the file name)")] = None,
     description: Annotated[str | None, typer.Option("--description", "-d", help="Free text")] = None,
@@ -288,6 +312,8 @@ def create_voice(
     gradium voices create --name Narrator --audio me.wav --description "calm, low"
     id=$(gradium voices create --name Narrator --audio me.wav)
     """
+    if name is None and str(audio) == "-":
+        fail(UsageError("--name is needed with -a - (a sample from stdin has no file name to take it from)"))
     voice_name = (name if name is not None else audio.stem).strip()
     if not voice_name:
         fail(UsageError("--name must not be empty"))
