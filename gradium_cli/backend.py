@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gradium_cli.config import REGION_URLS, resolve
+from gradium_cli.config import REGION_URLS, configured, resolve
 from gradium_cli.errors import ConfigError, UsageError
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
@@ -125,7 +125,6 @@ def offline_notice(profile: str | None) -> None:
     import time
 
     from gradium_cli.cache import parse_switch
-    from gradium_cli.config import configured
 
     env = get_env()
     if env.quiet or not env.stderr_isatty:
@@ -183,7 +182,8 @@ def open_backend(options: BackendOptions, *, pipe: bool = False) -> Iterator[End
     no key); otherwise it is served by an HTTP server in this process (`ws-raw`, `doctor`)."""
     key = resolve("api-key", options.api_key, options.profile)
     base = resolve("base-url", options.base_url, options.profile)
-    region = resolve("region", options.region, options.profile).value
+    # The flag's value is checked here; the environment's or the config file's by configured().
+    region = options.region if options.region is not None else configured("region", options.profile)
     if region is not None and region not in REGION_URLS:
         raise UsageError(f"unknown region '{region}' (choose eu or us)")
     if uses_local_engine(options):

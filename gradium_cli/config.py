@@ -275,5 +275,18 @@ def resolve(
 
 
 def configured(name: str, profile: str | None = None) -> str | None:
-    """A setting's value from the environment or the config file, None when neither sets it."""
-    return resolve(name, None, profile).value
+    """A setting's value from the environment or the config file, None when neither sets it
+    (or sets it empty). A value `config set` would refuse is a configuration problem
+    (exit 3) that names where it was set: a flag's bad value is a usage error instead."""
+    found = resolve(name, None, profile)
+    if found.value is None or not found.value.strip():
+        return None
+    try:
+        return check_value(name, found.value)
+    except UsageError as exc:
+        if found.source == "env":
+            where, fix = ENV_VARS[name], f"unset {ENV_VARS[name]} or fix it"
+        else:
+            where = f"{config_path()} [{active_profile(profile)}]"
+            fix = f"`gradium config unset {name}`, or set it again"
+        raise ConfigError(f"{where}: {exc.message}", hint=fix) from None

@@ -267,7 +267,7 @@ def test_cache_info_and_clear(tmp_path: Path, server_factory: Any) -> None:
     assert cleared["removed_entries"] == 2
     assert json.loads(run(tmp_path, "cache", "info", "--json").stdout)["entries"] == 0
     bad = run(tmp_path, "cache", "info", GRADIUM_CACHE_SIZE="lots")
-    assert bad.returncode == 2 and "cache-size must be a size" in bad.stderr.decode()
+    assert bad.returncode == 3 and "GRADIUM_CACHE_SIZE: cache-size must be a size" in bad.stderr.decode()
 
 
 # ------------------------------------------------------------------ quality checks

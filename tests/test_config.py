@@ -147,6 +147,34 @@ def test_timeout_setting_and_flag(tmp_path: Path, server_factory) -> None:
     assert from_env.returncode == 0, from_env.stderr.decode()
 
 
+def test_a_bad_setting_from_the_environment_or_the_file_is_exit_3_and_says_where(tmp_path: Path, local_server) -> None:
+    env = isolated_env(tmp_path, GRADIUM_BASE_URL=local_server.base_url)
+    out = ("-o", str(tmp_path / "x.wav"))
+    for name, value, message in (
+        ("GRADIUM_TIMEOUT", "abc", "timeout must be a number of seconds, not 'abc'"),
+        ("GRADIUM_MARKDOWN", "maybe", "markdown must be on or off, not 'maybe'"),
+        ("GRADIUM_CACHE", "sometimes", "cache must be on or off, not 'sometimes'"),
+        ("GRADIUM_REGION", "mars", "unknown region 'mars' (choose eu or us)"),
+    ):
+        bad = gradium(tmp_path, "say", "Hello", *out, env={**env, name: value})
+        assert bad.returncode == 3, (name, bad.stderr)
+        assert bad.stderr.decode() == f"gradium: error: {name}: {message} (unset {name} or fix it)\n"
+    limit = gradium(tmp_path, "say", "Hello", *out, env={**env, "GRADIUM_MAX_REQUEST_CHARS": "0"})
+    assert limit.returncode == 3
+    assert limit.stderr.decode() == "gradium: error: GRADIUM_MAX_REQUEST_CHARS must be above 0, not '0'\n"
+    path = write_config(tmp_path, "[default]\ntimeout = soon\n")
+    from_file = gradium(tmp_path, "say", "Hello", *out, env=env)
+    assert from_file.returncode == 3
+    assert from_file.stderr.decode() == (
+        f"gradium: error: {path} [default]: timeout must be a number of seconds, not 'soon' "
+        "(`gradium config unset timeout`, or set it again)\n"
+    )
+    # The same value typed as a flag is a usage error (exit 2), and a flag beats the file.
+    assert gradium(tmp_path, "say", "Hello", *out, "--timeout", "abc", env=env).returncode == 2
+    assert gradium(tmp_path, "say", "Hello", *out, "--timeout", "20", env=env).returncode == 0
+    assert (tmp_path / "x.wav").stat().st_size > 44
+
+
 def test_set_get_list_unset_path(tmp_path: Path) -> None:
     assert gradium(tmp_path, "config", "set", "voice", "Emma").returncode == 0
     assert gradium(tmp_path, "config", "set", "region", "eu", "--profile", "work").returncode == 0

@@ -174,8 +174,10 @@ def test_markdown_setting_and_its_bad_values(tmp_path: Path, local_server: Runni
     assert on.returncode == 0, on.stderr
     assert [w["text"] for w in json.loads((tmp_path / "a.json").read_text())] == ["Hi", "there"]
     bad = gradium(tmp_path, "say", *url, "hi", "-o", "b.wav", env=isolated_env(tmp_path, GRADIUM_MARKDOWN="maybe"))
-    assert bad.returncode == 2
-    assert bad.stderr.decode().splitlines()[-1] == "gradium: error: markdown must be on or off, not 'maybe'"
+    assert bad.returncode == 3  # a configuration problem, named where it was set
+    assert bad.stderr.decode().splitlines()[-1] == (
+        "gradium: error: GRADIUM_MARKDOWN: markdown must be on or off, not 'maybe' (unset GRADIUM_MARKDOWN or fix it)"
+    )
     only_code = gradium(tmp_path, "say", *url, "--markdown", "```\nx\n```", "-o", "c.wav")
     assert only_code.returncode == 2
     assert "nothing to say once the markdown is read as prose" in only_code.stderr.decode()

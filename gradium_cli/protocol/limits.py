@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from gradium_cli.errors import UsageError
+from gradium_cli.errors import ConfigError
 
 # `say` cuts its text finer than the hard limit: the free tier allows 1500 characters
 # per session, and short requests keep the audio of one request well inside 300 s.
@@ -75,9 +75,9 @@ def _number(name: str, default: float, kind: type[int] | type[float]) -> float:
     try:
         value = kind(raw)
     except ValueError:
-        raise UsageError(f"{name} must be a number, not {raw!r}") from None
+        raise ConfigError(f"{name} must be a number, not {raw!r}") from None
     if value <= 0:
-        raise UsageError(f"{name} must be above 0, not {raw!r}")
+        raise ConfigError(f"{name} must be above 0, not {raw!r}")
     return value
 
 
