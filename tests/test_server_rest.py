@@ -122,6 +122,8 @@ def test_post_tts_ndjson_stream(api: httpx.Client) -> None:
         (tts_body(text=""), "text must be a non-empty string"),
         (tts_body(text="   "), "text must be a non-empty string"),
         (tts_body(json_config=json.dumps({"temp": 5})), "json_config 'temp'"),
+        # Past a float's range: it used to escape as OverflowError, a bare "Internal Server Error".
+        (tts_body(retry_for_s=10**400), "setup field 'retry_for_s' must be a finite number"),
     ],
 )
 def test_post_tts_errors_are_plain_text_500(api: httpx.Client, body: dict[str, Any], reason: str) -> None:

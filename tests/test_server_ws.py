@@ -485,6 +485,8 @@ ERROR_CASES: dict[str, tuple[list[str | bytes], str]] = {
     "binary-frame": ([b"\x00\x01binary"], "binary"),
     "binary-after-setup": ([json.dumps({"type": "setup", "output_format": "pcm"}), b"\x00"], "binary"),
     "unknown-pronunciation": ([json.dumps({"type": "setup", "pronunciation_id": "nope"})], "nope"),
+    # Valid JSON, but past a float's range: it used to escape as OverflowError (close 1011, no frame).
+    "integer-past-float-range": (['{"type": "setup", "retry_for_s": 1' + "0" * 400 + "}"], "'retry_for_s'"),
 }
 
 

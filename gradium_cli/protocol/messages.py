@@ -259,9 +259,15 @@ class _Fields:
         if value is None:
             return None
         # JSON as Python reads it allows NaN and Infinity: no time or setting may be either.
-        if not math.isfinite(value):
+        # An integer past a float's range (1e309 written out) is no float either: float()
+        # and isfinite() raise OverflowError for it, which must not escape as a crash.
+        try:
+            number = float(value)
+        except OverflowError:
+            raise MessageError(f"{self.kind} field '{name}' must be a finite number, not so large") from None
+        if not math.isfinite(number):
             raise MessageError(f"{self.kind} field '{name}' must be a finite number, not {value}")
-        return float(value)
+        return number
 
     def integer(self, name: str, required: bool = False, default: int | None = None) -> Any:
         return self._take(name, (int,), required, default)
