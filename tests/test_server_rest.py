@@ -382,6 +382,30 @@ def test_pronunciation_validation(fresh_api: httpx.Client) -> None:
     assert isinstance(duplicate.json()["detail"], str)
 
 
+INVALID_BODY = {"detail": [{"loc": ["body"], "msg": "body must be valid JSON", "type": "value_error"}]}
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_refused_not_stored(fresh_api: httpx.Client, constant: str) -> None:
+    """Python's json reads them; stored, they made every answer naming the record a 500, listings included."""
+    headers = {"content-type": "application/json"}
+    made = fresh_api.post(
+        "pronunciations/", content=f'{{"name": "N", "language": "en", "description": {constant}}}', headers=headers
+    )
+    assert (made.status_code, made.json()) == (422, INVALID_BODY)
+    assert fresh_api.get("pronunciations/").json() == {"dictionaries": [], "total": 0}
+
+    files = {"audio_file": ("sample.wav", tone_wav(), "audio/wav")}
+    uid = fresh_api.post("voices/", files=files, data={"name": unique("Finite"), "language": "en"}).json()["uid"]
+    before = fresh_api.get(f"voices/{uid}").json()
+    for body in (f'{{"tags": [{constant}]}}', f'{{"start_s": {constant}}}'):
+        changed = fresh_api.put(f"voices/{uid}", content=body, headers=headers)
+        assert (changed.status_code, changed.json()) == (422, INVALID_BODY)
+    assert fresh_api.get(f"voices/{uid}").json() == before
+    listing = fresh_api.get("voices/", params={"limit": 0})
+    assert listing.status_code == 200 and listing.json() == [before]
+
+
 # ------------------------------------------------------------------------ usage
 
 

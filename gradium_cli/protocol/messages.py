@@ -185,17 +185,22 @@ def _may_hold_surrogate(text: str) -> bool:
     )
 
 
-def parse_json(text: str, what: str) -> Any:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def parse_json(text: str, what: str, *, finite: bool = False) -> Any:
     """json.loads that fails only with MessageError, whatever the peer sent.
 
     Beyond JSONDecodeError, json.loads raises RecursionError for deep nesting and
     a plain ValueError for integers past Python's 4,300-digit limit. A lone
     surrogate escape decodes to a str that cannot be encoded back to UTF-8, so
     echoing it in a reply would crash the sender: refuse it here, as strict JSON
-    parsers do.
+    parsers do. With `finite`, NaN and Infinity (which json.loads also lets
+    through) are refused too: a value kept and answered later must stay JSON.
     """
     try:
-        value = json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant) if finite else json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MessageError(f"{what}: {exc}") from None
     if _may_hold_surrogate(text):

@@ -78,8 +78,10 @@ async def json_body(request: Request) -> dict[str, Any]:
     """The body as a JSON object; raises `Refused` (422) for anything else."""
     try:
         # parse_json also refuses deep nesting, huge integers and lone surrogates, which
-        # json.loads lets through or raises unexpected errors for.
-        body = m.parse_json((await request.body()).decode("utf-8"), "body")
+        # json.loads lets through or raises unexpected errors for, and NaN and Infinity:
+        # stored in a record, they made every later answer holding it a 500 (JSONResponse
+        # refuses them), the listing included, until the data file was edited by hand.
+        body = m.parse_json((await request.body()).decode("utf-8"), "body", finite=True)
     except (m.MessageError, UnicodeDecodeError):
         raise invalid(["body"], "body must be valid JSON") from None
     if not isinstance(body, dict):
