@@ -406,6 +406,21 @@ def test_nan_and_infinity_are_refused_not_stored(fresh_api: httpx.Client, consta
     assert listing.status_code == 200 and listing.json() == [before]
 
 
+def test_voice_start_s_is_bounded_on_put_as_on_upload(fresh_api: httpx.Client) -> None:
+    """An integer past a float's range, stored, made every voice listing an OverflowError (a 500)."""
+    files = {"audio_file": ("sample.wav", tone_wav(), "audio/wav")}
+    uid = fresh_api.post("voices/", files=files, data={"name": unique("Start"), "language": "en"}).json()["uid"]
+    before = fresh_api.get(f"voices/{uid}").json()
+    error = {"loc": ["body", "start_s"], "msg": "value is not a valid number >= 0", "type": "value_error"}
+    refused = {"detail": [error]}
+    for start_s in (10**400, 10**6, -1):
+        changed = fresh_api.put(f"voices/{uid}", json={"start_s": start_s})
+        assert (changed.status_code, changed.json()) == (422, refused)
+    assert fresh_api.get("voices/", params={"limit": 0}).json() == [before]
+    kept = fresh_api.put(f"voices/{uid}", json={"start_s": 999_999})
+    assert kept.status_code == 200 and kept.json()["start_s"] == 999_999
+
+
 # ------------------------------------------------------------------------ usage
 
 

@@ -201,6 +201,9 @@ async def get_voice(request: Request, state: ServerState) -> Response:
 # hint: the stored sample's extension comes from its content (catalog.sniff_container).
 INPUT_FORMATS = frozenset({"wav", "wave", "flac", "ogg", "oga", "opus", "mp3", "mpeg", "aiff", "aif"})
 MAX_FILENAME_CHARS = 255
+# Where in its sample a voice starts, in seconds: a bound on upload and PUT alike (an integer
+# past a float's range, stored, made every listing an OverflowError in custom_voice_api).
+MAX_START_S = 1e6
 
 
 def display_filename(raw: str | None) -> str | None:
@@ -261,7 +264,7 @@ def _store_voice(state: ServerState, form: VoiceForm) -> Response:
         start_s = float(fields.get("start_s") or 0.0)
     except ValueError:
         start_s = -1.0
-    if not 0.0 <= start_s < 1e6:  # also refuses nan and inf
+    if not 0.0 <= start_s < MAX_START_S:  # also refuses nan and inf
         return validation_error(["body", "start_s"], "value is not a valid number >= 0")
     try:
         analysis = analyse_sample(form.sample, start_s)
@@ -298,7 +301,9 @@ async def update_voice(request: Request, state: ServerState) -> Response:
     # Check types before storing: a string start_s used to be saved and then break every voice listing.
     _check_text_fields(body)
     start_s = body.get("start_s")
-    if start_s is not None and (isinstance(start_s, bool) or not isinstance(start_s, (int, float)) or start_s < 0):
+    if start_s is not None and (
+        isinstance(start_s, bool) or not isinstance(start_s, (int, float)) or not 0 <= start_s < MAX_START_S
+    ):
         return validation_error(["body", "start_s"], "value is not a valid number >= 0")
     if body.get("tags") is not None and not isinstance(body["tags"], list):
         return validation_error(["body", "tags"], "value is not a valid list")
