@@ -10,6 +10,9 @@ worker together) must stay below 200 MB.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
 import resource
 import socket
 import subprocess
@@ -20,6 +23,8 @@ from pathlib import Path
 from typing import Any
 
 import soundfile as sf
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from tests.servers import gradium_exe
 
@@ -188,4 +193,42 @@ def test_connections_beyond_the_descriptor_budget_are_told_503_and_the_server_re
         assert answer.startswith(b"HTTP/1.1 503 Service Unavailable\r\n"), answer[:80]
         assert answer.endswith(b"\r\n\r\ntoo many connections; try again later\n")
     assert descriptors < 600
+    server.still_serves_then_stops_cleanly(tmp_path)
+
+
+def test_text_sent_while_a_request_renders_is_not_queued_past_the_text_limit(
+    tmp_path: Path, serve_process: Callable[..., tuple[Any, str]]
+) -> None:
+    """The request reads its queue only between units, and --realtime keeps it pacing one out:
+    200 frames of 1,000,000 characters sent meanwhile used to be held whole (peak RSS over
+    250 MB). Text past the 100,000-character limit is now dropped as it arrives, and the
+    request still fails with `text too long` once it reaches the text that crossed it."""
+    server = LoggedServer(*serve_process("--workers", "1", "--realtime"))
+    url = server.base_url.replace("http://", "ws://") + "speech/tts"
+    frame = json.dumps({"type": "text", "text": "a" * 1_000_000})
+
+    async def attack() -> tuple[list[dict[str, Any]], int | None]:
+        async with connect(url, max_size=None) as ws:
+            await ws.send(json.dumps({"type": "setup", "output_format": "pcm"}))
+            # About 10 s of speech, paced out at real time while the flood arrives.
+            await ws.send(json.dumps({"type": "text", "text": "One two three four five six seven eight. " * 4}))
+            assert json.loads(await ws.recv())["type"] == "ready"
+            for _ in range(200):
+                await ws.send(frame)
+            received = []
+            with contextlib.suppress(ConnectionClosed):
+                while True:
+                    message = json.loads(await asyncio.wait_for(ws.recv(), 30))
+                    if message["type"] not in ("audio", "text"):
+                        received.append(message)
+            return received, ws.close_code
+
+    received, close_code = asyncio.run(attack())
+    peak_kb = peak_rss_kb(server.proc.pid)
+    print(f"peak RSS {peak_kb / 1024:.0f} MB")
+    assert received == [
+        {"type": "error", "message": "text too long: at most 100000 characters per request", "code": 1008}
+    ]
+    assert close_code == 1008
+    assert peak_kb < RSS_LIMIT_KB, f"peak RSS {peak_kb / 1024:.0f} MB"
     server.still_serves_then_stops_cleanly(tmp_path)

@@ -101,6 +101,9 @@ class Request:
         self.first_audio_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.input_done = False  # end_of_stream received: what is left is the server's work
+        # Characters of text received, counted as they arrive: the queue is read only between
+        # renders, so without this a client could queue text without bound meanwhile.
+        self.received_chars = 0
 
     @property
     def closes_socket(self) -> bool:
@@ -393,6 +396,12 @@ class Connection:
             return
         if text is None:
             request.input_done = True
+        elif request.received_chars > self.state.options.max_text_chars:
+            # Already past the limit: the text that crossed it is queued, and the request
+            # fails with `text too long` when it reaches it. Nothing more is kept.
+            return
+        else:
+            request.received_chars += len(text)
         await request.queue.put(text if text is not None else _Eos())
 
     async def _refuse(
