@@ -122,6 +122,7 @@ def test_post_tts_ndjson_stream(api: httpx.Client) -> None:
         (tts_body(text=""), "text must be a non-empty string"),
         (tts_body(text="   "), "text must be a non-empty string"),
         (tts_body(json_config=json.dumps({"temp": 5})), "json_config 'temp'"),
+        (tts_body(json_config={"pronunciation_id": {"a": 1}}), "json_config 'pronunciation_id' must be a string"),
         # Past a float's range: it used to escape as OverflowError, a bare "Internal Server Error".
         (tts_body(retry_for_s=10**400), "setup field 'retry_for_s' must be a finite number"),
     ],

@@ -485,6 +485,11 @@ ERROR_CASES: dict[str, tuple[list[str | bytes], str]] = {
     "binary-frame": ([b"\x00\x01binary"], "binary"),
     "binary-after-setup": ([json.dumps({"type": "setup", "output_format": "pcm"}), b"\x00"], "binary"),
     "unknown-pronunciation": ([json.dumps({"type": "setup", "pronunciation_id": "nope"})], "nope"),
+    # Looked up as a dict key: a list was a TypeError (unhashable), close 1011 with no frame.
+    "pronunciation-id-not-a-string": (
+        [json.dumps({"type": "setup", "json_config": {"pronunciation_id": ["x"]}})],
+        "json_config 'pronunciation_id' must be a string",
+    ),
     # Valid JSON, but past a float's range: it used to escape as OverflowError (close 1011, no frame).
     "integer-past-float-range": (['{"type": "setup", "retry_for_s": 1' + "0" * 400 + "}"], "'retry_for_s'"),
 }

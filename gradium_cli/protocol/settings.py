@@ -55,4 +55,8 @@ def validate_json_config(config: dict[str, Any]) -> list[str]:
     rules = config.get("rewrite_rules")
     if rules is not None and not isinstance(rules, str):
         problems.append("json_config 'rewrite_rules' must be a string such as \"en\"")
+    # The server looks the id up: a list or an object there was a TypeError (unhashable), not an answer.
+    dictionary = config.get("pronunciation_id")
+    if dictionary is not None and not isinstance(dictionary, str):
+        problems.append("json_config 'pronunciation_id' must be a string")
     return problems
