@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import json
 import resource
 import socket
@@ -22,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import httpx
+import numpy as np
 import soundfile as sf
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -230,5 +233,33 @@ def test_text_sent_while_a_request_renders_is_not_queued_past_the_text_limit(
         {"type": "error", "message": "text too long: at most 100000 characters per request", "code": 1008}
     ]
     assert close_code == 1008
+    assert peak_kb < RSS_LIMIT_KB, f"peak RSS {peak_kb / 1024:.0f} MB"
+    server.still_serves_then_stops_cleanly(tmp_path)
+
+
+def test_a_voice_sample_with_many_channels_or_a_huge_rate_costs_little(
+    tmp_path: Path, serve_process: Callable[..., tuple[Any, str]]
+) -> None:
+    """12 s of Ogg Vorbis silence in 255 channels is ~23 kB, and was decoded whole into a
+    10 s x 255-channel float window (peak RSS 540 MB); it is now mixed down block by block.
+    A header claiming 2 MHz made the pitch estimate (its work grows with the square of the
+    rate) hold the event loop for minutes: rates above 192 kHz are refused."""
+    server = LoggedServer(*serve_process("--workers", "1"))
+    many = tmp_path / "many.ogg"
+    with sf.SoundFile(many, "w", 48000, 255, subtype="VORBIS", format="OGG") as out:
+        for _ in range(12):
+            out.write(np.zeros((48000, 255), dtype="float32"))
+    fast = io.BytesIO()
+    sf.write(fast, np.random.default_rng(0).uniform(-0.5, 0.5, 2_000_000), 2_000_000, format="WAV", subtype="PCM_16")
+    with httpx.Client(base_url=server.base_url, timeout=30) as api:
+        made = api.post("voices/", files={"audio_file": ("many.ogg", many.read_bytes())}, data={"name": "Many"})
+        assert made.status_code == 201, made.text
+        fast_up = api.post("voices/", files={"audio_file": ("fast.wav", fast.getvalue())}, data={"name": "Fast"})
+        message = "audio_file is not a readable audio file (sample rate 2000000 Hz is above 192000 Hz)"
+        expected = {"detail": [{"loc": ["body", "audio_file"], "msg": message, "type": "value_error"}]}
+        assert (fast_up.status_code, fast_up.json()) == (422, expected)
+        assert api.get("usages/credits").status_code == 200
+    peak_kb = peak_rss_kb(server.proc.pid)
+    print(f"peak RSS {peak_kb / 1024:.0f} MB")
     assert peak_kb < RSS_LIMIT_KB, f"peak RSS {peak_kb / 1024:.0f} MB"
     server.still_serves_then_stops_cleanly(tmp_path)

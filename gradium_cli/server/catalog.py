@@ -152,6 +152,12 @@ class SampleAnalysis:
 
 # The service clones from a 10 s window starting at start_s (§8).
 CLONE_WINDOW_S = 10.0
+# No recording of a voice needs more; the pitch estimate's work grows with the square of the
+# rate (a header claiming 2 MHz held the event loop for minutes), so higher ones are refused.
+MAX_SAMPLE_RATE = 192_000
+# Frames decoded at a time: the window is mixed down to mono block by block, so a file
+# declaring 255 channels (a few kB of Ogg Vorbis silence) costs no more memory than mono.
+DOWNMIX_BLOCK_FRAMES = 4096
 
 
 def sniff_container(head: bytes) -> str | None:
@@ -193,11 +199,17 @@ def analyse_sample(source: bytes | Path, start_s: float = 0.0) -> SampleAnalysis
             rate, frames = int(audio.samplerate), int(audio.frames)
             if rate <= 0:
                 raise ValueError("no sample rate")
+            if rate > MAX_SAMPLE_RATE:
+                raise ValueError(f"sample rate {rate} Hz is above {MAX_SAMPLE_RATE} Hz")
             audio.seek(min(int(start_s * rate), frames))
-            window = audio.read(int(CLONE_WINDOW_S * rate), dtype="float32", always_2d=True)
+            blocks = audio.blocks(
+                DOWNMIX_BLOCK_FRAMES, dtype="float32", always_2d=True, frames=int(CLONE_WINDOW_S * rate)
+            )
+            mono = [block.mean(axis=1) for block in blocks]
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as exc:
         raise ValueError(f"audio_file is not a readable audio file ({exc})") from None
-    return SampleAnalysis(frames / rate, rate, estimate_pitch_hz(window.mean(axis=1), rate), extension)
+    window = np.concatenate(mono) if mono else np.zeros(0, dtype=np.float32)
+    return SampleAnalysis(frames / rate, rate, estimate_pitch_hz(window, rate), extension)
 
 
 def derive_engine_voice(uid: str, base_voice: str, pitch_hz: float | None) -> EngineVoice:
