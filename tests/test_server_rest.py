@@ -461,6 +461,9 @@ def test_rest_auth_on_keyed_server(server_factory: Callable[..., RunningServer])
         response = wrong.get("voices/")
         assert response.status_code == 401
         assert response.json() == {"detail": "API key is revoked or expired"}
+        # A byte above 0x7f in the key was a TypeError in the comparison: a bare 500.
+        non_ascii = wrong.get("voices/", headers={"x-api-key": b"gsk_\xe9"})
+        assert (non_ascii.status_code, non_ascii.json()) == (401, {"detail": "API key is revoked or expired"})
         # Every keyed route, the designer's included, refuses a wrong or missing key before
         # it reads the body or looks anything up (a catalog voice's DELETE would be a 403).
         keyed = [

@@ -561,6 +561,12 @@ def test_api_key_is_checked(server_factory: Any) -> None:
     assert messages == [{"type": "error", "message": "API key is revoked or expired", "code": 1008}]
     assert code == 1008
 
+    # A byte above 0x7f in the key (a str with non-ASCII characters on the server) was a
+    # TypeError in the comparison: the upgrade was answered HTTP 500.
+    messages, code = asyncio.run(attempt({"x-api-key": "gsk_\xe9"}))
+    assert messages == [{"type": "error", "message": "API key is revoked or expired", "code": 1008}]
+    assert code == 1008
+
     messages, code = asyncio.run(attempt(None))
     assert len(messages) == 1 and messages[0]["type"] == "error" and messages[0]["code"] == 1008
     assert "API key" in messages[0]["message"]

@@ -172,7 +172,9 @@ class ServerState:
             return None
         if not api_key:
             return "Missing API key: send it in the x-api-key header"
-        if not secrets.compare_digest(api_key, self.options.api_key):
+        # As bytes: compare_digest raises TypeError for a str with non-ASCII characters, which a
+        # header holding a byte above 0x7f is (decoded as Latin-1): a 500, not a refusal.
+        if not secrets.compare_digest(api_key.encode(), self.options.api_key.encode()):
             return "API key is revoked or expired"
         return None
 
