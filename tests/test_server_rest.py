@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import io
 import json
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -14,12 +16,13 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 import soundfile as sf
+from websockets.asyncio.client import connect
 
 from gradium_cli.server.app import RunningServer
 from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
 from gradium_cli.server.rest import ROUTES, post_tts, speech_to_text
 from tests.manage_helpers import pitch_hz as estimate_pitch
-from tests.test_server_ws import synth
+from tests.test_server_ws import synth, ws_url
 
 EMMA = "YTpq7expH9539ERJ"
 TIMEOUT = 60.0
@@ -320,6 +323,29 @@ def test_a_voice_speaking_over_rest_cannot_be_deleted(local_server: RunningServe
         received += sum(len(chunk) for chunk in chunks)
     assert received > 10_000_000
     assert api.delete(f"voices/{uid}").status_code == 204  # released once the audio is all out
+
+
+def test_a_socket_closed_right_after_its_setup_leaves_the_voice_free(
+    local_server: RunningServer, api: httpx.Client
+) -> None:
+    """The close arrived with the setup, so the request's task was cancelled before it ran:
+    its `finally` never released the voice, whose DELETE was a 409 until the server restarted."""
+    uid = api.post(
+        "voices/",
+        files={"audio_file": ("left.wav", tone_wav(), "audio/wav")},
+        data={"name": unique("Left"), "language": "en"},
+    ).json()["uid"]
+
+    async def setup_then_close() -> None:
+        for _ in range(5):
+            async with connect(ws_url(local_server)) as ws:
+                await ws.send(json.dumps({"type": "setup", "voice_id": uid, "output_format": "pcm"}))
+
+    asyncio.run(setup_then_close())
+    deadline = time.monotonic() + 5
+    while (deleted := api.delete(f"voices/{uid}")).status_code == 409 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert deleted.status_code == 204, deleted.text
 
 
 def pitch_hz(pcm: bytes, rate: int = 48000) -> float:

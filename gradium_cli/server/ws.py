@@ -101,9 +101,16 @@ class Request:
         self.first_audio_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.input_done = False  # end_of_stream received: what is left is the server's work
+        self._voice_released = False
         # Characters of text received, counted as they arrive: the queue is read only between
         # renders, so without this a client could queue text without bound meanwhile.
         self.received_chars = 0
+
+    def release_voice(self) -> None:
+        """The voice is no longer in use by this request; only the first call counts."""
+        if not self._voice_released:
+            self._voice_released = True
+            self.conn.state.release_voice(self.voice_uid)
 
     @property
     def closes_socket(self) -> bool:
@@ -379,6 +386,9 @@ class Connection:
             )
         )
         request.task = asyncio.create_task(request.run())
+        # Also when the task is cancelled before it ever ran (the client closed right after its
+        # setup): run()'s `finally` then never runs, and the voice stayed in use for good.
+        request.task.add_done_callback(lambda _task: request.release_voice())
 
     async def on_input(self, req_id: str | None, text: str | None) -> None:
         request = self.requests.get(req_id)
@@ -415,7 +425,7 @@ class Connection:
     async def request_done(self, request: Request, failed: bool) -> None:
         if self.requests.get(request.client_req_id) is request:
             del self.requests[request.client_req_id]
-        self.state.release_voice(request.voice_uid)
+        request.release_voice()
         if request.closes_socket or (failed and request.client_req_id is None and not self.requests):
             await self.close(request.error_code)
 
