@@ -293,7 +293,8 @@ def test_a_voice_sample_is_analysed_off_the_event_loop(fresh_api: httpx.Client) 
             time.sleep(0.02)
     thread.join()
     assert upload["response"].status_code == 201, upload["response"].text
-    assert slowest < min(0.5, upload["seconds"] / 2), (slowest, upload["seconds"])
+    # Relative, not a time limit: on the event loop one GET waited for the whole analysis.
+    assert slowest < upload["seconds"] / 2, (slowest, upload["seconds"])
 
 
 def test_catalog_voices_are_read_only(api: httpx.Client) -> None:
