@@ -440,6 +440,28 @@ def test_pronunciation_validation(fresh_api: httpx.Client) -> None:
     assert isinstance(duplicate.json()["detail"], str)
 
 
+def test_a_dictionary_phrase_has_at_most_16_words(fresh_api: httpx.Client) -> None:
+    """Matching tries every phrase length at every word: phrases of hundreds of words made an
+    800-word request render for 25 s. 15 and 16 words are stored and spoken, 17 refused."""
+    phrase = [f"w{index}" for index in range(17)]
+    for words in (15, 16):
+        rule = {"original": " ".join(phrase[:words]), "rewrite": "matched"}
+        made = fresh_api.post("pronunciations/", json={"name": unique("Long"), "language": "en", "rules": [rule]})
+        assert made.status_code == 201, made.text
+        spoken = fresh_api.post(
+            "post/speech/tts",
+            json={"text": f"Say {rule['original']} now.", "pronunciation_id": made.json()["uid"], "only_audio": False},
+        )
+        stamps = [json.loads(line) for line in spoken.text.splitlines()]
+        # A matched phrase is one word to the timestamps (unmatched, each word has its own).
+        assert [s["text"] for s in stamps if s.get("type") == "text"] == ["Say", rule["original"], "now."]
+    too_long = {"original": " ".join(phrase), "rewrite": "matched"}
+    refused = fresh_api.post("pronunciations/", json={"name": unique("Long"), "language": "en", "rules": [too_long]})
+    assert refused.status_code == 422
+    assert refused.json()["detail"][0]["loc"] == ["body", "rules", 0, "original"]
+    assert refused.json()["detail"][0]["msg"] == "a dictionary phrase has at most 16 words, not 17"
+
+
 INVALID_BODY = {"detail": [{"loc": ["body"], "msg": "body must be valid JSON", "type": "value_error"}]}
 
 
