@@ -4,8 +4,10 @@ and the speech-to-text routes it lacks. Each against `gradium serve` run as a su
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
+import select
 import socket
 import time
 from collections.abc import Callable
@@ -502,3 +504,39 @@ def test_headers_must_arrive_within_the_timeout(serve_process: Serve) -> None:
                 sock.sendall(b"x-slow: y\r\n")
                 time.sleep(0.05)
         assert time.monotonic() - started < 1.5
+
+
+# ------------------------------------------------------------------ slow bodies
+
+
+def test_a_body_must_keep_coming(serve_process: Serve) -> None:
+    """After its headers a body has the header timeout to start, plus its size at MIN_BODY_RATE:
+    a byte a second kept a connection (and so a slot) for as long as the client liked."""
+    _, base_url = serve_process("--header-timeout", "0.5")
+    port = port_of(base_url)
+    body = json.dumps({"name": "Trickled", "language": "en", "description": "d" * 8000}).encode()
+    head = b"POST /api/pronunciations/ HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    # Slow but steady (10 kB/s, above the 4 KiB/s floor): served.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"content-length: %d\r\n\r\n" % len(body))
+        for start in range(0, len(body), 1000):
+            sock.sendall(body[start : start + 1000])
+            time.sleep(0.1)
+        assert sock.recv(100).startswith(b"HTTP/1.1 201 ")
+    # A byte at a time: 408 once the time it has earned is spent, then closed.
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(head + b"content-length: 1000\r\n\r\n")
+        reply = b""
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(100):
+                sock.sendall(b"x")
+                readable, _, _ = select.select([sock], [], [], 0.1)
+                if readable:
+                    reply = sock.recv(1000)
+                    break
+        assert reply.startswith(b"HTTP/1.1 408 "), reply
+        assert b'"request body too slow: ' in reply
+        assert sock.recv(100) == b""
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        names = [d["name"] for d in client.get("pronunciations/").json()["dictionaries"]]
+    assert names == ["Trickled"]  # the slow one was stored, the trickle nothing

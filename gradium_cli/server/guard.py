@@ -13,6 +13,10 @@
   the limit is refused before reading anything; a body that grows past it (chunked)
   is cut as soon as it does. Either way the answer is 413 and the connection closes.
   A client that leaves mid-body is no error.
+- A request body must keep coming: it has the header timeout (`serve --header-timeout`,
+  10 s) to start, and each chunk extends its time by the chunk's size at MIN_BODY_RATE.
+  A body slower than that on average (one byte a second kept a connection for ever)
+  gets 408 and the connection closes, as for headers that do not arrive.
 - A refused body is not simply left unread: closing a socket with unread data sends
   a TCP reset, and a client still sending its body (as httpx, the SDK and `gradium`
   do, reading the answer only once all is sent) loses the 413 to it and sees
@@ -43,6 +47,17 @@ VOICE_UPLOAD_PATH = "/api/voices/"
 LINGER_S = 3.0
 LINGER_BYTES = 32 << 20
 MAX_LINGERING = 8
+
+
+# The slowest average a body may arrive at once it has used its first header timeout's worth
+# of time (Apache's mod_reqtimeout takes the same shape; 4 KiB/s is 32 kbit/s, slower than any
+# uplink a real upload comes over): holding a connection costs a client that much bandwidth.
+MIN_BODY_RATE = 4096
+
+
+class BodyTooSlow(Exception):
+    def __init__(self, seconds: float, received: int) -> None:
+        super().__init__(f"request body too slow: {received} bytes in {seconds:.1f} s")
 
 
 class BodyTooLarge(Exception):
@@ -159,11 +174,19 @@ class Guard:
         received = 0
         body_done = False
         started = False
+        begun = time.monotonic()
+        deadline = begun + self.options.header_timeout_s
 
         async def counting_receive() -> Message:
-            nonlocal received, body_done
-            message = await receive()
+            nonlocal received, body_done, deadline
+            if body_done:
+                return await receive()  # after the body: the route waits for a disconnect
+            try:
+                message = await asyncio.wait_for(receive(), max(0.0, deadline - time.monotonic()))
+            except asyncio.TimeoutError:
+                raise BodyTooSlow(time.monotonic() - begun, received) from None
             if message["type"] == "http.request":
+                deadline += len(message.get("body", b"")) / MIN_BODY_RATE
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
                 if received > limit:
@@ -180,6 +203,9 @@ class Guard:
         except BodyTooLarge as exc:
             if not started:  # routes read their whole body before answering, so this always holds
                 await self._refuse_body(receive, send, exc, body_done=body_done)
+        except BodyTooSlow as exc:
+            if not started:
+                await _refuse(send, 408, str(exc))  # `connection: close`: the rest is never read
         except ClientDisconnect:
             pass  # the client left in the middle of its body: no one to answer, nothing to log
 
