@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect as sync_connect
 
 from gradium_cli.cli import serve as serve_cli
 from gradium_cli.server.app import RunningServer
@@ -335,6 +338,29 @@ def test_connections_over_the_limit_are_refused_in_band(server_factory: Factory)
     assert over.messages == [{"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}]
     assert over.code == 1008
     assert_served(after)
+
+
+def test_a_client_that_stops_reading_holds_its_slot_only_until_its_session_ends(server_factory: Factory) -> None:
+    """A send waits on the transport's flow control: a client that reads nothing held it, and its
+    connection slot, for good. Past the session limit the server drops that connection."""
+    server = server_factory(max_connections=1, max_session_s=1.5)
+    url = ws_url(server)
+    setup = {"type": "setup", "output_format": "pcm"}
+    sock = socket.create_connection(("127.0.0.1", int(server.base_url.rsplit(":", 1)[1].split("/")[0])))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    # The sync client stops reading the socket once max_queue frames wait unread.
+    with sync_connect(url, sock=sock, max_queue=1, close_timeout=0.5) as stuck:
+        for message in (setup, {"type": "text", "text": SENTENCE * 40}, {"type": "end_of_stream"}):
+            stuck.send(json.dumps(message))
+        time.sleep(0.5)
+        held = asyncio.run(exchange(server, [setup]))
+        assert held.messages == [{"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}]
+        deadline = time.monotonic() + 30  # only for a failure; it frees at 1.5 s
+        while (after := speak(server)).errors:
+            assert after.errors == held.messages, after.errors
+            assert time.monotonic() < deadline, "the slot was never freed"
+            time.sleep(0.2)
+        assert_served(after)
 
 
 def test_connection_slots_are_counted_and_released(tmp_path: Path) -> None:

@@ -182,7 +182,7 @@ class Request:
         if not options.realtime:
             if audio:
                 self._audio_due()
-            await self.conn.send_many(out)
+            await self._send_in_session(out)
             return
         for message in out:
             if isinstance(message, m.Audio):
@@ -191,7 +191,19 @@ class Request:
                 if due > now:
                     await asyncio.sleep(due - now)
                     self._audio_due()
-            await self.conn.send(message)
+            await self._send_in_session([message])
+
+    async def _send_in_session(self, out: list[m.ServerMessage]) -> None:
+        """Send, but wait no longer than the session has left: a client that stops reading
+        holds a send on the transport's flow control, and with it its connection slot,
+        for as long as it likes. Past the session's end its connection is dropped (it reads
+        nothing, so an `error` frame could never reach it)."""
+        try:
+            await asyncio.wait_for(self.conn.send_many(out), max(self._session_left(), 0.0))
+        except asyncio.TimeoutError:
+            await self.conn.abort_transport()
+            options = self.conn.state.options
+            raise SetupProblem(f"session too long: at most {options.max_session_s:g} s per session") from None
 
     def _audio_due(self) -> float:
         """Audio is about to go out: the time the first audio went (now, for the first),
@@ -262,9 +274,9 @@ class Connection:
         if self._drop_at is not None and isinstance(messages[0], m.Audio):
             self._audio_sent += 1
             if self._audio_sent >= self._drop_at:
-                await self._abort_transport()
+                await self.abort_transport()
 
-    async def _abort_transport(self) -> None:
+    async def abort_transport(self) -> None:
         """Drop the connection with no close frame, as a crashed server or a lost network would;
         failing that, close code 1011."""
         if not self.ws.abort():
