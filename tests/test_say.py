@@ -67,6 +67,15 @@ def test_wav_file_has_real_sizes_and_whole_chunks(tmp_path: Path, local_server: 
     assert (len(wav) - 44) % 7680 == 0  # whole 80 ms chunks of 48 kHz s16
 
 
+def test_markup_only_text_is_a_short_silence_not_a_server_error(tmp_path: Path, local_server: RunningServer) -> None:
+    # It was retried twice, then "the server ended the request without sending any audio", exit 6.
+    result = say(tmp_path, local_server, "<b></b>", "-o", "m.wav")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == b""
+    samples, rate = sf.read(tmp_path / "m.wav", dtype="int16")
+    assert rate == 48000 and len(samples) == 3840 and not samples.any()
+
+
 def durations_match(a: Path, b: Path) -> bool:
     """eSpeak's pitch flutter differs run to run, so equal text gives equal length, not equal bytes."""
     return abs(a.stat().st_size - b.stat().st_size) <= 2 * 7680

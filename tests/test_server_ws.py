@@ -617,6 +617,23 @@ def test_break_tag_adds_a_second_of_silence(local_server: RunningServer) -> None
     assert world["start_s"] - hello["stop_s"] >= 1.0
 
 
+@pytest.mark.parametrize("output_format", ["pcm", "wav", "ulaw_8000", "opus"])
+def test_a_request_with_nothing_speakable_gets_a_chunk_of_silence(
+    local_server: RunningServer, output_format: str
+) -> None:
+    """Markup only: the engine gets no text. An end_of_stream with no audio at all read as a broken
+    server to clients (`say "<b></b>"` retried, then exit 6); "." gives eSpeak's short silence."""
+    fmt = FORMATS[output_format]
+    session = synth(local_server, "<b></b>", output_format=output_format)
+    assert_ok(session)
+    assert session.words == []
+    timed = [m for m in session.of("audio") if m["stop_s"] > m["start_s"]]
+    assert [(m["start_s"], m["stop_s"]) for m in timed] == [(0.0, 0.08)]
+    samples, rate = decode(fmt, session.audio)
+    assert rate == fmt.sample_rate and len(samples) == fmt.chunk_samples
+    assert not np.any(np.abs(samples) > 0.01)
+
+
 def test_pronunciation_dictionary_changes_speech(local_server: RunningServer) -> None:
     response = httpx.post(
         local_server.base_url + "pronunciations/",

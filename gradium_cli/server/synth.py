@@ -187,6 +187,10 @@ class Renderer:
                 out.append(self._audio(preamble, 0.0, 0.0))
         for piece_group in self._segments(text):
             self._append(piece_group)
+        if final and not self._chunks_sent and not len(self._carry):
+            # Nothing speakable in the whole request (markup only: "<b></b>"): one chunk of
+            # silence, as eSpeak gives for ".", so a client gets audio and not an empty stream.
+            self._carry = np.zeros(self.fmt.chunk_samples, dtype=np.int16)
         if flush and len(self._carry) % self.fmt.chunk_samples:
             pad = self.fmt.chunk_samples - len(self._carry) % self.fmt.chunk_samples
             self._carry = np.concatenate([self._carry, np.zeros(pad, dtype=np.int16)])
