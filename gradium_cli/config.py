@@ -138,10 +138,13 @@ def check_value(name: str, value: str) -> str:
 
 
 def _mode(path: Path) -> int | None:
+    """The file's permission bits; None when there is no regular file (a directory there is
+    a read error of its own, not a question of who may read it)."""
     try:
-        return stat.S_IMODE(path.stat().st_mode)
+        status = path.stat()
     except OSError:
         return None
+    return stat.S_IMODE(status.st_mode) if stat.S_ISREG(status.st_mode) else None
 
 
 def writable_by_others(path: Path) -> bool:
