@@ -235,6 +235,13 @@ def test_no_text_on_a_terminal_errors_instead_of_hanging(tmp_path: Path, local_s
         (["--speed", "9"], 2, "--speed: speed must be between 0.5 and 2.0"),
         (["--pronunciation", "No such dictionary"], 5, "unknown pronunciation dictionary 'No such dictionary'"),
         (["--set", "temp=9"], 2, "json_config 'temp' must be between 0.0 and 1.4"),
+        (
+            ["--timestamps", "-"],
+            2,
+            "gradium: error: --timestamps writes a file, not stdout: name one ending in .json, .jsonl, .srt, .vtt",
+        ),
+        (["--timestamps", "words"], 2, "--timestamps words: the extension says the format (.json, .jsonl, .srt"),
+        (["--timestamps", "w.txt"], 2, "unknown timestamps extension '.txt' (use .json, .jsonl, .srt, .vtt)"),
     ],
 )
 def test_bad_options(tmp_path: Path, local_server: RunningServer, args: list[str], code: int, message: str) -> None:

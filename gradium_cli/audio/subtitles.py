@@ -28,8 +28,14 @@ def check_timestamps_path(path: Path, *, force: bool) -> None:
     """Before any synthesis: the same rules as the audio file (--force to replace; a place we can write)."""
     from gradium_cli.audio.atomic import AtomicFile
 
+    extensions = ", ".join(TIMESTAMP_EXTENSIONS)
+    if str(path) == "-":
+        # A file, because it is rewritten when a request is retried and kept as partial on failure.
+        raise UsageError(f"--timestamps writes a file, not stdout: name one ending in {extensions}")
+    if not path.suffix:
+        raise UsageError(f"--timestamps {path}: the extension says the format ({extensions})")
     if path.suffix.lower() not in TIMESTAMP_EXTENSIONS:
-        raise UsageError(f"unknown timestamps extension '{path.suffix}' (use {', '.join(TIMESTAMP_EXTENSIONS)})")
+        raise UsageError(f"unknown timestamps extension '{path.suffix}' (use {extensions})")
     if path.is_dir():
         raise OutputError(f"{path} is a directory")
     if path.exists() and not force:
