@@ -19,6 +19,7 @@ import contextlib
 import json
 import os
 import re
+import select
 import socket
 import subprocess
 import time
@@ -82,6 +83,10 @@ LIMITS: tuple[Limit, ...] = (
           {"header_timeout_s": 0.6}, ("voices",)),
     Limit("connections mid-headers", "max_pending_headers", "at most 64 connections may be mid-headers",
           {"max_pending_headers": 2}, ("voices",)),
+    Limit("body rate", "min_body_rate", "keep coming at 4 KiB/s on average",
+          {"min_body_rate": 2048, "header_timeout_s": 0.5}, ("voices",)),
+    Limit("dictionary phrase words", "max_phrase_words", "16 words per dictionary phrase",
+          {"max_phrase_words": 3}, ("pronounce",)),
     Limit("draft lifetime", "draft_ttl_s", "expire after 24 hours",
           {"draft_ttl_s": 1.5, "draft_ready_s": 0.0}, ("voices",)),
     Limit("live drafts", "max_live_drafts", "at most 500 drafts live at once",
@@ -105,6 +110,8 @@ DOCUMENTED = {
     "body bytes": 1 * MIB,
     "header timeout": 10.0,
     "connections mid-headers": 64,
+    "body rate": 4096,
+    "dictionary phrase words": 16,
     "draft lifetime": 24 * 3600.0,
     "live drafts": 500,
     "credits": 1_000_000,
@@ -327,7 +334,7 @@ def test_every_row_and_command_has_a_check() -> None:
     assert set(CHECKS) == set(PAIRS), (set(PAIRS) - set(CHECKS), set(CHECKS) - set(PAIRS))
     assert set(PENDING) <= set(PAIRS)
     for row in LIMITS:
-        assert row.commands and set(row.commands) <= {"say", "stream", "batch", "voices", "ws-raw"}
+        assert row.commands and set(row.commands) <= {"say", "stream", "batch", "voices", "pronounce", "ws-raw"}
 
 
 # ---------------------------------------------------------------- characters per request
@@ -817,6 +824,60 @@ def _voices_body(server: RunningServer, tmp: Path) -> None:
     assert run.error_line == "gradium: error: request body too large: at most 300 bytes (HTTP 413)"
     shown = cli(server, tmp, "voices", "show", "--", uid)
     assert f"description\t{'d' * (300 - shell)}" in shown.stdout.splitlines()  # unchanged
+
+
+# ---------------------------------------------------------------- request body rate
+
+
+def trickle(server: RunningServer, body: bytes, piece: int, pause_s: float) -> bytes:
+    """POST a dictionary whose body arrives `piece` bytes every `pause_s`; the reply's status line."""
+    with socket.create_connection((server.host, server.port), timeout=10) as sock:
+        sock.sendall(
+            b"POST /api/pronunciations/ HTTP/1.1\r\nHost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+            b"content-length: %d\r\n\r\n" % len(body)
+        )
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for start in range(0, len(body), piece):
+                sock.sendall(body[start : start + piece])
+                if select.select([sock], [], [], pause_s)[0]:
+                    break  # answered before the body was all sent: refused
+        return answer(sock).split(b"\r\n", 1)[0]
+
+
+@contract("body rate", "voices")
+def _voices_body_rate(server: RunningServer, tmp: Path) -> None:
+    body = json.dumps({"name": "Trickled", "language": "en", "description": "d" * 6000}).encode()
+    # Above the 2 KiB/s floor (~10 kB/s): served, however long the whole body takes.
+    assert trickle(server, body, 1000, 0.1) == b"HTTP/1.1 201 Created"
+    # Below it (~500 B/s): 408 once the time the body has earned is spent; the CLI meanwhile is served.
+    assert_voices_list(server, tmp)
+    assert trickle(server, body.replace(b"Trickled", b"Starved"), 50, 0.1) == b"HTTP/1.1 408 Request Timeout"
+    listed = cli(server, tmp, "pronounce", "list")
+    assert [line.split("\t")[1] for line in listed.stdout.splitlines()] == ["Trickled"]
+
+
+# ---------------------------------------------------------------- dictionary phrases
+
+
+@contract("dictionary phrase words", "pronounce")
+def _pronounce_phrase_words(server: RunningServer, tmp: Path) -> None:
+    assert cli(server, tmp, "pronounce", "create", "Phrases").code == 0
+    for phrase in ("quiet old", "quiet old river"):  # below and at the limit of 3
+        run = cli(server, tmp, "pronounce", "add", "Phrases", phrase, "spoken")
+        assert run.code == 0, run.stderr
+    run = cli(server, tmp, "pronounce", "add", "Phrases", "quiet old river bank", "spoken")
+    assert run.code == 5
+    assert run.error_line == (
+        "gradium: error: rules.2.original: a dictionary phrase has at most 3 words, not 4 (HTTP 422)"
+    )
+    shown = cli(server, tmp, "pronounce", "show", "Phrases")
+    assert shown.stdout.splitlines() == ["quiet old\tspoken\tfalse", "quiet old river\tspoken\tfalse"]
+    # The phrase at the limit is matched whole: one word to the timestamps.
+    out, stamps = tmp / "p.ulaw", tmp / "p.json"
+    said = cli(server, tmp, "say", "The quiet old river.", "--pronunciation", "Phrases", "-o", str(out),
+               "--timestamps", str(stamps))  # fmt: skip
+    assert said.code == 0, said.stderr
+    assert [w["text"] for w in words(stamps)] == ["The", "quiet old river."]
 
 
 # ---------------------------------------------------------------- request headers

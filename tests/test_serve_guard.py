@@ -510,7 +510,7 @@ def test_headers_must_arrive_within_the_timeout(serve_process: Serve) -> None:
 
 
 def test_a_body_must_keep_coming(serve_process: Serve) -> None:
-    """After its headers a body has the header timeout to start, plus its size at MIN_BODY_RATE:
+    """After its headers a body has the header timeout to start, plus its size at min_body_rate (4 KiB/s):
     a byte a second kept a connection (and so a slot) for as long as the client liked."""
     _, base_url = serve_process("--header-timeout", "0.5")
     port = port_of(base_url)

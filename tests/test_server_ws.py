@@ -632,6 +632,10 @@ def test_a_request_with_nothing_speakable_gets_a_chunk_of_silence(
     samples, rate = decode(fmt, session.audio)
     assert rate == fmt.sample_rate and len(samples) == fmt.chunk_samples
     assert not np.any(np.abs(samples) > 0.01)
+    # Given no text at all (a `stream` whose input ended), a request still ends with no audio.
+    empty = synth(local_server, [], output_format=output_format)
+    assert_ok(empty)
+    assert [m for m in empty.of("audio") if m["stop_s"] > m["start_s"]] == []
 
 
 def test_pronunciation_dictionary_changes_speech(local_server: RunningServer) -> None:

@@ -14,7 +14,9 @@
   is cut as soon as it does. Either way the answer is 413 and the connection closes.
   A client that leaves mid-body is no error.
 - A request body must keep coming: it has the header timeout (`serve --header-timeout`,
-  10 s) to start, and each chunk extends its time by the chunk's size at MIN_BODY_RATE.
+  10 s) to start, and each chunk extends its time by the chunk's size at the options'
+  `min_body_rate` (4 KiB/s: Apache's mod_reqtimeout takes the same shape; 32 kbit/s is
+  slower than any uplink a real upload comes over).
   A body slower than that on average (one byte a second kept a connection for ever)
   gets 408 and the connection closes, as for headers that do not arrive.
 - A refused body is not simply left unread: closing a socket with unread data sends
@@ -47,12 +49,6 @@ VOICE_UPLOAD_PATH = "/api/voices/"
 LINGER_S = 3.0
 LINGER_BYTES = 32 << 20
 MAX_LINGERING = 8
-
-
-# The slowest average a body may arrive at once it has used its first header timeout's worth
-# of time (Apache's mod_reqtimeout takes the same shape; 4 KiB/s is 32 kbit/s, slower than any
-# uplink a real upload comes over): holding a connection costs a client that much bandwidth.
-MIN_BODY_RATE = 4096
 
 
 class BodyTooSlow(Exception):
@@ -186,7 +182,7 @@ class Guard:
             except asyncio.TimeoutError:
                 raise BodyTooSlow(time.monotonic() - begun, received) from None
             if message["type"] == "http.request":
-                deadline += len(message.get("body", b"")) / MIN_BODY_RATE
+                deadline += len(message.get("body", b"")) / self.options.min_body_rate
                 received += len(message.get("body", b""))
                 body_done = not message.get("more_body", False)
                 if received > limit:

@@ -333,7 +333,7 @@ async def delete_voice(request: Request, state: ServerState) -> Response:
 # ---------------------------------------------------------------- pronunciations
 
 
-def _parse_rules(raw: Any) -> list[dict[str, Any]]:
+def _parse_rules(raw: Any, max_phrase_words: int) -> list[dict[str, Any]]:
     """The rules as stored; raises `Refused` (422) at the first wrong one."""
     if not isinstance(raw, list):
         raise invalid(["body", "rules"], "rules must be a list")
@@ -345,7 +345,7 @@ def _parse_rules(raw: Any) -> list[dict[str, Any]]:
         if not isinstance(original, str) or not isinstance(rewrite, str):
             raise invalid(["body", "rules", index], "original and rewrite must be strings")
         try:
-            validate_dictionary_word(original)
+            validate_dictionary_word(original, max_phrase_words)
         except ValueError as exc:
             raise invalid(["body", "rules", index, "original"], str(exc)) from None
         if not rewrite.strip():
@@ -386,7 +386,7 @@ async def create_dictionary(request: Request, state: ServerState) -> Response:
         return validation_error(["body", "name"], "Field required")
     if not isinstance(language, str) or not language.strip():
         return validation_error(["body", "language"], "Field required")
-    rules = _parse_rules(body.get("rules", []))
+    rules = _parse_rules(body.get("rules", []), state.options.max_phrase_words)
     if _dictionary_name_clash(state, name.strip(), None):
         return detail(409, f"A pronunciation dictionary named '{name.strip()}' already exists")
     record = {
@@ -418,7 +418,7 @@ async def update_dictionary(request: Request, state: ServerState) -> Response:
         if body.get(key) is not None:
             record[key] = body[key]
     if body.get("rules") is not None:  # PUT with rules replaces the whole list (§7)
-        record["rules"] = _parse_rules(body["rules"])
+        record["rules"] = _parse_rules(body["rules"], state.options.max_phrase_words)
     if not isinstance(record["name"], str) or not record["name"].strip():
         return validation_error(["body", "name"], "name must not be empty")
     if _dictionary_name_clash(state, record["name"], record["uid"]):

@@ -62,6 +62,12 @@ class ServerOptions:
     # in the middle of theirs: the oldest is dropped for a new one (server/header_limits.py).
     header_timeout_s: float = 10.0
     max_pending_headers: int = 64
+    # A body has header_timeout_s to start, then must average this many bytes a second
+    # (server/guard.py): a trickle cannot hold a connection.
+    min_body_rate: int = 4096
+    # Words in one dictionary phrase: matching tries every phrase length at every word, so
+    # long phrases make rendering cost text length times phrase lengths (server/textprep.py).
+    max_phrase_words: int = 16
     # Browser pages: a request with an Origin header is refused (403) unless listed here.
     allowed_origins: tuple[str, ...] = ()
     # The names a request's Host header may give (DNS rebinding: a page whose own name

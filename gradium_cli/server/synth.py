@@ -171,6 +171,7 @@ class Renderer:
         self._chunks_sent = 0
         self._words: deque[_Word] = deque()  # timestamps whose audio has not been sent yet, in time order
         self._opened = False
+        self._given_text = False
         self.audio_seconds = 0.0
 
     # ------------------------------------------------------------------ public
@@ -185,11 +186,13 @@ class Renderer:
                 # A priming frame (start_s == stop_s) carries the WAV header, so every
                 # later message holds exactly 80 ms of samples.
                 out.append(self._audio(preamble, 0.0, 0.0))
+        self._given_text = self._given_text or bool(text.strip())
         for piece_group in self._segments(text):
             self._append(piece_group)
-        if final and not self._chunks_sent and not len(self._carry):
-            # Nothing speakable in the whole request (markup only: "<b></b>"): one chunk of
-            # silence, as eSpeak gives for ".", so a client gets audio and not an empty stream.
+        if final and self._given_text and not self._chunks_sent and not len(self._carry):
+            # Text with nothing speakable in it (markup only: "<b></b>"): one chunk of silence,
+            # as eSpeak gives for ".", so a client gets audio and not an empty stream. A request
+            # given no text at all (a stream that ended) still ends with no audio.
             self._carry = np.zeros(self.fmt.chunk_samples, dtype=np.int16)
         if flush and len(self._carry) % self.fmt.chunk_samples:
             pad = self.fmt.chunk_samples - len(self._carry) % self.fmt.chunk_samples

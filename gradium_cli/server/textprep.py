@@ -153,26 +153,21 @@ def _sanitize_rewrite(rewrite: str) -> str:
     return " ".join("".join(out).split())
 
 
-# A dictionary phrase spans at most this many words. Matching tries every phrase length
-# at every word, so with phrases of up to 899 words an 800-word request took 25 s to render
-# (the work grows with text length times phrase lengths): a CPU attack by one dictionary.
-MAX_PHRASE_WORDS = 16
-
-
-def validate_dictionary_word(original: str) -> None:
+def validate_dictionary_word(original: str, max_words: int) -> None:
     """Reject dictionary originals that could never match a token, or cost too much to match.
 
     Raises ValueError for empty or whitespace-only words, for control characters
     (including tabs and newlines: tokens never contain them, so such a rule is dead)
-    and for phrases of more than MAX_PHRASE_WORDS words.
+    and for phrases of more than `max_words` words: matching tries every phrase length
+    at every word, so phrases of up to 899 words made an 800-word request render for 25 s.
     """
     if not original.strip():
         raise ValueError("dictionary word must not be empty")
     if _has_control(original):
         raise ValueError(f"dictionary word {original!r} contains control characters")
     words = len(original.split())
-    if words > MAX_PHRASE_WORDS:
-        raise ValueError(f"a dictionary phrase has at most {MAX_PHRASE_WORDS} words, not {words}")
+    if words > max_words:
+        raise ValueError(f"a dictionary phrase has at most {max_words} words, not {words}")
 
 
 def validate_dictionary_rewrite(rewrite: str) -> None:
@@ -731,8 +726,8 @@ class _DictionaryMatcher:
         lengths: set[int] = set()
         for rule in rules:
             words = tuple(rule.original.split())
-            if not words or len(words) > MAX_PHRASE_WORDS:
-                continue  # longer ones are refused when stored; any from before never match
+            if not words:
+                continue
             lengths.add(len(words))
             if rule.case_sensitive:
                 self._exact.setdefault(words, rule)
