@@ -567,11 +567,13 @@ def test_rules_with_blank_originals_are_ignored() -> None:
 
 
 def test_validate_dictionary_word() -> None:
-    validate_dictionary_word("Gradium")
-    validate_dictionary_word("New York")
+    validate_dictionary_word("Gradium", 16)
+    validate_dictionary_word("New York", 2)
     for bad in ["", "   ", "\t", "a\nb", "bad\x00", "x\x7f"]:
         with pytest.raises(ValueError):
-            validate_dictionary_word(bad)
+            validate_dictionary_word(bad, 16)
+    with pytest.raises(ValueError, match="a dictionary phrase has at most 2 words, not 3"):
+        validate_dictionary_word("New York City", 2)
 
 
 def test_validate_dictionary_rewrite_accepts_good_ones() -> None:
