@@ -67,6 +67,8 @@ def main() -> int:
         for name, call in calls(os.urandom(fmt.chunk_samples * fmt.bytes_per_sample)).items():
             standard: list[float] = []
             ours: list[float] = []
+            per_call_us(call, args.count, standard=True)  # warm-up, not counted
+            per_call_us(call, args.count, standard=False)
             for _ in range(args.rounds):
                 standard.append(per_call_us(call, args.count, standard=True))
                 ours.append(per_call_us(call, args.count, standard=False))
