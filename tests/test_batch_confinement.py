@@ -86,8 +86,8 @@ def test_allow_outside_lets_a_row_write_elsewhere(tmp_path: Path, local_server: 
 
 
 def test_an_output_naming_a_directory_fails_alone(tmp_path: Path, local_server: RunningServer) -> None:
-    # Given the format's extension, `.` became a hidden `..pcm` and `sub/` a hidden `sub/.pcm`
-    names = [".", "sub/", "./", "..", "sub/.."]
+    # Given the format's extension, `.` became a hidden `..pcm`, `sub/` a hidden `sub/.pcm` and `sub/.` `sub/..pcm`
+    names = [".", "sub/", "./", "..", "sub/..", "sub/."]
     rows = [{"text": "Inside.", "output": "ok.pcm"}, *({"text": "Where?", "output": name} for name in names)]
     code, errors = run_batch(tmp_path, local_server, rows)
     assert code == 1

@@ -476,7 +476,11 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         )
     if output_name == "-":
         raise RowProblem("a batch writes files: output '-' (stdout) is not possible")
-    if output_name.endswith("/") or Path(output_name).name in ("", ".", ".."):  # not `sub/.wav`, `..wav`
+    # Its last component as written: Path drops a trailing `/` and `/.` (`sub/.` reads as `sub`).
+    last = output_name
+    for separator in filter(None, (os.sep, os.altsep)):
+        last = last.rsplit(separator, 1)[-1]
+    if last in ("", ".", ".."):  # not `sub/.wav`, `..wav`, `sub/..wav`
         raise RowProblem(f"output {output_name} names a directory, not a file")
     if not Path(output_name).suffix:
         output_name += "." + ext
