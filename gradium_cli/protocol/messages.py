@@ -189,6 +189,14 @@ def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+def _finite_float(text: str) -> float:
+    # A number past a float's range (1e400) reads as infinity without ever naming Infinity.
+    number = float(text)
+    if not math.isfinite(number):
+        raise ValueError(f"{text} is past a float's range")
+    return number
+
+
 def parse_json(text: str, what: str, *, finite: bool = False) -> Any:
     """json.loads that fails only with MessageError, whatever the peer sent.
 
@@ -197,10 +205,11 @@ def parse_json(text: str, what: str, *, finite: bool = False) -> Any:
     surrogate escape decodes to a str that cannot be encoded back to UTF-8, so
     echoing it in a reply would crash the sender: refuse it here, as strict JSON
     parsers do. With `finite`, NaN and Infinity (which json.loads also lets
-    through) are refused too: a value kept and answered later must stay JSON.
+    through), written so or as a number past a float's range (1e400), are
+    refused too: a value kept and answered later must stay JSON.
     """
     try:
-        value = json.loads(text, parse_constant=_no_constant) if finite else json.loads(text)
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float) if finite else json.loads(text)
     except (ValueError, RecursionError) as exc:
         raise MessageError(f"{what}: {exc}") from None
     if _may_hold_surrogate(text):
