@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -460,6 +461,27 @@ def test_a_dictionary_phrase_has_at_most_16_words(fresh_api: httpx.Client) -> No
     assert refused.status_code == 422
     assert refused.json()["detail"][0]["loc"] == ["body", "rules", 0, "original"]
     assert refused.json()["detail"][0]["msg"] == "a dictionary phrase has at most 16 words, not 17"
+
+
+def test_a_phrase_stored_past_the_limit_is_not_matched(
+    server_factory: Callable[..., RunningServer], tmp_path: Path
+) -> None:
+    """A dictionary stored by a server with a higher limit (or before there was one) is still
+    in the data file: its long phrases are skipped when matching, or the CPU attack stays open."""
+    data = tmp_path / "shared-data"
+    phrase = " ".join(f"w{index}" for index in range(17))
+    rule = {"original": phrase, "rewrite": "matched"}
+    with client_for(server_factory(data_dir=data, max_phrase_words=17)) as before:
+        made = before.post("pronunciations/", json={"name": unique("Long"), "language": "en", "rules": [rule]})
+        assert made.status_code == 201, made.text
+    with client_for(server_factory(data_dir=data)) as now:
+        spoken = now.post(
+            "post/speech/tts",
+            json={"text": f"Say {phrase} now.", "pronunciation_id": made.json()["uid"], "only_audio": False},
+        )
+        assert spoken.status_code == 200, spoken.text
+        stamps = [json.loads(line) for line in spoken.text.splitlines()]
+        assert [s["text"] for s in stamps if s.get("type") == "text"] == ["Say", *phrase.split(), "now."]
 
 
 INVALID_BODY = {"detail": [{"loc": ["body"], "msg": "body must be valid JSON", "type": "value_error"}]}

@@ -98,7 +98,11 @@ def _dictionary_rules(state: ServerState, uid: str) -> list[DictionaryRule]:
     record = state.store.dictionaries.get(uid)
     if record is None:
         raise SetupProblem(f"pronunciation_id '{uid}' not found")
+    # A phrase longer than the limit may be in the data file (stored with a higher limit, or
+    # before there was one): matched, it is the CPU attack the limit refuses (textprep), so skip it.
+    longest = state.options.max_phrase_words
     return [
         DictionaryRule(rule["original"], rule["rewrite"], bool(rule.get("case_sensitive", False)))
         for rule in record.get("rules", [])
+        if len(str(rule["original"]).split()) <= longest
     ]
