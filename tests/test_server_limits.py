@@ -8,9 +8,13 @@ connection must still be served.
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
 import json
+import os
 import re
 import socket
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -361,6 +365,43 @@ def test_a_client_that_stops_reading_holds_its_slot_only_until_its_session_ends(
             assert time.monotonic() < deadline, "the slot was never freed"
             time.sleep(0.2)
         assert_served(after)
+
+
+def test_a_client_that_stops_reading_its_error_frames_holds_its_slot_only_until_idle(server_factory: Factory) -> None:
+    """Error frames (and `ready`) are sent by the connection, with no request's session to end
+    them: a client that floods refused setups on a kept socket and reads nothing held the send,
+    and its slot, for good. They wait no longer than the idle timeout, then it is dropped."""
+    server = server_factory(max_connections=1, idle_timeout_s=2.0)
+    sock = socket.create_connection(("127.0.0.1", server.port))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    key = base64.b64encode(os.urandom(16)).decode()
+    upgrade = f"Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13"
+    sock.sendall(f"GET /api/speech/tts HTTP/1.1\r\nHost: 127.0.0.1\r\n{upgrade}\r\n\r\n".encode())
+    head = b""
+    while b"\r\n\r\n" not in head:
+        head += sock.recv(1)
+    assert head.startswith(b"HTTP/1.1 101 ")
+    setup = {"type": "setup", "output_format": "pcm", "voice_id": "no such voice", "close_ws_on_eos": False}
+    payload, mask = json.dumps(setup).encode(), os.urandom(4)
+    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+    def flood() -> None:  # each one answered with an error frame that is never read
+        with contextlib.suppress(OSError):
+            sock.sendall(frame * 100_000)
+
+    threading.Thread(target=flood, daemon=True).start()
+    try:
+        time.sleep(1.0)
+        held = speak(server)
+        assert held.messages == [{"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}]
+        deadline = time.monotonic() + 20  # only for a failure; it frees about 2 s after the sends stall
+        while (after := speak(server)).errors:
+            assert after.errors == held.messages, after.errors
+            assert time.monotonic() < deadline, "the slot was never freed"
+            time.sleep(0.2)
+        assert_served(after)
+    finally:
+        sock.close()
 
 
 def test_connection_slots_are_counted_and_released(tmp_path: Path) -> None:

@@ -253,7 +253,14 @@ class Connection:
     # ------------------------------------------------------------------ sending
 
     async def send(self, message: m.ServerMessage) -> None:
-        await self.send_many([message])
+        """A message of the connection's own (`ready`, `error`), sent with no request's session
+        to bound it: a client that stops reading would hold it on the transport's flow control,
+        and with it the connection's slot, for good (a flood of refused setups on a kept socket).
+        It waits no longer than the idle timeout; then the connection is dropped."""
+        try:
+            await asyncio.wait_for(self.send_many([message]), self.state.options.idle_timeout_s)
+        except asyncio.TimeoutError:
+            await self.abort_transport()
 
     async def send_many(self, messages: Sequence[m.ServerMessage]) -> None:
         """Send in order, together; with fault injection armed, one by one, so the
@@ -299,7 +306,10 @@ class Connection:
                 request.task.cancel()
         if self.ws.connected:
             with contextlib.suppress(RuntimeError):
-                await self.ws.close(code)
+                try:  # the close frame waits on flow control like any send (see `send`)
+                    await asyncio.wait_for(self.ws.close(code), self.state.options.idle_timeout_s)
+                except asyncio.TimeoutError:
+                    self.ws.abort()
 
     async def fail(self, message: str, code: int = m.POLICY_VIOLATION, client_req_id: str | None = None) -> None:
         """A problem that ends the socket: error frame first, then close (§2.5 rule 7)."""
