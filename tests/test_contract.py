@@ -147,6 +147,9 @@ NOT_LIMIT_QUANTITIES = {
     "448 connections",
     # A hung engine worker's bound grows by 10 ms a character (server/workers.py; test_engine_isolation.py):
     "10 ms",
+    # How long past its session's end a send waits on a client that stopped reading (server/ws.py's
+    # SEND_GRACE_S; tests/test_server_limits.py drops such a client and frees its one slot):
+    "5 s",
     # The resident built-in engine's idle time, a client-side setting (GRADIUM_ENGINE_LINGER_S;
     # tests/test_resident_engine.py crosses 0, 1 s and the bad values):
     "120 s",

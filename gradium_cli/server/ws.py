@@ -32,6 +32,10 @@ T = TypeVar("T")
 # How far audio may run ahead of the wall clock with --realtime, as a live
 # service's jitter buffer would allow.
 REALTIME_LEAD_S = 0.2
+# How long past its session's end a send may wait on a client's reading: one that is
+# reading gets its `session too long` frame from the next check, one that reads
+# nothing is dropped this long after the end.
+SEND_GRACE_S = 5.0
 
 
 @dataclass
@@ -196,10 +200,10 @@ class Request:
     async def _send_in_session(self, out: list[m.ServerMessage]) -> None:
         """Send, but wait no longer than the session has left: a client that stops reading
         holds a send on the transport's flow control, and with it its connection slot,
-        for as long as it likes. Past the session's end its connection is dropped (it reads
-        nothing, so an `error` frame could never reach it)."""
+        for as long as it likes. SEND_GRACE_S past the session's end its connection is
+        dropped (it reads nothing, so an `error` frame could never reach it)."""
         try:
-            await asyncio.wait_for(self.conn.send_many(out), max(self._session_left(), 0.0))
+            await asyncio.wait_for(self.conn.send_many(out), max(self._session_left(), 0.0) + SEND_GRACE_S)
         except asyncio.TimeoutError:
             await self.conn.abort_transport()
             options = self.conn.state.options
