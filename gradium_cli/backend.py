@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gradium_cli.config import REGION_URLS, configured, resolve
-from gradium_cli.errors import ConfigError, UsageError
+from gradium_cli.errors import ConfigError, GradiumError, UsageError
 from gradium_cli.transport.endpoint import Endpoint
 from gradium_cli.ui.env import get_env
 
@@ -102,15 +102,16 @@ def prestart_local_engine(options: BackendOptions, *, announce: bool = True) -> 
     modules (`stream` and `batch` start it when they open the backend).
     """
     global _prestarted
-    if _prestarted is None and uses_local_engine(options, announce=announce):
-        # Standard library only: nothing else is imported before the child starts.
-        from gradium_cli.transport.engine_process import EngineProcess
+    try:
+        if _prestarted is not None or not uses_local_engine(options, announce=announce):
+            return
+        where = writable_data_dir()
+    except GradiumError:
+        return  # a bad key or setting, an unwritable data dir: said with its exit code when the backend opens
+    # Standard library only: nothing else is imported before the child starts.
+    from gradium_cli.transport.engine_process import EngineProcess
 
-        try:
-            where = writable_data_dir()
-        except ConfigError:
-            return  # said with the exit code when the engine is really needed
-        _prestarted = EngineProcess(where)
+    _prestarted = EngineProcess(where)
 
 
 NOTICE_INTERVAL_S = 24 * 3600

@@ -110,6 +110,8 @@ def check_value(name: str, value: str) -> str:
         raise UsageError(f"empty value for {name}", hint=f"use `gradium config unset {name}` to remove it")
     if "\n" in value or "\r" in value:
         raise UsageError(f"the value for {name} must be one line")
+    if name == "api-key":
+        check_api_key(value, "typed")
     if name == "region" and value not in REGION_URLS:
         raise UsageError(f"unknown region '{value}' (choose eu or us)")
     if name == "timeout":
@@ -263,6 +265,15 @@ def resolve(
     *,
     announce: bool = True,
 ) -> Resolved:
+    found = _resolve(name, flag_value, profile, default, announce=announce)
+    if name == "api-key" and found.value is not None:
+        check_api_key(found.value, found.source, profile)
+    return found
+
+
+def _resolve(
+    name: str, flag_value: str | None, profile: str | None, default: str | None, *, announce: bool
+) -> Resolved:
     if flag_value is not None:
         return Resolved(flag_value, "flag")
     env = ENV_VARS.get(name)
@@ -275,6 +286,20 @@ def resolve(
     if parser.has_option(section, name) and not unsafe:
         return Resolved(parser.get(section, name), "config")
     return Resolved(default, "default")
+
+
+def check_api_key(key: str, source: str, profile: str | None = None) -> None:
+    """A key travels in an HTTP header, so it is printable ASCII with no spaces. Any other is
+    refused before it is sent (the header library's own error would print the key), named
+    by where it came from and never shown."""
+    if all("!" <= char <= "~" for char in key):
+        return
+    problem = "holds characters no key has (a key is printable ASCII, no spaces)"
+    if source in ("flag", "typed"):
+        how = "given with --api-key" if source == "flag" else "given"
+        raise UsageError(f"the API key {how} {problem}")
+    where = ENV_VARS["api-key"] if source == "env" else f"{config_path()} [{active_profile(profile)}]"
+    raise ConfigError(f"the API key in {where} {problem}", hint="set it again: `gradium config set api-key`")
 
 
 def configured(name: str, profile: str | None = None) -> str | None:

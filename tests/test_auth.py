@@ -154,3 +154,42 @@ def test_login_on_a_terminal_does_not_echo(tmp_path: Path, server_factory) -> No
     assert KEY.encode() not in transcript
     assert b"accepted by" in transcript
     assert f"api-key = {KEY}" in config_file(tmp_path).read_text()
+
+
+BAD_KEYS = ["gsk_clé_secrète", "gsk_ab\ncd", "gsk_tab\there", "gsk with space"]
+BAD_KEY_LINE = "holds characters no key has (a key is printable ASCII, no spaces)"
+
+
+def test_a_key_no_header_can_carry_is_refused_before_it_is_sent_and_never_shown(tmp_path: Path, server_factory) -> None:
+    """A non-ASCII key crashed `say` and `voices` with a traceback (UnicodeEncodeError); one with a
+    newline was shown in full in the WebSocket library's error."""
+    server = server_factory(api_key=KEY)
+    env = isolated_env(tmp_path, GRADIUM_BASE_URL=server.base_url)
+    for bad in BAD_KEYS:
+        secret = bad.encode()
+        runs = {
+            "flag": (gradium(tmp_path, "say", "Hi.", "-o", "k.wav", "--api-key", bad, env=env), 2),
+            "env": (gradium(tmp_path, "voices", "list", env={**env, "GRADIUM_API_KEY": bad}), 3),
+        }
+        if "\n" not in bad:  # login reads the first line: "gsk_ab" is a key the server refuses
+            runs["login"] = (gradium(tmp_path, "auth", "login", input=secret + b"\n", env=env), 2)
+        for how, (run, code) in runs.items():
+            stderr = run.stderr.decode()
+            assert run.returncode == code, (bad, how, stderr)
+            assert stderr.count("\n") == 1 and BAD_KEY_LINE in stderr, (bad, how, stderr)
+            assert secret not in run.stdout + run.stderr and b"Traceback" not in run.stderr
+    assert not config_file(tmp_path).exists() and not (tmp_path / "k.wav").exists()
+    # In the config file (written by hand): named by where it is, not shown.
+    config_file(tmp_path).parent.mkdir(parents=True, exist_ok=True)
+    config_file(tmp_path).write_text("[default]\napi-key = gsk_clé\n")
+    config_file(tmp_path).chmod(0o600)
+    filed = gradium(tmp_path, "say", "Hi.", "-o", "k.wav", env=env)
+    assert filed.returncode == 3
+    assert filed.stderr.decode() == (
+        f"gradium: error: the API key in {config_file(tmp_path)} [default] {BAD_KEY_LINE} "
+        "(set it again: `gradium config set api-key`)\n"
+    )
+    # And a server started with such a key would lock out every client: refused at start.
+    served = gradium(tmp_path, "serve", "--port", "0", "--api-key", "gsk_clé")
+    assert served.returncode == 2
+    assert served.stderr.decode() == f"gradium: error: the API key given with --api-key {BAD_KEY_LINE}\n"

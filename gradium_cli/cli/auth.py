@@ -37,8 +37,9 @@ def read_key() -> str:
         raise UsageError(
             "no API key given", hint="type it at the prompt, or pipe it: `pass gradium | gradium auth login`"
         )
-    if any(char.isspace() for char in key) or not key.isprintable():
-        raise UsageError("an API key is one word of printable characters")
+    from gradium_cli.config import check_api_key
+
+    check_api_key(key, "typed")
     return key
 
 

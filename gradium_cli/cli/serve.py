@@ -113,12 +113,16 @@ def serve(
 
     from gradium_cli.backend import writable_data_dir
     from gradium_cli.cli.runtime import guard
+    from gradium_cli.config import check_api_key
     from gradium_cli.server.app import bind_socket, uvicorn_config
     from gradium_cli.server.descriptors import raise_open_file_limit
     from gradium_cli.server.state import LOOPBACK_HOSTS, ServerOptions, ServerState
     from gradium_cli.server.workers import available_cores
 
     env = get_env()
+    if api_key is not None:
+        # A key no client could send in a header would lock every client out.
+        guard(lambda: check_api_key(api_key, "flag"))
     drafts: dict[str, Any] = {} if draft_ttl is None else {"draft_ttl_s": draft_ttl}
     origins = tuple(parse_origin(origin) for origin in allow_origin or ())
     options = ServerOptions(
