@@ -60,8 +60,11 @@ class RunStats:
     def summary(self) -> str:
         ttfa = "-" if self.first_audio_s is None else f"{self.first_audio_s * 1000:.0f} ms"
         rtf = "-" if self.real_time_factor is None else f"{self.real_time_factor:.1f}x"
+        ids = self.request_ids
+        # An hours-long stream makes hundreds of requests: name the first and the last (--json has all).
+        which = ", ".join(ids) if len(ids) <= 3 else f"{ids[0]} ... {ids[-1]} ({len(ids)} requests)"
         return (
-            f"request {', '.join(self.request_ids)}: first audio {ttfa}, total {self.total_s * 1000:.0f} ms, "
+            f"request {which}: first audio {ttfa}, total {self.total_s * 1000:.0f} ms, "
             f"audio {self.audio_s:.2f} s, {rtf} real time"
         )
 

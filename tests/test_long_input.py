@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import json
 import random
+import re
 import subprocess
 import sys
 from collections.abc import Callable
@@ -339,6 +340,24 @@ def test_stream_rolls_over_at_the_character_limit(tmp_path: Path, server_factory
     assert [(e["text"], e["start_s"]) for e in word_events] == [(w["text"], w["start_s"]) for w in words]
     end = events[-1]
     assert end["event"] == "end" and len(end["request_id"]) == len(readies)
+
+
+def test_a_long_stream_s_summary_names_its_first_and_last_request(
+    tmp_path: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    # An hours-long stream makes hundreds of requests: the one summary line listed every id.
+    server = server_factory(**CHARS_ONLY)
+    result = stream(
+        tmp_path, server, writer(tmp_path, prose(9000, seed=3), pieces=10), "-o", "s.ulaw",
+        env=env_with(tmp_path, **CHARS_ONLY_ENV),
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    summary = result.stderr.decode().splitlines()[-1]
+    uid = "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+    shape = rf"request {uid} \.\.\. {uid} \((\d+) requests\): first audio \d+ ms, total \d+ ms, audio [\d.]+ s, "
+    matched = re.fullmatch(shape + r"[\d.]+x real time", summary)
+    assert matched is not None, summary
+    assert int(matched.group(1)) >= 5
 
 
 def test_stream_rolls_over_before_the_session_time_limit(
