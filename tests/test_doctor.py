@@ -29,6 +29,7 @@ def test_all_essential_checks_pass(tmp_path: Path, server_factory) -> None:
     checks = lines_by_check(done.stdout)
     assert list(checks) == [
         "config",
+        "settings",
         "api key",
         "server",
         "websocket",
@@ -39,6 +40,7 @@ def test_all_essential_checks_pass(tmp_path: Path, server_factory) -> None:
         "packages",
     ]
     assert checks["config"].startswith("✓ config") and "not created yet" in checks["config"]
+    assert checks["settings"].endswith("valid; from the environment: GRADIUM_API_KEY, GRADIUM_BASE_URL")
     assert checks["api key"].endswith("gsk_…7d11 (from env)")
     assert f"{server.base_url} answered in" in checks["server"] and "key accepted" in checks["server"]
     assert "1,000,000 credits left" in checks["server"]
@@ -53,6 +55,20 @@ def test_all_essential_checks_pass(tmp_path: Path, server_factory) -> None:
     assert by_name["websocket"]["status"] == "ok" and by_name["websocket"]["essential"] is True
     assert by_name["audio"]["essential"] is False
     assert by_name["espeak-ng"]["essential"] is False  # a hosted server does not need the local engine
+
+
+def test_bad_settings_are_listed_not_the_end_of_the_diagnosis(tmp_path: Path) -> None:
+    # A command stops at the first bad setting (exit 3); doctor stopped there too, before any check.
+    env = isolated_env(tmp_path, GRADIUM_TIMEOUT="abc", GRADIUM_MARKDOWN="maybe")
+    done = gradium(tmp_path, "doctor", env=env)
+    assert done.returncode == 3, done.stderr.decode()
+    checks = lines_by_check(done.stdout)
+    assert checks["settings"].startswith("✗ settings")
+    assert checks["settings"].endswith(
+        "GRADIUM_TIMEOUT: timeout must be a number of seconds, not 'abc'; "
+        "GRADIUM_MARKDOWN: markdown must be on or off, not 'maybe'"
+    )
+    assert checks["espeak-ng"].startswith("✓ espeak-ng")  # the rest of the diagnosis ran
 
 
 def test_refused_key_fails_with_4(tmp_path: Path, server_factory) -> None:

@@ -9,6 +9,7 @@ import json
 import os
 import select
 import socket
+import struct
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +18,10 @@ from typing import Any
 import httpx
 import pytest
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.protocol import State as WsState
+from websockets.uri import parse_uri
 
 from gradium_cli.server.guard import LINGER_BYTES, LINGER_S, MAX_LINGERING
 from tests.test_serve_store import multipart
@@ -540,3 +544,35 @@ def test_a_body_must_keep_coming(serve_process: Serve) -> None:
     with httpx.Client(base_url=base_url, timeout=10) as client:
         names = [d["name"] for d in client.get("pronunciations/").json()["dictionaries"]]
     assert names == ["Trickled"]  # the slow one was stored, the trickle nothing
+
+
+# ------------------------------------------------------------------ clients that vanish
+
+
+def test_a_client_gone_before_the_close_frame_leaves_no_traceback(serve_process: Serve) -> None:
+    """The close after end_of_stream raced a client that had already reset the connection:
+    the request's task died with WebSocketDisconnect ("Task exception was never retrieved"
+    and a traceback in the server's log; `gradium doctor` showed it about one run in ten)."""
+    proc, base_url = serve_process()
+    port = port_of(base_url)
+    for _ in range(30):
+        protocol = ClientProtocol(parse_uri(base_url.replace("http://", "ws://") + "speech/tts"))
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            protocol.send_request(protocol.connect())
+            sock.sendall(b"".join(protocol.data_to_send()))
+            while protocol.state is WsState.CONNECTING:
+                protocol.receive_data(sock.recv(65536))
+            protocol.events_received()
+            for message in ({"type": "setup", "output_format": "pcm"}, {"type": "text", "text": "Hi."}):
+                protocol.send_text(json.dumps(message).encode())
+            protocol.send_text(b'{"type": "end_of_stream"}')
+            sock.sendall(b"".join(protocol.data_to_send()))
+            ended = False
+            while not ended:
+                protocol.receive_data(sock.recv(1 << 20))
+                ended = any(b'"end_of_stream"' in event.data for event in protocol.events_received())
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # close = reset
+    with httpx.Client(base_url=base_url, timeout=10) as client:
+        assert client.get("voices/", params={"limit": 1}).status_code == 200  # still serving
+    log = stderr_after_stop(proc)
+    assert "Traceback" not in log and "Task exception" not in log, log[-3000:]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import platform
 import sys
 import time
@@ -51,6 +52,26 @@ def check_config() -> Check:
     known = "" if profile in sections or profile == "default" else f"; profile {profile} is not in the file"
     mode = f"{path.stat().st_mode & 0o777:04o}"
     return Check("config", "ok" if not known else "warn", f"{path} (mode {mode}, profile {profile}){known}")
+
+
+def check_settings(profile: str | None) -> Check:
+    """Every setting the environment or the config file gives, checked as a command would
+    (a command stops at the first bad one; doctor names them all)."""
+    from gradium_cli.config import ENV_VARS, KNOWN_SETTINGS, configured
+
+    problems = []
+    for name in KNOWN_SETTINGS:
+        if name == "api-key":
+            continue  # the "api key" row
+        try:
+            configured(name, profile)
+        except GradiumError as error:
+            problems.append(error.message)
+    if problems:
+        return Check("settings", "fail", "; ".join(problems), exit_code=ExitCode.CONFIG)
+    given = [ENV_VARS[name] for name in KNOWN_SETTINGS if os.environ.get(ENV_VARS[name])]
+    detail = f"valid; from the environment: {', '.join(given)}" if given else "valid; none from the environment"
+    return Check("settings", "ok", detail)
 
 
 def check_key(options: BackendOptions) -> tuple[Check, bool]:
@@ -242,6 +263,8 @@ async def diagnose(options: BackendOptions) -> list[Check]:
     from gradium_cli.config import configured
 
     checks = [check_config()]
+    if checks[0].status != "fail":  # an unreadable file would fail every setting again
+        checks.append(check_settings(options.profile))
     key_check, remote = check_key(options)
     checks.append(key_check)
     if key_check.status != "fail":

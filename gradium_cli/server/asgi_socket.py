@@ -71,7 +71,10 @@ class AsgiSocket:
         protocol.transport.write(b"".join(protocol.conn.data_to_send()))
 
     async def close(self, code: int = 1000) -> None:
-        await self._ws.close(code)
+        try:
+            await self._ws.close(code)
+        except WebSocketDisconnect:  # the client left first: nothing to close
+            raise SocketGone from None
 
     def abort(self) -> bool:
         transport = getattr(self._uvicorn_protocol(), "transport", None)

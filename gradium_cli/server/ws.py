@@ -82,7 +82,9 @@ class Socket(Protocol):
         Raises SocketGone (or RuntimeError) when the client is gone."""
         ...
 
-    async def close(self, code: int = 1000) -> None: ...
+    async def close(self, code: int = 1000) -> None:
+        """Raises SocketGone (or RuntimeError) when the client is gone already."""
+        ...
 
     def abort(self) -> bool:
         """Drop the connection with no close frame; False where the transport cannot."""
@@ -309,7 +311,8 @@ class Connection:
             if request.task is not None and request.task is not asyncio.current_task():
                 request.task.cancel()
         if self.ws.connected:
-            with contextlib.suppress(RuntimeError):
+            # SocketGone: the client left between the check and the close frame.
+            with contextlib.suppress(RuntimeError, SocketGone):
                 try:  # the close frame waits on flow control like any send (see `send`)
                     await asyncio.wait_for(self.ws.close(code), self.state.options.idle_timeout_s)
                 except asyncio.TimeoutError:
