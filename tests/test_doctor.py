@@ -69,6 +69,16 @@ def test_bad_settings_are_listed_not_the_end_of_the_diagnosis(tmp_path: Path) ->
         "GRADIUM_MARKDOWN: markdown must be on or off, not 'maybe'"
     )
     assert checks["espeak-ng"].startswith("✓ espeak-ng")  # the rest of the diagnosis ran
+    # A config file that cannot be read at all: a failed row too, not one error line.
+    config = tmp_path / "config" / "config.ini"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("this is not ini\n")
+    config.chmod(0o600)
+    unread = gradium(tmp_path, "doctor", env=isolated_env(tmp_path))
+    assert unread.returncode == 3, unread.stderr.decode()
+    rows = lines_by_check(unread.stdout)
+    assert rows["config"].startswith(f"✗ config           cannot read {config}: File contains no section headers")
+    assert rows["espeak-ng"].startswith("✓ espeak-ng")
 
 
 def test_refused_key_fails_with_4(tmp_path: Path, server_factory) -> None:
