@@ -133,7 +133,7 @@ class Request:
                 except asyncio.TimeoutError:
                     item = None
                 if item is None or self._session_left() <= 0:
-                    raise SetupProblem(f"session too long: at most {state.options.max_session_s:g} s per session")
+                    raise self._session_too_long()
                 # This item and every one already queued behind it, up to end_of_stream: their
                 # units then render back to back, each while the one before is sent (the
                 # buffer cuts the same units however the text is grouped).
@@ -180,6 +180,9 @@ class Request:
     def _session_left(self) -> float:
         return self.started + self.conn.state.options.max_session_s - time.monotonic()
 
+    def _session_too_long(self) -> SetupProblem:
+        return SetupProblem(f"session too long: at most {self.conn.state.options.max_session_s:g} s per session")
+
     async def _send_paced(self, out: list[m.ServerMessage]) -> None:
         options = self.conn.state.options
         audio = [msg for msg in out if isinstance(msg, m.Audio)]
@@ -200,16 +203,9 @@ class Request:
             await self._send_in_session([message])
 
     async def _send_in_session(self, out: list[m.ServerMessage]) -> None:
-        """Send, but wait no longer than the session has left: a client that stops reading
-        holds a send on the transport's flow control, and with it its connection slot,
-        for as long as it likes. SEND_GRACE_S past the session's end its connection is
-        dropped (it reads nothing, so an `error` frame could never reach it)."""
-        try:
-            await asyncio.wait_for(self.conn.send_many(out), max(self._session_left(), 0.0) + SEND_GRACE_S)
-        except asyncio.TimeoutError:
-            await self.conn.abort_transport()
-            options = self.conn.state.options
-            raise SetupProblem(f"session too long: at most {options.max_session_s:g} s per session") from None
+        """Send, waiting at most until SEND_GRACE_S past the session's end (`send_within`)."""
+        if not await self.conn.send_within(out, max(self._session_left(), 0.0) + SEND_GRACE_S):
+            raise self._session_too_long()
 
     def _audio_due(self) -> float:
         """Audio is about to go out: the time the first audio went (now, for the first),
@@ -217,8 +213,7 @@ class Request:
         if self.first_audio_at is None:
             self.first_audio_at = time.monotonic()
         if self._session_left() <= 0:
-            options = self.conn.state.options
-            raise SetupProblem(f"session too long: at most {options.max_session_s:g} s per session")
+            raise self._session_too_long()
         return self.first_audio_at
 
     def _log(self, error: str | None) -> None:
@@ -259,14 +254,22 @@ class Connection:
     # ------------------------------------------------------------------ sending
 
     async def send(self, message: m.ServerMessage) -> None:
-        """A message of the connection's own (`ready`, `error`), sent with no request's session
-        to bound it: a client that stops reading would hold it on the transport's flow control,
-        and with it the connection's slot, for good (a flood of refused setups on a kept socket).
-        It waits no longer than the idle timeout; then the connection is dropped."""
+        """A message of the connection's own (`ready`, `error`), with no request's session to
+        bound it: it waits no longer than the idle timeout (a flood of refused setups on a kept
+        socket, never read, held the slot for good)."""
+        await self.send_within([message], self.state.options.idle_timeout_s)
+
+    async def send_within(self, messages: Sequence[m.ServerMessage], seconds: float) -> bool:
+        """`send_many`, waiting at most `seconds`: a client that stops reading holds a send on
+        the transport's flow control, and with it its connection slot, for as long as it likes.
+        Past them the connection is dropped (it reads nothing, so an `error` frame could never
+        reach it) and this returns False."""
         try:
-            await asyncio.wait_for(self.send_many([message]), self.state.options.idle_timeout_s)
+            await asyncio.wait_for(self.send_many(messages), seconds)
         except asyncio.TimeoutError:
             await self.abort_transport()
+            return False
+        return True
 
     async def send_many(self, messages: Sequence[m.ServerMessage]) -> None:
         """Send in order, together; with fault injection armed, one by one, so the
