@@ -298,8 +298,13 @@ def check_api_key(key: str, source: str, profile: str | None = None) -> None:
     if source in ("flag", "typed"):
         how = "given with --api-key" if source == "flag" else "given"
         raise UsageError(f"the API key {how} {problem}")
-    where = ENV_VARS["api-key"] if source == "env" else f"{config_path()} [{active_profile(profile)}]"
+    where = _where_set("api-key", source, profile)
     raise ConfigError(f"the API key in {where} {problem}", hint="set it again: `gradium config set api-key`")
+
+
+def _where_set(name: str, source: str, profile: str | None) -> str:
+    """Where a setting of source "env" or "config" was set, for an error that names it."""
+    return ENV_VARS[name] if source == "env" else f"{config_path()} [{active_profile(profile)}]"
 
 
 def configured(name: str, profile: str | None = None) -> str | None:
@@ -312,9 +317,9 @@ def configured(name: str, profile: str | None = None) -> str | None:
     try:
         return check_value(name, found.value)
     except UsageError as exc:
-        if found.source == "env":
-            where, fix = ENV_VARS[name], f"unset {ENV_VARS[name]} or fix it"
-        else:
-            where = f"{config_path()} [{active_profile(profile)}]"
-            fix = f"`gradium config unset {name}`, or set it again"
-        raise ConfigError(f"{where}: {exc.message}", hint=fix) from None
+        fix = (
+            f"unset {ENV_VARS[name]} or fix it"
+            if found.source == "env"
+            else f"`gradium config unset {name}`, or set it again"
+        )
+        raise ConfigError(f"{_where_set(name, found.source, profile)}: {exc.message}", hint=fix) from None

@@ -81,10 +81,9 @@ def _check_agreement(format_name: str, path: Path) -> None:
 
 def _configured_pipe_format() -> str:
     """The `format` setting (GRADIUM_FORMAT or the config file) applies where no file extension decides."""
-    from gradium_cli.config import check_value, configured
+    from gradium_cli.config import configured
 
-    value = configured("format")
-    return check_value("format", value) if value else "wav"
+    return configured("format") or "wav"  # checked by configured()
 
 
 def plan_output(

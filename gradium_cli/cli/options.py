@@ -36,15 +36,13 @@ def config_default(ctx: typer.Context, param: typer.CallbackParam, value: Any) -
     if ctx.resilient_parsing or source is None or source.name != "DEFAULT" or param.name is None:
         return value
     from gradium_cli.cli.runtime import fail
-    from gradium_cli.config import check_value, configured
+    from gradium_cli.config import configured
     from gradium_cli.errors import GradiumError
 
-    name = param.name.replace("_", "-")
     try:
-        configured_value = configured(name)
-        if configured_value is None:
+        checked = configured(param.name.replace("_", "-"))  # checked there, named where it was set
+        if checked is None:
             return value
-        checked = check_value(name, configured_value)
     except GradiumError as error:
         if ctx.command.name == "doctor":
             return value  # doctor lists it as a failed check, beside the others (doctor_core.check_settings)
