@@ -182,8 +182,9 @@ class Guard:
             except asyncio.TimeoutError:
                 raise BodyTooSlow(time.monotonic() - begun, received) from None
             if message["type"] == "http.request":
-                deadline += len(message.get("body", b"")) / self.options.min_body_rate
-                received += len(message.get("body", b""))
+                size = len(message.get("body", b""))
+                deadline += size / self.options.min_body_rate
+                received += size
                 body_done = not message.get("more_body", False)
                 if received > limit:
                     raise BodyTooLarge(limit)
