@@ -371,7 +371,7 @@ def test_a_client_that_stops_reading_its_error_frames_holds_its_slot_only_until_
     """Error frames (and `ready`) are sent by the connection, with no request's session to end
     them: a client that floods refused setups on a kept socket and reads nothing held the send,
     and its slot, for good. They wait no longer than the idle timeout, then it is dropped."""
-    server = server_factory(max_connections=1, idle_timeout_s=2.0)
+    server = server_factory(max_connections=1, idle_timeout_s=3.0)
     sock = socket.create_connection(("127.0.0.1", server.port))
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
     key = base64.b64encode(os.urandom(16)).decode()
@@ -381,20 +381,24 @@ def test_a_client_that_stops_reading_its_error_frames_holds_its_slot_only_until_
     while b"\r\n\r\n" not in head:
         head += sock.recv(1)
     assert head.startswith(b"HTTP/1.1 101 ")
-    setup = {"type": "setup", "output_format": "pcm", "voice_id": "no such voice", "close_ws_on_eos": False}
+    # The error names the unknown voice: a long name makes each unread error frame large, so the
+    # server's send buffer (up to 4 MiB on loopback) fills after a few hundred refusals rather than
+    # tens of thousands (which took 10 s of the test's time, and over 20 s on a loaded machine).
+    setup = {"type": "setup", "output_format": "pcm", "voice_id": "x" * 16_000, "close_ws_on_eos": False}
     payload, mask = json.dumps(setup).encode(), os.urandom(4)
-    frame = bytes([0x81, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    frame = bytes([0x81, 0x80 | 126]) + len(payload).to_bytes(2, "big") + mask + masked
 
     def flood() -> None:  # each one answered with an error frame that is never read
         with contextlib.suppress(OSError):
-            sock.sendall(frame * 100_000)
+            sock.sendall(frame * 2_000)
 
     threading.Thread(target=flood, daemon=True).start()
     try:
-        time.sleep(1.0)
+        time.sleep(0.5)  # the slot is held from here until 3 s (the idle timeout) past the stall
         held = speak(server)
         assert held.messages == [{"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}]
-        deadline = time.monotonic() + 20  # only for a failure; it frees about 2 s after the sends stall
+        deadline = time.monotonic() + 20  # only for a failure; it frees about 3 s after the sends stall
         while (after := speak(server)).errors:
             assert after.errors == held.messages, after.errors
             assert time.monotonic() < deadline, "the slot was never freed"
