@@ -65,6 +65,8 @@ LIMITS: tuple[Limit, ...] = (
           {"max_text_chars": SAY_CHARS_PER_REQUEST}, ("say",)),
     Limit("session seconds", "max_session_s", "300 s per request",
           {"max_session_s": 1.5, "realtime": True}, ("say", "stream", "batch")),
+    Limit("text held", "max_held_text_chars", "4,000,000 characters of text held",
+          {"max_held_text_chars": 120, "latency_ms": 400}, ("batch",)),
     Limit("requests per socket", "max_requests_per_socket", "64 requests per socket",
           {"max_requests_per_socket": 2}, ("say", "batch", "ws-raw")),
     Limit("message bytes", "max_message_bytes", "1 MiB per message",
@@ -101,6 +103,7 @@ DOCUMENTED = {
     "characters per request": 100_000,
     "client request size": 100_000,
     "session seconds": 300.0,
+    "text held": 4_000_000,
     "requests per socket": 64,
     "message bytes": 1 * MIB,
     "transport frame cut": 1 * MIB,  # frames past twice the message limit (2 MiB)
@@ -426,6 +429,28 @@ def _batch_chars(server: RunningServer, tmp: Path) -> None:
         f"gradium: error: {manifest}:3 ({out / '0003.ulaw'}): server refused the request: "
         "text too long: at most 60 characters per request (1008)"
     ]
+
+
+# ---------------------------------------------------------------- text held by all requests in progress
+
+
+@contract("text held", "batch")
+def _batch_text_held(server: RunningServer, tmp: Path) -> None:
+    """Four items in flight on one socket, 60 + 59 characters (below the budget of 120), + 1
+    (at it), + 1 (past it): the server holds each request's text until it ends (its 400 ms
+    latency keeps them going), so the last is refused as busy, retried, and spoken."""
+    texts = [sentence_text(60), sentence_text(59), "I", "O"]
+    manifest = tmp / "lines.txt"
+    manifest.write_text("\n".join(texts) + "\n")
+    out = tmp / "out"
+    args = ("batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--timestamps", "json")
+    run = cli(server, tmp, *args, "--jobs", "4", "--connections", "1", "--retries", "20", "-v")
+    assert run.code == 0, run.stderr
+    for index, text in enumerate(texts, 1):
+        assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
+    busy = "server refused the request: server busy: requests in progress hold 120 characters of text"
+    refused = [line.split(":", 2)[1] for line in run.stderr.splitlines() if busy in line]
+    assert refused and set(refused) == {" line 4"}, run.stderr
 
 
 # ---------------------------------------------------------------- the client's own request size

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
@@ -222,6 +223,146 @@ def test_text_over_the_limit_fails_only_its_request_on_a_multiplexed_socket(serv
     assert short[-1] == {"type": "end_of_stream", "client_req_id": "short"}
     assert any(x["type"] == "audio" for x in short)
     assert code == 1000
+
+
+# ---------------------------------------------------------------- text held by requests in progress
+
+BUSY = "server busy: requests in progress hold 100 characters of text, the most it keeps at once; try again later"
+FIFTY = "Fifty characters of text, exactly, for the limits."
+
+
+async def hold_open(ws: ClientConnection, req: str, text: str) -> None:
+    """A multiplexed request with its text sent and no end_of_stream yet: it holds its text."""
+    await send(ws, "setup", output_format="pcm", client_req_id=req, close_ws_on_eos=False)
+    await send(ws, "text", text=text, client_req_id=req)
+
+
+async def finish(ws: ClientConnection, req: str) -> list[dict[str, Any]]:
+    """End a request and read its messages to the end."""
+    await send(ws, "end_of_stream", client_req_id=req)
+    return await recv_until_eos(ws, req)
+
+
+def test_requests_in_progress_hold_text_up_to_the_budget_and_no_more(server_factory: Factory) -> None:
+    """64 multiplexed requests a socket and 256 sockets, each request under its own limit,
+    held 70 MB a socket: the text of all requests in progress now has one budget. At it
+    (50 + 49 + 1 of 100): all spoken; one character past it: that request alone fails as
+    `busy`, and once the others end the budget is free again."""
+    server = server_factory(max_text_chars=50, max_held_text_chars=100)
+
+    async def scenario() -> dict[str, list[dict[str, Any]]]:
+        async with connect(ws_url(server)) as ws:
+            for req, text in (("a", FIFTY), ("b", FIFTY[:49]), ("c", "x"), ("d", "y")):
+                await hold_open(ws, req, text)  # none ends before "d"'s text has arrived
+            for req in ("a", "b", "c", "d"):
+                await send(ws, "end_of_stream", client_req_id=req)
+            by_request: dict[str, list[dict[str, Any]]] = {}
+            while sum(x[-1]["type"] in ("end_of_stream", "error") for x in by_request.values()) < 4:
+                message = await recv(ws)
+                by_request.setdefault(message["client_req_id"], []).append(message)
+            await hold_open(ws, "e", FIFTY)  # all ended: the budget is free again
+            by_request["e"] = await finish(ws, "e")
+            return by_request
+
+    by_request = asyncio.run(scenario())
+    for req in ("a", "b", "c", "e"):
+        kinds = [x["type"] for x in by_request[req]]
+        assert kinds[0] == "ready" and kinds[-1] == "end_of_stream" and "audio" in kinds, by_request[req]
+    assert [x["type"] for x in by_request["d"]] == ["ready", "error"]
+    assert by_request["d"][-1] == {"type": "error", "message": BUSY, "code": 1008, "client_req_id": "d"}
+
+
+def test_the_text_budget_is_the_servers_across_sockets_and_rest(server_factory: Factory) -> None:
+    """One budget for the whole server: text held on one socket is refused on another and
+    over REST, and a REST answer holds its text until it is sent or abandoned."""
+    server = server_factory(max_text_chars=1000, max_held_text_chars=1000)
+    text = FIFTY * 20  # the whole budget
+    busy = {"type": "error", "message": BUSY.replace("100 ", "1000 "), "code": 1008}
+
+    async def scenario() -> tuple[list[dict[str, Any]], Closed, httpx.Response]:
+        async with connect(ws_url(server), max_size=None) as holder:
+            await hold_open(holder, "full", text)
+            while (await recv(holder))["type"] != "audio":  # its text is held by now
+                pass
+            other = await exchange(server, [{"type": "setup", "output_format": "pcm"}, {"type": "text", "text": "x"}])
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=RECV_TIMEOUT) as api:
+                refused = await api.post("post/speech/tts", json={"text": "x", "output_format": "pcm"})
+            return await finish(holder, "full"), other, refused
+
+    held, other, refused = asyncio.run(scenario())
+    assert held[-1] == {"type": "end_of_stream", "client_req_id": "full"}
+    assert other.errors == [busy]
+    assert (refused.status_code, refused.text) == (500, f"error from server 1008: {busy['message']}")
+    assert_served(speak(server))  # released when the request ended
+
+    # A REST client that reads only the status line: 60 s of 48 kHz audio (8 MB of JSON)
+    # cannot all be sent, so its answer is still in progress while the next request comes.
+    body = json.dumps({"text": text, "output_format": "pcm"}).encode()
+    reader = socket.socket()
+    reader.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    reader.connect(("127.0.0.1", server.port))
+    head = "POST /api/post/speech/tts HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    reader.sendall(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body)
+    assert reader.recv(12) == b"HTTP/1.1 200"
+    try:
+        assert speak(server).errors == [busy]
+    finally:
+        reader.close()  # abandoned mid-answer: its text is released
+    deadline = time.monotonic() + RECV_TIMEOUT  # only for a failure: the server sees the close on its next send
+    while (after := speak(server)).errors:
+        assert after.errors == [busy]
+        assert time.monotonic() < deadline, "the abandoned answer's text was never released"
+        time.sleep(0.1)
+    assert_served(after)
+
+
+def test_a_message_crossing_the_text_limit_is_not_held_whole(server_factory: Factory) -> None:
+    """Only the characters that cross a request's limit are kept: a 1 MiB message past it
+    was held whole until the request reached it. With a budget of the limit plus one, the
+    crossing message must still end as `text too long`, not as `busy`."""
+    server = server_factory(max_text_chars=50, max_held_text_chars=51)
+    closed = asyncio.run(
+        exchange(server, [{"type": "setup", "output_format": "pcm"}, {"type": "text", "text": "a" * 5000}])
+    )
+    assert closed.errors == [
+        {"type": "error", "message": "text too long: at most 50 characters per request", "code": 1008}
+    ]
+    assert_served(speak(server, FIFTY))
+
+
+def test_frames_for_a_failed_multiplexed_request_do_not_fail_the_socket(server_factory: Factory) -> None:
+    """A client sends a request's text and end_of_stream without waiting: when the request
+    has failed meanwhile they come for an id the server no longer knows, and used to fail
+    the whole socket as `before setup`, the other requests on it included. They are now
+    dropped; the id may be set up again."""
+    server = server_factory(max_text_chars=50)
+
+    async def scenario() -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[dict[str, Any]]]:
+        async with connect(ws_url(server)) as ws:
+            await hold_open(ws, "other", FIFTY)
+            await hold_open(ws, "failing", "b" * 51)
+            failed = await recv_until_eos(ws, "failing")
+            await send(ws, "text", text="more", client_req_id="failing")  # in flight when it failed
+            await send(ws, "end_of_stream", client_req_id="failing")
+            other = await finish(ws, "other")
+            await hold_open(ws, "failing", SENTENCE)
+            again = await finish(ws, "failing")
+            await send(ws, "end_of_stream")  # unscoped: closes the reusable socket
+            await recv_until_closed(ws)
+            assert ws.close_code == 1000
+            return failed, other, again
+
+    failed, other, again = asyncio.run(scenario())
+    assert failed[-1] == {
+        "type": "error",
+        "message": "text too long: at most 50 characters per request",
+        "code": 1008,
+        "client_req_id": "failing",
+    }
+    for messages in (other, again):  # (other's first frames were read past while waiting above)
+        kinds = [x["type"] for x in messages]
+        assert kinds[-1] == "end_of_stream" and "audio" in kinds and "error" not in kinds, messages
+    assert again[0]["type"] == "ready"
 
 
 # ---------------------------------------------------------------- requests per socket
@@ -428,6 +569,7 @@ def test_defaults_match_the_readme() -> None:
     options = ServerOptions(data_dir=REPO)
     assert options.max_message_bytes == 1 << 20
     assert options.max_text_chars == 100_000
+    assert options.max_held_text_chars == 4_000_000
     assert options.max_requests_per_socket == 64
     assert options.max_session_s == 300
     assert options.idle_timeout_s == 300
@@ -444,6 +586,7 @@ def test_defaults_match_the_readme() -> None:
         "past 2 MiB are cut",
         "close 1009",
         "100,000 characters and 300 s per request",
+        "4,000,000 characters of text held by all requests in progress together",
         "64 requests per socket",
         "256 connections at once",
         "Concurrency limit exceeded",

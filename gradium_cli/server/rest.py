@@ -18,6 +18,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
+from starlette.types import Receive, Scope, Send
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import analyse_sample
@@ -34,9 +35,9 @@ from gradium_cli.server.rest_common import (
     server_state,
     validation_error,
 )
-from gradium_cli.server.state import NO_SPEECH_TO_TEXT, ServerState
+from gradium_cli.server.state import NO_SPEECH_TO_TEXT, ServerState, server_busy_message
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
-from gradium_cli.server.synth import Renderer, TextBuffer
+from gradium_cli.server.synth import Renderer, RenderSettings, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths, validate_dictionary_word
 from gradium_cli.server.uploads import FormProblem, VoiceForm, voice_form
 from gradium_cli.server.workers import EngineCrashed
@@ -73,8 +74,39 @@ async def post_tts(request: Request) -> Response:
         return _tts_failure(exc.code, exc.message)
     except m.MessageError as exc:
         return _tts_failure(exc.code, exc.message)
-    speaking_as = voice_uid(voice)
-    only_audio = body.get("only_audio") is True
+    # Held from here until the answer is sent or abandoned (TextHeldResponse releases it).
+    if not state.hold_text(len(text)):
+        return _tts_failure(m.POLICY_VIOLATION, server_busy_message(state.options))
+    response: Response | None = None
+    try:
+        response = await _speak(state, text, settings, voice_uid(voice), only_audio=body.get("only_audio") is True)
+        return response
+    finally:
+        if not isinstance(response, TextHeldResponse):  # failed before streaming
+            state.release_text(len(text))
+
+
+class TextHeldResponse(StreamingResponse):
+    """A streamed answer that holds its request's text against the server's budget until it
+    is sent or abandoned (Starlette calls every returned response, a client gone included)."""
+
+    def __init__(self, content: AsyncIterator[Any], media_type: str, state: ServerState, chars: int) -> None:
+        super().__init__(content, media_type=media_type)
+        self.held = (state, chars)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            state, chars = self.held
+            state.release_text(chars)
+
+
+async def _speak(
+    state: ServerState, text: str, settings: RenderSettings, speaking_as: str, *, only_audio: bool
+) -> Response:
+    """The one-shot answer for text already checked and held: a TextHeldResponse, which
+    releases the text once sent, or a failure (the caller releases it)."""
     renderer = Renderer(state.engine, settings)
     buffer = TextBuffer([], 0, *phrase_lengths(settings.dictionary))
     buffer.add(text)
@@ -136,7 +168,7 @@ async def post_tts(request: Request) -> Response:
                 elif isinstance(message, m.ErrorMessage):
                     raise EngineCrashed(message.message)  # the client sees an unfinished body
 
-        return StreamingResponse(audio_bytes(), media_type=settings.fmt.content_type)
+        return TextHeldResponse(audio_bytes(), settings.fmt.content_type, state, len(text))
 
     async def ndjson() -> AsyncIterator[str]:
         ready = m.Ready(request_id, sample_rate=settings.fmt.sample_rate, frame_size=settings.fmt.chunk_samples)
@@ -147,7 +179,7 @@ async def post_tts(request: Request) -> Response:
                 return
         yield m.encode(m.EndOfStream()) + "\n"
 
-    return StreamingResponse(ndjson(), media_type="application/x-ndjson")
+    return TextHeldResponse(ndjson(), "application/x-ndjson", state, len(text))
 
 
 # ------------------------------------------------------------------------ voices

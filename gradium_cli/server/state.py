@@ -33,6 +33,15 @@ CONCURRENCY_LIMIT_MESSAGE = "Concurrency limit exceeded"
 NO_SPEECH_TO_TEXT = "gradium serve does not offer speech-to-text (speech/asr, speech/s2s): it only speaks text"
 
 
+def server_busy_message(options: ServerOptions) -> str:
+    """Why new text is refused when the server's budget for text in progress is spent; reads
+    as "not now" (`busy`, `try again`), so clients retry it."""
+    return (
+        f"server busy: requests in progress hold {options.max_held_text_chars} characters of text,"
+        " the most it keeps at once; try again later"
+    )
+
+
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
@@ -50,6 +59,10 @@ class ServerOptions:
     # Limits (documented in the README): hostile input must not exhaust the server.
     max_message_bytes: int = 1 << 20
     max_text_chars: int = 100_000  # per request
+    # The text of all requests in progress together, WebSocket and REST: each request's own
+    # limit does not bound how many a client starts (64 multiplexed per socket, any number
+    # over REST). Past it new text is refused as `server busy` (server/ws.py, server/rest.py).
+    max_held_text_chars: int = 4_000_000
     max_requests_per_socket: int = 64
     max_session_s: float = 300.0  # a request (session) ends with an error after this long (§11.3)
     idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
@@ -128,6 +141,7 @@ class ServerState:
         self.log = RequestLog(options.json_logs, options.quiet)
         self.faults = random.Random(options.fault_seed)
         self.open_connections = 0
+        self.held_text_chars = 0  # see hold_text
 
     def close(self) -> None:
         """Stop the engine's worker processes, if any (they also exit when the server dies)."""
@@ -151,6 +165,17 @@ class ServerState:
             yield
         finally:
             self.release_voice(uid)
+
+    def hold_text(self, chars: int) -> bool:
+        """Count `chars` more characters held by requests in progress; False, counting
+        nothing, when that would pass `max_held_text_chars`. Event loop thread only."""
+        if self.held_text_chars + chars > self.options.max_held_text_chars:
+            return False
+        self.held_text_chars += chars
+        return True
+
+    def release_text(self, chars: int) -> None:
+        self.held_text_chars -= chars
 
     @contextlib.contextmanager
     def connection_slot(self) -> Iterator[bool]:

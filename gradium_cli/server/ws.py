@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
-from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState, server_busy_message
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths
 
@@ -41,6 +41,14 @@ SEND_GRACE_S = 5.0
 @dataclass
 class _Eos:
     pass
+
+
+@dataclass
+class _Refused:
+    """Queued in place of text the server would not keep: the request fails when it gets here,
+    after the audio of the text before it."""
+
+    message: str
 
 
 def start_in_thread(func: Callable[..., T], /, *args: Any, **kwargs: Any) -> asyncio.Future[T]:
@@ -102,21 +110,43 @@ class Request:
         self.renderer = renderer
         self.voice_uid = voice_uid
         self.buffer = TextBuffer([], 0, *phrase_lengths(renderer.settings.dictionary))
-        self.queue: asyncio.Queue[str | _Eos] = asyncio.Queue()
+        self.queue: asyncio.Queue[str | _Eos | _Refused] = asyncio.Queue()
         self.started = time.monotonic()
         self.first_audio_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.input_done = False  # end_of_stream received: what is left is the server's work
         self._voice_released = False
         # Characters of text received, counted as they arrive: the queue is read only between
-        # renders, so without this a client could queue text without bound meanwhile.
+        # renders, so without this a client could queue text without bound meanwhile. Each is
+        # also held against the server's budget for text in progress until the request ends.
         self.received_chars = 0
+        self.refused = False  # text was refused (over a limit): what comes after is dropped
 
-    def release_voice(self) -> None:
-        """The voice is no longer in use by this request; only the first call counts."""
+    def release(self) -> None:
+        """The request is over: its voice is no longer in use and its text no longer held.
+        Only the first call counts."""
         if not self._voice_released:
             self._voice_released = True
             self.conn.state.release_voice(self.voice_uid)
+            self.conn.state.release_text(self.received_chars)
+
+    def accept_text(self, text: str) -> str | _Refused | None:
+        """What to queue for this text as it arrives: the text, a refusal, or None (dropped).
+
+        Past the request's limit only the characters that cross it are kept (the request
+        fails with `text too long` when it reaches them): a 1 MiB message beyond the limit
+        is not held whole. Text the server's budget has no room for is refused (`busy`)."""
+        options = self.conn.state.options
+        if self.refused:
+            return None
+        crossing = options.max_text_chars + 1 - self.received_chars
+        if len(text) >= crossing:
+            text, self.refused = text[:crossing], True
+        if not self.conn.state.hold_text(len(text)):
+            self.refused = True
+            return _Refused(server_busy_message(options))
+        self.received_chars += len(text)
+        return text
 
     @property
     def closes_socket(self) -> bool:
@@ -144,6 +174,8 @@ class Request:
                             f"text too long: at most {state.options.max_text_chars} characters per request"
                         )
                     item = None if self.queue.empty() else self.queue.get_nowait()
+                if isinstance(item, _Refused):
+                    raise SetupProblem(item.message)
                 final = isinstance(item, _Eos)
                 units = self.buffer.take(final=final)
                 # Send each unit while the next one renders in a worker thread (eSpeak
@@ -243,6 +275,10 @@ class Connection:
         self.state = state
         self.requests: dict[str | None, Request] = {}
         self.request_count = 0
+        # Hashes of the client_req_ids of multiplexed requests that failed: the client sent
+        # their text and end_of_stream before it could know, and those frames must not fail
+        # the socket and everything else on it as "before setup". At most one per request.
+        self._failed_ids: set[int] = set()
         self._send_lock = asyncio.Lock()
         self._closing = False
         # Fault injection (ServerOptions.drop_*): the audio message count that aborts this connection.
@@ -402,6 +438,7 @@ class Connection:
             )
             return
         uid = voice_uid(voice)
+        self._failed_ids.discard(hash(req_id))  # the id is reused: its frames are the new request's
         request = Request(self, setup, Renderer(self.state.engine, settings), uid)
         self.requests[req_id] = request
         self.request_count += 1
@@ -420,11 +457,13 @@ class Connection:
         request.task = asyncio.create_task(request.run())
         # Also when the task is cancelled before it ever ran (the client closed right after its
         # setup): run()'s `finally` then never runs, and the voice stayed in use for good.
-        request.task.add_done_callback(lambda _task: request.release_voice())
+        request.task.add_done_callback(lambda _task: request.release())
 
     async def on_input(self, req_id: str | None, text: str | None) -> None:
         request = self.requests.get(req_id)
         if request is None:
+            if req_id is not None and hash(req_id) in self._failed_ids:
+                return  # sent before the client could know its request had failed
             if text is None and req_id is None and self.request_count:
                 await self.close(1000)  # an unscoped end_of_stream closes a reusable socket (§3)
                 return
@@ -438,13 +477,9 @@ class Connection:
             return
         if text is None:
             request.input_done = True
-        elif request.received_chars > self.state.options.max_text_chars:
-            # Already past the limit: the text that crossed it is queued, and the request
-            # fails with `text too long` when it reaches it. Nothing more is kept.
-            return
-        else:
-            request.received_chars += len(text)
-        await request.queue.put(text if text is not None else _Eos())
+            await request.queue.put(_Eos())
+        elif (accepted := request.accept_text(text)) is not None:
+            await request.queue.put(accepted)
 
     async def _refuse(
         self, message: str, req_id: str | None, *, keep_socket: bool, code: int = m.POLICY_VIOLATION
@@ -457,7 +492,9 @@ class Connection:
     async def request_done(self, request: Request, failed: bool) -> None:
         if self.requests.get(request.client_req_id) is request:
             del self.requests[request.client_req_id]
-        request.release_voice()
+        if failed and request.client_req_id is not None:
+            self._failed_ids.add(hash(request.client_req_id))
+        request.release()
         if request.closes_socket or (failed and request.client_req_id is None and not self.requests):
             await self.close(request.error_code)
 
