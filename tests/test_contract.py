@@ -67,6 +67,8 @@ LIMITS: tuple[Limit, ...] = (
           {"max_session_s": 1.5, "realtime": True}, ("say", "stream", "batch")),
     Limit("text held", "max_held_text_chars", "4,000,000 characters of text held",
           {"max_held_text_chars": 120, "latency_ms": 400}, ("batch",)),
+    Limit("requests in progress", "max_requests_in_progress", "256 requests in progress at once",
+          {"max_requests_in_progress": 2, "latency_ms": 400}, ("batch",)),
     Limit("requests per socket", "max_requests_per_socket", "64 requests per socket",
           {"max_requests_per_socket": 2}, ("say", "batch", "ws-raw")),
     Limit("message bytes", "max_message_bytes", "1 MiB per message",
@@ -104,6 +106,7 @@ DOCUMENTED = {
     "client request size": 100_000,
     "session seconds": 300.0,
     "text held": 4_000_000,
+    "requests in progress": 256,
     "requests per socket": 64,
     "message bytes": 1 * MIB,
     "transport frame cut": 1 * MIB,  # frames past twice the message limit (2 MiB)
@@ -451,6 +454,27 @@ def _batch_text_held(server: RunningServer, tmp: Path) -> None:
     busy = "server refused the request: server busy: requests in progress hold 120 characters of text"
     refused = [line.split(":", 2)[1] for line in run.stderr.splitlines() if busy in line]
     assert refused and set(refused) == {" line 4"}, run.stderr
+
+
+@contract("requests in progress", "batch")
+def _batch_requests_in_progress(server: RunningServer, tmp: Path) -> None:
+    """Three items in flight on one socket against a cap of 2: the third setup is refused
+    as too many sessions, retried once one ends, and spoken; the first two never are."""
+    texts = [SENTENCE, "Bright fields.", "Old songs."]
+    manifest = tmp / "lines.txt"
+    manifest.write_text("\n".join(texts) + "\n")
+    out = tmp / "out"
+    args = ("batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--timestamps", "json")
+    run = cli(server, tmp, *args, "--jobs", "3", "--connections", "1", "--retries", "20", "-v")
+    assert run.code == 0, run.stderr
+    for index, text in enumerate(texts, 1):
+        assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
+    refused = [
+        line.split(":", 2)[1]
+        for line in run.stderr.splitlines()
+        if f"server refused the request: {CONCURRENCY_LIMIT_MESSAGE}" in line
+    ]
+    assert refused and set(refused) == {" line 3"}, run.stderr
 
 
 # ---------------------------------------------------------------- the client's own request size

@@ -316,6 +316,37 @@ def test_the_text_budget_is_the_servers_across_sockets_and_rest(server_factory: 
     assert_served(after)
 
 
+def test_requests_in_progress_are_capped_across_sockets_and_rest(server_factory: Factory) -> None:
+    """256 sockets of 64 multiplexed requests each could all be in progress, each holding a
+    unit's audio while it is sent. At the cap (2 here) the next setup, on any socket, and the
+    next REST request are refused as too many sessions; a multiplexed socket stays open, and
+    once one request ends the next is served."""
+    server = server_factory(max_requests_in_progress=2)
+    refusal = {"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}
+
+    async def scenario() -> tuple[list[dict[str, Any]], Closed, httpx.Response, list[list[dict[str, Any]]]]:
+        async with connect(ws_url(server)) as ws:
+            await hold_open(ws, "a", SENTENCE)
+            await hold_open(ws, "b", SENTENCE)  # at the cap
+            await hold_open(ws, "c", SENTENCE)  # past it
+            refused = await recv_until_eos(ws, "c")
+            other = await exchange(server, [{"type": "setup", "output_format": "pcm"}])
+            async with httpx.AsyncClient(base_url=server.base_url, timeout=RECV_TIMEOUT) as api:
+                rest = await api.post("post/speech/tts", json={"text": "x", "output_format": "pcm"})
+            await finish(ws, "a")
+            await hold_open(ws, "c", SENTENCE)  # a slot is free again
+            served = [await finish(ws, "c"), await finish(ws, "b")]
+            return refused, other, rest, served
+
+    refused, other, rest, served = asyncio.run(scenario())
+    assert refused == [{**refusal, "client_req_id": "c"}]
+    assert other.messages == [refusal] and other.code == 1008
+    assert (rest.status_code, rest.text) == (500, f"error from server 1008: {CONCURRENCY_LIMIT_MESSAGE}")
+    for messages in served:
+        assert messages[-1]["type"] == "end_of_stream" and any(x["type"] == "audio" for x in messages)
+    assert_served(speak(server))
+
+
 def test_a_message_crossing_the_text_limit_is_not_held_whole(server_factory: Factory) -> None:
     """Only the characters that cross a request's limit are kept: a 1 MiB message past it
     was held whole until the request reached it. With a budget of the limit plus one, the
@@ -570,6 +601,7 @@ def test_defaults_match_the_readme() -> None:
     assert options.max_message_bytes == 1 << 20
     assert options.max_text_chars == 100_000
     assert options.max_held_text_chars == 4_000_000
+    assert options.max_requests_in_progress == 256
     assert options.max_requests_per_socket == 64
     assert options.max_session_s == 300
     assert options.idle_timeout_s == 300
@@ -589,6 +621,7 @@ def test_defaults_match_the_readme() -> None:
         "4,000,000 characters of text held by all requests in progress together",
         "64 requests per socket",
         "256 connections at once",
+        "256 requests in progress at once",
         "Concurrency limit exceeded",
         "5 minutes without a frame",
         "closed with 1007",

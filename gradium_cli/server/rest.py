@@ -35,7 +35,7 @@ from gradium_cli.server.rest_common import (
     server_state,
     validation_error,
 )
-from gradium_cli.server.state import NO_SPEECH_TO_TEXT, ServerState, server_busy_message
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState, server_busy_message
 from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, RenderSettings, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths, validate_dictionary_word
@@ -74,21 +74,25 @@ async def post_tts(request: Request) -> Response:
         return _tts_failure(exc.code, exc.message)
     except m.MessageError as exc:
         return _tts_failure(exc.code, exc.message)
-    # Held from here until the answer is sent or abandoned (TextHeldResponse releases it).
+    # A request in progress, holding its text, from here until the answer is sent or
+    # abandoned (HeldResponse ends it), or now.
+    if not state.begin_request():
+        return _tts_failure(m.POLICY_VIOLATION, CONCURRENCY_LIMIT_MESSAGE)
     if not state.hold_text(len(text)):
+        state.end_request(0)
         return _tts_failure(m.POLICY_VIOLATION, server_busy_message(state.options))
     response: Response | None = None
     try:
         response = await _speak(state, text, settings, voice_uid(voice), only_audio=body.get("only_audio") is True)
         return response
     finally:
-        if not isinstance(response, TextHeldResponse):  # failed before streaming
-            state.release_text(len(text))
+        if not isinstance(response, HeldResponse):  # failed before streaming
+            state.end_request(len(text))
 
 
-class TextHeldResponse(StreamingResponse):
-    """A streamed answer that holds its request's text against the server's budget until it
-    is sent or abandoned (Starlette calls every returned response, a client gone included)."""
+class HeldResponse(StreamingResponse):
+    """A streamed answer whose request stays in progress, holding its text, until it is sent
+    or abandoned (Starlette calls every returned response, a client gone included)."""
 
     def __init__(self, content: AsyncIterator[Any], media_type: str, state: ServerState, chars: int) -> None:
         super().__init__(content, media_type=media_type)
@@ -99,14 +103,14 @@ class TextHeldResponse(StreamingResponse):
             await super().__call__(scope, receive, send)
         finally:
             state, chars = self.held
-            state.release_text(chars)
+            state.end_request(chars)
 
 
 async def _speak(
     state: ServerState, text: str, settings: RenderSettings, speaking_as: str, *, only_audio: bool
 ) -> Response:
-    """The one-shot answer for text already checked and held: a TextHeldResponse, which
-    releases the text once sent, or a failure (the caller releases it)."""
+    """The one-shot answer for a request begun, its text held: a HeldResponse, which ends
+    the request once sent, or a failure (the caller ends it)."""
     renderer = Renderer(state.engine, settings)
     buffer = TextBuffer([], 0, *phrase_lengths(settings.dictionary))
     buffer.add(text)
@@ -168,7 +172,7 @@ async def _speak(
                 elif isinstance(message, m.ErrorMessage):
                     raise EngineCrashed(message.message)  # the client sees an unfinished body
 
-        return TextHeldResponse(audio_bytes(), settings.fmt.content_type, state, len(text))
+        return HeldResponse(audio_bytes(), settings.fmt.content_type, state, len(text))
 
     async def ndjson() -> AsyncIterator[str]:
         ready = m.Ready(request_id, sample_rate=settings.fmt.sample_rate, frame_size=settings.fmt.chunk_samples)
@@ -179,7 +183,7 @@ async def _speak(
                 return
         yield m.encode(m.EndOfStream()) + "\n"
 
-    return TextHeldResponse(ndjson(), "application/x-ndjson", state, len(text))
+    return HeldResponse(ndjson(), "application/x-ndjson", state, len(text))
 
 
 # ------------------------------------------------------------------------ voices

@@ -63,6 +63,10 @@ class ServerOptions:
     # limit does not bound how many a client starts (64 multiplexed per socket, any number
     # over REST). Past it new text is refused as `server busy` (server/ws.py, server/rest.py).
     max_held_text_chars: int = 4_000_000
+    # Requests in progress at once, WebSocket (up to 64 multiplexed on each socket) and REST:
+    # each holds a unit's audio while it is sent. The next is refused as the service refuses
+    # too many sessions (`Concurrency limit exceeded`, which clients retry).
+    max_requests_in_progress: int = 256
     max_requests_per_socket: int = 64
     max_session_s: float = 300.0  # a request (session) ends with an error after this long (§11.3)
     idle_timeout_s: float = 300.0  # reusable sockets close after 5 minutes idle (§3)
@@ -142,6 +146,7 @@ class ServerState:
         self.faults = random.Random(options.fault_seed)
         self.open_connections = 0
         self.held_text_chars = 0  # see hold_text
+        self.requests_in_progress = 0  # see begin_request
 
     def close(self) -> None:
         """Stop the engine's worker processes, if any (they also exit when the server dies)."""
@@ -166,6 +171,19 @@ class ServerState:
         finally:
             self.release_voice(uid)
 
+    def begin_request(self) -> bool:
+        """Count one more request in progress; False, counting nothing, when
+        `max_requests_in_progress` are. Event loop thread only."""
+        if self.requests_in_progress >= self.options.max_requests_in_progress:
+            return False
+        self.requests_in_progress += 1
+        return True
+
+    def end_request(self, held_chars: int) -> None:
+        """A request begun is over: its slot and the text it held are free."""
+        self.requests_in_progress -= 1
+        self.held_text_chars -= held_chars
+
     def hold_text(self, chars: int) -> bool:
         """Count `chars` more characters held by requests in progress; False, counting
         nothing, when that would pass `max_held_text_chars`. Event loop thread only."""
@@ -173,9 +191,6 @@ class ServerState:
             return False
         self.held_text_chars += chars
         return True
-
-    def release_text(self, chars: int) -> None:
-        self.held_text_chars -= chars
 
     @contextlib.contextmanager
     def connection_slot(self) -> Iterator[bool]:

@@ -36,6 +36,8 @@ REALTIME_LEAD_S = 0.2
 # reading gets its `session too long` frame from the next check, one that reads
 # nothing is dropped this long after the end.
 SEND_GRACE_S = 5.0
+# Failed multiplexed requests whose late frames are dropped quietly (Connection._failed_ids).
+FAILED_IDS_KEPT = 256
 
 
 @dataclass
@@ -123,12 +125,12 @@ class Request:
         self.refused = False  # text was refused (over a limit): what comes after is dropped
 
     def release(self) -> None:
-        """The request is over: its voice is no longer in use and its text no longer held.
-        Only the first call counts."""
+        """The request is over: its voice is no longer in use, its slot and text no longer
+        held. Only the first call counts."""
         if not self._voice_released:
             self._voice_released = True
             self.conn.state.release_voice(self.voice_uid)
-            self.conn.state.release_text(self.received_chars)
+            self.conn.state.end_request(self.received_chars)
 
     def accept_text(self, text: str) -> str | _Refused | None:
         """What to queue for this text as it arrives: the text, a refusal, or None (dropped).
@@ -275,10 +277,11 @@ class Connection:
         self.state = state
         self.requests: dict[str | None, Request] = {}
         self.request_count = 0
-        # Hashes of the client_req_ids of multiplexed requests that failed: the client sent
-        # their text and end_of_stream before it could know, and those frames must not fail
-        # the socket and everything else on it as "before setup". At most one per request.
-        self._failed_ids: set[int] = set()
+        # Hashes of the client_req_ids of multiplexed requests that failed or were refused: the
+        # client sent their text and end_of_stream before it could know, and those frames must
+        # not fail the socket and everything else on it as "before setup". The latest
+        # FAILED_IDS_KEPT (an insertion-ordered dict): refused setups are not counted per socket.
+        self._failed_ids: dict[int, None] = {}
         self._send_lock = asyncio.Lock()
         self._closing = False
         # Fault injection (ServerOptions.drop_*): the audio message count that aborts this connection.
@@ -437,27 +440,40 @@ class Connection:
                 code=problem.code,
             )
             return
+        if not self.state.begin_request():  # released by Request.release
+            await self._refuse(CONCURRENCY_LIMIT_MESSAGE, req_id, keep_socket=setup.close_ws_on_eos is False)
+            return
         uid = voice_uid(voice)
-        self._failed_ids.discard(hash(req_id))  # the id is reused: its frames are the new request's
+        self._failed_ids.pop(hash(req_id), None)  # the id is reused: its frames are the new request's
         request = Request(self, setup, Renderer(self.state.engine, settings), uid)
         self.requests[req_id] = request
         self.request_count += 1
         self.state.use_voice(uid)
         fmt = settings.fmt
-        await self.send(
-            m.Ready(
-                request_id=request.request_id,
-                model_name=setup.model_name or "default",
-                model_ext="gradium-local-espeak-ng",
-                sample_rate=fmt.sample_rate,
-                frame_size=fmt.chunk_samples,
-                client_req_id=req_id,
-            )
+        ready = m.Ready(
+            request_id=request.request_id,
+            model_name=setup.model_name or "default",
+            model_ext="gradium-local-espeak-ng",
+            sample_rate=fmt.sample_rate,
+            frame_size=fmt.chunk_samples,
+            client_req_id=req_id,
         )
+        try:
+            await self.send(ready)
+        except BaseException:  # cancelled with the connection: no task will release it
+            request.release()
+            raise
         request.task = asyncio.create_task(request.run())
         # Also when the task is cancelled before it ever ran (the client closed right after its
         # setup): run()'s `finally` then never runs, and the voice stayed in use for good.
         request.task.add_done_callback(lambda _task: request.release())
+
+    def _remember_failed(self, req_id: str | None) -> None:
+        if req_id is None:
+            return  # an unscoped request's failure closes the socket or ends the sequence
+        self._failed_ids[hash(req_id)] = None
+        if len(self._failed_ids) > FAILED_IDS_KEPT:
+            del self._failed_ids[next(iter(self._failed_ids))]
 
     async def on_input(self, req_id: str | None, text: str | None) -> None:
         request = self.requests.get(req_id)
@@ -485,6 +501,8 @@ class Connection:
         self, message: str, req_id: str | None, *, keep_socket: bool, code: int = m.POLICY_VIOLATION
     ) -> None:
         if keep_socket:
+            if req_id not in self.requests:
+                self._remember_failed(req_id)  # its text and end_of_stream may follow
             await self.send_error(message, code, req_id)
         else:
             await self.fail(message, code, req_id)
@@ -492,8 +510,8 @@ class Connection:
     async def request_done(self, request: Request, failed: bool) -> None:
         if self.requests.get(request.client_req_id) is request:
             del self.requests[request.client_req_id]
-        if failed and request.client_req_id is not None:
-            self._failed_ids.add(hash(request.client_req_id))
+        if failed:
+            self._remember_failed(request.client_req_id)
         request.release()
         if request.closes_socket or (failed and request.client_req_id is None and not self.requests):
             await self.close(request.error_code)
