@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from gradium_cli.server.app import RunningServer
 from tests.cli_helpers import gradium
 from tests.minimal_server import MinimalServer, known_pcm, minimal_server
 
@@ -213,4 +214,21 @@ def test_full_disk_is_exit_9_and_leaves_nothing(tmp_path: Path, fmt: str) -> Non
         assert [p.name for p in left] == ["o.flac"]
         return
     assert_error(result, 9, f"disk full while writing {small / f'o.{fmt}'}")
+    assert left == []
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="mounting a small tmpfs needs root")
+@pytest.mark.parametrize("fmt", ["wav", "flac"])
+def test_full_disk_after_timed_words_is_exit_9_not_a_traceback(
+    tmp_path: Path, local_server: RunningServer, fmt: str
+) -> None:
+    # A real engine times its words, so the failure tries to keep a partial file cut at the last
+    # whole word: the cut must cope with a file (or FLAC spool) that the failed write already closed.
+    text = "This is a sentence of a book chapter. " * 40  # about 2 MB of PCM for a 64 KB disk
+    with mounted_tmpfs(tmp_path / "small", "size=64k") as small:
+        target = small / f"chapter.{fmt}"
+        result = gradium(tmp_path, "say", text, "--base-url", local_server.base_url, "-o", str(target))
+        left = list(small.iterdir())
+    assert "Traceback" not in result.stderr.decode()
+    assert_error(result, 9, f"disk full while writing {target}")
     assert left == []

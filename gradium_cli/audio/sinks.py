@@ -70,7 +70,8 @@ class FileSink:
     def rewind(self, samples: int) -> None:
         header = WAV_HEADER_BYTES if self.format.container == "wav" else 0
         size = header + samples * self.format.bytes_per_sample
-        if size < self.bytes_written and isinstance(self.file, AtomicFile):
+        # A failed write (disk full) already closed and removed the file: nothing to cut.
+        if size < self.bytes_written and isinstance(self.file, AtomicFile) and not self.file.handle.closed:
             try:
                 self.file.handle.flush()
                 self.file.handle.truncate(size)
@@ -298,7 +299,8 @@ class EncodeSink:
         self.samples += len(samples)
 
     def rewind(self, samples: int) -> None:
-        if samples < self.samples:
+        # A failed write (disk full) already closed the spool: nothing to cut.
+        if samples < self.samples and not self.spool.closed:
             self.spool.truncate(samples * 2)
             self.spool.seek(0, io.SEEK_END)
             self.samples = samples
