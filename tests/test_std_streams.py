@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import soundfile as sf
 
+from gradium_cli.server.app import RunningServer
 from tests.cli_helpers import isolated_env
 from tests.minimal_server import MinimalServer, known_pcm, minimal_server
 from tests.servers import gradium_exe
@@ -101,3 +102,28 @@ def test_the_offline_notice_into_a_broken_pipe_still_gives_the_file(tmp_path: Pa
     assert code == 0
     samples, rate = sf.read(tmp_path / "d.wav", dtype="int16")
     assert len(samples) > rate // 10  # a tenth of a second of speech at least
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device whose writes fail: disk full)")
+@pytest.mark.parametrize(
+    "command",
+    [
+        "say Hello. -F pcm",  # audio to stdout
+        "say Hello. -o d.wav --json",  # the result as JSON, printed after the command ran
+        "voices list --json",  # a listing
+    ],
+)
+def test_stdout_on_a_full_disk_is_one_line_and_exit_9(
+    tmp_path: Path, local_server: RunningServer, command: str
+) -> None:
+    code, _, _ = bash(tmp_path, f'"$GRADIUM" {command} --base-url {local_server.base_url} > /dev/full 2>err.txt')
+    assert (tmp_path / "err.txt").read_text() == "gradium: error: disk full while writing stdout\n"
+    assert code == 9
+
+
+def test_a_listing_to_a_reader_that_went_away_is_not_an_error(tmp_path: Path, local_server: RunningServer) -> None:
+    # The reader closed its end before anything was written: the listing's write meets a broken pipe.
+    line = f'"$GRADIUM" voices list --base-url {local_server.base_url} 2>err.txt | (exec 0<&-; sleep 1)'
+    code, _, _ = bash(tmp_path, line)
+    assert (tmp_path / "err.txt").read_text() == ""
+    assert code == 0  # as for audio piped into `head -c 100`

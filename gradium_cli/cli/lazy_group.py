@@ -71,6 +71,17 @@ class LazyGroup(typer.core.TyperGroup):
         self.commands = LazyCommands(COMMANDS)
         self.commands.update(registered)
 
+    def invoke(self, ctx: Any) -> Any:
+        """The command, with what its body raises outside `run` and `guard` translated as they do.
+
+        Printing a result (a table, a JSON line) comes after the command's `run`: a failed write
+        to stdout there is one line and exit 9, and a reader that went away is exit 0, as inside it.
+        """
+        from gradium_cli.cli.runtime import failures_translated
+
+        with failures_translated(tell_interrupted=False):
+            return super().invoke(ctx)
+
     def list_commands(self, ctx: Any) -> list[str]:
         return list(self.commands)  # names only: TyperGroup's own version reads every command
 

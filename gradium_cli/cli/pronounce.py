@@ -8,7 +8,6 @@ request, so a bad row changes nothing.
 
 import json
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -486,7 +485,7 @@ def test_dictionary(
     outputs = guard(lambda: _ab_outputs(output, out_dir, a_file, b_file, format, force))
     result = run(_ab_test(backend, dictionary, sentence, voice, outputs, format, device, force))
     if json_out or env.json:
-        print(json.dumps(result, ensure_ascii=False), file=sys.stdout, flush=True)
+        write_stdout(json.dumps(result, ensure_ascii=False) + "\n", env)
 
 
 def _ab_outputs(

@@ -136,7 +136,7 @@ def _stdout_gone() -> NoReturn:
 
 
 @contextlib.contextmanager
-def _failures_translated(*, tell_interrupted: bool) -> Iterator[None]:
+def failures_translated(*, tell_interrupted: bool) -> Iterator[None]:
     """Every failure of a command body as its one line and exit code (for `run` and `guard`)."""
     debug = os.environ.get("GRADIUM_DEBUG") == "1"
     try:
@@ -180,7 +180,7 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
         return await coroutine
 
     try:
-        with _failures_translated(tell_interrupted=True):
+        with failures_translated(tell_interrupted=True):
             try:
                 return asyncio.run(cancellable())
             except asyncio.CancelledError:
@@ -191,5 +191,5 @@ def run(coroutine: Coroutine[Any, Any, T]) -> T:
 
 def guard(function: Any) -> Any:
     """Run a sync command body with the same translation as `run`."""
-    with _failures_translated(tell_interrupted=False):
+    with failures_translated(tell_interrupted=False):
         return function()

@@ -94,4 +94,6 @@ def say(
         if result.get("stdout_audio"):
             env.tell(json.dumps(result))
         else:
-            print(json.dumps(result))
+            from gradium_cli.ui.tables import write_stdout
+
+            write_stdout(json.dumps(result) + "\n", env)

@@ -11,7 +11,7 @@ import json
 import time
 import zlib
 from collections import deque
-from typing import TextIO
+from typing import BinaryIO
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.protocol.text import FLUSH_TAG
@@ -22,7 +22,7 @@ RECENT_WORDS = 1000
 
 
 class StreamMonitor:
-    def __init__(self, env: Env, state: LiveState, events: TextIO | None, progress_lines: bool) -> None:
+    def __init__(self, env: Env, state: LiveState, events: BinaryIO | None, progress_lines: bool) -> None:
         self.env = env
         self.state = state
         self.events = events
@@ -41,7 +41,7 @@ class StreamMonitor:
 
     def emit(self, event: str, **fields: object) -> None:
         if self.events is not None:
-            self.events.write(json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n")
+            self.events.write((json.dumps({"event": event, **fields}, ensure_ascii=False) + "\n").encode("utf-8"))
             self.events.flush()
 
     # ------------------------------------------------------------- outgoing

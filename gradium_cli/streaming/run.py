@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -88,7 +87,7 @@ async def stream(request: StreamRequest) -> dict[str, Any]:
     monitor = StreamMonitor(
         env,
         state,
-        events=sys.stdout if request.json_events else None,
+        events=env.stdout if request.json_events else None,
         progress_lines=not show_live and not env.quiet and not request.json_events,
     )
     main_task = asyncio.current_task()

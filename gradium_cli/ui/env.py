@@ -6,10 +6,11 @@ or a pipe (stream bytes), and where people-facing text goes (always stderr).
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import BinaryIO, TextIO
+from typing import Any, BinaryIO, TextIO, cast
 
 CLOSED_STD_FDS: set[int] = set()  # which of stdin, stdout, stderr were closed when we started
 
@@ -33,6 +34,50 @@ def reopen_closed_std_fds() -> None:
             setattr(sys, name, open(fd, mode, closefd=False))  # noqa: SIM115 - lives as long as the process
 
 
+class StdoutWriter:
+    """stdout's byte stream, whose write failures are an output error like those of `-o FILE`.
+
+    `gradium say hi > /mnt/full/hi.wav` or `gradium voices list > /dev/full`: one line and
+    exit 9, not a traceback. A reader that went away (BrokenPipeError) passes through
+    unchanged: that is not an error (cli/runtime.py).
+    """
+
+    def __init__(self, stream: BinaryIO) -> None:
+        self._stream = stream
+
+    def write(self, data: bytes) -> int:
+        try:
+            return self._stream.write(data)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise _stdout_failed(exc) from None
+
+    def __getattr__(self, name: str) -> Any:  # fileno, seek, tell, seekable... as the stream has them
+        return getattr(self._stream, name)
+
+
+def _stdout_failed(exc: OSError) -> Exception:
+    from gradium_cli.errors import OutputError
+
+    # What stays in stdout's buffer would fail again in the interpreter's last flush ("Exception
+    # ignored" and exit status 120): stdout goes to /dev/null, as for a reader that went away.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    if exc.errno == errno.ENOSPC:
+        return OutputError("disk full while writing stdout")
+    return OutputError(f"cannot write stdout: {exc.strerror or exc}")
+
+
 def _isatty(stream: object) -> bool:
     try:
         return bool(stream.isatty())  # type: ignore[attr-defined]
@@ -43,7 +88,7 @@ def _isatty(stream: object) -> bool:
 @dataclass
 class Env:
     stdin: BinaryIO = field(default_factory=lambda: sys.stdin.buffer)
-    stdout: BinaryIO = field(default_factory=lambda: sys.stdout.buffer)
+    stdout: BinaryIO = field(default_factory=lambda: cast(BinaryIO, StdoutWriter(sys.stdout.buffer)))
     stderr: TextIO = field(default_factory=lambda: sys.stderr)
     stdin_isatty: bool = field(default_factory=lambda: _isatty(sys.stdin))
     stdout_isatty: bool = field(default_factory=lambda: _isatty(sys.stdout))
