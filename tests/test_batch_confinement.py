@@ -95,3 +95,20 @@ def test_an_output_naming_a_directory_fails_alone(tmp_path: Path, local_server: 
     assert [e.split("m.jsonl", 1)[1] for e in errors] == lines
     clips = tmp_path / "work" / "clips"
     assert sorted(p.name for p in clips.rglob("*")) == [".gradium-batch.jsonl", "ok.pcm"]
+
+
+def test_a_row_whose_names_are_too_long_fails_alone(tmp_path: Path, local_server: RunningServer) -> None:
+    long_name = "a" * 300  # a file name may have 255 bytes
+    rows = [
+        {"text": "Too long.", "output": f"{long_name}.pcm"},
+        {"text": "Timestamps too long.", "output": "t.pcm", "timestamps": f"{long_name}.srt"},
+        {"text": "Fine.", "output": "ok.pcm"},
+    ]
+    code, errors = run_batch(tmp_path, local_server, rows)
+    assert code == 1, errors
+    assert errors[0].endswith("m.jsonl:1: output name too long: 304 characters (at most 255 bytes); row skipped")
+    assert "m.jsonl:2 (" in errors[1] and errors[1].endswith(".srt: File name too long")
+    assert len(errors) == 2
+    clips = tmp_path / "work" / "clips"
+    assert sorted(p.name for p in clips.iterdir() if not p.name.startswith(".")) == ["ok.pcm"]
+    assert len((clips / "ok.pcm").read_bytes()) > 8000 * 2 // 10  # a tenth of a second of speech at least

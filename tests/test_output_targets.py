@@ -232,3 +232,13 @@ def test_full_disk_after_timed_words_is_exit_9_not_a_traceback(
     assert "Traceback" not in result.stderr.decode()
     assert_error(result, 9, f"disk full while writing {target}")
     assert left == []
+
+
+@pytest.mark.parametrize("option", ["-o", "--timestamps"])
+def test_a_name_too_long_is_one_line_and_exit_2(tmp_path: Path, server: MinimalServer, option: str) -> None:
+    long_name = "a" * 300 + (".wav" if option == "-o" else ".srt")  # a file name may have 255 bytes
+    args = ["-o", long_name] if option == "-o" else ["-o", "out.wav", option, long_name]
+    result = gradium(tmp_path, "say", "Hello.", "--base-url", server.base_url, *args)
+    shown = f"{'a' * 50}…{long_name[-20:]} (304 characters)"
+    assert_error(result, 2, f"gradium: error: file name too long: {shown} (a name may have at most 255 bytes)")
+    assert not [p for p in tmp_path.iterdir() if p.suffix in (".wav", ".srt", ".part")], "nothing written"

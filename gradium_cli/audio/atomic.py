@@ -97,13 +97,13 @@ class AtomicFile:
     seekable = True
 
     def __init__(self, path: Path) -> None:
-        # Through a symlink, replace the file it points to and keep the link.
-        path = Path(os.path.realpath(path)) if path.is_symlink() else path
-        self.path = path
         try:
+            # Through a symlink, replace the file it points to and keep the link.
+            path = Path(os.path.realpath(path)) if path.is_symlink() else path
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent or Path("."))
         except OSError as exc:
             raise output_error(path, exc) from None
+        self.path = path
         self.tmp_path = Path(tmp)
         self.handle: BinaryIO = os.fdopen(fd, "w+b")
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import errno
 import fnmatch
 import hashlib
 import json
@@ -491,6 +492,10 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
         plan = plan_output(str(output), plan_format, play=False, env=env, force=True, decodable=len(chunks) > 1)
     except GradiumError as exc:
         raise RowProblem(exc.message) from None
+    except OSError as exc:
+        if exc.errno != errno.ENAMETOOLONG:
+            raise
+        raise RowProblem(f"output name too long: {len(output.name)} characters (at most 255 bytes)") from None
     timestamps = _timestamps_path(strings["timestamps"] or defaults.timestamps, output, defaults.out_dir)
     if timestamps is not None:
         timestamps = _confined(timestamps, defaults.out_dir, "timestamps", defaults.allow_outside)

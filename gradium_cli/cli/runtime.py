@@ -74,6 +74,21 @@ def unwritable_dir(exc: OSError) -> GradiumError | None:
     return None
 
 
+def name_too_long(exc: OSError) -> GradiumError | None:
+    """A path the system refuses for its length (an output, a manifest, a --name template's
+    result): whichever command met it, a mistake in what was given, exit 2."""
+    import errno
+
+    if exc.errno != errno.ENAMETOOLONG:
+        return None
+    from gradium_cli.errors import UsageError
+
+    name = os.fsdecode(exc.filename) if exc.filename is not None else ""
+    if len(name) > 80:  # the name may be megabytes long (`--name '{index:>99999999}'`)
+        name = f"{name[:50]}…{name[-20:]} ({len(name)} characters)"
+    return UsageError(f"file name too long: {name}".rstrip(": "), hint="a name may have at most 255 bytes")
+
+
 def fail(error: GradiumError) -> NoReturn:
     env = get_env()
     if _caught:  # the run was stopped by a signal: its line and code, with what became of the output
@@ -154,10 +169,10 @@ def failures_translated(*, tell_interrupted: bool) -> Iterator[None]:
     except BrokenPipeError:
         _stdout_gone()
     except OSError as exc:
-        moved = unwritable_dir(exc)
-        if moved is None or debug:
+        known = unwritable_dir(exc) or name_too_long(exc)
+        if known is None or debug:
             raise
-        fail(moved)
+        fail(known)
 
 
 def run(coroutine: Coroutine[Any, Any, T]) -> T:
