@@ -23,6 +23,7 @@ change them, and only a code fence (until it closes) or a possible table header
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 from html.parser import HTMLParser
 from typing import TYPE_CHECKING
@@ -248,7 +249,7 @@ class MarkdownStream:
         self.code_blocks = 0
         self.code_lines = 0
         self._line = ""  # the unfinished line
-        self._released = 0  # prose words of it already given out
+        self._released: list[str] = []  # prose words of it already given out
         self._fence: str | None = None  # the open fence's marker (``` or ~~~, maybe longer)
         self._table_head: str | None = None  # header and delimiter rows of the table being read
         self._maybe_head: str | None = None  # a line that heads a table if a delimiter row follows
@@ -268,12 +269,22 @@ class MarkdownStream:
         return "".join(out)
 
     def idle(self) -> str:
-        """Input went quiet: give out the unfinished line's words too (a flush follows)."""
-        if self._held():
+        """Input went quiet: give out the unfinished line's words too (a flush follows).
+
+        Its last word may be cut (`Head`, then `ing` after the pause): the rest goes out when it
+        comes (`_unsaid`). A line with a construct still open waits for it, as `_early` does:
+        its markup would be spoken, and its words may yet change.
+        """
+        if self._held() or self._table_head is not None or self._line.lstrip()[:1] in ("`", "~", "|"):
             return ""
-        words = _render(_parser(False).parse(self._line), close=False).text.split()
-        out = words[self._released :]
-        self._released = len(words)
+        if _BLOCK_MARKER.fullmatch(self._line.strip()) or _url_begun(self._line):
+            return ""  # `2` may be an item's number (`2. Two`), `h` a URL's start: said as neither
+        prose = _render(_parser(False).parse(self._line), close=False).text
+        if _OPENERS & set(prose) or _open_underscore(prose):
+            return ""
+        words = prose.split()
+        out = _unsaid(words, self._released)
+        self._released = words
         return " ".join(out) + " " if out else ""
 
     def finish(self) -> str:
@@ -292,7 +303,8 @@ class MarkdownStream:
         return self._fence is not None or self._maybe_head is not None
 
     def _complete(self, line: str) -> str:
-        released, self._released = self._released, 0
+        said, self._released = self._released, []
+        released = bool(said)
         if self._fence is not None:
             stripped = line.strip()
             marker = self._fence
@@ -326,8 +338,8 @@ class MarkdownStream:
             return ""
         if line.strip().strip("=") == "" and len(line.strip()) >= 3:
             return PAUSE + "\n"  # a setext underline: its heading was already said
-        words = _render(tokens, close=True).text.split()
-        return " ".join(words[released:]) + "\n"
+        words = _unsaid(_render(tokens, close=True).text.split(), said)
+        return " ".join(words) + "\n"
 
     def _plain(self, line: str) -> str:
         return _render(_parser(False).parse(line), close=True).text + "\n"
@@ -344,11 +356,36 @@ class MarkdownStream:
         if _OPENERS & set(prose) or _open_underscore(prose):
             return ""  # something may still open or close: wait for the line to end
         words = prose.split()[:-1]  # the last word may yet take a pause (a heading, an item)
-        out = words[self._released :]
+        out = _unsaid(words, self._released)
         if not out:
             return ""
-        self._released = len(words)
+        self._released = words
         return " ".join(out) + " "
+
+
+def _unsaid(words: list[str], said: list[str]) -> list[str]:
+    """A line's prose `words` less those already given out (`said`).
+
+    A word an idle flush gave out cut (`Head`) may have been continued since (`Heading.`):
+    its rest goes out as a word of its own (`ing.`), as without markdown, never lost. A
+    rest that is only punctuation (the `.` a list item or heading ends with) is not a word.
+    """
+    count = len(said)
+    if not count or len(words) < count or words[: count - 1] != said[:-1]:
+        return words[count:]
+    last = words[count - 1]
+    rest = last[len(said[-1]) :] if last != said[-1] and last.startswith(said[-1]) else ""
+    return [rest, *words[count:]] if any(char.isalnum() for char in rest) else words[count:]
+
+
+# A line holding no more than what may begin a block (heading, item, rule, quote, image).
+_BLOCK_MARKER = re.compile(r"#{1,6}|[-*+=_>]+|\d{1,9}[.)]?|!")
+
+
+def _url_begun(line: str) -> bool:
+    """Whether the line's last word is, or may become, a URL (spoken as its host, once it ends)."""
+    last = line.rsplit(None, 1)[-1].lower() if line.strip() else ""
+    return any(last.startswith(start) or start.startswith(last) for start in ("http://", "https://", "www."))
 
 
 def _open_underscore(text: str) -> bool:

@@ -117,6 +117,41 @@ def test_stream_says_what_the_document_says_in_any_fragmentation(cuts: list[int]
     assert (stream.code_blocks, stream.code_lines) == (1, 2)
 
 
+def letters(text: str) -> str:
+    """What a text says, without the whitespace and punctuation in which spoken pieces may differ."""
+    return "".join(char for char in text.replace(PAUSE, "") if char.isalnum())
+
+
+@CI_BUDGET
+@given(st.lists(st.tuples(st.integers(0, len(DOCUMENT)), st.booleans()), max_size=12))
+def test_stream_with_pauses_anywhere_loses_no_word_and_speaks_no_markup(cuts: list[tuple[int, bool]]) -> None:
+    # A pause (an idle flush) may fall inside a word or an open construct: an LLM stalls anywhere.
+    stream = MarkdownStream()
+    said, start = [], 0
+    for cut, pause in sorted(cuts):
+        said.append(stream.feed(DOCUMENT[start:cut]))
+        start = cut
+        if pause:
+            said.append(stream.idle())
+    said += [stream.feed(DOCUMENT[start:]), stream.finish()]
+    assert letters("".join(said)) == letters(to_prose(DOCUMENT).text)
+    spoken_text = "".join(said).replace(PAUSE, "")
+    assert not set("`[]<>|") & set(spoken_text) and "**" not in spoken_text  # (`2 * 3` is prose)
+
+
+def test_stream_idle_inside_a_word_or_a_construct() -> None:
+    stream = MarkdownStream()
+    assert stream.feed("## Head") == ""
+    assert stream.idle() == "Head "
+    assert stream.feed("ing here\n") == "ing here.\n"  # the rest of the word, not lost
+    assert stream.feed("Text <b") == ""
+    assert stream.idle() == ""  # `<b` may be a tag: not said
+    assert stream.feed("r> more.\n") == "Text more.\n"
+    assert stream.feed("2") == ""
+    assert stream.idle() == ""  # an item's number, or a number: the line says
+    assert stream.feed(". Two\n") == "Two.\n"
+
+
 def test_stream_releases_a_line_when_it_ends_and_words_before_that() -> None:
     stream = MarkdownStream()
     assert stream.feed("## Heading that") == ""  # "Heading" may yet be all there is
@@ -223,6 +258,35 @@ def test_stream_of_an_llm_like_producer_has_no_markdown_on_the_wire(
     skipped = [e for e in events if e["event"] == "code_skipped"]
     assert [(e["blocks"], e["lines"]) for e in skipped] == [(1, 1)]
     assert [w["text"] for w in events if w["event"] == "word"] == expected
+
+
+def test_stream_of_a_producer_stalling_mid_word_and_mid_tag_loses_no_word(
+    tmp_path: Path, local_server: RunningServer
+) -> None:
+    # Each stall (1.2 s) is past the idle flush (0.5 s): the unfinished line is spoken then.
+    steps = ["Here is the Head", 1.2, "ing of it and <b", 1.2, "r> then more words.\n"]
+    lines = ["import sys, time"] + [
+        f"time.sleep({step})" if isinstance(step, float) else f"sys.stdout.write({step!r}); sys.stdout.flush()"
+        for step in steps
+    ]
+    env = isolated_env(tmp_path)
+    feeder = subprocess.Popen([sys.executable, "-c", "\n".join(lines)], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.run(
+        [gradium_exe(), "stream", "--base-url", local_server.base_url, "--json", "-o", "stall.pcm"],
+        stdin=feeder.stdout,
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=90,
+    )
+    feeder.wait(10)
+    assert proc.returncode == 0, proc.stderr
+    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    wire = " ".join(e["text"] for e in events if e["event"] == "text")
+    assert letters(wire) == letters("Here is the Heading of it and then more words.")  # "ing", "then", "more" too
+    assert "<" not in wire and ">" not in wire  # the tag is not read out
+    heard = " ".join(w["text"] for w in events if w["event"] == "word")
+    assert letters(heard) == letters(wire)
 
 
 def test_live_view_counts_the_code_that_was_not_spoken() -> None:
