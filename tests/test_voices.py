@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
+import os
 import subprocess
 import threading
 from collections.abc import Callable, Iterator
@@ -19,6 +21,7 @@ from gradium_cli.cli.voices import VOICE_KEYS
 from gradium_cli.server.app import RunningServer
 from tests.audio_checks import sounding_seconds
 from tests.manage_helpers import Cli, one_line_error, pitch_hz, run_on_pty, tone_wav
+from tests.servers import gradium_exe
 
 ServeProcess = Callable[..., tuple[subprocess.Popen[str], str]]
 EMMA = "YTpq7expH9539ERJ"
@@ -245,6 +248,34 @@ def test_a_sample_piped_on_stdin_with_dash(cli: Cli, tmp_path: Path) -> None:
         "gradium: error: no audio piped on stdin (pipe a recording in (-a - < me.wav), or name the file)"
     )
     assert [v["name"] for v in mine(cli)] == ["Piped"]
+
+
+def test_a_sample_from_a_fifo_is_read_at_most_20_mb(cli: Cli, tmp_path: Path) -> None:
+    # A FIFO (`-a <(ffmpeg ...)`) or a device states no size: reading stops past 20 MB, so an
+    # endless one (/dev/zero) cannot fill the memory.
+    fifo = tmp_path / "endless.wav"
+    os.mkfifo(fifo)
+
+    def write_forever() -> None:
+        with contextlib.suppress(BrokenPipeError), fifo.open("wb") as out:
+            for _ in range(64):  # 64 MB unless the reader stops first
+                out.write(b"\0" * (1 << 20))
+
+    writer = threading.Thread(target=write_forever, daemon=True)
+    writer.start()
+    result = subprocess.run(
+        [gradium_exe(), "voices", "create", "--name", "Endless", "--audio", str(fifo)],
+        capture_output=True,
+        env=cli.env,
+        cwd=tmp_path,
+        timeout=60,
+    )
+    writer.join(10)
+    assert result.returncode == 2
+    assert one_line_error(result) == (
+        f"gradium: error: {fifo} holds more than 20 MB; a voice sample must be at most 20 MB"
+    )
+    assert mine(cli) == []
 
 
 def test_duplicate_name_is_refused_and_store_unchanged(cli: Cli, sample: Path) -> None:

@@ -236,9 +236,14 @@ def _read_sample(path: Path) -> bytes:
             raise UsageError(f"{path} is a directory, not an audio file")
         if size > MAX_SAMPLE_BYTES:
             raise UsageError(f"{path} is {size / 1024 / 1024:.1f} MB; a voice sample must be at most 20 MB")
-        return path.read_bytes()
+        # Bounded: a FIFO (`-a <(ffmpeg ...)`) or a device states no size, and /dev/zero has no end.
+        with path.open("rb") as handle:
+            data = handle.read(MAX_SAMPLE_BYTES + 1)
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_SAMPLE_BYTES:
+        raise UsageError(f"{path} holds more than 20 MB; a voice sample must be at most 20 MB")
+    return data
 
 
 def check_sample(path: Path, start_s: float) -> Sample:
