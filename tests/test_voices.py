@@ -278,6 +278,15 @@ def test_a_sample_from_a_fifo_is_read_at_most_20_mb(cli: Cli, tmp_path: Path) ->
     assert mine(cli) == []
 
 
+def test_update_refuses_an_infinite_start(cli: Cli, sample: Path) -> None:
+    cli.ok("voices", "create", "--name", "Mine", "--audio", str(sample))
+    for value in ("inf", "-inf", "-1"):
+        result = cli("voices", "update", "Mine", "--start", value)
+        assert result.returncode == 2, value
+        assert one_line_error(result) == "gradium: error: --start must be a number of seconds, 0 or more"
+    assert [v["start_s"] for v in mine(cli)] == [0.0]
+
+
 def test_duplicate_name_is_refused_and_store_unchanged(cli: Cli, sample: Path) -> None:
     uid = cli.ok("voices", "create", "--name", "Twin", "--audio", str(sample)).stdout.decode().strip()
     before = mine(cli)

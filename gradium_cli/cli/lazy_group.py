@@ -28,9 +28,11 @@ def build_command(entry: CommandEntry) -> Any:
         command = typer.main.get_command(holder)
     command.name = entry.name
     command.short_help = entry.summary
+    from gradium_cli.cli.float_options import refuse_nan
     from gradium_cli.cli.global_options import add_global_options
 
     add_global_options(command)
+    refuse_nan(command)
     return command
 
 

@@ -1,6 +1,7 @@
 """`gradium voices`: list, inspect, clone, rename, delete and preview voices (PROTOCOL.md §8)."""
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -374,8 +375,8 @@ def update_voice(
         fail(UsageError("nothing to change: give --name, --description, --language or --start"))
     if name is not None and not name.strip():
         fail(UsageError("--name must not be empty"))
-    if start is not None and start < 0:
-        fail(UsageError("--start must be 0 or more"))
+    if start is not None and not 0 <= start < math.inf:  # a request body (JSON) cannot carry inf
+        fail(UsageError("--start must be a number of seconds, 0 or more"))
     if name is not None:
         changes["name"] = name.strip()
     record = run(_update(backend, voice, changes))
