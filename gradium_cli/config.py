@@ -112,6 +112,8 @@ def check_value(name: str, value: str) -> str:
         raise UsageError(f"the value for {name} must be one line")
     if name == "api-key":
         check_api_key(value, "typed")
+    if name == "base-url":
+        check_base_url(value, "typed")
     if name == "region" and value not in REGION_URLS:
         raise UsageError(f"unknown region '{value}' (choose eu or us)")
     if name == "timeout":
@@ -268,6 +270,8 @@ def resolve(
     found = _resolve(name, flag_value, profile, default, announce=announce)
     if name == "api-key" and found.value is not None:
         check_api_key(found.value, found.source, profile)
+    if name == "base-url" and found.value:
+        check_base_url(found.value, found.source, profile)
     return found
 
 
@@ -302,9 +306,47 @@ def check_api_key(key: str, source: str, profile: str | None = None) -> None:
     raise ConfigError(f"the API key in {where} {problem}", hint="set it again: `gradium config set api-key`")
 
 
+def base_url_problem(url: str) -> str | None:
+    """Why `url` cannot be an API root, or None.
+
+    Else the URL parsers fail deep in a request (a traceback: `http://[::1`, a port past
+    65535), or an unknown scheme becomes a host name (`ftp://x/` → `https://ftp://x/`).
+    """
+    from urllib.parse import urlsplit
+
+    scheme, sep, _ = url.partition("://")
+    if sep and scheme.lower() not in ("http", "https", "ws", "wss"):
+        return f"'{scheme}://' is not a scheme it can have (http://, https://, ws:// or wss://)"
+    try:
+        parts = urlsplit(url if sep else f"https://{url}")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not one
+    except ValueError as exc:
+        return str(exc)
+    return None if parts.hostname else "it names no host"
+
+
+def check_base_url(url: str, source: str, profile: str | None = None) -> None:
+    """A base URL fit to connect to, or an error named by where it came from (the URL masked)."""
+    problem = base_url_problem(url)
+    if problem is None:
+        return
+    from gradium_cli.ui.redact import mask_url_passwords
+
+    shown = mask_url_passwords(url)
+    if source in ("flag", "typed"):
+        raise UsageError(f"base URL {shown}: {problem}")
+    where = _where_set("base-url", source, profile)
+    raise ConfigError(f"{where}: base URL {shown}: {problem}", hint=_how_to_fix("base-url", source))
+
+
 def _where_set(name: str, source: str, profile: str | None) -> str:
     """Where a setting of source "env" or "config" was set, for an error that names it."""
     return ENV_VARS[name] if source == "env" else f"{config_path()} [{active_profile(profile)}]"
+
+
+def _how_to_fix(name: str, source: str) -> str:
+    """The hint of an error about a setting of source "env" or "config"."""
+    return f"unset {ENV_VARS[name]} or fix it" if source == "env" else f"`gradium config unset {name}`, or set it again"
 
 
 def configured(name: str, profile: str | None = None) -> str | None:
@@ -317,9 +359,5 @@ def configured(name: str, profile: str | None = None) -> str | None:
     try:
         return check_value(name, found.value)
     except UsageError as exc:
-        fix = (
-            f"unset {ENV_VARS[name]} or fix it"
-            if found.source == "env"
-            else f"`gradium config unset {name}`, or set it again"
-        )
-        raise ConfigError(f"{_where_set(name, found.source, profile)}: {exc.message}", hint=fix) from None
+        where = _where_set(name, found.source, profile)
+        raise ConfigError(f"{where}: {exc.message}", hint=_how_to_fix(name, found.source)) from None

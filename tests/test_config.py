@@ -339,3 +339,29 @@ def test_unwritable_config_dir_is_exit_3(tmp_path: Path) -> None:
     finally:
         if as_root:
             shutil.rmtree(home)
+
+
+def test_a_base_url_that_is_not_one_is_refused_where_it_was_set(tmp_path: Path) -> None:
+    # Else the URL parsers failed deep in a request (a traceback), or `ftp://x/` became a host `ftp`.
+    for url, problem in (
+        ("http://[::1", "Invalid IPv6 URL"),
+        ("http://localhost:99999/api/", "Port out of range 0-65535"),
+        ("ftp://x/", "'ftp://' is not a scheme it can have (http://, https://, ws:// or wss://)"),
+        ("http:///api/", "it names no host"),
+    ):
+        flag = gradium(tmp_path, "say", "Hello", "-o", "x.wav", "--base-url", url)
+        assert flag.stderr.decode() == f"gradium: error: base URL {url}: {problem}\n"
+        assert flag.returncode == 2
+        env = gradium(tmp_path, "voices", "list", env=isolated_env(tmp_path, GRADIUM_BASE_URL=url))
+        assert env.stderr.decode() == (
+            f"gradium: error: GRADIUM_BASE_URL: base URL {url}: {problem} (unset GRADIUM_BASE_URL or fix it)\n"
+        )
+        assert env.returncode == 3
+        stored = gradium(tmp_path, "config", "set", "base-url", url)
+        assert stored.stderr.decode() == f"gradium: error: base URL {url}: {problem}\n"
+        assert stored.returncode == 2
+    assert not (tmp_path / "config" / "config.ini").exists() and not (tmp_path / "x.wav").exists()
+    # ws-raw's full URL, its password masked.
+    raw = gradium(tmp_path, "ws-raw", "--url", "wss://me:secret@[::1/api/speech/tts", input=b"{}\n")
+    assert raw.stderr.decode() == "gradium: error: --url wss://me:****@[::1/api/speech/tts: Invalid IPv6 URL\n"
+    assert raw.returncode == 2

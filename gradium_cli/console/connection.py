@@ -18,10 +18,11 @@ from websockets.frames import Frame, Opcode
 from websockets.protocol import Event
 
 from gradium_cli.backend import BackendOptions, open_backend
-from gradium_cli.config import mask_secret, resolve
+from gradium_cli.config import base_url_problem, mask_secret, resolve
 from gradium_cli.errors import UsageError
 from gradium_cli.transport.endpoint import TTS_ROUTE, Endpoint, normalise_base_url
 from gradium_cli.transport.ws import open_websocket
+from gradium_cli.ui.redact import mask_url_passwords
 
 SECRET_HEADERS = ("x-api-key", "authorization", "proxy-authorization", "cookie", "set-cookie")
 
@@ -112,6 +113,9 @@ def open_target(
             raise UsageError("give --url or --path, not both", hint="--path is relative to the base URL")
         if backend.local:
             raise UsageError("--local and --url cannot be combined")
+        problem = base_url_problem(url)
+        if problem is not None:
+            raise UsageError(f"--url {mask_url_passwords(url)}: {problem}")
         full = ws_url(url)
         key = resolve("api-key", backend.api_key, backend.profile).value
         headers = Endpoint(full, key, backend.timeout, extra_headers).headers()
