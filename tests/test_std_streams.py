@@ -121,6 +121,15 @@ def test_stdout_on_a_full_disk_is_one_line_and_exit_9(
     assert code == 9
 
 
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full (a device whose writes fail: disk full)")
+@pytest.mark.parametrize("command", ["--version", "--help", "say --help"])
+def test_help_and_version_on_a_full_disk_are_one_line_and_exit_9(tmp_path: Path, command: str) -> None:
+    """Printed while the arguments are parsed, before any command's own handling: a traceback."""
+    code, _, _ = bash(tmp_path, f'"$GRADIUM" {command} > /dev/full 2>err.txt')
+    assert (tmp_path / "err.txt").read_text() == "gradium: error: disk full while writing stdout\n"
+    assert code == 9
+
+
 def test_a_listing_to_a_reader_that_went_away_is_not_an_error(tmp_path: Path, local_server: RunningServer) -> None:
     # The reader closed its end before anything was written: the listing's write meets a broken pipe.
     line = f'"$GRADIUM" voices list --base-url {local_server.base_url} 2>err.txt | (exec 0<&-; sleep 1)'

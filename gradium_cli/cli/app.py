@@ -1,8 +1,9 @@
 """The `gradium` Typer app: global options in a callback, one module per command."""
 
+import errno
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, NoReturn
 
 import typer
 
@@ -58,6 +59,23 @@ def main_options(
     set_env(env)
 
 
+def stdout_failed_while_parsing(error: OSError) -> NoReturn:
+    """`--help` or `--version` (printed while the arguments are parsed, before any command's
+    own handling) to a full disk or a reader that went away: as for any command's output,
+    one line and exit 9, or exit 0. Any other error goes on as it was."""
+    from gradium_cli.ui.env import stdout_failure
+
+    if isinstance(error, BrokenPipeError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not raise again
+        sys.exit(0)
+    if error.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
+        raise error
+    failure = stdout_failure(error)  # also points stdout at /dev/null, for the same reason
+    print(f"gradium: error: {failure.message}", file=sys.stderr)
+    sys.exit(int(failure.exit_code))
+
+
 def main() -> None:
     from gradium_cli.ui.env import reopen_closed_std_fds
 
@@ -65,6 +83,8 @@ def main() -> None:
     # Not standalone: a usage error becomes one line and a hint here, not Click's three-line block.
     try:
         code = app(standalone_mode=False)
+    except OSError as error:
+        stdout_failed_while_parsing(error)
     except typer.Abort:
         print("gradium: aborted", file=sys.stderr)
         sys.exit(1)

@@ -10,7 +10,10 @@ import errno
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO, TextIO, cast
+from typing import TYPE_CHECKING, Any, BinaryIO, TextIO, cast
+
+if TYPE_CHECKING:
+    from gradium_cli.errors import OutputError
 
 CLOSED_STD_FDS: set[int] = set()  # which of stdin, stdout, stderr were closed when we started
 
@@ -51,7 +54,7 @@ class StdoutWriter:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _stdout_failed(exc) from None
+            raise stdout_failure(exc) from None
 
     def flush(self) -> None:
         try:
@@ -59,13 +62,13 @@ class StdoutWriter:
         except BrokenPipeError:
             raise
         except OSError as exc:
-            raise _stdout_failed(exc) from None
+            raise stdout_failure(exc) from None
 
     def __getattr__(self, name: str) -> Any:  # fileno, seek, tell, seekable... as the stream has them
         return getattr(self._stream, name)
 
 
-def _stdout_failed(exc: OSError) -> Exception:
+def stdout_failure(exc: OSError) -> OutputError:
     from gradium_cli.errors import OutputError
 
     # What stays in stdout's buffer would fail again in the interpreter's last flush ("Exception
