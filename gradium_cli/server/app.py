@@ -28,6 +28,7 @@ from gradium_cli.server.rest import ROUTES
 from gradium_cli.server.state import ServerOptions, ServerState
 from gradium_cli.server.workers import EngineCrashed
 from gradium_cli.server.ws import speech_to_text_endpoint, tts_endpoint
+from gradium_cli.server.ws_protocol import websocket_protocol
 
 
 def create_app(options: ServerOptions, state: ServerState | None = None) -> Starlette:
@@ -97,6 +98,8 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         ws_max_size=2 * options.max_message_bytes,
         # The protocol has no use for compression and the SDK never offers it (§1.3).
         ws_per_message_deflate=False,
+        # Pongs are dropped while the client is not reading: a ping flood cannot grow memory.
+        ws=websocket_protocol(),
         http=header_limited_protocol(options.header_timeout_s, options.max_pending_headers, connection_budget()),
         # Also how many connections asyncio accepts per wake-up, before any is counted.
         backlog=ACCEPT_BURST,
