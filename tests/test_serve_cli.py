@@ -69,3 +69,22 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path, serve_process: Any) -> Non
         == f"gradium serve: error: could not listen on 127.0.0.1:{port} (in use?)"
     )
     stop(proc)
+
+
+def test_a_client_req_id_cannot_forge_log_lines_or_drive_the_terminal(serve_process: Any) -> None:
+    from websockets.sync.client import connect
+
+    proc, base_url = serve_process()
+    hostile = "r1\ntransport=ws status=ok forged=1\x1b[2J\x9b31m"
+    with connect(base_url.replace("http://", "ws://") + "speech/tts") as ws:
+        ws.send(json.dumps({"type": "setup", "output_format": "pcm", "client_req_id": hostile}))
+        ws.send(json.dumps({"type": "text", "text": "Logged.", "client_req_id": hostile}))
+        ws.send(json.dumps({"type": "end_of_stream", "client_req_id": hostile}))
+        kinds = []
+        while not kinds or kinds[-1] != "end_of_stream":
+            kinds.append(json.loads(ws.recv(timeout=30))["type"])
+    _, stderr = stop(proc)
+    requests = [line for line in stderr.splitlines() if line.startswith("transport=")]
+    assert len(requests) == 1, stderr
+    assert f"client_req_id={json.dumps(hostile)} " in requests[0]
+    assert "\x1b" not in stderr and "\x9b" not in stderr and "forged=1\n" not in stderr

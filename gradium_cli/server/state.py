@@ -269,5 +269,16 @@ class RequestLog:
         if self.json_logs:
             line = json.dumps({"ts": round(time.time(), 3), "event": "request", **fields})
         else:
-            line = " ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+            line = " ".join(f"{k}={log_value(v)}" for k, v in fields.items() if v is not None)
         print(line, file=sys.stderr, flush=True)
+
+
+def log_value(value: object) -> str:
+    """A field's value as one token of a human log line. Some come from the client (its
+    `client_req_id`, verbatim): one holding a newline forged whole log lines, and escape
+    sequences drove the operator's terminal. Anything but a plain token is quoted as JSON,
+    which escapes control and non-ASCII characters and keeps spaces inside the quotes."""
+    text = str(value)
+    if text and text.isprintable() and text.isascii() and " " not in text and '"' not in text:
+        return text
+    return json.dumps(text)
