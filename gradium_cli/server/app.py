@@ -25,9 +25,9 @@ from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
 from gradium_cli.server.guard import Guard
 from gradium_cli.server.header_limits import header_limited_protocol
 from gradium_cli.server.rest import ROUTES
+from gradium_cli.server.rest_common import BodyCut
 from gradium_cli.server.state import ServerOptions, ServerState
-from gradium_cli.server.workers import EngineCrashed
-from gradium_cli.server.ws import speech_to_text_endpoint, tts_endpoint
+from gradium_cli.server.ws import SEND_GRACE_S, speech_to_text_endpoint, tts_endpoint
 from gradium_cli.server.ws_protocol import websocket_protocol
 
 
@@ -58,13 +58,14 @@ class OneLineClientErrors(logging.Filter):
     client's fault and fully handled (the socket closes with 1007, as README's
     limits say); asyncio logs running out of descriptors in `accept()` with one,
     although it only stops accepting for a second and then carries on; an engine
-    crash that cuts a streamed REST response short is logged by the request itself.
+    crash (or the session's end) that cuts a streamed REST response short is logged by the
+    request itself.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info and isinstance(record.exc_info[1], EngineCrashed):
-            # An only_audio REST response cut short by a crash: the request has already
-            # logged it in one line, and raising is how its client learns the body is unfinished.
+        if record.exc_info and isinstance(record.exc_info[1], BodyCut):
+            # An only_audio REST response cut short (a crash, the session's end): the request has
+            # already logged it in one line, and raising is how its client learns the body is unfinished.
             return False
         message = record.getMessage()
         if record.exc_info and message.startswith("Invalid UTF-8 sequence received from client"):
@@ -100,7 +101,13 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         ws_per_message_deflate=False,
         # Pongs are dropped while the client is not reading: a ping flood cannot grow memory.
         ws=websocket_protocol(),
-        http=header_limited_protocol(options.header_timeout_s, options.max_pending_headers, connection_budget()),
+        http=header_limited_protocol(
+            options.header_timeout_s,
+            options.max_pending_headers,
+            connection_budget(),
+            # As long as a WebSocket request may hold its client: its session, then the grace.
+            response_s=options.max_session_s + SEND_GRACE_S,
+        ),
         # Also how many connections asyncio accepts per wake-up, before any is counted.
         backlog=ACCEPT_BURST,
         lifespan="off",

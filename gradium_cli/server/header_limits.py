@@ -14,6 +14,13 @@ connection waiting longest for its headers; when none is waiting, the newcomer
 is answered 503 once its request arrives, and closed, so the server never runs
 out of descriptors. (Answering before the request is read would not do: closing
 a socket with unread input sends a reset, which destroys the answer in transit.)
+
+A response, once started, must be complete and read by the client within a time
+(the session's 300 s and the WebSocket's 5 s of grace): else the connection is
+dropped. uvicorn waits on its flow control for as long as a client that stops
+reading likes, and closes a connection only once what it holds is written, so a
+client that read nothing of a one-shot TTS stream held its connection, and the
+voice it spoke with, for good.
 """
 
 from __future__ import annotations
@@ -33,12 +40,15 @@ BUSY_RESPONSE = (
 )
 
 
-def header_limited_protocol(timeout_s: float, max_pending: int, max_connections: int) -> type[H11Protocol]:
+def header_limited_protocol(
+    timeout_s: float, max_pending: int, max_connections: int, response_s: float
+) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol with the limits; one class per server, which counts its own connections."""
     pending: OrderedDict[HeaderLimitedProtocol, None] = OrderedDict()
 
     class HeaderLimitedProtocol(H11Protocol):
         _header_timer: asyncio.TimerHandle | None = None
+        _response_timer: asyncio.TimerHandle | None = None
         _refused = False  # over the budget: answered 503 when its request comes
 
         def connection_made(self, transport: Any) -> None:
@@ -69,7 +79,37 @@ def header_limited_protocol(timeout_s: float, max_pending: int, max_connections:
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._headers_done()
+            if self._response_timer is not None:
+                self._response_timer.cancel()
             super().connection_lost(exc)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            # A new request's cycle, its task not started yet: its responses start the deadline.
+            cycle = self.cycle
+            if cycle is not None and not getattr(cycle, "_deadline_armed", False):
+                cycle._deadline_armed = True  # type: ignore[attr-defined]
+                send = cycle.send
+
+                async def send_within_deadline(message: Any) -> None:
+                    if message["type"] == "http.response.start":
+                        self._start_response_deadline(cycle)
+                    await send(message)
+
+                cycle.send = send_within_deadline  # type: ignore[method-assign]
+
+        def _start_response_deadline(self, cycle: Any) -> None:
+            if self._response_timer is not None:  # a kept-alive connection's earlier response
+                self._response_timer.cancel()
+            self._response_timer = self.loop.call_later(response_s, self._response_overdue, cycle)
+
+        def _response_overdue(self, cycle: Any) -> None:
+            """Drop the connection if this response is unfinished, or what was sent is still
+            unread (the bytes held now are this response's, or a later one's not yet due)."""
+            self._response_timer = None
+            unfinished = cycle is self.cycle and not cycle.response_complete
+            if unfinished or self.transport.get_write_buffer_size():
+                self.transport.abort()
 
         def _await_headers(self) -> None:
             if self._header_timer is not None:

@@ -29,6 +29,11 @@ class SetupProblem(Exception):
         self.http_status = http_status  # REST: a missing draft is a 404 (§9), the rest a 500
 
 
+def session_too_long(max_session_s: float) -> SetupProblem:
+    """A request past the session's time limit (§11.3), on either transport."""
+    return SetupProblem(f"session too long: at most {max_session_s:g} s per session")
+
+
 def voice_uid(voice: CatalogVoice | dict[str, Any]) -> str:
     """The id of a voice `resolve_settings` returned: catalog or custom."""
     return voice.uid if isinstance(voice, CatalogVoice) else str(voice["uid"])

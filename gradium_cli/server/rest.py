@@ -22,8 +22,9 @@ from starlette.types import Receive, Scope, Send
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.catalog import analyse_sample
-from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
+from gradium_cli.server.requests import SetupProblem, resolve_settings, session_too_long, voice_uid
 from gradium_cli.server.rest_common import (
+    BodyCut,
     Refused,
     authenticated,
     detail,
@@ -147,21 +148,26 @@ async def _speak(
 
     async def messages() -> AsyncIterator[m.ServerMessage]:
         # In use until the last byte is out, as over the WebSocket: deleting it meanwhile is a 409.
-        error: str | None = None
+        error: SetupProblem | None = None
         with state.voice_in_use(speaking_as):
             for message in first:
                 yield message
             try:
                 for index in range(1, len(units)):
+                    # A session lasts at most max_session_s on REST as on the WebSocket (§11.3);
+                    # a client that stops reading is dropped after it by the HTTP protocol.
+                    if time.monotonic() - started > state.options.max_session_s:
+                        error = session_too_long(state.options.max_session_s)
+                        break
                     for message in await render(index):
                         yield message
             except EngineCrashed as crash:
-                error = str(crash)
+                error = SetupProblem(str(crash), m.INTERNAL_ERROR)
         state.usage.consumed_credits += len(text)
         state.usage.egress_audio_duration += renderer.audio_seconds
-        log(error)
+        log(None if error is None else error.message)
         if error is not None:
-            yield m.ErrorMessage(error, m.INTERNAL_ERROR)
+            yield m.ErrorMessage(error.message, error.code)
 
     if only_audio:
 
@@ -170,7 +176,7 @@ async def _speak(
                 if isinstance(message, m.Audio):
                     yield message.audio
                 elif isinstance(message, m.ErrorMessage):
-                    raise EngineCrashed(message.message)  # the client sees an unfinished body
+                    raise BodyCut(message.message)  # the client sees an unfinished body
 
         return HeldResponse(audio_bytes(), settings.fmt.content_type, state, len(text))
 

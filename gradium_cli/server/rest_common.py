@@ -22,6 +22,12 @@ Endpoint = Callable[[Request], Awaitable[Response]]
 StateEndpoint = Callable[[Request, ServerState], Awaitable[Response]]
 
 
+class BodyCut(RuntimeError):
+    """An `only_audio` response ends before its audio (an engine crash, the session's end):
+    raising is how its client learns that the body is unfinished, as uvicorn then closes the
+    connection mid-body. The request has logged why in one line already."""
+
+
 class Refused(Exception):
     """The request is wrong; `response` says how (a 4xx in the protocol's shape)."""
 
