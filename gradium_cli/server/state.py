@@ -43,6 +43,10 @@ def server_busy_message(options: ServerOptions) -> str:
 
 
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+# Browser tokens (`api-keys/token`): each lives this long unless used, and at most this many
+# live at once (the oldest goes for a new one): minting must not grow the server's memory.
+TOKEN_TTL_S = 300.0
+MAX_LIVE_TOKENS = 1000
 
 
 @dataclass(frozen=True)
@@ -225,8 +229,17 @@ class ServerState:
         return None
 
     def mint_token(self) -> tuple[str, float]:
+        """A single-use token. Unused ones were kept for good, expired or not, so each call
+        grew the server by one; now the expired and, past MAX_LIVE_TOKENS, the oldest go."""
+        now = time.time()
+        # Minted in order of expiry, so the expired and the oldest are at the front.
+        while self.tokens:
+            oldest, expiry = next(iter(self.tokens.items()))
+            if expiry > now and len(self.tokens) < MAX_LIVE_TOKENS:
+                break
+            del self.tokens[oldest]
         token = secrets.token_urlsafe(24)
-        expiry = time.time() + 300
+        expiry = now + TOKEN_TTL_S
         self.tokens[token] = expiry
         return token, expiry
 
