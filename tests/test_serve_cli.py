@@ -88,3 +88,28 @@ def test_a_client_req_id_cannot_forge_log_lines_or_drive_the_terminal(serve_proc
     assert len(requests) == 1, stderr
     assert f"client_req_id={json.dumps(hostile)} " in requests[0]
     assert "\x1b" not in stderr and "\x9b" not in stderr and "forged=1\n" not in stderr
+
+
+def test_stopping_does_not_wait_for_ever_on_clients_that_read_nothing(serve_process: Any) -> None:
+    import socket
+
+    from tests.test_serve_pings import open_websocket
+    from tests.test_serve_rest_session import LONG_TEXT, post_tts_head
+
+    proc, base_url = serve_process()
+    address = ("127.0.0.1", int(base_url.rsplit(":", 1)[1].split("/")[0]))
+    ws = open_websocket(address)
+    for message in ({"type": "setup", "output_format": "pcm"}, {"type": "text", "text": LONG_TEXT}):
+        data = json.dumps(message).encode()
+        ws.sendall(bytes([0x81, 0x80 | 127]) + len(data).to_bytes(8, "big") + b"\0\0\0\0" + data)
+    rest = post_tts_head(address, {"text": LONG_TEXT, "output_format": "pcm", "only_audio": True})
+    clients: list[socket.socket] = [ws, rest]
+    try:
+        ws.recv(1)  # the request is under way; from now on neither client reads
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)  # uvicorn waited for ever for them to read
+    finally:
+        for client in clients:
+            client.close()
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert "gradium serve: stopping: connections still open after 5 s are cut" in stderr

@@ -16,7 +16,6 @@ import struct
 import termios
 import time
 
-from gradium_cli.server.app import RunningServer
 from tests.test_server_limits import Factory, assert_served, speak
 from tests.test_server_socket import server_side
 
@@ -32,11 +31,11 @@ def masked_ping() -> bytes:
     return bytes([0x89, 0x80 | len(PING_PAYLOAD)]) + b"\0\0\0\0" + PING_PAYLOAD
 
 
-def open_websocket(server: RunningServer) -> socket.socket:
+def open_websocket(address: tuple[str, int]) -> socket.socket:
     """A WebSocket handshake by hand, on a socket that will read nothing after it."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect((server.host, server.port))
+    sock.connect(address)
     key = base64.b64encode(os.urandom(16)).decode()
     sock.sendall(
         (
@@ -57,7 +56,7 @@ def unread_bytes(sock: socket.socket) -> int:
 
 def test_a_ping_flood_from_a_client_that_reads_nothing_grows_no_buffer(server_factory: Factory) -> None:
     server = server_factory()
-    client = open_websocket(server)
+    client = open_websocket((server.host, server.port))
     try:
         client.sendall(masked_ping() * PINGS)
         protocol = server_side(server, client.getsockname())

@@ -14,7 +14,6 @@ import time
 
 import httpx
 
-from gradium_cli.server.app import RunningServer
 from tests.test_server_limits import Factory
 from tests.test_server_socket import server_side
 
@@ -22,12 +21,12 @@ LONG_TEXT = "The session has a time limit. " * 1500  # thousands of units: secon
 DEADLINE_S = 60.0
 
 
-def post_tts_head(server: RunningServer, body: dict[str, object]) -> socket.socket:
+def post_tts_head(address: tuple[str, int], body: dict[str, object]) -> socket.socket:
     """POST the one-shot TTS on a raw socket that buffers little, and read up to its status line."""
     raw = json.dumps(body).encode()
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16 * 1024)
-    sock.connect((server.host, server.port))
+    sock.connect(address)
     sock.sendall(
         b"POST /api/post/speech/tts HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
         b"Content-Length: %d\r\n\r\n%s" % (len(raw), raw)
@@ -49,7 +48,7 @@ def test_a_rest_stream_past_the_session_ends_with_session_too_long(server_factor
 def test_a_rest_client_that_stops_reading_is_dropped_after_the_session(server_factory: Factory) -> None:
     server = server_factory(max_session_s=1.0)
     state = server.server.config.app.state.gradium
-    client = post_tts_head(server, {"text": LONG_TEXT, "output_format": "pcm", "only_audio": True})
+    client = post_tts_head((server.host, server.port), {"text": LONG_TEXT, "output_format": "pcm", "only_audio": True})
     try:
         protocol = server_side(server, client.getsockname())
 

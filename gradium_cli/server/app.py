@@ -59,7 +59,7 @@ class OneLineClientErrors(logging.Filter):
     limits say); asyncio logs running out of descriptors in `accept()` with one,
     although it only stops accepting for a second and then carries on; an engine
     crash (or the session's end) that cuts a streamed REST response short is logged by the
-    request itself.
+    request itself; uvicorn's "Cancel N running task(s)" on stopping is said in our words.
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
@@ -71,6 +71,9 @@ class OneLineClientErrors(logging.Filter):
         if record.exc_info and message.startswith("Invalid UTF-8 sequence received from client"):
             record.exc_info = None
             record.exc_text = None
+        elif message.startswith("Cancel ") and message.endswith("timeout graceful shutdown exceeded"):
+            record.msg = f"gradium serve: stopping: connections still open after {SEND_GRACE_S:g} s are cut"
+            record.args = ()
         elif message.startswith("socket.accept() out of system resource"):
             reason = record.exc_info[1] if record.exc_info else None
             record.msg = f"gradium serve: cannot accept connections for 1 s ({reason or 'out of resources'})"
@@ -111,6 +114,9 @@ def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object
         # Also how many connections asyncio accepts per wake-up, before any is counted.
         backlog=ACCEPT_BURST,
         lifespan="off",
+        # Stopping (SIGTERM, Ctrl-C) waits this long for responses to finish, as for any client
+        # that stops reading: uvicorn waited for ever on one that read nothing.
+        timeout_graceful_shutdown=round(SEND_GRACE_S),
         **extra,  # type: ignore[arg-type]
     )
     quiet_client_errors()  # after Config: it sets up uvicorn's loggers
