@@ -441,6 +441,17 @@ def test_pronunciation_validation(fresh_api: httpx.Client) -> None:
     assert isinstance(duplicate.json()["detail"], str)
 
 
+@pytest.mark.parametrize("description", [["a", "list"], {"an": "object"}, 42, True])
+def test_a_dictionary_description_that_is_not_text_is_a_422_on_create_as_on_update(
+    fresh_api: httpx.Client, description: object
+) -> None:
+    body = {"name": unique("Described"), "language": "en", "description": description}
+    created = fresh_api.post("pronunciations/", json=body)
+    assert created.status_code == 422, created.text
+    assert created.json() == not_a_string("description")
+    assert fresh_api.get("pronunciations/").json()["total"] == 0  # nothing was stored
+
+
 def test_a_dictionary_phrase_has_at_most_16_words(fresh_api: httpx.Client) -> None:
     """Matching tries every phrase length at every word: phrases of hundreds of words made an
     800-word request render for 25 s. 15 and 16 words are stored and spoken, 17 refused."""

@@ -423,6 +423,9 @@ async def list_dictionaries(request: Request, state: ServerState) -> Response:
 @authenticated
 async def create_dictionary(request: Request, state: ServerState) -> Response:
     body = await json_body(request)
+    # As on update: a description that is not text (any JSON value was stored as it came)
+    # broke the response's schema for every client that lists dictionaries.
+    _check_text_fields(body)
     name, language = body.get("name"), body.get("language")
     if not isinstance(name, str) or not name.strip():
         return validation_error(["body", "name"], "Field required")
