@@ -452,6 +452,15 @@ def test_a_dictionary_description_that_is_not_text_is_a_422_on_create_as_on_upda
     assert fresh_api.get("pronunciations/").json()["total"] == 0  # nothing was stored
 
 
+def test_unknown_routes_and_methods_answer_in_the_protocols_json_shape(api: httpx.Client) -> None:
+    missing = api.get("no-such-route")
+    assert (missing.status_code, missing.json()) == (404, {"detail": "Not Found"})
+    assert missing.headers["content-type"] == "application/json"
+    wrong_method = api.patch("voices/")
+    assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": "Method Not Allowed"})
+    assert "GET" in wrong_method.headers["allow"]  # kept from Starlette's answer
+
+
 def test_a_dictionary_phrase_has_at_most_16_words(fresh_api: httpx.Client) -> None:
     """Matching tries every phrase length at every word: phrases of hundreds of words made an
     800-word request render for 25 s. 15 and 16 words are stored and spoken, 17 refused."""

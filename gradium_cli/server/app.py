@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 import uvicorn
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.routing import WebSocketRoute
@@ -25,7 +26,7 @@ from gradium_cli.server.designer import ROUTES as DESIGNER_ROUTES
 from gradium_cli.server.guard import Guard
 from gradium_cli.server.header_limits import header_limited_protocol
 from gradium_cli.server.rest import ROUTES
-from gradium_cli.server.rest_common import BodyCut
+from gradium_cli.server.rest_common import BodyCut, http_error
 from gradium_cli.server.state import ServerOptions, ServerState
 from gradium_cli.server.ws import SEND_GRACE_S, speech_to_text_endpoint, tts_endpoint
 from gradium_cli.server.ws_protocol import websocket_protocol
@@ -46,7 +47,7 @@ def create_app(options: ServerOptions, state: ServerState | None = None) -> Star
         *DESIGNER_ROUTES,
         *ROUTES,
     ]
-    app = Starlette(routes=routes, middleware=middleware)
+    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
     app.state.gradium = state or ServerState(options)
     return app
 
