@@ -113,3 +113,23 @@ def test_stopping_does_not_wait_for_ever_on_clients_that_read_nothing(serve_proc
             client.close()
     assert "Traceback" not in stderr, stderr[-2000:]
     assert "gradium serve: stopping: connections still open after 5 s are cut" in stderr
+
+
+def test_a_request_cut_by_its_client_leaving_is_not_logged_ok(serve_process: Any) -> None:
+    from websockets.sync.client import connect
+
+    from tests.test_serve_rest_session import LONG_TEXT
+
+    proc, base_url = serve_process()
+    with connect(base_url.replace("http://", "ws://") + "speech/tts") as ws:
+        ws.send(json.dumps({"type": "setup", "output_format": "pcm"}))
+        ws.send(json.dumps({"type": "text", "text": LONG_TEXT}))
+        ws.send(json.dumps({"type": "end_of_stream"}))
+        while json.loads(ws.recv(timeout=30))["type"] != "audio":
+            pass
+    # The client left after its first audio, minutes of audio before the end.
+    _, stderr = stop(proc)
+    requests = [line for line in stderr.splitlines() if line.startswith("transport=")]
+    assert len(requests) == 1, stderr
+    assert "status=error" in requests[0], requests[0]
+    assert 'error="cancelled: the connection closed before the request ended"' in requests[0]

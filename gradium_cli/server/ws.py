@@ -207,6 +207,11 @@ class Request:
         except Exception as exc:
             error, self.error_code = f"internal error: {exc}", m.INTERNAL_ERROR
             await self.conn.send_error(error, m.INTERNAL_ERROR, self.client_req_id)
+        except asyncio.CancelledError:
+            # The connection ended under the request (the client left, the server stops):
+            # it was logged `status=ok`, as if all its audio had gone out.
+            error = "cancelled: the connection closed before the request ended"
+            raise
         finally:
             self._log(error)
             await self.conn.request_done(self, failed=error is not None)
