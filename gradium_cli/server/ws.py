@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gradium_cli.protocol import messages as m
-from gradium_cli.server.requests import SetupProblem, resolve_settings, voice_uid
+from gradium_cli.server.requests import SetupProblem, resolve_settings, session_too_long, voice_uid
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState, server_busy_message
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths
@@ -220,7 +220,7 @@ class Request:
         return self.started + self.conn.state.options.max_session_s - time.monotonic()
 
     def _session_too_long(self) -> SetupProblem:
-        return SetupProblem(f"session too long: at most {self.conn.state.options.max_session_s:g} s per session")
+        return session_too_long(self.conn.state.options.max_session_s)
 
     async def _send_paced(self, out: list[m.ServerMessage]) -> None:
         options = self.conn.state.options
