@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import gc
 import json
 import os
 import re
@@ -345,6 +346,41 @@ def test_requests_in_progress_are_capped_across_sockets_and_rest(server_factory:
     for messages in served:
         assert messages[-1]["type"] == "end_of_stream" and any(x["type"] == "audio" for x in messages)
     assert_served(speak(server))
+
+
+def queued_items(req_id: str) -> int:
+    """What the server's request with this id has queued, not yet taken (the in-thread server's)."""
+    from gradium_cli.server.ws import Request
+
+    found = [o for o in gc.get_objects() if type(o) is Request and o.client_req_id == req_id]
+    assert len(found) == 1, found
+    return found[0].queue.qsize()
+
+
+def test_frames_that_carry_no_text_are_not_queued_while_a_request_renders(server_factory: Factory) -> None:
+    """The text budget counts characters: an `end_of_stream` after the first, or an empty text,
+    counts none, and each was queued while the request paced its audio out (the server takes
+    ~13,000 frames a second: 250 MB over a session). A request takes nothing after its
+    end_of_stream, and an empty text adds nothing to speak: neither is kept."""
+    server = server_factory(realtime=True)
+    slow = {"client_req_id": "slow"}
+
+    async def flood() -> int:
+        async with connect(ws_url(server), max_size=None, ping_interval=None) as ws:
+            await send(ws, "setup", output_format="pcm", close_ws_on_eos=False, **slow)
+            # About 30 s of speech, paced out at real time: the request renders throughout.
+            await send(ws, "text", text="One two three four five six seven eight. " * 12, **slow)
+            await send(ws, "end_of_stream", **slow)
+            for _ in range(5_000):
+                await send(ws, "text", text="", **slow)
+                await send(ws, "end_of_stream", **slow)
+            # Frames are handled in order: this setup's `ready` comes once all before it were.
+            await send(ws, "setup", output_format="pcm", client_req_id="probe")
+            while (await recv(ws)).get("client_req_id") != "probe":
+                pass
+            return queued_items("slow")
+
+    assert asyncio.run(flood()) <= 1  # at most the first end_of_stream, if not taken yet
 
 
 def test_a_message_crossing_the_text_limit_is_not_held_whole(server_factory: Factory) -> None:

@@ -496,6 +496,10 @@ class Connection:
                 req_id,
             )
             return
+        # Neither is kept: after its end_of_stream a request takes nothing more (a repeated one
+        # was queued, each uncounted, while it rendered), and an empty text adds nothing to speak.
+        if request.input_done or text == "":
+            return
         if text is None:
             request.input_done = True
             await request.queue.put(_Eos())
