@@ -91,6 +91,10 @@ LIMITS: tuple[Limit, ...] = (
           {"min_body_rate": 2048, "header_timeout_s": 0.5}, ("voices",)),
     Limit("dictionary phrase words", "max_phrase_words", "16 words per dictionary phrase",
           {"max_phrase_words": 3}, ("pronounce",)),
+    Limit("custom voices", "max_custom_voices", "at most 1,000 custom voices",
+          {"max_custom_voices": 2, "draft_ready_s": 0.0}, ("voices",)),
+    Limit("dictionaries", "max_dictionaries", "100 pronunciation dictionaries",
+          {"max_dictionaries": 2}, ("pronounce",)),
     Limit("draft lifetime", "draft_ttl_s", "expire after 24 hours",
           {"draft_ttl_s": 1.5, "draft_ready_s": 0.0}, ("voices",)),
     Limit("live drafts", "max_live_drafts", "at most 500 drafts live at once",
@@ -118,6 +122,8 @@ DOCUMENTED = {
     "connections mid-headers": 64,
     "body rate": 4096,
     "dictionary phrase words": 16,
+    "custom voices": 1000,
+    "dictionaries": 100,
     "draft lifetime": 24 * 3600.0,
     "live drafts": 500,
     "credits": 1_000_000,
@@ -932,6 +938,18 @@ def _pronounce_phrase_words(server: RunningServer, tmp: Path) -> None:
     assert [w["text"] for w in words(stamps)] == ["The", "quiet old river."]
 
 
+@contract("dictionaries", "pronounce")
+def _pronounce_dictionaries(server: RunningServer, tmp: Path) -> None:
+    assert [cli(server, tmp, "pronounce", "create", name).code for name in ("First", "Second")] == [0, 0]
+    over = cli(server, tmp, "pronounce", "create", "Third")
+    assert over.code == 5
+    assert over.error_line == (
+        "gradium: error: Too many pronunciation dictionaries (at most 2): delete some first (HTTP 409)"
+    )
+    assert cli(server, tmp, "pronounce", "delete", "First", "--yes").code == 0
+    assert cli(server, tmp, "pronounce", "create", "Third").code == 0
+
+
 # ---------------------------------------------------------------- request headers
 
 
@@ -1047,6 +1065,27 @@ def _voices_live_drafts(server: RunningServer, tmp: Path) -> None:
     assert run.error_line == (
         "gradium: error: Too many draft voices (at most 2): promote, delete or let some expire (HTTP 409)"
     )
+
+
+@contract("custom voices", "voices")
+def _voices_custom_voices(server: RunningServer, tmp: Path) -> None:
+    """Cloned and designed voices count alike: at the cap (2) both kinds are refused in one
+    line, and deleting one makes room again."""
+    sample = sample_wav(tmp / "sample.wav", 1.5)
+    made = [cli(server, tmp, "voices", "create", "--name", name, "--audio", str(sample)) for name in ("One", "Two")]
+    assert [run.code for run in made] == [0, 0], [run.stderr for run in made]
+    refused = "gradium: error: Too many custom voices (at most 2): delete some first (HTTP 409)"
+    over = cli(server, tmp, "voices", "create", "--name", "Three", "--audio", str(sample))
+    assert (over.code, over.error_line) == (5, refused)
+    draft = draft_id(design(server, tmp))
+    promoted = cli(server, tmp, "voices", "design", "promote", draft, "--name", "Four")
+    too_many = "Too many custom voices (at most 2): delete some first"
+    assert (promoted.code, promoted.error_line) == (5, f"gradium: error: cannot promote draft {draft}: {too_many}")
+    assert cli(server, tmp, "voices", "delete", "One", "--yes").code == 0
+    again = cli(server, tmp, "voices", "create", "--name", "Three", "--audio", str(sample))
+    assert again.code == 0, again.stderr
+    listed = cli(server, tmp, "voices", "list", "--mine", "--json")
+    assert sorted(v["name"] for v in json.loads(listed.stdout)) == ["Three", "Two"]
 
 
 @contract("credits", "voices")

@@ -14,7 +14,7 @@ from starlette.routing import Route
 
 from gradium_cli.protocol.design import DESIGN_LANGUAGES, MAX_PROMPT_CHARS, MAX_SAMPLES, MAX_VOICE_NAME_CHARS
 from gradium_cli.server.drafts import CREDITS_PER_SAMPLE, draft_api, is_ready
-from gradium_cli.server.rest import custom_voice_api, refuse_taken_voice_name
+from gradium_cli.server.rest import custom_voice_api, refuse_past_quota, refuse_taken_voice_name
 from gradium_cli.server.rest_common import authenticated, detail, invalid, json_body, no_content
 from gradium_cli.server.state import ServerState
 from gradium_cli.server.store import new_uid, now_iso
@@ -103,6 +103,7 @@ async def from_embedding(request: Request, state: ServerState) -> Response:
     if draft["promoted_to"]:
         return detail(409, f"A voice was already created from embedding {draft_id} ({draft['promoted_to']})")
     refuse_taken_voice_name(state, name)
+    refuse_past_quota(state.store.voices, "custom voices", state.options.max_custom_voices)
     uid = new_uid()
     record = state.store.voices.put(
         {

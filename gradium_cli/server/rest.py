@@ -37,7 +37,7 @@ from gradium_cli.server.rest_common import (
     validation_error,
 )
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState, server_busy_message
-from gradium_cli.server.store import LOCAL_ORG_UID, new_uid, now_iso
+from gradium_cli.server.store import LOCAL_ORG_UID, Collection, new_uid, now_iso
 from gradium_cli.server.synth import Renderer, RenderSettings, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths, validate_dictionary_word
 from gradium_cli.server.uploads import FormProblem, VoiceForm, voice_form
@@ -283,6 +283,14 @@ def refuse_taken_voice_name(state: ServerState, name: str, uid: str | None = Non
         raise Refused(detail(409, f"A voice named '{name}' already exists"))
 
 
+def refuse_past_quota(collection: Collection, what: str, most: int) -> None:
+    """Raises `Refused` (409, as the service answers a quota) when `collection` holds `most`
+    records: every record stays in memory and each change rewrites the whole file, so a
+    script creating them in a loop must meet an end. Called with no await before the put."""
+    if collection.count() >= most:
+        raise Refused(detail(409, f"Too many {what} (at most {most}): delete some first"))
+
+
 @authenticated
 async def create_voice(request: Request, state: ServerState) -> Response:
     try:
@@ -317,6 +325,7 @@ async def _store_voice(state: ServerState, form: VoiceForm) -> Response:
     if analysis.duration_s < 1.0:
         return validation_error(["body", "audio_file"], "audio is shorter than 1 second")
     refuse_taken_voice_name(state, name)
+    refuse_past_quota(state.store.voices, "custom voices", state.options.max_custom_voices)
     uid = new_uid()
     state.store.keep_sample(uid, analysis.extension, form.sample)
     state.store.voices.put(
@@ -434,6 +443,7 @@ async def create_dictionary(request: Request, state: ServerState) -> Response:
     rules = _parse_rules(body.get("rules", []), state.options.max_phrase_words)
     if _dictionary_name_clash(state, name.strip(), None):
         return detail(409, f"A pronunciation dictionary named '{name.strip()}' already exists")
+    refuse_past_quota(state.store.dictionaries, "pronunciation dictionaries", state.options.max_dictionaries)
     record = {
         "uid": new_uid(),
         "name": name.strip(),

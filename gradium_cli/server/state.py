@@ -106,6 +106,10 @@ class ServerOptions:
     # Voice designer drafts (server/drafts.py): lifetime, delay before they are ready, how many may live.
     draft_ttl_s: float = DEFAULT_DRAFT_TTL_S
     draft_ready_s: float = DEFAULT_DRAFT_READY_S
+    # What the store keeps (server/store.py holds every record in memory, and each change
+    # rewrites its whole file): past them a create is a 409, as the service answers a quota.
+    max_custom_voices: int = 1000
+    max_dictionaries: int = 100
     max_live_drafts: int = MAX_LIVE_DRAFTS  # a flood of generate calls must not grow the drafts file forever
 
 

@@ -64,6 +64,10 @@ class Collection:
         with self._lock:
             return [dict(r) for r in self._records.values()]
 
+    def count(self) -> int:
+        with self._lock:
+            return len(self._records)
+
     def get(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
             record = self._records.get(uid)
