@@ -240,3 +240,51 @@ def test_a_hung_worker_fails_its_request_in_words_and_is_replaced(
     ok = httpx.post(base_url + "post/speech/tts", json={**body, "text": "Still here."}, timeout=60)
     assert ok.status_code == 200 and len(ok.content) > 16000
     assert proc.poll() is None
+
+
+def test_a_worker_that_cannot_be_replaced_fails_requests_in_words_until_it_can(
+    serve_process: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crashed worker's replacement can fail to start (no descriptors, no memory to fork):
+    the pool then shrank for good, and with none left every later request waited for ever.
+    Now each fails at once in words, and the worker is started again once it can be."""
+    import resource
+
+    monkeypatch.setenv("GRADIUM_ENGINE_GUARD", "off")
+    proc, base_url = serve_process("--workers", "1")
+    limits = resource.prlimit(proc.pid, resource.RLIMIT_NOFILE)
+
+    async def request(ws: ClientConnection, req_id: str, text: str) -> list[m.ServerMessage]:
+        setup = {"type": "setup", "output_format": "pcm_16000", "client_req_id": req_id, "close_ws_on_eos": False}
+        for message in (setup, {"type": "text", "text": text}, {"type": "end_of_stream"}):
+            await ws.send(json.dumps({**message, "client_req_id": req_id}))
+        out: list[m.ServerMessage] = []
+        while not isinstance(out[-1:] and out[-1], m.EndOfStream | m.ErrorMessage):
+            out.append(m.decode_server(await asyncio.wait_for(ws.recv(), 30)))  # only for a failure
+        return out
+
+    async def scenario() -> tuple[list[m.ServerMessage], ...]:
+        async with connect(ws_url(base_url), max_size=None) as ws:
+            warm = await request(ws, "warm", "The engine is warm.")  # its threads and modules are loaded
+            assert isinstance(warm[-1], m.EndOfStream), warm
+            # From here the server can open no descriptor: a new worker's pipes cannot be made.
+            resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, (1, limits[1]))
+            try:
+                crashed = await request(ws, "crash", KNOWN_CRASH)
+                refused = await request(ws, "refused", "Nobody can speak this now.")
+            finally:
+                resource.prlimit(proc.pid, resource.RLIMIT_NOFILE, limits)
+            spoken = await request(ws, "spoken", "The engine is back.")
+            return crashed, refused, spoken
+
+    crashed, refused, spoken = asyncio.run(scenario())
+    assert (
+        isinstance(crashed[-1], m.ErrorMessage) and "the speech engine crashed on this text (SIG" in crashed[-1].message
+    )
+    assert refused[-1] == m.ErrorMessage(
+        "internal error: the speech engine cannot start (Too many open files)",
+        m.INTERNAL_ERROR,
+        client_req_id="refused",
+    )
+    assert isinstance(spoken[-1], m.EndOfStream) and audio_seconds(spoken) > 0.5
+    assert len(children(proc.pid)) == 1 and proc.poll() is None

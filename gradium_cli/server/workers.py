@@ -169,6 +169,10 @@ class EnginePool:
         self._lock = threading.Lock()
         self._closed = False
         self.crashes = 0
+        # Workers whose replacement could not start (no descriptors, no memory for a fork):
+        # started again before a later call, so the pool does not shrink for good.
+        self._missing = 0
+        self._start_error = ""
         for _ in range(size):
             self._add_worker()
 
@@ -177,7 +181,7 @@ class EnginePool:
             return Synthesis(np.zeros(0, dtype=np.int16), [])
         if not self._metadata.has_voice(voice.name):
             raise ValueError(f"unknown eSpeak voice {voice.name!r}")
-        worker = self._idle.get()
+        worker = self._take_worker()
         try:
             reply = worker.call((text, voice, phonemes))
         except EngineCrashed:
@@ -213,12 +217,42 @@ class EnginePool:
             self._all.add(worker)
         self._idle.put(worker)
 
+    def _take_worker(self) -> _Worker:
+        """An idle worker. With none alive and none able to start, the call fails at once:
+        waiting on the idle queue would have been for ever (every later request hung)."""
+        while True:
+            if self._missing:
+                self._restock()
+            with self._lock:
+                if not self._all:
+                    raise EngineCrashed(f"the speech engine cannot start ({self._start_error})")
+            try:  # not for ever: the last live one may die, and not be replaced, meanwhile
+                return self._idle.get(timeout=1.0)
+            except queue.Empty:
+                continue
+
     def _replace(self, dead: _Worker) -> None:
         self.crashes += 1
         with self._lock:
             self._all.discard(dead)
+            self._missing += 1
         dead.stop()
-        self._add_worker()
+        self._restock()
+
+    def _restock(self) -> None:
+        """Start the missing workers; one that cannot start now is tried again on the next call."""
+        while True:
+            with self._lock:
+                if not self._missing:
+                    return
+                self._missing -= 1
+            try:
+                self._add_worker()
+            except OSError as exc:
+                with self._lock:
+                    self._missing += 1
+                self._start_error = exc.strerror or str(exc)
+                return
 
 
 # -------------------------------------------------------------- the worker side
