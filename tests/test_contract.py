@@ -443,23 +443,29 @@ def _batch_chars(server: RunningServer, tmp: Path) -> None:
 # ---------------------------------------------------------------- text held by all requests in progress
 
 
+def batch_in_flight(server: RunningServer, tmp: Path, texts: list[str], refusal: str) -> set[str]:
+    """All `texts` in flight at once on one socket, each retried until spoken (checked); the
+    manifest lines whose requests were refused with `refusal` at least once."""
+    manifest = tmp / "lines.txt"
+    manifest.write_text("\n".join(texts) + "\n")
+    out = tmp / "out"
+    args = ("batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--timestamps", "json")
+    run = cli(server, tmp, *args, "--jobs", str(len(texts)), "--connections", "1", "--retries", "20", "-v")
+    assert run.code == 0, run.stderr
+    for index, text in enumerate(texts, 1):
+        assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
+    refused = f"server refused the request: {refusal}"
+    return {line.split(":", 2)[1].strip() for line in run.stderr.splitlines() if refused in line}
+
+
 @contract("text held", "batch")
 def _batch_text_held(server: RunningServer, tmp: Path) -> None:
     """Four items in flight on one socket, 60 + 59 characters (below the budget of 120), + 1
     (at it), + 1 (past it): the server holds each request's text until it ends (its 400 ms
     latency keeps them going), so the last is refused as busy, retried, and spoken."""
     texts = [sentence_text(60), sentence_text(59), "I", "O"]
-    manifest = tmp / "lines.txt"
-    manifest.write_text("\n".join(texts) + "\n")
-    out = tmp / "out"
-    args = ("batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--timestamps", "json")
-    run = cli(server, tmp, *args, "--jobs", "4", "--connections", "1", "--retries", "20", "-v")
-    assert run.code == 0, run.stderr
-    for index, text in enumerate(texts, 1):
-        assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
-    busy = "server refused the request: server busy: requests in progress hold 120 characters of text"
-    refused = [line.split(":", 2)[1] for line in run.stderr.splitlines() if busy in line]
-    assert refused and set(refused) == {" line 4"}, run.stderr
+    busy = "server busy: requests in progress hold 120 characters of text"
+    assert batch_in_flight(server, tmp, texts, busy) == {"line 4"}
 
 
 @contract("requests in progress", "batch")
@@ -467,20 +473,7 @@ def _batch_requests_in_progress(server: RunningServer, tmp: Path) -> None:
     """Three items in flight on one socket against a cap of 2: the third setup is refused
     as too many sessions, retried once one ends, and spoken; the first two never are."""
     texts = [SENTENCE, "Bright fields.", "Old songs."]
-    manifest = tmp / "lines.txt"
-    manifest.write_text("\n".join(texts) + "\n")
-    out = tmp / "out"
-    args = ("batch", str(manifest), "-d", str(out), "-F", "ulaw_8000", "--timestamps", "json")
-    run = cli(server, tmp, *args, "--jobs", "3", "--connections", "1", "--retries", "20", "-v")
-    assert run.code == 0, run.stderr
-    for index, text in enumerate(texts, 1):
-        assert_spoken(out / f"{index:04d}.ulaw", out / f"{index:04d}.json", text)
-    refused = [
-        line.split(":", 2)[1]
-        for line in run.stderr.splitlines()
-        if f"server refused the request: {CONCURRENCY_LIMIT_MESSAGE}" in line
-    ]
-    assert refused and set(refused) == {" line 3"}, run.stderr
+    assert batch_in_flight(server, tmp, texts, CONCURRENCY_LIMIT_MESSAGE) == {"line 3"}
 
 
 # ---------------------------------------------------------------- the client's own request size

@@ -9,6 +9,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -225,6 +226,24 @@ LLM_SPOKEN = (
 )
 
 
+def stream_events(tmp_path: Path, local_server: RunningServer, producer: str) -> list[dict[str, Any]]:
+    """`gradium stream --json` fed by a real process running the Python `producer` (which
+    writes to its stdout as it likes): the events on stdout."""
+    env = isolated_env(tmp_path)
+    feeder = subprocess.Popen([sys.executable, "-c", producer], stdout=subprocess.PIPE, env=env)
+    proc = subprocess.run(
+        [gradium_exe(), "stream", "--base-url", local_server.base_url, "--json", "-o", "out.pcm"],
+        stdin=feeder.stdout,
+        capture_output=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=90,
+    )
+    feeder.wait(10)
+    assert proc.returncode == 0, proc.stderr
+    return [json.loads(line) for line in proc.stdout.decode().splitlines()]
+
+
 def test_stream_of_an_llm_like_producer_has_no_markdown_on_the_wire(
     tmp_path: Path, local_server: RunningServer
 ) -> None:
@@ -236,19 +255,7 @@ def test_stream_of_an_llm_like_producer_has_no_markdown_on_the_wire(
     # Tokens the way an LLM streams them: pieces of words, every 30 ms.
     tokens = [answer[i : i + 3] for i in range(0, len(answer), 3)]
     source = f"import sys, time\nfor t in {tokens!r}:\n    sys.stdout.write(t); sys.stdout.flush(); time.sleep(0.03)\n"
-    env = isolated_env(tmp_path)
-    feeder = subprocess.Popen([sys.executable, "-c", source], stdout=subprocess.PIPE, env=env)
-    proc = subprocess.run(
-        [gradium_exe(), "stream", "--base-url", local_server.base_url, "--json", "-o", "llm.pcm"],
-        stdin=feeder.stdout,
-        capture_output=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=90,
-    )
-    feeder.wait(10)
-    assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    events = stream_events(tmp_path, local_server, source)
     wire = [e["text"] for e in events if e["event"] == "text"]
     words = " ".join(wire).split()
     expected = LLM_SPOKEN.split()
@@ -269,19 +276,7 @@ def test_stream_of_a_producer_stalling_mid_word_and_mid_tag_loses_no_word(
         f"time.sleep({step})" if isinstance(step, float) else f"sys.stdout.write({step!r}); sys.stdout.flush()"
         for step in steps
     ]
-    env = isolated_env(tmp_path)
-    feeder = subprocess.Popen([sys.executable, "-c", "\n".join(lines)], stdout=subprocess.PIPE, env=env)
-    proc = subprocess.run(
-        [gradium_exe(), "stream", "--base-url", local_server.base_url, "--json", "-o", "stall.pcm"],
-        stdin=feeder.stdout,
-        capture_output=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=90,
-    )
-    feeder.wait(10)
-    assert proc.returncode == 0, proc.stderr
-    events = [json.loads(line) for line in proc.stdout.decode().splitlines()]
+    events = stream_events(tmp_path, local_server, "\n".join(lines))
     wire = " ".join(e["text"] for e in events if e["event"] == "text")
     assert letters(wire) == letters("Here is the Heading of it and then more words.")  # "ing", "then", "more" too
     assert "<" not in wire and ">" not in wire  # the tag is not read out
