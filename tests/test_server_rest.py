@@ -458,7 +458,9 @@ def test_unknown_routes_and_methods_answer_in_the_protocols_json_shape(api: http
     assert missing.headers["content-type"] == "application/json"
     wrong_method = api.patch("voices/")
     assert (wrong_method.status_code, wrong_method.json()) == (405, {"detail": "Method Not Allowed"})
-    assert "GET" in wrong_method.headers["allow"]  # kept from Starlette's answer
+    # Every method of the path (RFC 9110 §15.5.6): Starlette named only its first route's.
+    assert wrong_method.headers["allow"] == "GET, HEAD, POST"
+    assert api.patch("voices/some-id").headers["allow"] == "DELETE, GET, HEAD, PUT"
 
 
 def test_a_dictionary_phrase_has_at_most_16_words(fresh_api: httpx.Client) -> None:

@@ -45,7 +45,23 @@ async def http_error(request: Request, exc: Exception) -> Response:
     """Starlette's own refusals (no such route: 404; a route without this method: 405) in the
     protocol's shape, as FastAPI, which the service runs on, answers them; they were text/plain."""
     assert isinstance(exc, HTTPException)
-    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+    headers = dict(exc.headers or {})
+    if exc.status_code == 405:
+        # Starlette names the methods of the first route on this path only, and each method
+        # is a route of its own here (`voices/` said GET and HEAD, not POST): all of them.
+        headers["Allow"] = ", ".join(allowed_methods(request))
+    return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=headers)
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """Every method some route of the app answers on this request's path."""
+    from starlette.routing import Match, Route
+
+    methods: set[str] = set()
+    for route in request.app.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods
+    return sorted(methods)
 
 
 def validation_error(location: list[str | int], message: str) -> JSONResponse:
