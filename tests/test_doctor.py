@@ -101,6 +101,15 @@ def test_unreachable_server_fails_with_7(tmp_path: Path) -> None:
     assert [c["status"] for c in report["checks"] if c["name"] == "server"] == ["fail"]
 
 
+def test_a_base_url_that_is_not_one_is_its_own_failed_row(tmp_path: Path) -> None:
+    """Under "api key" it read as a problem with the key, which is fine here."""
+    done = gradium(tmp_path, "doctor", "--base-url", "http://[::1", env=isolated_env(tmp_path, GRADIUM_API_KEY=KEY))
+    assert done.returncode == 2
+    checks = lines_by_check(done.stdout)
+    assert checks["base url"] == "✗ base url         base URL http://[::1: Invalid IPv6 URL"
+    assert "api key" not in checks
+
+
 def test_offline_engine(tmp_path: Path) -> None:
     done = gradium(tmp_path, "doctor")
     assert done.returncode == 0, done.stdout.decode() + done.stderr.decode()

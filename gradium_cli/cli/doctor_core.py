@@ -80,9 +80,12 @@ def check_key(options: BackendOptions) -> tuple[Check, bool]:
 
     try:
         key = resolve("api-key", options.api_key, options.profile)
-        base = resolve("base-url", options.base_url, options.profile)
     except GradiumError as error:
         return Check("api key", "fail", error.message, exit_code=error.exit_code), False
+    try:
+        base = resolve("base-url", options.base_url, options.profile)
+    except GradiumError as error:  # its own row: under "api key" it read as a problem with the key
+        return Check("base url", "fail", error.message, exit_code=error.exit_code), False
     if options.local or (not key.value and not base.value):
         return Check("api key", "ok", "not needed: the built-in offline engine is in use"), False
     if not key.value:
