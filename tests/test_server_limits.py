@@ -432,6 +432,46 @@ def test_frames_for_a_failed_multiplexed_request_do_not_fail_the_socket(server_f
     assert again[0]["type"] == "ready"
 
 
+def test_text_queued_for_a_request_whose_socket_closed_is_not_held_for_good(server_factory: Factory) -> None:
+    """A request ending closes its socket (close_ws_on_eos) and cancels the others on it; one
+    whose task had not run yet was released by the task's end but stayed the connection's,
+    so text the connection had already queued for it was held against the budget for good:
+    `server busy` for ever, a few characters per unlucky socket. The window is one turn of
+    the event loop, so many sockets each pipeline a closing request with many behind it;
+    afterwards the whole budget must be free."""
+    sockets, rounds, behind = 20, 10, 60
+    budget = len(FIFTY) * 40  # above what all the sockets of a round hold at once: none refused
+    assert budget > sockets * (len(SENTENCE) + behind)
+    server = server_factory(max_held_text_chars=budget, max_requests_in_progress=sockets * (behind + 1))
+    frames: list[dict[str, Any]] = [
+        {"type": "setup", "output_format": "pcm", "client_req_id": "closing"},
+        {"type": "text", "text": SENTENCE, "client_req_id": "closing"},
+        {"type": "end_of_stream", "client_req_id": "closing"},
+    ]
+    for index in range(behind):
+        req = {"client_req_id": f"r{index}"}
+        frames += [{"type": "setup", "output_format": "pcm", "close_ws_on_eos": False, **req}]
+        frames += [{"type": "text", "text": "x", **req}]
+
+    async def one_socket() -> None:
+        async with connect(ws_url(server), max_size=None) as ws:
+            with contextlib.suppress(ConnectionClosed):  # the socket closes while they are sent
+                for frame in frames:
+                    await ws.send(json.dumps(frame))
+            await recv_until_closed(ws)
+
+    async def flood() -> None:
+        for _ in range(rounds):
+            await asyncio.gather(*(one_socket() for _ in range(sockets)))
+
+    asyncio.run(flood())
+    deadline = time.monotonic() + RECV_TIMEOUT  # only for a failure: the last requests end as their sockets close
+    while (after := speak(server, FIFTY * 40)).errors:
+        assert time.monotonic() < deadline, f"text held for good after the sockets closed: {after.errors}"
+        time.sleep(0.1)
+    assert_served(after)
+
+
 # ---------------------------------------------------------------- requests per socket
 
 

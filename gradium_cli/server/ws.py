@@ -117,7 +117,7 @@ class Request:
         self.first_audio_at: float | None = None
         self.task: asyncio.Task[None] | None = None
         self.input_done = False  # end_of_stream received: what is left is the server's work
-        self._voice_released = False
+        self._released = False
         # Characters of text received, counted as they arrive: the queue is read only between
         # renders, so without this a client could queue text without bound meanwhile. Each is
         # also held against the server's budget for text in progress until the request ends.
@@ -127,8 +127,8 @@ class Request:
     def release(self) -> None:
         """The request is over: its voice is no longer in use, its slot and text no longer
         held. Only the first call counts."""
-        if not self._voice_released:
-            self._voice_released = True
+        if not self._released:
+            self._released = True
             self.conn.state.release_voice(self.voice_uid)
             self.conn.state.end_request(self.received_chars)
 
@@ -139,7 +139,10 @@ class Request:
         fails with `text too long` when it reaches them): a 1 MiB message beyond the limit
         is not held whole. Text the server's budget has no room for is refused (`busy`)."""
         options = self.conn.state.options
-        if self.refused:
+        # Released already: a task cancelled before it ran (its socket closed by another
+        # request) leaves the request in `conn.requests`, and a frame the connection had
+        # queued was then held against the budget for good, with no end to give it back.
+        if self.refused or self._released:
             return None
         crossing = options.max_text_chars + 1 - self.received_chars
         if len(text) >= crossing:
