@@ -283,6 +283,10 @@ class MarkdownStream:
         if _OPENERS & set(prose) or _open_underscore(prose):
             return ""
         words = prose.split()
+        if words[-1:] == ["!"] and self._line.endswith("!"):
+            # `!` may open an image (`![alt](url)`): said now, it was markup read out, and the
+            # image's first alt word, not matching it, was lost. It goes out with the line.
+            words.pop()
         out = _unsaid(words, self._released)
         self._released = words
         return " ".join(out) + " " if out else ""

@@ -153,6 +153,18 @@ def test_stream_idle_inside_a_word_or_a_construct() -> None:
     assert stream.feed(". Two\n") == "Two.\n"
 
 
+def test_stream_idle_after_the_bang_of_an_image() -> None:
+    # `!` then a pause, then `[alt text](url)`: the `!` was said, and the alt text's first
+    # word, which did not continue it, was lost.
+    stream = MarkdownStream()
+    assert stream.feed("See the chart !") == "See the "
+    assert stream.idle() == "chart "
+    assert stream.feed("[sales by month](chart.png) below.\n") == "sales by month below.\n"
+    assert stream.feed("Wow !") == ""
+    assert stream.idle() == "Wow "
+    assert stream.feed(" Great.\n") == "! Great.\n"  # an exclamation mark after all: said with the line
+
+
 def test_stream_releases_a_line_when_it_ends_and_words_before_that() -> None:
     stream = MarkdownStream()
     assert stream.feed("## Heading that") == ""  # "Heading" may yet be all there is
