@@ -172,6 +172,7 @@ class EnginePool:
         # Workers whose replacement could not start (no descriptors, no memory for a fork):
         # started again before a later call, so the pool does not shrink for good.
         self._missing = 0
+        self._starting = 0  # being started now: not idle yet, not missing either
         self._start_error = ""
         for _ in range(size):
             self._add_worker()
@@ -224,7 +225,7 @@ class EnginePool:
             if self._missing:
                 self._restock()
             with self._lock:
-                if not self._all:
+                if not self._all and not self._starting:
                     raise EngineCrashed(f"the speech engine cannot start ({self._start_error})")
             try:  # not for ever: the last live one may die, and not be replaced, meanwhile
                 return self._idle.get(timeout=1.0)
@@ -246,6 +247,7 @@ class EnginePool:
                 if not self._missing:
                     return
                 self._missing -= 1
+                self._starting += 1
             try:
                 self._add_worker()
             except OSError as exc:
@@ -253,6 +255,9 @@ class EnginePool:
                     self._missing += 1
                 self._start_error = exc.strerror or str(exc)
                 return
+            finally:  # after _add_worker put it in _all: a caller meanwhile waits for it
+                with self._lock:
+                    self._starting -= 1
 
 
 # -------------------------------------------------------------- the worker side
