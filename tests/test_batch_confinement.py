@@ -112,3 +112,20 @@ def test_a_row_whose_names_are_too_long_fails_alone(tmp_path: Path, local_server
     clips = tmp_path / "work" / "clips"
     assert sorted(p.name for p in clips.iterdir() if not p.name.startswith(".")) == ["ok.pcm"]
     assert len((clips / "ok.pcm").read_bytes()) > 8000 * 2 // 10  # a tenth of a second of speech at least
+
+
+def test_timestamps_that_name_the_rows_own_output_fail_alone(tmp_path: Path, local_server: RunningServer) -> None:
+    # The words were written over the audio: `a.json` held only timestamps, exit 0, and a state line vouched for it
+    rows = [
+        {"text": "Audio first.", "output": "a.json", "format": "pcm_8000", "timestamps": "json"},
+        {"text": "Named twice.", "output": "b.srt", "format": "pcm_8000", "timestamps": "b.srt"},
+        {"text": "Fine.", "output": "ok.pcm", "timestamps": "srt"},
+    ]
+    code, errors = run_batch(tmp_path, local_server, rows)
+    assert code == 1, errors
+    assert [e.split("m.jsonl", 1)[1] for e in errors] == [
+        ":1: timestamps a.json is the row's own output; row skipped",
+        ":2: timestamps b.srt is the row's own output; row skipped",
+    ]
+    clips = tmp_path / "work" / "clips"
+    assert sorted(p.name for p in clips.iterdir() if not p.name.startswith(".")) == ["ok.pcm", "ok.srt"]

@@ -499,6 +499,9 @@ def build_item(row: Row, defaults: Defaults, env: Env) -> Item:
     timestamps = _timestamps_path(strings["timestamps"] or defaults.timestamps, output, defaults.out_dir)
     if timestamps is not None:
         timestamps = _confined(timestamps, defaults.out_dir, "timestamps", defaults.allow_outside)
+        # Both are written in turn: the words would silently replace the audio they describe.
+        if _path_digest(timestamps) == _path_digest(output):
+            raise RowProblem(f"timestamps {os.path.relpath(timestamps, defaults.out_dir)} is the row's own output")
     key_source = [text, dataclasses.asdict(voice), plan.wire.name, plan.encode_locally, plan.extension]
     key_source.append(timestamps.suffix.lower() if timestamps else None)
     key = hashlib.sha256(json.dumps(key_source, sort_keys=True).encode()).hexdigest()[:32]
