@@ -647,6 +647,40 @@ def test_replay_rejects_what_is_not_a_recording(tmp_path: Path, local_server: Ru
     assert result.returncode == 9 and "taken.jsonl exists (use --force to replace it)" in result.stderr.decode()
 
 
+def test_replay_refuses_frames_it_cannot_send_and_closes_with_any_recorded_code(
+    tmp_path: Path, local_server: RunningServer
+) -> None:
+    # A bad 'binary' (or a frame that is not a string) was a traceback from base64 mid-replay;
+    # --mock refused the same file up front.
+    start = json.dumps({"event": "start", "version": 1, "url": "ws://x", "headers": {}})
+    for frame in ({"binary": "!!!notb64"}, {"binary": 5}, {"frame": 5}):
+        (tmp_path / "bad.jsonl").write_text(start + "\n" + json.dumps({"event": "send", "t": 0, **frame}) + "\n")
+        result = ws_raw(tmp_path, "--base-url", local_server.base_url, "--replay", "bad.jsonl", "--fast")
+        assert (result.returncode, result.stderr.decode()) == (
+            2,
+            "gradium: error: bad.jsonl: connection 1, event 1 (send) has no frame (a ws-raw recording has"
+            " 'frame' (text) or 'binary' (base64) on each send and recv)\n",
+        ), frame
+    # A client that closed first records the code the server answered with: 1005 when that answer
+    # had none. That code cannot be sent: the close failed unseen and the replay waited --timeout.
+    setup = json.dumps({"type": "setup", "voice_id": EMMA, "output_format": "pcm"})
+    events = [
+        {"event": "send", "t": 0.001, "frame": setup},
+        {"event": "recv", "t": 0.01, "frame": '{"type": "ready"}'},
+    ]
+    for code in (1005, "abc"):
+        close = {"event": "close", "t": 0.02, "code": code, "reason": "", "by": "client"}
+        (tmp_path / "s.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [json.loads(start), *events, close]))
+        result = ws_raw(
+            tmp_path, "--base-url", local_server.base_url, "--replay", "s.jsonl", "--fast", "--timeout", "20"
+        )
+        out = result.stdout.decode()
+        assert result.returncode == 1 and "Traceback" not in result.stderr.decode(), result.stderr
+        assert "no reply from the server" not in out, out
+        diff = [line.strip() for line in out.split("runs of equal frames count once):")[1].splitlines()]
+        assert f"- #2 close {code} by the client" in diff and "+ #2 close 1000 by the client" in diff, diff
+
+
 # ---------------------------------------------------------------------- proxy
 
 

@@ -555,7 +555,7 @@ class WsConsole:
             if not self.is_open:
                 return
             if event["event"] == "close":
-                await self.close(int(event.get("code") or 1000), str(event.get("reason") or ""))
+                await self.close(_sendable_code(event.get("code")), str(event.get("reason") or ""))
             elif "binary" in event:
                 await self.send(base64.b64decode(event["binary"]), QUIET)
             else:
@@ -584,6 +584,18 @@ class WsConsole:
             more = len(self.local_errors) - 1
             return type(first)(first.message + (f" (and {more} more problems above)" if more else ""), first.hint)
         return None
+
+
+def _sendable_code(code: Any) -> int:
+    """The code to close a replay with: the recorded one, unless no client may send it.
+
+    A client that closed first records the code the server answered with: 1005 when that
+    answer had none. websockets refuses to send such a code, and the replay then waited
+    --timeout for a close that never came.
+    """
+    if isinstance(code, int) and not isinstance(code, bool) and code in c.SENDABLE_CLOSE_CODES:
+        return code
+    return 1000
 
 
 def read_frame_file(path: Path) -> bytes:

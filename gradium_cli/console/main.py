@@ -86,7 +86,12 @@ async def ws_raw_main(request: WsRawRequest) -> None:
         if error is not None:
             raise error
         return
-    sessions = load_recording(request.replay) if request.replay is not None else None
+    sessions = None
+    if request.replay is not None:
+        from gradium_cli.console.mock import check_frames
+
+        sessions = load_recording(request.replay)
+        check_frames(sessions, request.replay)  # a frame that cannot be sent is refused before connecting
     extra = parse_headers(request.headers)
     subprotocols = _subprotocols(request.subprotocols, extra)
     with open_target(
