@@ -263,6 +263,29 @@ def test_sigkill_mid_run_then_rerun_completes_the_set(
     assert {f"clips/{name}" for name in recorded} == {f for f, s in statuses.items() if s == "skipped"}
 
 
+def test_json_reader_going_away_does_not_stop_the_batch(
+    tmp_path: Path, server_factory: Callable[..., RunningServer]
+) -> None:
+    # `--json | head -1`: the batch stopped at the broken pipe with exit 0, "17 not reached"
+    count = 8
+    lines_file(tmp_path / "lines.txt", count)
+    slow = server_factory(realtime=True)  # the run outlasts its reader
+    argv = [gradium_exe(), "batch", "lines.txt", "--out-dir", "clips", "--json", "-j", "4", "--base-url", slow.base_url]
+    proc = subprocess.Popen(
+        argv, cwd=tmp_path, env=isolated_env(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    assert json.loads(proc.stdout.readline())["status"] == "done"
+    proc.stdout.close()  # the reader leaves after one line, as `head -1` does
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(120) == 0, stderr
+    assert f"gradium batch: {count} items: {count} written, 0 already done, 0 failed;" in stderr
+    assert "not reached" not in stderr and "Traceback" not in stderr
+    state = [json.loads(line) for line in (tmp_path / "clips" / STATE).read_text().splitlines()]
+    assert sorted(line["output"] for line in state) == [f"{i:04d}.wav" for i in range(1, count + 1)]
+    assert all(duration(tmp_path / "clips" / line["output"]) > 0.5 for line in state)
+
+
 def test_server_dropping_connections_still_ends_with_every_item_done(
     tmp_path: Path, local_server: RunningServer, serve_process: ServeProcess
 ) -> None:

@@ -8,7 +8,9 @@ or redirected: one plain line every few seconds. With --quiet: errors only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -152,9 +154,7 @@ class BatchProgress:
         elif result.status == "failed":
             self._error(f"{self.manifest_name}:{result.line} ({result.file}): {result.error}")
         if self.json_out:
-            stdout = self.env.stdout
-            stdout.write((json.dumps(result.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
-            stdout.flush()
+            self._report(result)
         if self._rich is not None and self._task is not None:
             self._rich.update(
                 self._task,
@@ -162,6 +162,22 @@ class BatchProgress:
                 audio=summary.audio_s,
                 failed=summary.failed + summary.malformed,
             )
+
+    def _report(self, result: ItemResult) -> None:
+        stdout = self.env.stdout
+        try:
+            stdout.write((json.dumps(result.to_json(), ensure_ascii=False) + "\n").encode("utf-8"))
+            stdout.flush()
+        except BrokenPipeError:
+            # The report's reader went away (`--json | head -1`). The files are what a batch
+            # makes and the state file records them: the run goes on without the report, as
+            # it would have stopped with exit 0 and items not reached. stdout points at
+            # devnull so that the interpreter's last flush does not raise again.
+            self.json_out = False
+            with contextlib.suppress(OSError, ValueError):
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stdout.fileno())
+                os.close(devnull)
 
     def retrying(self, line: int, error: str, attempt: int, delay: float) -> None:
         self.env.debug(f"gradium batch: line {line}: {error}; retry {attempt} in {delay:.2f} s")
