@@ -69,9 +69,15 @@ def rms(samples: np.ndarray) -> float:
     return float(np.sqrt(np.mean(np.square(samples.astype(np.float64)))))
 
 
-def fingerprint(samples: np.ndarray, size: int = 2048) -> np.ndarray:
-    """The clip's average magnitude spectrum, normalised: alike for one voice and text, unlike across voices."""
-    frames = np.lib.stride_tricks.sliding_window_view(samples, size)[::512]
+def fingerprint(samples: np.ndarray, size: int = 512) -> np.ndarray:
+    """The clip's average magnitude spectrum, normalised: alike for one voice and text, unlike across voices.
+
+    Short windows (~11 ms at 48 kHz) see the voice's formants, not its single harmonics: eSpeak's
+    pitch flutter, whose phase carries over from earlier renders, moves those. 30 renders each of
+    "Hello there." by Jack and Emma after varied others, at 48 kHz: with 2048-sample windows Jack
+    against Jack scored as low as 0.984 (under the 0.99 asked: a flaky test); with 512, at least
+    0.9998, and Jack against Emma at most 0.91."""
+    frames = np.lib.stride_tricks.sliding_window_view(samples, size)[:: size // 2]
     spectrum = np.abs(np.fft.rfft(frames * np.hanning(size), axis=1)).mean(axis=0)
     return spectrum / np.linalg.norm(spectrum)
 
