@@ -383,6 +383,23 @@ def samples_of(path: Path) -> tuple[Any, int]:
     return data, rate
 
 
+def test_concat_never_writes_over_an_items_timestamps(tmp_path: Path, local_server: Any) -> None:
+    """`--concat parts/0002.mp3 --timestamps json`: the joined words would go to parts/0002.json,
+    which is line 3's own (written over, so every later run made that item again). Refused
+    before anything joined is written; the item's words stay its own."""
+    book_manifest(tmp_path)
+    args = ("batch", "book.csv", "-d", "parts", "--base-url", local_server.base_url, "--timestamps", "json")
+    assert run(tmp_path, *args).returncode == 0
+    item_words = (tmp_path / "parts" / "0002.json").read_bytes()
+    clash = run(tmp_path, *args, "--concat", "parts/0002.mp3")
+    assert clash.returncode == 2
+    assert clash.stderr.decode().splitlines()[-1] == (
+        "gradium: error: --concat parts/0002.mp3 writes parts/0002.json, which is also the timestamps of line 3"
+    )
+    assert (tmp_path / "parts" / "0002.json").read_bytes() == item_words
+    assert not (tmp_path / "parts" / "0002.mp3").exists() and not (tmp_path / "parts" / "0002.cue").exists()
+
+
 def test_concat_joins_items_with_gaps_to_the_sample(tmp_path: Path, local_server: Any) -> None:
     import numpy as np
 

@@ -321,11 +321,24 @@ class _M4bWriter:
             self.container.close()
 
 
+def joined_files(options: ConcatOptions) -> list[Path]:
+    """What assembling writes: the joined audio, its cue sheet, and its timestamps if asked."""
+    files = [options.output, options.output.with_suffix(".cue")]
+    if options.timestamps:
+        files.append(options.output.with_suffix("." + options.timestamps.lstrip(".")))
+    return files
+
+
 def _blocks(items: Iterable[Item], options: ConcatOptions) -> Iterator[tuple[Item, np.ndarray, int]]:
-    joined = options.output.resolve()
+    # Checked before anything joined is written: `--concat x.mp3` beside an item `x.wav` wrote
+    # the joined x.json over the item's own (which every later run then made again).
+    joined = {path.resolve(): path for path in joined_files(options)}
     for item in items:
-        if item.output.resolve() == joined:
-            raise UsageError(f"--concat {options.output} is also the output of line {item.line}")
+        for what, made in (("output", item.output), ("timestamps", item.timestamps)):
+            clash = None if made is None else joined.get(made.resolve())
+            if clash is not None:
+                writes = "" if clash == options.output else f" writes {clash}, which"
+                raise UsageError(f"--concat {options.output}{writes} is also the {what} of line {item.line}")
         samples, rate = _decode(item)
         if options.loudness is not None:
             samples = normalise(samples, rate, options.loudness)
@@ -383,11 +396,10 @@ def assemble(items: Iterable[Item], options: ConcatOptions) -> Assembled:
             writer.abort()
         target.abort()
         raise
-    cue = options.output.with_suffix(".cue")
+    _, cue, *asked = joined_files(options)
     write_atomic(cue, cue_sheet(options.output, chapters).encode("utf-8"))
-    stamps = None
-    if options.timestamps:
-        stamps = options.output.with_suffix("." + options.timestamps.lstrip("."))
+    stamps = asked[0] if asked else None
+    if stamps is not None:
         write_atomic(stamps, render(words, stamps.suffix).encode("utf-8"))
     return Assembled(options.output, position, rate, chapters, cue, stamps)
 
