@@ -118,6 +118,10 @@ class OutputError(GradiumError):
     exit_code = ExitCode.OUTPUT
 
 
+class DiskFull(OutputError):
+    """No space left where the output goes: every later output would fail the same way."""
+
+
 class Interrupted(GradiumError):
     """Ctrl-C, handled: the message says what happened to the output."""
 

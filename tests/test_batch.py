@@ -200,6 +200,31 @@ def test_jsonl_from_stdin_with_timestamps_and_default_voice(tmp_path: Path, loca
     assert likeness(clips / "1-Jack.wav", tmp_path / "Emma/0001.wav") < 0.97
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_full_disk_ends_the_run_and_the_same_command_resumes(tmp_path: Path, local_server: RunningServer) -> None:
+    """Every item after the first that meets a full disk would fail alike, each synthesised
+    (and, on the service, paid for) first: the run ends there, exit 9 in one line, and once
+    there is room the same command makes only what is missing."""
+    from tests.test_output_targets import mounted_tmpfs
+
+    lines = [f"This is line number {index} of a short book, spoken in full." for index in range(1, 13)]
+    (tmp_path / "book.txt").write_text("\n".join(lines) + "\n")
+    with mounted_tmpfs(tmp_path / "small", "size=100k") as small:
+        args = ("book.txt", "-d", str(small / "out"), "-F", "ulaw_8000", "--jobs", "1")
+        full = batch(tmp_path, local_server.base_url, *args)
+        made = sorted(p.name for p in (small / "out").glob("*.ulaw"))
+        assert full.returncode == 9, full.stderr
+        stderr = full.stderr.decode().splitlines()
+        assert stderr[-1].startswith(f"gradium: error: disk full while writing {small / 'out'}/00")
+        assert 0 < len(made) < 12 and f"{12 - len(made)} not reached" in stderr[-2], stderr
+        assert {p.name for p in (small / "out").iterdir()} == {*made, STATE}  # no temp file left
+        subprocess.run(["mount", "-o", "remount,size=4m", str(small)], check=True)
+        again = batch(tmp_path, local_server.base_url, *args)
+        assert again.returncode == 0, again.stderr
+        assert f"{12 - len(made)} written, {len(made)} already done, 0 failed" in again.stderr.decode()
+        assert sorted(p.name for p in (small / "out").glob("*.ulaw")) == [f"{i:04d}.ulaw" for i in range(1, 13)]
+
+
 # ------------------------------------------------------------------ resume
 
 

@@ -19,12 +19,12 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO
 
-from gradium_cli.errors import OutputError
+from gradium_cli.errors import DiskFull, OutputError
 
 
 def output_error(path: Path, exc: OSError) -> OutputError:
-    if exc.errno == errno.ENOSPC:
-        return OutputError(f"disk full while writing {path}")
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return DiskFull(f"disk full while writing {path}")
     if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
         return OutputError(f"cannot write {path}: permission denied")
     if exc.errno == errno.ENOENT:

@@ -13,7 +13,7 @@ socket when the old one is suspect, after an exponential back-off with jitter
 and a cap. Permanent: the server refused the request (unknown voice, bad
 setting) or the file cannot be written. The item is reported and the others
 go on. Fatal, ending the run: a refused API key, a server that cannot be
-reached at the start or for longer than an item's whole retry budget.
+reached at the start or for longer than an item's whole retry budget, a full disk.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from gradium_cli.cache import CacheWriter, RequestCache, dictionary_digest, requ
 from gradium_cli.config import mask_secret
 from gradium_cli.errors import (
     AuthError,
+    DiskFull,
     GradiumError,
     NetworkError,
     OutputError,
@@ -323,8 +324,8 @@ class Runner:
             attempt += 1
             try:
                 made = await self._attempt(item, attempt)
-            except (AuthError, Unreachable):
-                raise
+            except (AuthError, Unreachable, DiskFull):
+                raise  # every later item would fail alike (and be paid for): the run ends, to resume
             except GradiumError as exc:
                 if is_transient(exc) and attempt <= self.options.retries:
                     delay = backoff_delay(attempt, self.rng)
