@@ -225,6 +225,24 @@ def test_a_full_disk_ends_the_run_and_the_same_command_resumes(tmp_path: Path, l
         assert sorted(p.name for p in (small / "out").glob("*.ulaw")) == [f"{i:04d}.ulaw" for i in range(1, 13)]
 
 
+def test_a_hand_edited_flag_in_the_state_file_is_ignored_not_a_traceback(
+    tmp_path: Path, local_server: RunningServer
+) -> None:
+    (tmp_path / "two.txt").write_text("First line here.\nSecond line here.\n")
+    args = ("two.txt", "-d", "out", "-F", "ulaw_8000")
+    assert batch(tmp_path, local_server.base_url, *args).returncode == 0
+    state = tmp_path / "out" / STATE
+    records = [json.loads(line) for line in state.read_text().splitlines()]
+    by_output = {Path(r["output"]).name: r for r in records}
+    by_output["0001.ulaw"]["flags"] = [{"reason": "too quiet"}]  # no value, no limit
+    by_output["0002.ulaw"]["flags"] = [{"check": "min_rms", "reason": "too quiet", "value": 0.01, "limit": 0.02}]
+    state.write_text("".join(json.dumps(r) + "\n" for r in records))
+    again = batch(tmp_path, local_server.base_url, *args)
+    assert again.returncode == 0, again.stderr
+    flagged = [line for line in again.stderr.decode().splitlines() if line.startswith("gradium: flagged:")]
+    assert flagged == [f"gradium: flagged: two.txt:2 ({Path('out') / '0002.ulaw'}): too quiet (0.01, limit 0.02)"]
+
+
 # ------------------------------------------------------------------ resume
 
 

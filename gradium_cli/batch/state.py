@@ -77,10 +77,20 @@ def _record(obj: Any) -> tuple[str, Record] | None:
             audio_s=float(obj.get("audio_s") or 0.0),
             timestamps_size=None if ts_size is None else int(ts_size),
             timestamps_sha256=obj.get("timestamps_sha256"),
-            flags=tuple(flag for flag in obj.get("flags") or () if isinstance(flag, dict)),
+            flags=tuple(flag for flag in obj.get("flags") or () if _well_formed_flag(flag)),
         )
     except (KeyError, TypeError, ValueError):
         return None
+
+
+def _well_formed_flag(flag: Any) -> bool:
+    """A quality flag as the checks write it (quality.Flag): one edited by hand without its
+    reason, value or limit made the end of a later run's report a traceback. It is ignored."""
+    if not isinstance(flag, dict) or not isinstance(flag.get("reason"), str):
+        return False
+    return all(
+        isinstance(flag.get(key), int | float) and not isinstance(flag.get(key), bool) for key in ("value", "limit")
+    )
 
 
 class StateFile:
