@@ -282,6 +282,46 @@ class _Hostile(BaseHTTPRequestHandler):
         pass
 
 
+class _OddStatus(BaseHTTPRequestHandler):
+    """A server that makes a draft, then answers its status with an object where the
+    protocol has a list."""
+
+    def _answer(self, payload: object) -> None:
+        body = json.dumps(payload).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self._answer({"embeddings": [{"embedding_id": "vox_emb_odd", "ready": False, "expires_at": None}]})
+
+    def do_GET(self) -> None:
+        self._answer({"embeddings": {"0": {"embedding_id": "vox_emb_odd", "ready": True}}})
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_draft_status_in_the_wrong_shape_is_no_traceback(tmp_path: Path) -> None:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OddStatus)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        env = completion_env(tmp_path, GRADIUM_BASE_URL=f"http://127.0.0.1:{server.server_address[1]}/api/")
+        shown = gradium(tmp_path, "voices", "design", "show", "vox_emb_odd", env=env)
+        waited = gradium(tmp_path, "voices", "design", "calm", "-n", "1", "--wait", "0.5", env=env)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert shown.returncode == 5
+    assert one_line_error(shown) == "gradium: error: draft vox_emb_odd does not exist or has expired"
+    # Waiting learns nothing from such answers: the draft is listed, still not ready.
+    assert waited.returncode == 7 and b"vox_emb_odd" in waited.stdout
+    assert "Traceback" not in waited.stderr.decode()
+
+
 def test_a_hostile_draft_id_is_refused(tmp_path: Path) -> None:
     server = ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
     threading.Thread(target=server.serve_forever, daemon=True).start()

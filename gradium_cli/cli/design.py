@@ -257,9 +257,9 @@ async def _wait_ready(rest: "RestClient", drafts: list[dict[str, Any]], wait: fl
                     status = await rest.json("GET", "voice-generator/embeddings", params={"embedding_id": draft_id})
                 except RequestError as exc:
                     raise _refusal(exc, draft_id) from None
-                entries = status.get("embeddings") if isinstance(status, dict) else None
-                if entries and isinstance(entries[0], dict):
-                    drafts[index] = {**drafts[index], **entries[0], "embedding_id": draft_id}
+                entry = _first_entry(status)
+                if entry is not None:
+                    drafts[index] = {**drafts[index], **entry, "embedding_id": draft_id}
 
 
 async def _previews(
@@ -321,11 +321,20 @@ async def _show(backend: "BackendOptions", draft_id: str) -> dict[str, Any]:
             status = await rest.json("GET", "voice-generator/embeddings", params={"embedding_id": draft_id})
         except RequestError as exc:
             raise _refusal(exc, draft_id) from None
-    entries = status.get("embeddings") if isinstance(status, dict) else None
-    if not entries or not isinstance(entries[0], dict):
+    entry = _first_entry(status)
+    if entry is None:
         raise RequestError(f"draft {draft_id} does not exist or has expired")
     keys = [column.key for column in SHOW_FIELDS]
-    return {key: entries[0].get(key) for key in keys}
+    return {key: entry.get(key) for key in keys}
+
+
+def _first_entry(status: Any) -> dict[str, Any] | None:
+    """The draft in a voice-generator/embeddings answer, or None when it lists none. Read
+    defensively: `{"embeddings": {...}}` from a hostile server was a KeyError traceback."""
+    entries = status.get("embeddings") if isinstance(status, dict) else None
+    if not isinstance(entries, list) or not entries or not isinstance(entries[0], dict):
+        return None
+    return entries[0]
 
 
 # --------------------------------------------------------------------------------------- promote
