@@ -10,12 +10,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from gradium_cli.ui.env import Env
+from gradium_cli.ui.env import Env, discard_stdout
 
 if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
@@ -171,13 +170,10 @@ class BatchProgress:
         except BrokenPipeError:
             # The report's reader went away (`--json | head -1`). The files are what a batch
             # makes and the state file records them: the run goes on without the report, as
-            # it would have stopped with exit 0 and items not reached. stdout points at
-            # devnull so that the interpreter's last flush does not raise again.
+            # it would have stopped with exit 0 and items not reached.
             self.json_out = False
             with contextlib.suppress(OSError, ValueError):
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, stdout.fileno())
-                os.close(devnull)
+                discard_stdout(stdout.fileno())
 
     def retrying(self, line: int, error: str, attempt: int, delay: float) -> None:
         self.env.debug(f"gradium batch: line {line}: {error}; retry {attempt} in {delay:.2f} s")

@@ -63,15 +63,14 @@ def stdout_failed_while_parsing(error: OSError) -> NoReturn:
     """`--help` or `--version` (printed while the arguments are parsed, before any command's
     own handling) to a full disk or a reader that went away: as for any command's output,
     one line and exit 9, or exit 0. Any other error goes on as it was."""
-    from gradium_cli.ui.env import stdout_failure
+    from gradium_cli.ui.env import discard_stdout, stdout_failure
 
     if isinstance(error, BrokenPipeError):
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())  # the interpreter's last flush must not raise again
+        discard_stdout()
         sys.exit(0)
     if error.errno not in (errno.ENOSPC, errno.EIO, errno.EDQUOT):
         raise error
-    failure = stdout_failure(error)  # also points stdout at /dev/null, for the same reason
+    failure = stdout_failure(error)
     print(f"gradium: error: {failure.message}", file=sys.stderr)
     sys.exit(int(failure.exit_code))
 

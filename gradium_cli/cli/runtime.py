@@ -17,7 +17,7 @@ from typing import Any, NoReturn, TypeVar
 import typer
 
 from gradium_cli.errors import ExitCode, GradiumError, Interrupted
-from gradium_cli.ui.env import get_env
+from gradium_cli.ui.env import discard_stdout, get_env
 from gradium_cli.ui.wirelog import escape_control
 
 T = TypeVar("T")
@@ -143,10 +143,7 @@ def usage_failure(error: Any) -> NoReturn:
 
 
 def _stdout_gone() -> NoReturn:
-    # The reader went away (`| head -c 100`): not an error. Point stdout at devnull so
-    # the interpreter's final flush does not raise again.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
+    discard_stdout()  # the reader went away (`| head -c 100`): not an error
     raise typer.Exit(0)
 
 

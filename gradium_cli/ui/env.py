@@ -68,14 +68,21 @@ class StdoutWriter:
         return getattr(self._stream, name)
 
 
+def discard_stdout(fd: int | None = None) -> None:
+    """Point stdout's descriptor (or `fd`) at /dev/null, once its reader went away or its
+    disk is full: what stays in its buffer would fail again in the interpreter's last flush
+    ("Exception ignored" and exit status 120)."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno() if fd is None else fd)
+    finally:
+        os.close(devnull)
+
+
 def stdout_failure(exc: OSError) -> OutputError:
     from gradium_cli.errors import OutputError
 
-    # What stays in stdout's buffer would fail again in the interpreter's last flush ("Exception
-    # ignored" and exit status 120): stdout goes to /dev/null, as for a reader that went away.
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, sys.stdout.fileno())
-    os.close(devnull)
+    discard_stdout()  # as for a reader that went away
     if exc.errno == errno.ENOSPC:
         return OutputError("disk full while writing stdout")
     return OutputError(f"cannot write stdout: {exc.strerror or exc}")
