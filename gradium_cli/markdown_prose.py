@@ -275,12 +275,12 @@ class MarkdownStream:
         comes (`_unsaid`). A line with a construct still open waits for it, as `_early` does:
         its markup would be spoken, and its words may yet change.
         """
-        if self._held() or self._table_head is not None or self._line.lstrip()[:1] in ("`", "~", "|"):
+        if self._line_undecided():
             return ""
         if _BLOCK_MARKER.fullmatch(self._line.strip()) or _url_begun(self._line):
             return ""  # `2` may be an item's number (`2. Two`), `h` a URL's start: said as neither
-        prose = _render(_parser(False).parse(self._line), close=False).text
-        if _OPENERS & set(prose) or _open_underscore(prose):
+        prose = _settled_prose(self._line)
+        if prose is None:
             return ""
         words = prose.split()
         if words[-1:] == ["!"] and self._line.endswith("!"):
@@ -305,6 +305,11 @@ class MarkdownStream:
 
     def _held(self) -> bool:
         return self._fence is not None or self._maybe_head is not None
+
+    def _line_undecided(self) -> bool:
+        """Whether only the unfinished line's end tells what it is: inside a fence, a possible
+        table or a table, or it begins as a fence or a table row does."""
+        return self._held() or self._table_head is not None or self._line.lstrip()[:1] in ("`", "~", "|")
 
     def _complete(self, line: str) -> str:
         said, self._released = self._released, []
@@ -350,15 +355,13 @@ class MarkdownStream:
 
     def _early(self) -> str:
         """Words of the unfinished line that nothing still to come can change."""
-        if self._held() or self._table_head is not None:
-            return ""
         line = self._line
         cut = max(line.rfind(" "), line.rfind("\t"))
-        if cut <= 0 or line.lstrip()[:1] in ("`", "~", "|"):
+        if cut <= 0 or self._line_undecided():
             return ""
-        prose = _render(_parser(False).parse(line[:cut]), close=False).text
-        if _OPENERS & set(prose) or _open_underscore(prose):
-            return ""  # something may still open or close: wait for the line to end
+        prose = _settled_prose(line[:cut])
+        if prose is None:
+            return ""
         words = prose.split()[:-1]  # the last word may yet take a pause (a heading, an item)
         out = _unsaid(words, self._released)
         if not out:
@@ -390,6 +393,13 @@ def _url_begun(line: str) -> bool:
     """Whether the line's last word is, or may become, a URL (spoken as its host, once it ends)."""
     last = line.rsplit(None, 1)[-1].lower() if line.strip() else ""
     return any(last.startswith(start) or start.startswith(last) for start in ("http://", "https://", "www."))
+
+
+def _settled_prose(text: str) -> str | None:
+    """`text` as prose, or None while something in it may still open or close (emphasis, a
+    link, a tag, an `_`): its words may change, and its markup would be spoken."""
+    prose = _render(_parser(False).parse(text), close=False).text
+    return None if _OPENERS & set(prose) or _open_underscore(prose) else prose
 
 
 def _open_underscore(text: str) -> bool:
