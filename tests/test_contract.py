@@ -364,13 +364,13 @@ def _say_chars(server: RunningServer, tmp: Path) -> None:
         )
         assert run.code == 0, run.stderr
         assert_spoken(tmp / f"{chars}.ulaw", tmp / f"{chars}.json", text)
-    sessions = usage(server).sessions
+    sessions = usage(server).to_api()["sessions"]
     run = cli(server, tmp, "say", sentence_text(61), "-o", str(tmp / "61.ulaw"))
     assert run.code == 5
     assert run.error_line == (
         "gradium: error: server refused the request: text too long: at most 60 characters per request (1008)"
     )
-    assert usage(server).sessions == sessions + 1  # a refusal retrying cannot fix is not retried
+    assert usage(server).to_api()["sessions"] == sessions + 1  # a refusal retrying cannot fix is not retried
     assert not list(tmp.glob("61*"))
     # Told the server's limit, say cuts: one long sentence between words, prose between sentences.
     for name, text in (("word", sentence_text(61)), ("sentences", sentences(3))):
@@ -582,7 +582,7 @@ def _say_socket_cap(server: RunningServer, tmp: Path) -> None:
         assert run.code == 0, f"{requests} requests: {run.stderr}"
         assert_spoken(out, stamps, text)
     # Not told the cap, the third request is refused: one line, and not retried.
-    sessions = usage(server).sessions
+    sessions = usage(server).to_api()["sessions"]
     run = cli(server, tmp, "say", sentences(3), "-o", str(tmp / "over.ulaw"), told=TOLD_CHARS)
     assert run.code == 5
     assert re.fullmatch(
@@ -590,7 +590,7 @@ def _say_socket_cap(server: RunningServer, tmp: Path) -> None:
         rf"\(1008\); the [\d.]+ s made so far are in {re.escape(str(tmp / 'over.partial.ulaw'))}",
         run.error_line,
     ), run.stderr
-    assert usage(server).sessions == sessions + 1
+    assert usage(server).to_api()["sessions"] == sessions + 1
     assert not (tmp / "over.ulaw").exists()
 
 
@@ -708,7 +708,7 @@ def _say_connections(server: RunningServer, tmp: Path) -> None:
         assert run.error_line == f"gradium: error: server refused the request: {CONCURRENCY_LIMIT_MESSAGE} (1008)"
         assert not (tmp / "over.ulaw").exists()
     deadline = time.monotonic() + 5
-    while server.server.config.app.state.gradium.open_connections and time.monotonic() < deadline:
+    while server.server.config.app.state.gradium.shared.get("open_connections") and time.monotonic() < deadline:
         time.sleep(0.02)
     run = cli(server, tmp, "say", "Free again.", "-o", str(tmp / "again.ulaw"))  # the slots came back
     assert run.code == 0, run.stderr

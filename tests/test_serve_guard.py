@@ -417,6 +417,9 @@ def test_many_refused_uploads_at_once_hold_few_descriptors(tmp_path: Path, serve
     port = port_of(base_url)
     with httpx.Client(base_url=base_url, timeout=30) as client:
         assert client.get("voices/").json() == []
+        # The store holds its file open once there is one (store.Collection): in the baseline.
+        body, headers = voice_upload("before")
+        assert client.post("voices/", content=body, headers=headers).status_code == 201
     time.sleep(0.2)  # the server has seen that connection close
     baseline = open_descriptors(proc.pid)
     head = request_head("voices/", "multipart/form-data; boundary=b", 200 << 20)

@@ -102,7 +102,9 @@ def assert_confined(tmp_path: Path, data_dir: Path, before: dict[str, tuple[byte
             uid, _, extension = path.name.partition(".")
             assert len(uid) == 16 and extension in {"wav", "flac", "ogg", "mp3", "aiff"}, path.name
         elif path.is_file():
-            assert path.parent == data_dir and path.name in {"voices.json", "pronunciations.json"}, path
+            # The collections and the lock files their writers take (store.Collection).
+            names = {"voices.json", "pronunciations.json", ".voices.json.lock", ".pronunciations.json.lock"}
+            assert path.parent == data_dir and path.name in names, path
 
 
 def test_hostile_input_format_writes_and_deletes_nothing_outside_the_data_dir(

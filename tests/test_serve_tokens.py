@@ -46,6 +46,6 @@ def test_minted_tokens_are_capped_and_the_oldest_goes_first(server_factory: Fact
     state = server.server.config.app.state.gradium
     with httpx.Client(base_url=server.base_url) as api:
         tokens = [api.get("api-keys/token").json()["token"] for _ in range(MAX_LIVE_TOKENS + 5)]
-    assert len(state.tokens) == MAX_LIVE_TOKENS
+    assert state.shared.live_tokens() == MAX_LIVE_TOKENS
     assert first_frame_with_token(server, tokens[0]) == REFUSED
     assert first_frame_with_token(server, tokens[-1])["type"] == "ready"

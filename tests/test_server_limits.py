@@ -661,12 +661,12 @@ def test_connection_slots_are_counted_and_released(tmp_path: Path) -> None:
     with state.connection_slot() as a, state.connection_slot() as b:
         with state.connection_slot() as c:
             assert (a, b, c) == (True, True, False)
-            assert state.open_connections == 2
-        assert state.open_connections == 2
-    assert state.open_connections == 0
+            assert state.shared.get("open_connections") == 2
+        assert state.shared.get("open_connections") == 2
+    assert state.shared.get("open_connections") == 0
     with pytest.raises(RuntimeError), state.connection_slot():
         raise RuntimeError("a handler that fails still frees its slot")
-    assert state.open_connections == 0
+    assert state.shared.get("open_connections") == 0
 
 
 # ---------------------------------------------------------------- the documented figures

@@ -61,7 +61,7 @@ async def generate(request: Request, state: ServerState) -> Response:
         return detail(409, f"Too many draft voices (at most {cap}): promote, delete or let some expire")
     assert prompt is not None and isinstance(language, str)
     made = state.drafts.create(prompt, language, samples)
-    state.usage.consumed_credits += cost
+    state.usage.add(consumed_credits=cost)
     return JSONResponse({"embeddings": [draft_api(record, detailed=False) for record in made]})
 
 
@@ -81,7 +81,7 @@ async def delete_embedding(request: Request, state: ServerState) -> Response:
     draft_id = request.path_params["embedding_id"]
     if len(draft_id) > MAX_ID_CHARS or state.drafts.get(draft_id) is None:
         return detail(404, "Embedding not found or expired")
-    if state.voices_in_use.get(draft_id):
+    if state.voice_is_in_use(draft_id):
         return detail(409, "Embedding is in use by an active request")
     state.drafts.delete(draft_id)
     return no_content()

@@ -163,8 +163,7 @@ async def _speak(
                         yield message
             except EngineCrashed as crash:
                 error = SetupProblem(str(crash), m.INTERNAL_ERROR)
-        state.usage.consumed_credits += len(text)
-        state.usage.egress_audio_duration += renderer.audio_seconds
+        state.usage.add(consumed_credits=len(text), audio_s=renderer.audio_seconds)
         log(None if error is None else error.message)
         if error is not None:
             yield m.ErrorMessage(error.message, error.code)
@@ -374,7 +373,7 @@ async def update_voice(request: Request, state: ServerState) -> Response:
 async def delete_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
     _own_voice(state, uid, "deleted")
-    if state.voices_in_use.get(uid):
+    if state.voice_is_in_use(uid):
         return detail(409, "Voice is in use by an active request")
     state.store.voices.delete(uid)
     state.store.delete_sample(uid)

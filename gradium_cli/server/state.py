@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import random
 import secrets
 import sys
 import time
@@ -18,13 +17,15 @@ from gradium_cli.server.catalog import Catalog, CatalogVoice, derive_engine_voic
 from gradium_cli.server.drafts import (
     DEFAULT_DRAFT_READY_S,
     DEFAULT_DRAFT_TTL_S,
+    DRAFTS_FILE,
     MAX_LIVE_DRAFTS,
     Drafts,
     DraftSettings,
     is_ready,
 )
 from gradium_cli.server.engine import EngineVoice, SpeechEngine, get_engine
-from gradium_cli.server.store import Store
+from gradium_cli.server.shared import SharedBlock
+from gradium_cli.server.store import Collection, Store
 
 ALLOCATED_CREDITS = 1_000_000
 # The hosted service's text when a key has too many sessions open (PROTOCOL.md §11.1).
@@ -113,30 +114,49 @@ class ServerOptions:
     max_live_drafts: int = MAX_LIVE_DRAFTS  # a flood of generate calls must not grow the drafts file forever
 
 
-@dataclass
 class Usage:
-    sessions: int = 0
-    consumed_credits: int = 0
-    egress_audio_duration: float = 0.0
-    egress_messages: int = 0
-    ingress_messages: int = 0
-    ingress_text_size: int = 0
+    """The server's usage counters (`GET usage`), kept in the shared block: every process's
+    requests count towards the same figures."""
+
+    def __init__(self, block: SharedBlock) -> None:
+        self._block = block
+
+    def add(self, *, audio_s: float = 0.0, **counts: int) -> None:
+        """Add to counters named as in the block (sessions, consumed_credits, ...); `audio_s`
+        to the audio sent."""
+        if audio_s:
+            counts["egress_audio_us"] = round(audio_s * 1_000_000)
+        self._block.add_all(counts)
+
+    @property
+    def consumed_credits(self) -> int:
+        return self._block.get("consumed_credits")
 
     def to_api(self) -> dict[str, Any]:
+        block = self._block
         return {
-            "consumed_credits": self.consumed_credits,
-            "egress_audio_duration": round(self.egress_audio_duration, 3),
-            "egress_messages": self.egress_messages,
+            "consumed_credits": block.get("consumed_credits"),
+            "egress_audio_duration": round(block.get("egress_audio_us") / 1_000_000, 3),
+            "egress_messages": block.get("egress_messages"),
             "egress_text_size": 0,
             "ingress_audio_duration": 0.0,
-            "ingress_messages": self.ingress_messages,
-            "ingress_text_size": self.ingress_text_size,
-            "sessions": self.sessions,
+            "ingress_messages": block.get("ingress_messages"),
+            "ingress_text_size": block.get("ingress_text_size"),
+            "sessions": block.get("sessions"),
         }
 
 
+def check_data_dir(data_dir: Path) -> None:
+    """Raise CorruptStore when a collection in the data dir cannot be read (before a server's
+    processes start, so that the user gets one line and not one per process)."""
+    Store(data_dir)
+    Collection(data_dir / DRAFTS_FILE)
+
+
 class ServerState:
-    def __init__(self, options: ServerOptions) -> None:
+    def __init__(self, options: ServerOptions, shared: SharedBlock | None = None) -> None:
+        """`shared`: the block the server's processes count in together (server/processes.py);
+        by default one of this process's own."""
         self.options = options
         self.engine: SpeechEngine = get_engine()
         if options.workers:
@@ -146,15 +166,11 @@ class ServerState:
         self.catalog = Catalog(self.engine)
         self.store = Store(options.data_dir)
         drafts = DraftSettings(options.draft_ttl_s, options.draft_ready_s)
-        self.drafts = Drafts(options.data_dir / "voice-drafts.json", drafts)
-        self.usage = Usage()
-        self.tokens: dict[str, float] = {}  # single-use browser tokens → expiry
-        self.voices_in_use: dict[str, int] = {}
+        self.drafts = Drafts(options.data_dir / DRAFTS_FILE, drafts)
+        # Limits, usage, voices in use and tokens: counted for the server as a whole.
+        self.shared = shared or SharedBlock(shared=False, token_slots=MAX_LIVE_TOKENS)
+        self.usage = Usage(self.shared)
         self.log = RequestLog(options.json_logs, options.quiet)
-        self.faults = random.Random(options.fault_seed)
-        self.open_connections = 0
-        self.held_text_chars = 0  # see hold_text
-        self.requests_in_progress = 0  # see begin_request
 
     def close(self) -> None:
         """Stop the engine's worker processes, if any (they also exit when the server dies)."""
@@ -162,14 +178,13 @@ class ServerState:
 
     def use_voice(self, uid: str) -> None:
         """Count a request speaking with `uid`: a voice in use cannot be deleted (409)."""
-        self.voices_in_use[uid] = self.voices_in_use.get(uid, 0) + 1
+        self.shared.use_voice(uid)
 
     def release_voice(self, uid: str) -> None:
-        uses = self.voices_in_use.get(uid, 1) - 1
-        if uses > 0:
-            self.voices_in_use[uid] = uses
-        else:
-            self.voices_in_use.pop(uid, None)
+        self.shared.release_voice(uid)
+
+    def voice_is_in_use(self, uid: str) -> bool:
+        return self.shared.voice_uses(uid) > 0
 
     @contextlib.contextmanager
     def voice_in_use(self, uid: str) -> Iterator[None]:
@@ -181,47 +196,42 @@ class ServerState:
 
     def begin_request(self) -> bool:
         """Count one more request in progress; False, counting nothing, when
-        `max_requests_in_progress` are. Event loop thread only."""
-        if self.requests_in_progress >= self.options.max_requests_in_progress:
-            return False
-        self.requests_in_progress += 1
-        return True
+        `max_requests_in_progress` are."""
+        return self.shared.add_within("requests_in_progress", 1, self.options.max_requests_in_progress)
 
     def end_request(self, held_chars: int) -> None:
         """A request begun is over: its slot and the text it held are free."""
-        self.requests_in_progress -= 1
-        self.held_text_chars -= held_chars
+        self.shared.add_all({"requests_in_progress": -1, "held_text_chars": -held_chars})
 
     def hold_text(self, chars: int) -> bool:
         """Count `chars` more characters held by requests in progress; False, counting
-        nothing, when that would pass `max_held_text_chars`. Event loop thread only."""
-        if self.held_text_chars + chars > self.options.max_held_text_chars:
+        nothing, when that would pass `max_held_text_chars`."""
+        return self.shared.add_within("held_text_chars", chars, self.options.max_held_text_chars)
+
+    def connection_doomed(self) -> bool:
+        """Fault injection: whether the connection starting now is to be dropped (one draw
+        per connection, in order, from a generator seeded with `fault_seed`)."""
+        options = self.options
+        if options.drop_after_chunks is None:
             return False
-        self.held_text_chars += chars
-        return True
+        return self.shared.fault_draw(options.fault_seed) < options.drop_probability
 
     @contextlib.contextmanager
     def connection_slot(self) -> Iterator[bool]:
-        """Hold one of `max_connections` slots for a WebSocket's lifetime; yields False when full.
-
-        Only the event loop's thread touches the counter, so it needs no lock.
-        """
-        admitted = self.open_connections < self.options.max_connections
-        if admitted:
-            self.open_connections += 1
+        """Hold one of `max_connections` slots for a WebSocket's lifetime; yields False when full."""
+        admitted = self.shared.add_within("open_connections", 1, self.options.max_connections)
         try:
             yield admitted
         finally:
             if admitted:
-                self.open_connections -= 1
+                self.shared.add("open_connections", -1)
 
     # ------------------------------------------------------------------ auth
 
     def key_problem(self, api_key: str | None, token: str | None) -> str | None:
         """Why a connection's credentials are refused, or None when accepted."""
-        if token is not None:
-            expiry = self.tokens.pop(token, None)  # single use: consumed on verification
-            return None if expiry is not None and expiry > time.time() else "Token is invalid or expired"
+        if token is not None:  # single use: consumed on verification
+            return None if self.shared.take_token(token) else "Token is invalid or expired"
         if self.options.api_key is None:
             return None
         if not api_key:
@@ -233,18 +243,11 @@ class ServerState:
         return None
 
     def mint_token(self) -> tuple[str, float]:
-        """A single-use token. Unused ones were kept for good, expired or not, so each call
-        grew the server by one; now the expired and, past MAX_LIVE_TOKENS, the oldest go."""
-        now = time.time()
-        # Minted in order of expiry, so the expired and the oldest are at the front.
-        while self.tokens:
-            oldest, expiry = next(iter(self.tokens.items()))
-            if expiry > now and len(self.tokens) < MAX_LIVE_TOKENS:
-                break
-            del self.tokens[oldest]
+        """A single-use token. At most MAX_LIVE_TOKENS are kept: an expired one's place, or
+        the oldest's, goes to the new one, so minting does not grow the server's memory."""
         token = secrets.token_urlsafe(24)
-        expiry = now + TOKEN_TTL_S
-        self.tokens[token] = expiry
+        expiry = time.time() + TOKEN_TTL_S
+        self.shared.keep_token(token, expiry)
         return token, expiry
 
     # ---------------------------------------------------------------- voices
@@ -279,10 +282,14 @@ class RequestLog:
         self.json_logs = json_logs
         self.logger = logging.getLogger("gradium.serve")
         self.quiet = quiet
+        # Which of the server's processes logs (1-based), where there are several (server/processes.py).
+        self.process: int | None = None
 
     def request(self, **fields: Any) -> None:
         if self.quiet:
             return
+        if self.process is not None:
+            fields = {**fields, "process": self.process}
         if self.json_logs:
             line = json.dumps({"ts": round(time.time(), 3), "event": "request", **fields})
         else:

@@ -1,8 +1,8 @@
 """Persistent local store for custom voices and pronunciation dictionaries.
 
 One JSON file per collection under the server's data dir, replaced atomically
-on every change, plus the uploaded voice samples. A lock serialises writers:
-the ASGI app calls in from one event loop but request handlers interleave.
+on every change, plus the uploaded voice samples. Locks serialise writers: the
+threads of a process, and the processes that share the data dir (`Collection`).
 
 No request ever names a path here: a sample's file name is a server-generated
 uid plus an extension from `SAMPLE_EXTENSIONS`, both checked again on every
@@ -11,6 +11,8 @@ write and delete, so no field of a request can reach outside the data dir.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import re
@@ -18,9 +20,10 @@ import secrets
 import string
 import tempfile
 import threading
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 UID_ALPHABET = string.ascii_letters + string.digits + "_-"
 UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16}")
@@ -50,45 +53,108 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+class CorruptStore(ValueError):
+    """A collection's file is not what the store writes (edited by hand, cut short)."""
+
+
 class Collection:
-    """A uid → record mapping kept in one JSON file."""
+    """A uid → record mapping kept in one JSON file, which several processes may share.
+
+    `gradium serve --workers N` runs N server processes, and offline commands (the
+    built-in engine's processes) use the same data dir: a change made by one must be
+    seen by the others at once, and two changes at once must not lose either. So
+    every read first checks whether the file was replaced since it was loaded (the
+    file is only ever replaced, never written in place: it is a new inode, and the
+    one loaded cannot be reused while it is held open here), and every change is
+    made under a record lock on a lock file beside it, on the records read again.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self._lock = threading.Lock()
         self._records: dict[str, dict[str, Any]] = {}
-        if path.exists():
-            self._records = json.loads(path.read_text("utf-8"))
+        self._loaded: IO[bytes] | None = None  # the file the records were read from, held open
+        with self._lock:
+            self._refresh()
 
     def all(self) -> list[dict[str, Any]]:
         with self._lock:
+            self._refresh()
             return [dict(r) for r in self._records.values()]
 
     def count(self) -> int:
         with self._lock:
+            self._refresh()
             return len(self._records)
 
     def get(self, uid: str) -> dict[str, Any] | None:
         with self._lock:
+            self._refresh()
             record = self._records.get(uid)
             return dict(record) if record is not None else None
 
     def put(self, record: dict[str, Any]) -> dict[str, Any]:
-        with self._lock:
+        with self._changing():
             self._records[record["uid"]] = record
             self._save()
             return dict(record)
 
     def delete(self, uid: str) -> bool:
-        with self._lock:
+        with self._changing():
             if self._records.pop(uid, None) is None:
                 return False
             self._save()
             return True
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold this process's lock and the lock file's, with the records as they are now."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock, open(self.path.with_name(f".{self.path.name}.lock"), "ab") as lock:
+            fcntl.lockf(lock, fcntl.LOCK_EX)  # released when closed, or when this process dies
+            self._refresh()
+            yield
+
+    def _refresh(self) -> None:
+        """Read the file again if it was replaced (or removed) since it was loaded."""
+        try:
+            current = os.stat(self.path)
+        except FileNotFoundError:
+            self._forget()
+            return
+        if self._loaded is not None and os.fstat(self._loaded.fileno()).st_ino == current.st_ino:
+            return
+        self._forget()
+        try:
+            handle = open(self.path, "rb")  # noqa: SIM115 (held until the file is replaced)
+        except FileNotFoundError:
+            return
+        try:
+            records = json.loads(handle.read().decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            handle.close()
+            raise CorruptStore(f"{self.path} is not valid JSON ({exc}); fix or move it away") from None
+        if not isinstance(records, dict):
+            handle.close()
+            raise CorruptStore(f"{self.path} does not hold an object of records; fix or move it away")
+        self._records = records
+        self._loaded = handle
+
+    def _forget(self) -> None:
+        if self._loaded is not None:
+            self._loaded.close()
+            self._loaded = None
+        self._records = {}
+
     def _save(self) -> None:
         data = json.dumps(self._records, indent=1, ensure_ascii=False).encode("utf-8")
         atomic_write_bytes(self.path, data)
+        # Hold the file just written (under the lock: nobody replaced it since), so that the
+        # next replacement is seen; the records are what was written.
+        handle = open(self.path, "rb")  # noqa: SIM115 (held until the file is replaced)
+        if self._loaded is not None:
+            self._loaded.close()
+        self._loaded = handle
 
 
 class Store:

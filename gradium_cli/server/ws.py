@@ -261,9 +261,8 @@ class Request:
     def _log(self, error: str | None) -> None:
         state = self.conn.state
         ttfa = None if self.first_audio_at is None else round((self.first_audio_at - self.started) * 1000)
-        state.usage.consumed_credits += self.buffer.total_chars
-        state.usage.ingress_text_size += self.buffer.total_chars
-        state.usage.egress_audio_duration += self.renderer.audio_seconds
+        chars = self.buffer.total_chars
+        state.usage.add(consumed_credits=chars, ingress_text_size=chars, audio_s=self.renderer.audio_seconds)
         state.log.request(
             transport="ws",
             request_id=self.request_id,
@@ -293,9 +292,7 @@ class Connection:
         self._send_lock = asyncio.Lock()
         self._closing = False
         # Fault injection (ServerOptions.drop_*): the audio message count that aborts this connection.
-        options = state.options
-        doomed = options.drop_after_chunks is not None and state.faults.random() < options.drop_probability
-        self._drop_at = options.drop_after_chunks if doomed else None
+        self._drop_at = state.options.drop_after_chunks if state.connection_doomed() else None
         self._audio_sent = 0
 
     # ------------------------------------------------------------------ sending
@@ -333,7 +330,7 @@ class Connection:
             except (SocketGone, RuntimeError):
                 self._closing = True
                 return
-        self.state.usage.egress_messages += len(messages)
+        self.state.usage.add(egress_messages=len(messages))
         if self._drop_at is not None and isinstance(messages[0], m.Audio):
             self._audio_sent += 1
             if self._audio_sent >= self._drop_at:
@@ -379,7 +376,7 @@ class Connection:
         headers, query = self.ws.headers, self.ws.query_params
         problem = self.state.key_problem(headers.get("x-api-key"), query.get("token"))
         await self.ws.accept()
-        self.state.usage.sessions += 1
+        self.state.usage.add(sessions=1)
         if problem is not None:
             # The service accepts the upgrade and reports auth failures in band (§11.1).
             await self.fail(problem)
@@ -405,7 +402,7 @@ class Connection:
                     request.task.cancel()
 
     async def handle(self, frame: str | bytes | None) -> None:
-        self.state.usage.ingress_messages += 1
+        self.state.usage.add(ingress_messages=1)
         if frame is None:
             return
         limit = self.state.options.max_message_bytes
