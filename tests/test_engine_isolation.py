@@ -9,6 +9,7 @@ the same moment completes, and that the server answers afterwards.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -65,6 +66,20 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def engine_processes(pid: int) -> list[int]:
+    """The engine processes under `pid`: its children with one server process, its
+    grandchildren with several (each server process has its own)."""
+    found, pending = [], children(pid)
+    while pending:
+        each = pending.pop()
+        with contextlib.suppress(FileNotFoundError):
+            if "gradium_cli.server.workers" in Path(f"/proc/{each}/cmdline").read_text():
+                found.append(each)
+            else:
+                pending += children(each)
+    return sorted(found)
+
+
 def test_defuse_keeps_length_and_breaks_long_dotted_runs() -> None:
     assert defuse(KNOWN_CRASH) == "a " * 300
     assert len(defuse(KNOWN_CRASH)) == len(KNOWN_CRASH)
@@ -82,7 +97,7 @@ def test_crash_fails_only_its_request_while_another_completes(
 ) -> None:
     monkeypatch.setenv("GRADIUM_ENGINE_GUARD", "off")
     proc, base_url = serve_process("--workers", "2")
-    workers_before = children(proc.pid)
+    workers_before = engine_processes(proc.pid)
     assert len(workers_before) == 2
 
     async def scenario() -> tuple[list[m.ServerMessage], list[m.ServerMessage], list[m.ServerMessage]]:
@@ -118,7 +133,7 @@ def test_crash_fails_only_its_request_while_another_completes(
     assert audio_seconds(b_messages) > 20  # six long sentences and the last one, all of it
     assert isinstance(after_messages[-1], m.EndOfStream) and audio_seconds(after_messages) > 1
     assert proc.poll() is None
-    workers_after = children(proc.pid)
+    workers_after = engine_processes(proc.pid)
     assert len(workers_after) == 2 and set(workers_after) != set(workers_before)  # the dead one was replaced
 
 
@@ -152,8 +167,14 @@ def test_rest_crash_is_a_500_in_the_protocol_shape(serve_process: Any, monkeypat
 
 
 def test_workers_option_and_environment(serve_process: Any) -> None:
+    import time
+
     proc, _ = serve_process("--workers", "3")
-    assert len(children(proc.pid)) == 3
+    assert len(children(proc.pid)) == 3  # server processes
+    deadline = time.monotonic() + 20
+    while len(engine_processes(proc.pid)) < 3 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert len(engine_processes(proc.pid)) == 3  # one each
     env = {**os.environ, "GRADIUM_SERVE_WORKERS": "0"}
     refused = subprocess.run(
         [gradium_exe(), "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60

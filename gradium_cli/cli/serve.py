@@ -42,7 +42,8 @@ def serve(
         int | None,
         typer.Option(
             "--workers",
-            help="eSpeak NG worker processes; an engine crash fails only its request [default: the cores available]",
+            help="Server processes sharing the port, each with its own event loop and eSpeak NG process; "
+            "an engine crash fails only its request [default: the cores available]",
             envvar="GRADIUM_SERVE_WORKERS",
             min=1,
             show_default=False,
@@ -116,7 +117,10 @@ def serve(
     from gradium_cli.config import check_api_key
     from gradium_cli.server.app import bind_socket, uvicorn_config
     from gradium_cli.server.descriptors import raise_open_file_limit
-    from gradium_cli.server.state import LOOPBACK_HOSTS, ServerOptions, ServerState
+    from gradium_cli.server.processes import run_processes
+    from gradium_cli.server.shared import SharedBlock
+    from gradium_cli.server.state import LOOPBACK_HOSTS, MAX_LIVE_TOKENS, ServerOptions, ServerState, check_data_dir
+    from gradium_cli.server.store import CorruptStore
     from gradium_cli.server.workers import available_cores
 
     env = get_env()
@@ -132,7 +136,7 @@ def serve(
         latency_ms=latency_ms,
         json_logs=json_logs,
         quiet=env.quiet,
-        workers=workers or available_cores(),
+        workers=1,  # each server process has its own engine process
         **drafts,
         allowed_origins=origins,
         # Off loopback the names the server is reached by are not known: any Host is answered.
@@ -141,6 +145,11 @@ def serve(
         header_timeout_s=header_timeout,
         **parse_faults(faults),
     )
+    try:
+        check_data_dir(options.data_dir)
+    except CorruptStore as exc:
+        print(f"gradium serve: error: {exc}", file=env.stderr)
+        raise typer.Exit(int(ExitCode.CONFIG)) from None
     try:
         sock = bind_socket(host, port)
     except OSError as exc:
@@ -154,16 +163,33 @@ def serve(
             file=env.stderr,
         )
     raise_open_file_limit()
-    config = uvicorn_config(options, host, port)
-    assert isinstance(config.app, Starlette)
-    state: ServerState = config.app.state.gradium
-    server = uvicorn.Server(config)
-    env.say(f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket at speech/tts); Ctrl-C stops")
-    try:
-        with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(server.serve(sockets=[sock]))
-    finally:
-        state.close()  # the engine's worker processes
+    processes = workers or available_cores()
+    shared = SharedBlock(shared=processes > 1, token_slots=MAX_LIVE_TOKENS, processes=processes)
+
+    def serve_one(process: int) -> None:
+        config = uvicorn_config(options, host, port, shared=shared)
+        assert isinstance(config.app, Starlette)
+        state: ServerState = config.app.state.gradium
+        if processes > 1:
+            state.log.process = process + 1
+        server = uvicorn.Server(config)
+        try:
+            with contextlib.suppress(KeyboardInterrupt):
+                asyncio.run(server.serve(sockets=[sock]))
+        finally:
+            state.close()  # the engine's worker process
+
+    plural = "es" if processes > 1 else ""
+    env.say(
+        f"gradium serve: listening on http://{host}:{port}/api/ (WebSocket at speech/tts), "
+        f"{processes} server process{plural}; Ctrl-C stops"
+    )
+    if processes == 1:
+        serve_one(0)
+    else:
+        code = run_processes(processes, shared, serve_one, lambda line: print(line, file=env.stderr, flush=True))
+        if code:
+            raise typer.Exit(code)
     env.say("gradium serve: stopped")
 
 

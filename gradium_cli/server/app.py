@@ -27,14 +27,18 @@ from gradium_cli.server.guard import Guard
 from gradium_cli.server.header_limits import header_limited_protocol
 from gradium_cli.server.rest import ROUTES
 from gradium_cli.server.rest_common import BodyCut, http_error
+from gradium_cli.server.shared import SharedBlock
 from gradium_cli.server.state import ServerOptions, ServerState
 from gradium_cli.server.ws import SEND_GRACE_S, speech_to_text_endpoint, tts_endpoint
 from gradium_cli.server.ws_protocol import websocket_protocol
 
 
-def create_app(options: ServerOptions, state: ServerState | None = None) -> Starlette:
+def create_app(
+    options: ServerOptions, state: ServerState | None = None, shared: SharedBlock | None = None
+) -> Starlette:
     """The app `gradium serve` runs; `state`: one to share (the built-in engine's process
-    answers REST calls with it beside its TTS channels)."""
+    answers REST calls with it beside its TTS channels); `shared`: the block the server's
+    processes count in together (server/processes.py)."""
     middleware = [Middleware(Guard, options=options)]
     if options.allowed_origins:
         # Pages from an allowed origin may also read the answers (and send preflighted requests).
@@ -48,7 +52,7 @@ def create_app(options: ServerOptions, state: ServerState | None = None) -> Star
         *ROUTES,
     ]
     app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
-    app.state.gradium = state or ServerState(options)
+    app.state.gradium = state or ServerState(options, shared)
     return app
 
 
@@ -64,6 +68,11 @@ class OneLineClientErrors(logging.Filter):
     """
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], asyncio.CancelledError):
+            # A response still running when the server stopped, cancelled after the graceful
+            # shutdown's wait (said once, below): in a server process, which stops with the
+            # event loop's own clean-up, uvicorn logged each with a traceback.
+            return False
         if record.exc_info and isinstance(record.exc_info[1], BodyCut):
             # An only_audio REST response cut short (a crash, the session's end): the request has
             # already logged it in one line, and raising is how its client learns the body is unfinished.
@@ -91,9 +100,11 @@ def quiet_client_errors() -> None:
             logger.addFilter(OneLineClientErrors())
 
 
-def uvicorn_config(options: ServerOptions, host: str, port: int, **extra: object) -> uvicorn.Config:
+def uvicorn_config(
+    options: ServerOptions, host: str, port: int, shared: SharedBlock | None = None, **extra: object
+) -> uvicorn.Config:
     config = uvicorn.Config(
-        create_app(options),
+        create_app(options, shared=shared),
         host=host,
         port=port,
         log_level="warning",

@@ -1,0 +1,107 @@
+"""`gradium serve --workers N`: N server processes on one listening socket.
+
+A request's CPU on the server is about half eSpeak and half the event loop's own
+work (handshake, text, resampling, JSON and framing), so engine processes behind
+one event loop could never make the server more than about twice as fast, however
+many cores it had (bench/README.md, "Seventh sitting"). Here a supervisor binds the
+socket, maps the block the processes count in together (server/shared.py) and
+forks N server processes, each a whole `gradium serve` with its own event loop and
+its own engine process; the kernel gives each new connection to one of those
+waiting in accept().
+
+The supervisor only waits. SIGINT and SIGTERM are passed on as SIGTERM: a graceful
+stop (uvicorn takes a second SIGINT, which Ctrl-C also sends each process, as "stop
+now"). A server process that dies is started again, and what it held (connections,
+requests, text, voices in use) is given back; one that dies as it starts stops the
+server, since a new one would too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import sys
+import time
+from collections.abc import Callable
+from types import FrameType
+
+from gradium_cli.server.crash import crash_reason
+from gradium_cli.server.shared import SharedBlock
+
+__all__ = ["run_processes"]
+
+# A process that dies sooner than this after it started would die again: the server stops.
+STARTUP_DEATH_S = 2.0
+
+
+def run_processes(count: int, block: SharedBlock, serve_one: Callable[[int], None], say: Callable[[str], None]) -> int:
+    """Run `serve_one(index)` in `count` forked processes until they are stopped; the exit
+    code for the command (0, or 1 when a process could not start)."""
+    children: dict[int, tuple[int, float]] = {}  # pid → (index, started at)
+    stopping = False
+
+    def start(index: int) -> None:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:
+            _child(index, block, serve_one)
+        children[pid] = (index, time.monotonic())
+
+    def stop(signum: int, _frame: FrameType | None) -> None:
+        nonlocal stopping
+        stopping = True
+        for pid in list(children):
+            with contextlib.suppress(ProcessLookupError):  # ended meanwhile: wait() will say
+                os.kill(pid, signal.SIGTERM)
+
+    for index in range(count):
+        start(index)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    code = 0
+    try:
+        while children:
+            try:
+                pid, status = os.wait()
+            except ChildProcessError:
+                break
+            index, started = children.pop(pid, (-1, 0.0))
+            if index < 0 or stopping:
+                continue
+            block.forget_process(index)
+            how = crash_reason(os.waitstatus_to_exitcode(status))
+            if time.monotonic() - started < STARTUP_DEATH_S:
+                say(f"gradium serve: error: server process {index + 1} of {count} ended as it started ({how})")
+                code = 1
+                stop(signal.SIGTERM, None)
+                continue
+            say(f"gradium serve: server process {index + 1} of {count} ended ({how}); starting another")
+            start(index)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code
+
+
+def _child(index: int, block: SharedBlock, serve_one: Callable[[int], None]) -> None:
+    """A server process: never returns into the supervisor's code."""
+    code = 0
+    try:
+        # Both as Ctrl-C is in one process: KeyboardInterrupt. uvicorn installs its own handlers
+        # while it serves and raises the signal again once it has stopped: with SIGTERM's default
+        # action the process then died before asyncio.run cancelled the requests still running,
+        # so they were never logged.
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.default_int_handler)
+        block.bind(index)
+        serve_one(index)
+    except KeyboardInterrupt:
+        pass
+    except Exception as exc:  # one line, as for any failure of the command
+        print(f"gradium serve: error: server process {index + 1}: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)

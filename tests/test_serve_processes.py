@@ -1,0 +1,317 @@
+"""`gradium serve --workers N`: N server processes on one port that count together.
+
+Each test runs `gradium serve` as a subprocess. Which process takes a connection is
+the kernel's choice; to send a request to a given one, the others are stopped with
+SIGSTOP meanwhile (a stopped process does not accept, so the running one does),
+and the request log says which served it (`process=N`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import ClientConnection, connect
+
+from gradium_cli.server.processes import STARTUP_DEATH_S
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE
+from tests.servers import free_port, gradium_exe, wait_for_port
+
+pytestmark = pytest.mark.timeout(120)
+
+SAMPLE_TEXT = "Two processes, one port, and the same voices."
+
+
+def age_s(pid: int) -> float:
+    """How long ago process `pid` started (/proc: its start time in clock ticks since boot)."""
+    started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    uptime = float(Path("/proc/uptime").read_text().split()[0])
+    return uptime - started / os.sysconf("SC_CLK_TCK")
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+class Served:
+    """A `gradium serve --workers 2` subprocess, its log collected as it runs."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.port = free_port()
+        env = {**os.environ, "GRADIUM_DATA_DIR": str(tmp_path / "serve-data")}
+        self.proc = subprocess.Popen(
+            [gradium_exe(), "serve", "--port", str(self.port), "--workers", "2", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+            start_new_session=True,  # its own process group, as a shell job is: Ctrl-C reaches all
+        )
+        self.log: list[str] = []
+        self._drain = threading.Thread(target=lambda: self.log.extend(self.proc.stderr or ()), daemon=True)
+        self._drain.start()
+        wait_for_port(self.port)
+        self.base_url = f"http://127.0.0.1:{self.port}/api/"
+        self.ws_url = f"ws://127.0.0.1:{self.port}/api/speech/tts"
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # both processes up, each with its engine process
+            fronts = children(self.proc.pid)
+            if len(fronts) == 2 and all(len(children(front)) == 1 for front in fronts):
+                break
+            time.sleep(0.05)
+        self.fronts = children(self.proc.pid)
+        assert len(self.fronts) == 2, self.fronts
+
+    @contextlib.contextmanager
+    def only(self, front: int) -> Iterator[None]:
+        """Connections made meanwhile go to server process `front` (a pid): the others are stopped."""
+        others = [pid for pid in self.fronts if pid != front]
+        for pid in others:
+            os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+
+    def processes_logged(self) -> list[str]:
+        time.sleep(0.2)  # the log line follows the response by a moment
+        return [line.split(" process=")[1].split()[0] for line in self.log if " process=" in line]
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(30)
+        self._drain.join(5)
+        return code
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            for pid in self.fronts:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGCONT)
+            self.proc.kill()
+            self.proc.wait(10)
+
+
+@pytest.fixture()
+def served(tmp_path: Path) -> Iterator[Any]:
+    started: list[Served] = []
+
+    def start(*args: str) -> Served:
+        server = Served(tmp_path, *args)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.close()
+
+
+def speak(url: str, text: str = SAMPLE_TEXT, **setup: Any) -> list[dict[str, Any]]:
+    """The messages of one request, up to the server's close (it may refuse before it reads)."""
+    with connect(url, max_size=None) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            ws.send(json.dumps({"type": "setup", "output_format": "pcm_16000", **setup}))
+            ws.send(json.dumps({"type": "text", "text": text}))
+            ws.send(json.dumps({"type": "end_of_stream"}))
+        out = []
+        with contextlib.suppress(ConnectionClosed):
+            for frame in ws:
+                out.append(json.loads(frame))
+        return out
+
+
+def create_voice(base_url: str, name: str) -> str:
+    """A custom voice from a 1.2 s WAV sample; its uid."""
+    import io
+
+    import numpy as np
+    import soundfile as sf
+
+    rate = 8000
+    buffer = io.BytesIO()
+    sf.write(buffer, 0.2 * np.sin(2 * np.pi * 180 * np.arange(int(1.2 * rate)) / rate), rate, format="WAV")
+    files = {"audio_file": ("sample.wav", buffer.getvalue(), "audio/wav")}
+    created = httpx.post(base_url + "voices/", files=files, data={"name": name}, timeout=30)
+    assert created.status_code == 201, created.text
+    return str(created.json()["uid"])
+
+
+def audio_bytes(messages: list[dict[str, Any]]) -> int:
+    import base64
+
+    return sum(len(base64.b64decode(message["audio"])) for message in messages if message["type"] == "audio")
+
+
+def test_each_worker_is_a_server_process_with_its_own_engine_and_each_serves(served: Any) -> None:
+    server = served()
+    first, second = server.fronts
+    for front in (first, second):
+        (engine,) = children(front)
+        assert "gradium_cli.server.workers" in Path(f"/proc/{engine}/cmdline").read_text()
+    with server.only(first):
+        on_first = speak(server.ws_url)
+    with server.only(second):
+        on_second = speak(server.ws_url)
+    assert on_first[-1]["type"] == on_second[-1]["type"] == "end_of_stream"
+    # The same text gives the same audio whichever process renders it.
+    assert audio_bytes(on_first) == audio_bytes(on_second) > 16_000
+    assert sorted(server.processes_logged()) == ["1", "2"]
+    assert server.stop() == 0
+    assert server.log[-1].strip() == "gradium serve: stopped"
+    assert "Traceback" not in "".join(server.log)
+
+
+def test_what_one_process_stores_the_other_uses_at_once(served: Any, tmp_path: Path) -> None:
+    server = served()
+    first, second = server.fronts
+    with server.only(first):
+        uid = create_voice(server.base_url, "Shared Voice")
+    with server.only(second):
+        listed = httpx.get(server.base_url + "voices/", timeout=30).json()
+        spoken = speak(server.ws_url, voice_id=uid)
+    assert uid in [voice["uid"] for voice in listed]
+    assert spoken[-1]["type"] == "end_of_stream", spoken[-1]
+
+
+def test_usage_and_tokens_are_the_servers_not_a_process_s(served: Any) -> None:
+    server = served()
+    first, second = server.fronts
+    with server.only(first):
+        speak(server.ws_url)
+        token = httpx.get(server.base_url + "api-keys/token", timeout=30).json()["token"]
+    with server.only(second):
+        speak(server.ws_url)
+        usage = httpx.get(server.base_url + "usages/summary", timeout=30).json()
+        # Minted by the other process, good here, and only once.
+        with_token = speak(server.ws_url + f"?token={token}")
+    with server.only(first):
+        again = speak(server.ws_url + f"?token={token}")
+    assert usage["sessions"] == 2 and usage["consumed_credits"] == 2 * len(SAMPLE_TEXT)
+    assert with_token[-1]["type"] == "end_of_stream"
+    assert again == [{"type": "error", "message": "Token is invalid or expired", "code": 1008}]
+
+
+def test_the_connection_limit_holds_for_the_server_as_a_whole(served: Any) -> None:
+    """256 WebSockets at most (README, Limits), over both processes together: 128 open on
+    each, the next one is refused on either, and one closed makes room again."""
+    server = served()
+    first, second = server.fronts
+    with contextlib.ExitStack() as held:
+        sockets: list[ClientConnection] = []
+        for front in (first, second):
+            with server.only(front):
+                sockets += [held.enter_context(connect(server.ws_url)) for _ in range(128)]
+        for front in (first, second):
+            with server.only(front):
+                refused = speak(server.ws_url)
+            assert refused == [{"type": "error", "message": CONCURRENCY_LIMIT_MESSAGE, "code": 1008}]
+        sockets.pop().close()
+        time.sleep(0.3)  # the server sees the close
+        with server.only(first):
+            admitted = speak(server.ws_url)
+        assert admitted[-1]["type"] == "end_of_stream"
+
+
+def test_a_process_that_dies_is_replaced_and_what_it_held_is_free(served: Any) -> None:
+    """A server process killed mid-request: the supervisor says so and starts another; the
+    voice its request spoke with is no longer in use (it can be deleted), and the server serves."""
+    server = served("--realtime")
+    first, second = server.fronts
+    with server.only(first):
+        uid = create_voice(server.base_url, "Held")
+    long_text = "This request keeps its voice in use for a good while. " * 20
+    with contextlib.ExitStack() as held:
+        with server.only(first):
+            ws = held.enter_context(connect(server.ws_url))
+            ws.send(json.dumps({"type": "setup", "output_format": "pcm_16000", "voice_id": uid}))
+            ws.send(json.dumps({"type": "text", "text": long_text}))
+            assert json.loads(ws.recv(10))["type"] == "ready"
+            assert json.loads(ws.recv(10))["type"] in ("audio", "text")  # under way
+        with server.only(second):
+            in_use = httpx.delete(server.base_url + f"voices/{uid}", timeout=30)
+        assert in_use.status_code == 409, in_use.text
+        time.sleep(max(0.0, STARTUP_DEATH_S + 0.2 - age_s(first)))  # past its start-up
+        os.kill(first, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not any("ended (SIGKILL)" in line for line in server.log):
+            time.sleep(0.05)
+        ws.close_socket()
+    said = [line for line in server.log if line.startswith("gradium serve: server process")]
+    assert len(said) == 1, said
+    assert re.fullmatch(r"gradium serve: server process [12] of 2 ended \(SIGKILL\); starting another\n", said[0])
+    while time.monotonic() < deadline and len(children(server.proc.pid)) < 2:
+        time.sleep(0.05)
+    assert len(children(server.proc.pid)) == 2 and first not in children(server.proc.pid)
+    deleted = httpx.delete(server.base_url + f"voices/{uid}", timeout=30)
+    assert deleted.status_code in (200, 204), deleted.text
+    assert speak(server.ws_url)[-1]["type"] == "end_of_stream"
+
+
+def test_ctrl_c_stops_every_process_gracefully(served: Any) -> None:
+    """Ctrl-C at a terminal signals the whole process group: each server process finishes
+    what it was sending, and the command ends with status 0 and its last line."""
+    server = served()
+    engines = [engine for front in server.fronts for engine in children(front)]
+    os.killpg(server.proc.pid, signal.SIGINT)
+    assert server.proc.wait(30) == 0
+    server._drain.join(5)
+    assert server.log[-1].strip() == "gradium serve: stopped"
+    assert "Traceback" not in "".join(server.log)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in server.fronts + engines):
+        time.sleep(0.05)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in server.fronts + engines)
+
+
+def test_a_process_that_dies_as_it_starts_stops_the_server_in_words(served: Any) -> None:
+    """One that dies within STARTUP_DEATH_S of its start would die again if started again: the
+    server stops, in words and with status 1, rather than forking for ever."""
+    server = served()
+    victim = server.fronts[0]
+    age = age_s(victim)
+    os.kill(victim, signal.SIGKILL)
+    assert age < STARTUP_DEATH_S - 0.5, age  # as it started, indeed
+    assert server.proc.wait(30) == 1
+    server._drain.join(5)
+    assert len(server.log) == 2, server.log
+    assert server.log[0].startswith("gradium serve: listening on ")
+    assert re.fullmatch(
+        r"gradium serve: error: server process [12] of 2 ended as it started \(SIGKILL\)\n", server.log[1]
+    )
+    deadline = time.monotonic() + 10  # the other was stopped too, with its engine
+    while time.monotonic() < deadline and Path(f"/proc/{server.fronts[1]}").exists():
+        time.sleep(0.05)
+    assert not Path(f"/proc/{server.fronts[1]}").exists()
+
+
+def test_a_corrupt_data_dir_is_one_line_and_status_3(tmp_path: Path) -> None:
+    """Every process would fail to read it: it is said once, before any starts."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "voices.json").write_text("{not json")
+    env = {**os.environ, "GRADIUM_DATA_DIR": str(data)}
+    result = subprocess.run(
+        [gradium_exe(), "serve", "--port", "0", "--workers", "2"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        f"gradium serve: error: {data / 'voices.json'} is not valid JSON "
+        "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); fix or move it away"
+    ]
