@@ -117,20 +117,43 @@ def serve_process(
         stop_process(proc)
 
 
-def process_tree_cpu(pid: int) -> float:
-    """CPU seconds of `pid` and its live children (the engine workers)."""
+ENGINE_MODULE = "gradium_cli.server.workers"  # an engine process's command line names it
+
+
+def process_tree_cpu_split(pid: int) -> tuple[float, float]:
+    """CPU seconds of `pid` and its live descendants, as (server processes, engine processes):
+    the event loops and their threads, and eSpeak NG's worker processes."""
     tick = os.sysconf("SC_CLK_TCK")
-    total = 0.0
-    pids = [pid]
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        pids += [int(child) for child in (task / "children").read_text().split()]
-    for each in pids:
+    server = engine = 0.0
+    pending = [pid]
+    while pending:
+        each = pending.pop()
         try:
+            for task in Path(f"/proc/{each}/task").iterdir():
+                pending += [int(child) for child in (task / "children").read_text().split()]
             fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            is_engine = ENGINE_MODULE in Path(f"/proc/{each}/cmdline").read_text()
         except OSError:
             continue
-        total += (int(fields[11]) + int(fields[12])) / tick
-    return total
+        seconds = (int(fields[11]) + int(fields[12])) / tick
+        if is_engine:
+            engine += seconds
+        else:
+            server += seconds
+    return server, engine
+
+
+def process_tree_cpu(pid: int) -> float:
+    """CPU seconds of `pid` and its live descendants (server processes and their engine workers)."""
+    return sum(process_tree_cpu_split(pid))
+
+
+def baseline_tree(path: Path) -> Path:
+    """`--baseline DIR`, checked: another tree of the project, with its own `.venv`."""
+    tree = path.resolve()
+    if not (tree / ".venv" / "bin" / "python").exists():
+        raise SystemExit(f"{tree}/.venv/bin/python not found: make the baseline's venv first")
+    return tree
 
 
 def pin_apart(server_cores: int) -> tuple[set[int] | None, list[str]]:

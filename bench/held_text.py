@@ -20,7 +20,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from benchlib import machine, serve_process, table, ws_url
+from benchlib import baseline_tree, machine, serve_process, table, ws_url
 from websockets.asyncio.client import connect
 
 REQUESTS_PER_SOCKET = 64
@@ -70,9 +70,7 @@ def main() -> int:
     parser.add_argument("--sockets", type=int, default=4)
     parser.add_argument("--frame-chars", type=int, default=1_000_000)
     args = parser.parse_args()
-    baseline = args.baseline.resolve()
-    if not (baseline / ".venv" / "bin" / "python").exists():
-        raise SystemExit(f"{baseline}/.venv/bin/python not found: make the baseline's venv first")
+    baseline = baseline_tree(args.baseline)
     print(machine())
     rows, shares = [], {}
     for name, tree in (("this tree", None), ("baseline", baseline)):

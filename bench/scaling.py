@@ -1,7 +1,9 @@
-"""Benchmark: `gradium serve` throughput against its engine worker count (issue 14).
+"""Benchmark: `gradium serve` throughput against its worker count (issue 14).
 
 For 1, 2, 4, ... workers up to the cores available (the last step is always the
-core count), it starts `gradium serve --workers N` as a subprocess and measures:
+core count), it starts `gradium serve --workers N` as a subprocess and measures
+(with `--baseline DIR`, another tree's `gradium serve` too, right after this one's,
+for each N):
 
 * audio s/s  - seconds of audio served per wall second. Load generators run in
                their own processes (`--clients`, default: half the cores, at
@@ -13,12 +15,18 @@ core count), it starts `gradium serve --workers N` as a subprocess and measures:
                spawn to exit, every output checked to be there.
 * server CPU - CPU seconds per wall second used by the server and its workers
                during the audio phase (from /proc): how many cores it kept busy.
+* loops      - the share of that CPU outside the eSpeak NG engine processes: the
+               server processes' event loops and threads (handshakes, text,
+               resampling, JSON, framing). With one event loop for all engine
+               processes (the design before the seventh sitting), 1 / share
+               bounded what any number of cores could give.
 
 Ratios are against one worker in the same run. Run it standalone from a fresh
 venv (`pip install -e .`), nothing else needed:
 
     python bench/scaling.py                       # ~20 s per worker count
     python bench/scaling.py --seconds 20 --workers 1,8,16
+    python bench/scaling.py --baseline ../other-tree   # the same N, side by side
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchlib import console_script, free_port, machine, process_tree_cpu, stop_process, table, wait_for_port
+from benchlib import baseline_tree, console_script, machine, process_tree_cpu_split, serve_process, table
 
 TEXT = (
     "Scientists announced on Tuesday that the new telescope had captured detailed "
@@ -104,10 +112,11 @@ def audio_phase(url: str, server_pid: int, workers: int, clients: int, seconds: 
     for proc in procs:
         proc.start()
     time.sleep(max(0.0, start_at - time.time()))
-    cpu_before, wall_before = process_tree_cpu(server_pid), time.monotonic()
+    cpu_before, wall_before = process_tree_cpu_split(server_pid), time.monotonic()
     results = [out.get() for _ in procs]
     wall = time.monotonic() - wall_before
-    cpu = process_tree_cpu(server_pid) - cpu_before
+    loops_after, engines_after = process_tree_cpu_split(server_pid)
+    loops, engines = loops_after - cpu_before[0], engines_after - cpu_before[1]
     for proc in procs:
         proc.join()
     audio = sum(r[0] for r in results)
@@ -115,7 +124,8 @@ def audio_phase(url: str, server_pid: int, workers: int, clients: int, seconds: 
         "audio_per_s": audio / wall,
         "requests": sum(r[1] for r in results),
         "errors": sum(r[2] for r in results),
-        "server_cores": cpu / wall,
+        "server_cores": (loops + engines) / wall,
+        "loop_share": loops / (loops + engines) if loops + engines else float("nan"),
     }
 
 
@@ -137,49 +147,56 @@ def batch_phase(base_url: str, workers: int, work: Path) -> float:
     return lines / wall
 
 
+def measure(tree: Path | None, workers: int, clients: int, seconds: float, work: Path) -> dict[str, float]:
+    """Both phases against `gradium serve --workers N` of `tree` (None: this one)."""
+    with serve_process(work / "data", args=("--workers", str(workers)), tree=tree) as (base_url, pid):
+        url = base_url.replace("http://", "ws://") + "speech/tts"
+        audio_phase(url, pid, workers, clients, 2.0)  # warm-up: each process's first renders
+        audio = audio_phase(url, pid, workers, clients, seconds)
+        audio["lines_per_s"] = batch_phase(base_url, workers, work)
+    return audio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--workers", help="worker counts, comma-separated (default: 1, 2, 4, ... up to the cores)")
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each audio phase (default 10)")
     parser.add_argument("--clients", type=int, default=max(1, cores() // 2), help="load generator processes")
+    parser.add_argument("--baseline", type=Path, help="another tree (with its own .venv) measured beside this one")
     args = parser.parse_args()
     counts = [int(n) for n in args.workers.split(",")] if args.workers else worker_counts(cores())
+    trees: dict[str, Path | None] = {"this tree": None}
+    if args.baseline:
+        trees["baseline"] = baseline_tree(args.baseline)
     print(f"# gradium serve scaling: {machine()}; load average {os.getloadavg()[0]:.1f} at start")
     print(f"# {args.clients} load generator process(es), 2 connections per worker, {args.seconds:.0f} s per phase")
     rows: list[list[str]] = []
-    base: dict[str, float] = {}
+    first: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
-        work = Path(tmp)
         for workers in counts:
-            port = free_port()
-            argv = [console_script(), "serve", "--port", str(port), "--workers", str(workers)]
-            argv += ["--data-dir", str(work / "data")]
-            server = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-            try:
-                wait_for_port(port, server)
-                base_url = f"http://127.0.0.1:{port}/api/"
-                url = f"ws://127.0.0.1:{port}/api/speech/tts"
-                audio_phase(url, server.pid, workers, args.clients, 2.0)  # warm-up: workers' first renders
-                audio = audio_phase(url, server.pid, workers, args.clients, args.seconds)
-                lines_per_s = batch_phase(base_url, workers, work)
-            finally:
-                stop_process(server)
-            base = base or {"audio": audio["audio_per_s"], "lines": lines_per_s}
-            rows.append(
-                [
-                    str(workers),
-                    f"{audio['audio_per_s']:.0f}",
-                    f"{audio['audio_per_s'] / base['audio']:.2f}x",
-                    f"{lines_per_s:.1f}",
-                    f"{lines_per_s / base['lines']:.2f}x",
-                    f"{audio['server_cores']:.2f}",
-                    f"{audio['requests']:.0f}",
-                    f"{audio['errors']:.0f}",
-                ]
-            )
+            this_n: dict[str, dict[str, float]] = {}
+            for name, tree in trees.items():
+                result = this_n[name] = measure(tree, workers, args.clients, args.seconds, Path(tmp) / name)
+                base = first.setdefault(name, result)
+                beside = this_n["this tree"]
+                rows.append(
+                    [
+                        name,
+                        str(workers),
+                        f"{result['audio_per_s']:.0f}",
+                        f"{result['audio_per_s'] / base['audio_per_s']:.2f}x",
+                        f"{result['lines_per_s']:.1f}",
+                        f"{result['lines_per_s'] / base['lines_per_s']:.2f}x",
+                        f"{beside['audio_per_s'] / result['audio_per_s']:.2f}x",
+                        f"{result['server_cores']:.2f}",
+                        f"{result['loop_share']:.2f}",
+                        f"{result['requests']:.0f}",
+                        f"{result['errors']:.0f}",
+                    ]
+                )
             print(f"  {workers} worker(s) done", file=sys.stderr)
-    headers = ["workers", "audio s/s", "vs 1", "batch lines/s", "vs 1", "server cores busy", "requests", "errors"]
-    table(headers, rows)
+    headers = ["tree", "workers", "audio s/s", "vs 1", "batch lines/s", "vs 1", "this tree / it (audio)"]
+    table([*headers, "server cores busy", "loops' share", "requests", "errors"], rows)
     print(f"# load average {os.getloadavg()[0]:.1f} at the end")
 
 

@@ -22,7 +22,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from benchlib import machine, median, pin_apart, process_tree_cpu, serve_process, table, ws_url
+from benchlib import baseline_tree, machine, median, pin_apart, process_tree_cpu, serve_process, table, ws_url
 from server_engine import make_text, ws_request
 
 
@@ -33,9 +33,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--server-cores", type=int, default=1, help="the servers' cores; 0: nothing pinned")
     args = parser.parse_args()
-    baseline = args.baseline.resolve()
-    if not (baseline / ".venv" / "bin" / "python").exists():
-        raise SystemExit(f"{baseline}/.venv/bin/python not found: make the baseline's venv first")
+    baseline = baseline_tree(args.baseline)
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     print(machine())
     server_cpus, serve_args = pin_apart(args.server_cores)
