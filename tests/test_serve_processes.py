@@ -13,6 +13,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -315,3 +316,64 @@ def test_a_corrupt_data_dir_is_one_line_and_status_3(tmp_path: Path) -> None:
         f"gradium serve: error: {data / 'voices.json'} is not valid JSON "
         "(Expecting property name enclosed in double quotes: line 1 column 2 (char 1)); fix or move it away"
     ]
+
+
+def test_a_process_starting_removes_dead_uploads_and_keeps_those_in_progress(served: Any, tmp_path: Path) -> None:
+    """Each server process removes, as it starts, the spool files of uploads whose process
+    died; one restarted while another receives an upload used to remove that one too."""
+    from tests.test_serve_guard import request_head, voice_upload
+
+    uploads = tmp_path / "serve-data" / "uploads"
+    uploads.mkdir(parents=True)
+    (uploads / ".upload-left-by-a-killed-server").write_bytes(b"half a sample")
+    server = served()
+    first, second = server.fronts
+
+    def serving(front: int) -> None:
+        with server.only(front):
+            assert httpx.get(server.base_url + "voices/", timeout=30).status_code == 200
+
+    def new_front(dead: int) -> int:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            fresh = [pid for pid in children(server.proc.pid) if pid not in server.fronts]
+            if fresh:
+                server.fronts = [fresh[0] if pid == dead else pid for pid in server.fronts]
+                serving(fresh[0])  # serving: its start-up clean-up is done
+                return fresh[0]
+            time.sleep(0.05)
+        raise AssertionError("no server process replaced the dead one")
+
+    def upload_half(front: int) -> tuple[socket.socket, bytes, Path]:
+        body, headers = voice_upload("in progress")
+        before = set(uploads.glob(".upload-*"))
+        with server.only(front):
+            sock = socket.create_connection(("127.0.0.1", server.port), timeout=30)
+            sock.sendall(request_head("voices/", headers["content-type"], len(body)) + body[: len(body) // 2])
+            deadline = time.monotonic() + 10
+            while not (spooled := set(uploads.glob(".upload-*")) - before) and time.monotonic() < deadline:
+                time.sleep(0.02)
+        (path,) = spooled
+        return sock, body[len(body) // 2 :], path
+
+    serving(first)
+    serving(second)
+    assert not (uploads / ".upload-left-by-a-killed-server").exists()
+
+    sock, rest, spooled = upload_half(first)
+    time.sleep(max(0.0, STARTUP_DEATH_S + 0.2 - age_s(second)))
+    os.kill(second, signal.SIGKILL)
+    new_front(second)
+    assert spooled.exists(), "a starting process removed an upload in progress"
+    sock.sendall(rest)
+    answer = sock.recv(65536)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 201 "), answer[:200]
+    assert not spooled.exists()  # moved into the store
+
+    sock, _, spooled = upload_half(first)
+    time.sleep(max(0.0, STARTUP_DEATH_S + 0.2 - age_s(first)))
+    os.kill(first, signal.SIGKILL)
+    sock.close()
+    new_front(first)
+    assert not spooled.exists(), "the dead process's upload was left behind"

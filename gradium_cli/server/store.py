@@ -157,6 +157,28 @@ class Collection:
         self._loaded = handle
 
 
+def remove_dead_uploads(uploads_dir: Path) -> None:
+    """Remove the spool files of uploads whose process died mid-way: those nobody holds a
+    lock on (server/uploads.py locks each while its form is read and handled). Another
+    process on the same data dir may be receiving one right now."""
+    if not uploads_dir.is_dir():
+        return
+    for leftover in uploads_dir.glob(".upload-*"):
+        try:
+            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError:
+            continue  # gone meanwhile, or not a file of ours
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            # Removed while locked: a writer that created it just now sees, once it has the
+            # lock, that the path is no longer its file, and makes another.
+            leftover.unlink(missing_ok=True)
+        except BlockingIOError:
+            pass  # an upload in progress
+        finally:
+            os.close(fd)
+
+
 class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
@@ -166,9 +188,7 @@ class Store:
         self.samples_dir = root / "voice-samples"
         # Uploads arrive here while they are read (server/uploads.py), then move into samples_dir.
         self.uploads_dir = root / "uploads"
-        if self.uploads_dir.is_dir():
-            for leftover in self.uploads_dir.glob(".upload-*"):  # from a server that was killed
-                leftover.unlink(missing_ok=True)
+        remove_dead_uploads(self.uploads_dir)
 
     def sample_path(self, uid: str, extension: str) -> Path:
         """Where the sample of voice `uid` lives; refuses anything but a uid and an allowed extension."""

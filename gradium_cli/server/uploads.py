@@ -10,6 +10,7 @@ is server-generated; the client's file name is only returned as metadata.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import tempfile
 from collections.abc import AsyncIterator
@@ -40,6 +41,8 @@ class FormProblem(Exception):
 class VoiceForm:
     fields: dict[str, str] = field(default_factory=dict)  # the first value of each text part
     sample: Path | None = None  # the audio_file part, in the upload area
+    # Holds the sample's flock until the form is done with it (store.remove_dead_uploads).
+    sample_lock: int | None = None
     sample_bytes: int = 0
     filename: str | None = None  # as the client sent it: metadata, never a path
 
@@ -89,7 +92,7 @@ class _Reader:
         if self.name == FILE_FIELD and b"filename" in options:
             if self.form.sample is None:
                 self.form.filename = _text(options[b"filename"], ["body", FILE_FIELD])
-                fd, path = _open_spool_file(self.spool_dir)
+                fd, self.form.sample_lock, path = _open_spool_file(self.spool_dir)
                 self.form.sample = path
                 self.file = os.fdopen(fd, "wb")
             # A second file part is read and dropped, like any unknown part.
@@ -125,10 +128,26 @@ def _text(raw: bytes, location: list[str | int]) -> str:
         raise FormProblem(location, "not valid UTF-8") from None
 
 
-def _open_spool_file(spool_dir: Path) -> tuple[int, Path]:
+def _open_spool_file(spool_dir: Path) -> tuple[int, int, Path]:
+    """A new spool file: (descriptor to write, descriptor holding its lock, path).
+
+    Each server process removes, as it starts, the spool files of processes that died
+    mid-upload, and with several processes on one data dir (`serve --workers`, offline
+    commands) one starts while another is receiving: only files nobody holds a lock on
+    are removed, and this one is locked (flock, released when the lock descriptor is
+    closed or its process dies) until the form is done with it.
+    """
     spool_dir.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(prefix=".upload-", dir=spool_dir)
-    return fd, Path(name)
+    while True:
+        fd, name = tempfile.mkstemp(prefix=".upload-", dir=spool_dir)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        try:
+            ours = os.stat(name).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            ours = False
+        if ours:
+            return fd, os.dup(fd), Path(name)  # the dup shares the lock and outlives the writing
+        os.close(fd)  # removed by a starting process between its creation and the lock: anew
 
 
 @contextlib.asynccontextmanager
@@ -166,3 +185,5 @@ async def voice_form(request: Request, spool_dir: Path) -> AsyncIterator[VoiceFo
     finally:
         if form.sample is not None:
             form.sample.unlink(missing_ok=True)
+        if form.sample_lock is not None:
+            os.close(form.sample_lock)
