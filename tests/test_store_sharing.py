@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from gradium_cli.server.store import Collection, CorruptStore
+from tests.cli_helpers import gradium
 
 WRITES_EACH = 40
 
@@ -79,3 +80,23 @@ def test_a_file_that_is_not_the_stores_is_refused_in_one_sentence(tmp_path: Path
     assert str(refused.value).startswith(f"{path} {says}")
     assert str(refused.value).endswith("; fix or move it away") and "\n" not in str(refused.value)
     assert path.read_bytes() == content  # left as it was, for the user to look at
+
+
+def test_an_offline_command_on_a_corrupt_data_dir_names_the_file_and_exits_3(tmp_path: Path) -> None:
+    """The built-in engine cannot start on it; the command said "run the command again",
+    which could never help. Once the file is fixed, the next command speaks."""
+    data = tmp_path / "data"  # isolated_env's GRADIUM_DATA_DIR
+    data.mkdir()
+    broken = data / "pronunciations.json"
+    broken.write_text("[]")
+    result = gradium(tmp_path, "say", "Hello.", "-o", "x.wav")
+    assert result.returncode == 3
+    assert result.stderr.decode().splitlines() == [
+        f"gradium: error: the built-in engine cannot start: {broken} does not hold an object of records; "
+        "fix or move it away"
+    ]
+    assert not (tmp_path / "x.wav").exists()
+    broken.write_text("{}")
+    again = gradium(tmp_path, "say", "Hello.", "-o", "x.wav")
+    assert again.returncode == 0, again.stderr
+    assert (tmp_path / "x.wav").stat().st_size > 1000

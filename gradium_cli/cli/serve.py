@@ -119,8 +119,8 @@ def serve(
     from gradium_cli.server.descriptors import raise_open_file_limit
     from gradium_cli.server.processes import run_processes
     from gradium_cli.server.shared import SharedBlock
-    from gradium_cli.server.state import LOOPBACK_HOSTS, MAX_LIVE_TOKENS, ServerOptions, ServerState, check_data_dir
-    from gradium_cli.server.store import CorruptStore
+    from gradium_cli.server.state import LOOPBACK_HOSTS, MAX_LIVE_TOKENS, ServerOptions, ServerState
+    from gradium_cli.server.store import CorruptStore, check_data_dir
     from gradium_cli.server.workers import available_cores
 
     env = get_env()

@@ -28,7 +28,6 @@ from gradium_cli.server.catalog import LANGUAGE_BASE_VOICE
 from gradium_cli.server.engine import EngineVoice
 from gradium_cli.server.store import UID_ALPHABET, Collection
 
-DRAFTS_FILE = "voice-drafts.json"  # in the data dir
 DEFAULT_DRAFT_TTL_S = 24 * 3600.0
 DEFAULT_DRAFT_READY_S = 0.5
 MAX_LIVE_DRAFTS = 500

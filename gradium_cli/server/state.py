@@ -17,7 +17,6 @@ from gradium_cli.server.catalog import Catalog, CatalogVoice, derive_engine_voic
 from gradium_cli.server.drafts import (
     DEFAULT_DRAFT_READY_S,
     DEFAULT_DRAFT_TTL_S,
-    DRAFTS_FILE,
     MAX_LIVE_DRAFTS,
     Drafts,
     DraftSettings,
@@ -25,7 +24,7 @@ from gradium_cli.server.drafts import (
 )
 from gradium_cli.server.engine import EngineVoice, SpeechEngine, get_engine
 from gradium_cli.server.shared import SharedBlock
-from gradium_cli.server.store import Collection, Store
+from gradium_cli.server.store import DRAFTS_FILE, Store
 
 ALLOCATED_CREDITS = 1_000_000
 # The hosted service's text when a key has too many sessions open (PROTOCOL.md §11.1).
@@ -144,13 +143,6 @@ class Usage:
             "ingress_text_size": block.get("ingress_text_size"),
             "sessions": block.get("sessions"),
         }
-
-
-def check_data_dir(data_dir: Path) -> None:
-    """Raise CorruptStore when a collection in the data dir cannot be read (before a server's
-    processes start, so that the user gets one line and not one per process)."""
-    Store(data_dir)
-    Collection(data_dir / DRAFTS_FILE)
 
 
 class ServerState:

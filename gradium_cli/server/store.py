@@ -28,6 +28,10 @@ from typing import IO, Any
 UID_ALPHABET = string.ascii_letters + string.digits + "_-"
 UID_PATTERN = re.compile(r"[A-Za-z0-9_-]{16}")
 LOCAL_ORG_UID = "00000000-0000-4000-8000-000000000001"
+# The collections in the data dir.
+VOICES_FILE = "voices.json"
+DICTIONARIES_FILE = "pronunciations.json"
+DRAFTS_FILE = "voice-drafts.json"  # the voice designer's drafts (server/drafts.py)
 # The containers a stored voice sample may have, as file extensions.
 SAMPLE_EXTENSIONS = ("wav", "flac", "ogg", "mp3", "aiff")
 
@@ -157,6 +161,14 @@ class Collection:
         self._loaded = handle
 
 
+def check_data_dir(data_dir: Path) -> None:
+    """Raise CorruptStore when a collection in the data dir cannot be read; changes nothing.
+    `serve` checks before its processes start (one line, not one per process), and a client
+    whose built-in engine died as it started checks why."""
+    for name in (VOICES_FILE, DICTIONARIES_FILE, DRAFTS_FILE):
+        Collection(data_dir / name)
+
+
 def remove_dead_uploads(uploads_dir: Path) -> None:
     """Remove the spool files of uploads whose process died mid-way: those nobody holds a
     lock on (server/uploads.py locks each while its form is read and handled). Another
@@ -183,8 +195,8 @@ class Store:
     def __init__(self, root: Path) -> None:
         self.root = root
         root.mkdir(parents=True, exist_ok=True)
-        self.voices = Collection(root / "voices.json")
-        self.dictionaries = Collection(root / "pronunciations.json")
+        self.voices = Collection(root / VOICES_FILE)
+        self.dictionaries = Collection(root / DICTIONARIES_FILE)
         self.samples_dir = root / "voice-samples"
         # Uploads arrive here while they are read (server/uploads.py), then move into samples_dir.
         self.uploads_dir = root / "uploads"

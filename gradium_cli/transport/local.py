@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from websockets.exceptions import ConnectionClosedError
 from websockets.frames import Close
 
-from gradium_cli.errors import ServerError
+from gradium_cli.errors import ConfigError, GradiumError, ServerError
 from gradium_cli.server.engine_wire import (
     BODY,
     CLOSE,
@@ -300,7 +300,7 @@ class LocalEngine:
                 failed = child
                 continue
             return channel
-        raise ServerError("the built-in engine stopped as it started; run the command again")
+        raise self._start_failure()
 
     async def _serving_child(self, failed: _Child | None) -> _Child:
         """The engine process to open a channel on: the current one, or a new one if it died,
@@ -329,7 +329,18 @@ class LocalEngine:
                 continue
             if self._child is child:
                 return child
-        raise ServerError("the built-in engine stopped as it started; run the command again")
+        raise self._start_failure()
+
+    def _start_failure(self) -> GradiumError:
+        """Why no engine process could serve: a data dir file it cannot read (which running
+        the command again would not fix), or else a failure to start that may pass."""
+        from gradium_cli.server.store import CorruptStore, check_data_dir
+
+        try:
+            check_data_dir(self.data_dir)
+        except CorruptStore as exc:
+            return ConfigError(f"the built-in engine cannot start: {exc}")
+        return ServerError("the built-in engine stopped as it started; run the command again")
 
     def _replace(self, child: _Child) -> None:
         """A new engine process in place of `child`, unless another caller replaced it already."""
