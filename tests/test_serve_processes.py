@@ -377,3 +377,18 @@ def test_a_process_starting_removes_dead_uploads_and_keeps_those_in_progress(ser
     sock.close()
     new_front(first)
     assert not spooled.exists(), "the dead process's upload was left behind"
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_a_data_dir_file_that_cannot_be_read_is_one_line_and_status_3(tmp_path: Path, workers: str) -> None:
+    """A directory where a collection's file should be: one line, as for a corrupt file, not
+    an IsADirectoryError's traceback (with --workers 1 too)."""
+    data = tmp_path / "data"
+    (data / "voices.json").mkdir(parents=True)
+    env = {**os.environ, "GRADIUM_DATA_DIR": str(data)}
+    command = [gradium_exe(), "serve", "--port", "0", "--workers", workers]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3
+    assert result.stderr.splitlines() == [
+        f"gradium serve: error: {data / 'voices.json'} cannot be read (Is a directory); fix or move it away"
+    ]

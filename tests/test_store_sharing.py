@@ -100,3 +100,22 @@ def test_an_offline_command_on_a_corrupt_data_dir_names_the_file_and_exits_3(tmp
     again = gradium(tmp_path, "say", "Hello.", "-o", "x.wav")
     assert again.returncode == 0, again.stderr
     assert (tmp_path / "x.wav").stat().st_size > 1000
+
+
+def test_a_directory_in_place_of_the_file_is_refused_in_one_sentence(tmp_path: Path) -> None:
+    """Not an OSError from deep inside open(): `gradium serve` says CorruptStore in one line."""
+    path = tmp_path / "voices.json"
+    path.mkdir()
+    with pytest.raises(CorruptStore) as refused:
+        Collection(path)
+    assert str(refused.value) == f"{path} cannot be read (Is a directory); fix or move it away"
+
+
+def test_records_that_are_not_objects_are_refused_in_one_sentence(tmp_path: Path) -> None:
+    """Each record is used as a dict (dict(record), record["uid"]): one that is not failed every
+    request that listed the collection, with a traceback in the log, instead of the start."""
+    path = tmp_path / "voices.json"
+    path.write_text('{"a": 1}')
+    with pytest.raises(CorruptStore) as refused:
+        Collection(path)
+    assert str(refused.value) == f"{path} does not hold an object of records; fix or move it away"

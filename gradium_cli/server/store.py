@@ -126,6 +126,8 @@ class Collection:
         except FileNotFoundError:
             self._forget()
             return
+        except OSError as exc:  # the data dir is a file, or cannot be searched: one line, not a traceback
+            raise CorruptStore(f"{self.path} cannot be read ({exc.strerror}); fix or move it away") from None
         if self._loaded is not None and os.fstat(self._loaded.fileno()).st_ino == current.st_ino:
             return
         self._forget()
@@ -133,12 +135,19 @@ class Collection:
             handle = open(self.path, "rb")  # noqa: SIM115 (held until the file is replaced)
         except FileNotFoundError:
             return
+        except OSError as exc:  # a directory in its place, no permission: one line, not a traceback
+            raise CorruptStore(f"{self.path} cannot be read ({exc.strerror}); fix or move it away") from None
         try:
             records = json.loads(handle.read().decode("utf-8"))
+        except OSError as exc:
+            handle.close()
+            raise CorruptStore(f"{self.path} cannot be read ({exc.strerror}); fix or move it away") from None
         except (UnicodeDecodeError, json.JSONDecodeError) as exc:
             handle.close()
             raise CorruptStore(f"{self.path} is not valid JSON ({exc}); fix or move it away") from None
-        if not isinstance(records, dict):
+        # Every record is used as a dict (dict(record), record["uid"]): a file whose records are not
+        # objects would fail each request that lists the collection, with a traceback, not the start.
+        if not isinstance(records, dict) or not all(isinstance(record, dict) for record in records.values()):
             handle.close()
             raise CorruptStore(f"{self.path} does not hold an object of records; fix or move it away")
         self._records = records
