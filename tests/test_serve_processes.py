@@ -392,3 +392,23 @@ def test_a_data_dir_file_that_cannot_be_read_is_one_line_and_status_3(tmp_path: 
     assert result.stderr.splitlines() == [
         f"gradium serve: error: {data / 'voices.json'} cannot be read (Is a directory); fix or move it away"
     ]
+
+
+def test_the_server_processes_stop_when_the_supervisor_is_killed(served: Any) -> None:
+    """SIGKILL (the OOM killer, `kill -9`, a test fixture's clean-up) gives the supervisor no
+    chance to pass anything on: its server processes were orphaned and went on serving the
+    port for good. Each now sees its supervisor go and stops as on SIGTERM, with its engine."""
+    server = served()
+    engines = [engine for front in server.fronts for engine in children(front)]
+    server.proc.kill()
+    server.proc.wait(10)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and any(Path(f"/proc/{pid}").exists() for pid in server.fronts + engines):
+        time.sleep(0.05)
+    left = [pid for pid in server.fronts + engines if Path(f"/proc/{pid}").exists()]
+    for pid in left:  # not to leave them serving after the test
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert left == []
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(server.base_url + "usages/summary", timeout=5)

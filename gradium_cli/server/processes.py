@@ -22,6 +22,7 @@ import contextlib
 import os
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable
 from types import FrameType
@@ -40,13 +41,17 @@ def run_processes(count: int, block: SharedBlock, serve_one: Callable[[int], Non
     code for the command (0, or 1 when a process could not start)."""
     children: dict[int, tuple[int, float]] = {}  # pid → (index, started at)
     stopping = False
+    # Nothing is ever written to this pipe: a server process reads end-of-file from it when the
+    # supervisor is gone, whatever killed it (SIGKILL passes nothing on), and stops.
+    alive_r, alive_w = os.pipe()
 
     def start(index: int) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
         if pid == 0:
-            _child(index, block, serve_one)
+            os.close(alive_w)
+            _child(index, block, serve_one, alive_r)
         children[pid] = (index, time.monotonic())
 
     def stop(signum: int, _frame: FrameType | None) -> None:
@@ -81,10 +86,25 @@ def run_processes(count: int, block: SharedBlock, serve_one: Callable[[int], Non
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+        os.close(alive_r)
+        os.close(alive_w)
     return code
 
 
-def _child(index: int, block: SharedBlock, serve_one: Callable[[int], None]) -> None:
+def _stop_when_supervisor_goes(alive: int) -> None:
+    """SIGTERM this process (a graceful stop) once the supervisor, the only holder of the pipe's
+    write end, has exited: without it, a SIGKILLed supervisor left its server processes orphaned,
+    serving the port for good."""
+
+    def watch() -> None:
+        while os.read(alive, 1):  # never written to: returns b"" at end of file
+            pass
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
+
+
+def _child(index: int, block: SharedBlock, serve_one: Callable[[int], None], alive: int) -> None:
     """A server process: never returns into the supervisor's code."""
     code = 0
     try:
@@ -94,6 +114,7 @@ def _child(index: int, block: SharedBlock, serve_one: Callable[[int], None]) -> 
         # so they were never logged.
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, signal.default_int_handler)
+        _stop_when_supervisor_goes(alive)
         block.bind(index)
         serve_one(index)
     except KeyboardInterrupt:
