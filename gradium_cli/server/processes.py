@@ -34,6 +34,7 @@ __all__ = ["run_processes"]
 
 # A process that dies sooner than this after it started would die again: the server stops.
 STARTUP_DEATH_S = 2.0
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def run_processes(count: int, block: SharedBlock, serve_one: Callable[[int], None], say: Callable[[str], None]) -> int:
@@ -46,13 +47,23 @@ def run_processes(count: int, block: SharedBlock, serve_one: Callable[[int], Non
     alive_r, alive_w = os.pipe()
 
     def start(index: int) -> None:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            os.close(alive_w)
-            _child(index, block, serve_one, alive_r)
-        children[pid] = (index, time.monotonic())
+        # SIGINT and SIGTERM wait while a process is forked and registered. A stop that came
+        # in between signalled the processes it knew and the new one was forked anyway: nobody
+        # stopped it and the supervisor waited for it for ever. And one delivered to the child
+        # before it set its own handlers ran stop() there, on the supervisor's copy of `children`.
+        mask = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            if stopping:
+                return
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                os.close(alive_w)
+                _child(index, block, serve_one, alive_r, mask)
+            children[pid] = (index, time.monotonic())
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, mask)
 
     def stop(signum: int, _frame: FrameType | None) -> None:
         nonlocal stopping
@@ -61,11 +72,13 @@ def run_processes(count: int, block: SharedBlock, serve_one: Callable[[int], Non
             with contextlib.suppress(ProcessLookupError):  # ended meanwhile: wait() will say
                 os.kill(pid, signal.SIGTERM)
 
-    for index in range(count):
-        start(index)
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    # Before the first fork: a SIGTERM while the first processes were forked killed the supervisor
+    # (SIGINT raised KeyboardInterrupt out of here) and left those already forked serving.
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     code = 0
     try:
+        for index in range(count):
+            start(index)
         while children:
             try:
                 pid, status = os.wait()
@@ -104,7 +117,9 @@ def _stop_when_supervisor_goes(alive: int) -> None:
     threading.Thread(target=watch, name="supervisor-watch", daemon=True).start()
 
 
-def _child(index: int, block: SharedBlock, serve_one: Callable[[int], None], alive: int) -> None:
+def _child(
+    index: int, block: SharedBlock, serve_one: Callable[[int], None], alive: int, mask: set[int | signal.Signals]
+) -> None:
     """A server process: never returns into the supervisor's code."""
     code = 0
     try:
@@ -112,8 +127,9 @@ def _child(index: int, block: SharedBlock, serve_one: Callable[[int], None], ali
         # while it serves and raises the signal again once it has stopped: with SIGTERM's default
         # action the process then died before asyncio.run cancelled the requests still running,
         # so they were never logged.
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in STOP_SIGNALS:
             signal.signal(sig, signal.default_int_handler)
+        signal.pthread_sigmask(signal.SIG_SETMASK, mask)  # blocked by start(): this process's own now
         _stop_when_supervisor_goes(alive)
         block.bind(index)
         serve_one(index)
