@@ -412,3 +412,38 @@ def test_the_server_processes_stop_when_the_supervisor_is_killed(served: Any) ->
     assert left == []
     with pytest.raises(httpx.ConnectError):
         httpx.get(server.base_url + "usages/summary", timeout=5)
+
+
+def test_a_draft_is_promoted_once_whichever_processes_are_asked_at_once(served: Any) -> None:
+    """The check that a draft was not promoted and the put of the voice made from it had no
+    await between them, which made them one step in one process; in two, both could pass the
+    check and each create a voice from the same draft (and names and quotas were no better)."""
+    server = served("--quiet")
+    drafts = []
+    for index in range(5):
+        made = httpx.post(
+            server.base_url + "voice-generator/generate",
+            json={"prompt": f"a calm voice {index}", "language": "en", "n_samples": 4},
+            timeout=30,
+        )
+        drafts += [entry["embedding_id"] for entry in made.json()["embeddings"]]
+    time.sleep(0.6)  # ready
+    created: dict[str, list[int]] = {draft: [] for draft in drafts}
+    for draft in drafts:
+        start = threading.Barrier(4)
+
+        def promote(attempt: int, draft: str = draft, start: threading.Barrier = start) -> None:
+            with httpx.Client(timeout=30) as client:
+                start.wait(10)
+                body = {"voxium_embedding_id": draft, "name": f"{draft} {attempt}"}
+                created[draft].append(client.post(server.base_url + "voices/from-embedding", json=body).status_code)
+
+        threads = [threading.Thread(target=promote, args=(attempt,)) for attempt in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+    assert {draft: sorted(codes) for draft, codes in created.items()} == {
+        draft: [201, 409, 409, 409] for draft in drafts
+    }
+    assert len(httpx.get(server.base_url + "voices/", timeout=30).json()) == len(drafts)

@@ -55,12 +55,13 @@ async def generate(request: Request, state: ServerState) -> Response:
     if cost > remaining:
         return detail(402, f"Not enough credits: {samples} draft voice(s) cost {cost}, {max(0, remaining)} left")
     cap = state.options.max_live_drafts
-    if state.drafts.live_count() + samples > cap:
-        # 409, not 429: waiting does not help, only promoting or deleting drafts (or their
-        # expiry) does, so a client must not retry it as a rate limit.
-        return detail(409, f"Too many draft voices (at most {cap}): promote, delete or let some expire")
-    assert prompt is not None and isinstance(language, str)
-    made = state.drafts.create(prompt, language, samples)
+    with state.drafts.records.exclusive():  # the cap's check and the drafts it allows: one step for the processes
+        if state.drafts.live_count() + samples > cap:
+            # 409, not 429: waiting does not help, only promoting or deleting drafts (or their
+            # expiry) does, so a client must not retry it as a rate limit.
+            return detail(409, f"Too many draft voices (at most {cap}): promote, delete or let some expire")
+        assert prompt is not None and isinstance(language, str)
+        made = state.drafts.create(prompt, language, samples)
     state.usage.add(consumed_credits=cost)
     return JSONResponse({"embeddings": [draft_api(record, detailed=False) for record in made]})
 
@@ -94,6 +95,13 @@ async def from_embedding(request: Request, state: ServerState) -> Response:
     name = _text_field(body, "name", MAX_VOICE_NAME_CHARS, required=True)
     description = _text_field(body, "description", MAX_DESCRIPTION_CHARS, required=False)
     assert draft_id is not None and name is not None
+    # The checks and the changes they allow, as one step for the server's processes (drafts before
+    # voices, always in this order): else two could both promote the draft, or take the name.
+    with state.drafts.records.exclusive(), state.store.voices.exclusive():
+        return _promote(state, draft_id, name, description)
+
+
+def _promote(state: ServerState, draft_id: str, name: str, description: str | None) -> Response:
     # 409 for every refusal about the draft, as the service does (SDK docstring).
     draft = state.drafts.get(draft_id)
     if draft is None:

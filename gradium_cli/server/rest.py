@@ -323,25 +323,26 @@ async def _store_voice(state: ServerState, form: VoiceForm) -> Response:
         return validation_error(["body", "audio_file"], str(exc))
     if analysis.duration_s < 1.0:
         return validation_error(["body", "audio_file"], "audio is shorter than 1 second")
-    refuse_taken_voice_name(state, name)
-    refuse_past_quota(state.store.voices, "custom voices", state.options.max_custom_voices)
-    uid = new_uid()
-    state.store.keep_sample(uid, analysis.extension, form.sample)
-    state.store.voices.put(
-        {
-            "uid": uid,
-            "name": name,
-            "description": fields.get("description"),
-            "language": fields.get("language") or "en",
-            "filename": display_filename(form.filename),
-            "start_s": start_s,
-            "sample_format": analysis.extension,
-            "pitch_hz": analysis.pitch_hz,
-            "duration_s": analysis.duration_s,
-            "created_at": now_iso(),
-            "tags": [],
-        }
-    )
+    with state.store.voices.exclusive():  # the checks and the put: one step for the server's processes
+        refuse_taken_voice_name(state, name)
+        refuse_past_quota(state.store.voices, "custom voices", state.options.max_custom_voices)
+        uid = new_uid()
+        state.store.keep_sample(uid, analysis.extension, form.sample)
+        state.store.voices.put(
+            {
+                "uid": uid,
+                "name": name,
+                "description": fields.get("description"),
+                "language": fields.get("language") or "en",
+                "filename": display_filename(form.filename),
+                "start_s": start_s,
+                "sample_format": analysis.extension,
+                "pitch_hz": analysis.pitch_hz,
+                "duration_s": analysis.duration_s,
+                "created_at": now_iso(),
+                "tags": [],
+            }
+        )
     return JSONResponse({"uid": uid, "error": None, "was_updated": False}, status_code=201)
 
 
@@ -364,8 +365,9 @@ async def update_voice(request: Request, state: ServerState) -> Response:
             record[key] = body[key]
     if not str(record["name"]).strip():
         return validation_error(["body", "name"], "name must not be empty")
-    refuse_taken_voice_name(state, str(record["name"]), uid)
-    state.store.voices.put(record)
+    with state.store.voices.exclusive():  # the check and the put: one step for the server's processes
+        refuse_taken_voice_name(state, str(record["name"]), uid)
+        state.store.voices.put(record)
     return JSONResponse(custom_voice_api(record))
 
 
@@ -440,19 +442,20 @@ async def create_dictionary(request: Request, state: ServerState) -> Response:
     if not isinstance(language, str) or not language.strip():
         return validation_error(["body", "language"], "Field required")
     rules = _parse_rules(body.get("rules", []), state.options.max_phrase_words)
-    if _dictionary_name_clash(state, name.strip(), None):
-        return detail(409, f"A pronunciation dictionary named '{name.strip()}' already exists")
-    refuse_past_quota(state.store.dictionaries, "pronunciation dictionaries", state.options.max_dictionaries)
-    record = {
-        "uid": new_uid(),
-        "name": name.strip(),
-        "description": body.get("description"),
-        "language": language,
-        "org_uid": LOCAL_ORG_UID,
-        "created_at": now_iso(),
-        "rules": rules,
-    }
-    return JSONResponse(state.store.dictionaries.put(record), status_code=201)
+    with state.store.dictionaries.exclusive():  # the checks and the put: one step for the server's processes
+        if _dictionary_name_clash(state, name.strip(), None):
+            return detail(409, f"A pronunciation dictionary named '{name.strip()}' already exists")
+        refuse_past_quota(state.store.dictionaries, "pronunciation dictionaries", state.options.max_dictionaries)
+        record = {
+            "uid": new_uid(),
+            "name": name.strip(),
+            "description": body.get("description"),
+            "language": language,
+            "org_uid": LOCAL_ORG_UID,
+            "created_at": now_iso(),
+            "rules": rules,
+        }
+        return JSONResponse(state.store.dictionaries.put(record), status_code=201)
 
 
 @authenticated
@@ -475,9 +478,10 @@ async def update_dictionary(request: Request, state: ServerState) -> Response:
         record["rules"] = _parse_rules(body["rules"], state.options.max_phrase_words)
     if not isinstance(record["name"], str) or not record["name"].strip():
         return validation_error(["body", "name"], "name must not be empty")
-    if _dictionary_name_clash(state, record["name"], record["uid"]):
-        return detail(409, f"A pronunciation dictionary named '{record['name']}' already exists")
-    return JSONResponse(state.store.dictionaries.put(record))
+    with state.store.dictionaries.exclusive():  # the check and the put: one step for the server's processes
+        if _dictionary_name_clash(state, record["name"], record["uid"]):
+            return detail(409, f"A pronunciation dictionary named '{record['name']}' already exists")
+        return JSONResponse(state.store.dictionaries.put(record))
 
 
 @authenticated

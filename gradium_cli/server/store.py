@@ -75,9 +75,11 @@ class Collection:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        # Reentrant: a change (put, delete) within `exclusive()` is made under the locks it holds.
+        self._lock = threading.RLock()
         self._records: dict[str, dict[str, Any]] = {}
         self._loaded: IO[bytes] | None = None  # the file the records were read from, held open
+        self._lock_file: IO[bytes] | None = None  # open while this process holds the lock file's lock
         with self._lock:
             self._refresh()
 
@@ -110,14 +112,32 @@ class Collection:
             self._save()
             return True
 
+    def exclusive(self) -> contextlib.AbstractContextManager[None]:
+        """No other thread or process changes the collection meanwhile: for a check and the
+        change it allows (a name not taken, a quota, a draft not promoted yet). In one process
+        a check and a put with no await between were enough; the server's processes share the
+        file, so without this two of them could both pass the check and both put."""
+        return self._changing()
+
     @contextlib.contextmanager
     def _changing(self) -> Iterator[None]:
         """Hold this process's lock and the lock file's, with the records as they are now."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._lock, open(self.path.with_name(f".{self.path.name}.lock"), "ab") as lock:
-            fcntl.lockf(lock, fcntl.LOCK_EX)  # released when closed, or when this process dies
-            self._refresh()
-            yield
+        with self._lock:
+            if self._lock_file is not None:  # within exclusive(), in this thread: held already
+                self._refresh()
+                yield
+                return
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            # A record lock is the process's, not a descriptor's: it is taken once per process
+            # (closing any descriptor of the file would drop it), hence the check above.
+            with open(self.path.with_name(f".{self.path.name}.lock"), "ab") as lock:
+                fcntl.lockf(lock, fcntl.LOCK_EX)  # released when closed, or when this process dies
+                self._lock_file = lock
+                try:
+                    self._refresh()
+                    yield
+                finally:
+                    self._lock_file = None
 
     def _refresh(self) -> None:
         """Read the file again if it was replaced (or removed) since it was loaded."""
