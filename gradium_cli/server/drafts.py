@@ -46,11 +46,13 @@ WHISPER_WORDS = {"whisper", "whispering", "whispered", "whispery", "breathy", "h
 
 # eSpeak's 0-100 pitch scale: one band per pitch word, and where in its band each
 # sample sits, far enough apart that two drafts of one prompt are heard (and measured)
-# at different pitches. Below 20 eSpeak's male variants fall under 70 Hz, into a
-# growl; the deep band stops short of it. Measured F0 (en-us, male/female variants):
-# deep 75-105 / 130-200 Hz, high 115-160 / 255-315 Hz, so no deep draft of a gender
-# is as high as a high one.
-PITCH_BANDS = {"low": (20, 60), "mid": (40, 70), "high": (65, 100)}
+# at different pitches. Below about 35 eSpeak's male variants bunch up at 75-80 Hz
+# (a deep band of 20-60 put a prompt's first two drafts 4 % apart, at 78 and 75 Hz,
+# which a listener, and tests/test_voice_design.py, could not tell apart), and under 20
+# they fall into a growl. Measured F0 (en-us, male/female variants): deep 80-111 /
+# 174-219 Hz, high 117-158 / 207-324 Hz, so no deep draft of a gender is as high as
+# a high one.
+PITCH_BANDS = {"low": (34, 64), "mid": (40, 70), "high": (65, 100)}
 SAMPLE_PLACES = (0.5, 0.0, 1.0, 0.25, 0.75)
 # Speaking rates (words per minute) per pace, and each sample's nudge to it.
 PACE_WPM = {"slow": 135, "normal": 170, "fast": 215}
