@@ -50,6 +50,16 @@ def children(pid: int) -> list[int]:
     return sorted(found)
 
 
+def has_engine(pid: int) -> bool:
+    """Whether `pid` has its engine process: a child running the worker module (a child forked
+    a moment ago still runs its parent's program until it execs)."""
+    for child in children(pid):
+        with contextlib.suppress(FileNotFoundError):
+            if "gradium_cli.server.workers" in Path(f"/proc/{child}/cmdline").read_text():
+                return True
+    return False
+
+
 class Served:
     """A `gradium serve --workers 2` subprocess, its log collected as it runs."""
 
@@ -73,7 +83,7 @@ class Served:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # both processes up, each with its engine process
             fronts = children(self.proc.pid)
-            if len(fronts) == 2 and all(len(children(front)) == 1 for front in fronts):
+            if len(fronts) == 2 and all(has_engine(front) for front in fronts):
                 break
             time.sleep(0.05)
         self.fronts = children(self.proc.pid)
