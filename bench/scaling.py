@@ -9,7 +9,7 @@ for each N):
                their own processes (`--clients`, default: half the cores, at
                least 1), each an asyncio loop keeping its share of 2 x N
                connections busy for `--seconds`: setup (pcm_16000), one
-               20-word text, end_of_stream, again. Audio is counted from the
+               20-word text (`--words`), end_of_stream, again. Audio is counted from the
                base64 length, so the clients do not decode it.
 * lines/s    - `gradium batch` over 40 x N short lines (--jobs 2 x N, pcm_16000),
                spawn to exit, every output checked to be there.
@@ -163,13 +163,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0, help="length of each audio phase (default 10)")
     parser.add_argument("--clients", type=int, default=max(1, cores() // 2), help="load generator processes")
     parser.add_argument("--baseline", type=Path, help="another tree (with its own .venv) measured beside this one")
+    parser.add_argument(
+        "--words", type=int, default=20, help="words per request (long ones leave the load generator less to do)"
+    )
     args = parser.parse_args()
+    global TEXT
+    words = TEXT.split()
+    TEXT = " ".join(words[i % len(words)] for i in range(args.words))  # the generators are forked: they see it
     counts = [int(n) for n in args.workers.split(",")] if args.workers else worker_counts(cores())
     trees: dict[str, Path | None] = {"this tree": None}
     if args.baseline:
         trees["baseline"] = baseline_tree(args.baseline)
     print(f"# gradium serve scaling: {machine()}; load average {os.getloadavg()[0]:.1f} at start")
-    print(f"# {args.clients} load generator process(es), 2 connections per worker, {args.seconds:.0f} s per phase")
+    print(
+        f"# {args.clients} load generator process(es), 2 connections per worker, "
+        f"{args.words}-word requests, {args.seconds:.0f} s per phase"
+    )
     rows: list[list[str]] = []
     first: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory() as tmp:
