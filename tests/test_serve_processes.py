@@ -143,8 +143,8 @@ def speak(url: str, text: str = SAMPLE_TEXT, **setup: Any) -> list[dict[str, Any
             ws.send(json.dumps({"type": "end_of_stream"}))
         out = []
         with contextlib.suppress(ConnectionClosed):
-            for frame in ws:
-                out.append(json.loads(frame))
+            while True:  # to the server's close, each frame within 10 s (TimeoutError: it hangs)
+                out.append(json.loads(ws.recv(timeout=10)))
         return out
 
 
@@ -457,3 +457,54 @@ def test_a_draft_is_promoted_once_whichever_processes_are_asked_at_once(served: 
         draft: [201, 409, 409, 409] for draft in drafts
     }
     assert len(httpx.get(server.base_url + "voices/", timeout=30).json()) == len(drafts)
+
+
+def test_a_supervisor_whose_stderr_is_gone_still_restarts_its_processes(tmp_path: Path) -> None:
+    """`gradium serve 2>&1 | head -1`: once the reader has gone, the line about a dead process
+    cannot be written; the supervisor starts the process again all the same (it raised
+    BrokenPipeError out of its loop, and every process stopped)."""
+    port = free_port()
+    env = {**os.environ, "GRADIUM_DATA_DIR": str(tmp_path / "data")}
+    proc = subprocess.Popen(
+        [gradium_exe(), "serve", "--port", str(port), "--workers", "2"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith(b"gradium serve: listening on ")
+        proc.stderr.close()  # the reader goes away
+        wait_for_port(port)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not all(has_engine(pid) for pid in children(proc.pid) or [0]):
+            time.sleep(0.05)
+        victim = children(proc.pid)[0]
+        time.sleep(max(0.0, STARTUP_DEATH_S + 0.2 - age_s(victim)))
+        os.kill(victim, signal.SIGKILL)
+        while time.monotonic() < deadline and (victim in children(proc.pid) or len(children(proc.pid)) < 2):
+            time.sleep(0.05)
+        assert proc.poll() is None and len(children(proc.pid)) == 2 and victim not in children(proc.pid)
+        assert speak(f"ws://127.0.0.1:{port}/api/speech/tts")[-1]["type"] == "end_of_stream"
+    finally:
+        proc.terminate()
+        assert proc.wait(30) == 0
+
+
+def test_requests_are_served_and_closed_when_the_log_reader_is_gone(tmp_path: Path) -> None:
+    """One process too: the request log's line could not be written, the exception escaped the
+    request's clean-up, and its socket was never closed (a client reading to the close hung)."""
+    port = free_port()
+    env = {**os.environ, "GRADIUM_DATA_DIR": str(tmp_path / "data")}
+    command = [gradium_exe(), "serve", "--port", str(port), "--workers", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    try:
+        assert proc.stderr is not None
+        assert proc.stderr.readline().startswith(b"gradium serve: listening on ")
+        proc.stderr.close()
+        wait_for_port(port)
+        for _ in range(2):  # speak() returns only once the server has closed the socket
+            assert speak(f"ws://127.0.0.1:{port}/api/speech/tts")[-1]["type"] == "end_of_stream"
+    finally:
+        proc.terminate()
+        proc.wait(30)

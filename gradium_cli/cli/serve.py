@@ -187,7 +187,7 @@ def serve(
     if processes == 1:
         serve_one(0)
     else:
-        code = run_processes(processes, shared, serve_one, lambda line: print(line, file=env.stderr, flush=True))
+        code = run_processes(processes, shared, serve_one, env.tell)  # its lines are warnings: even with -q
         if code:
             raise typer.Exit(code)
     env.say("gradium serve: stopped")

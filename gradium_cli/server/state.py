@@ -286,7 +286,13 @@ class RequestLog:
             line = json.dumps({"ts": round(time.time(), 3), "event": "request", **fields})
         else:
             line = " ".join(f"{k}={log_value(v)}" for k, v in fields.items() if v is not None)
-        print(line, file=sys.stderr, flush=True)
+        try:
+            print(line, file=sys.stderr, flush=True)
+        except (OSError, ValueError):
+            # Its reader went away (`gradium serve 2>&1 | head`): the request is served all the
+            # same. The exception escaped the request's clean-up, which then never closed the
+            # socket: every client waited for a close that never came.
+            self.quiet = True
 
 
 def log_value(value: object) -> str:
