@@ -508,3 +508,28 @@ def test_requests_are_served_and_closed_when_the_log_reader_is_gone(tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+@pytest.mark.parametrize("collection", ["voices", "pronunciations"])
+def test_a_record_deleted_while_its_update_arrives_stays_deleted(served: Any, collection: str) -> None:
+    """The update used the record as it was before its body arrived: one process deleted the
+    voice (and its sample) meanwhile, the other's update put it back."""
+    server = served()
+    first, second = server.fronts
+    if collection == "voices":
+        uid = create_voice(server.base_url, "Deleted Meanwhile")
+    else:
+        made = httpx.post(server.base_url + "pronunciations/", json={"name": "gone", "language": "en"}, timeout=30)
+        uid = made.json()["uid"]
+    body = json.dumps({"description": "updated"}).encode()
+    head = f"PUT /api/{collection}/{uid} HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n"
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        with server.only(first):
+            sock.sendall(f"{head}content-length: {len(body)}\r\n\r\n".encode() + body[:5])
+            time.sleep(0.5)  # the update has its record and waits for the rest of its body
+        with server.only(second):
+            assert httpx.delete(f"{server.base_url}{collection}/{uid}", timeout=30).status_code == 204
+        sock.sendall(body[5:])
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
+    assert httpx.get(f"{server.base_url}{collection}/{uid}", timeout=30).status_code == 404

@@ -349,7 +349,7 @@ async def _store_voice(state: ServerState, form: VoiceForm) -> Response:
 @authenticated
 async def update_voice(request: Request, state: ServerState) -> Response:
     uid = request.path_params["uid"]
-    record = _own_voice(state, uid, "modified")
+    _own_voice(state, uid, "modified")  # 403 or 404 before the body is read
     body = await json_body(request)
     # Check types before storing: a string start_s used to be saved and then break every voice listing.
     _check_text_fields(body)
@@ -360,12 +360,16 @@ async def update_voice(request: Request, state: ServerState) -> Response:
         return validation_error(["body", "start_s"], "value is not a valid number >= 0")
     if body.get("tags") is not None and not isinstance(body["tags"], list):
         return validation_error(["body", "tags"], "value is not a valid list")
-    for key in (*TEXT_FIELDS, "start_s", "tags"):
-        if body.get(key) is not None:
-            record[key] = body[key]
-    if not str(record["name"]).strip():
-        return validation_error(["body", "name"], "name must not be empty")
-    with state.store.voices.exclusive():  # the check and the put: one step for the server's processes
+    with state.store.voices.exclusive():  # the checks and the put: one step for the server's processes
+        # The record as it is now, not as it was before the body arrived: one deleted meanwhile
+        # (by this process or another) came back, without its sample, and a change made
+        # meanwhile to another field was lost.
+        record = _own_voice(state, uid, "modified")
+        for key in (*TEXT_FIELDS, "start_s", "tags"):
+            if body.get(key) is not None:
+                record[key] = body[key]
+        if not str(record["name"]).strip():
+            return validation_error(["body", "name"], "name must not be empty")
         refuse_taken_voice_name(state, str(record["name"]), uid)
         state.store.voices.put(record)
     return JSONResponse(custom_voice_api(record))
@@ -466,19 +470,27 @@ async def get_dictionary(request: Request, state: ServerState) -> Response:
 
 @authenticated
 async def update_dictionary(request: Request, state: ServerState) -> Response:
-    record = state.store.dictionaries.get(request.path_params["uid"])
-    if record is None:
+    uid = request.path_params["uid"]
+    if state.store.dictionaries.get(uid) is None:  # 404 before the body is read
         return detail(404, "Pronunciation dictionary not found")
     body = await json_body(request)
     _check_text_fields(body)
-    for key in TEXT_FIELDS:
-        if body.get(key) is not None:
-            record[key] = body[key]
-    if body.get("rules") is not None:  # PUT with rules replaces the whole list (§7)
-        record["rules"] = _parse_rules(body["rules"], state.options.max_phrase_words)
-    if not isinstance(record["name"], str) or not record["name"].strip():
-        return validation_error(["body", "name"], "name must not be empty")
-    with state.store.dictionaries.exclusive():  # the check and the put: one step for the server's processes
+    rules = body.get("rules")
+    if rules is not None:  # PUT with rules replaces the whole list (§7)
+        rules = _parse_rules(rules, state.options.max_phrase_words)
+    with state.store.dictionaries.exclusive():  # the checks and the put: one step for the server's processes
+        # The record as it is now, not as it was before the body arrived: one deleted meanwhile
+        # (by this process or another) came back, and a change made meanwhile was lost.
+        record = state.store.dictionaries.get(uid)
+        if record is None:
+            return detail(404, "Pronunciation dictionary not found")
+        for key in TEXT_FIELDS:
+            if body.get(key) is not None:
+                record[key] = body[key]
+        if rules is not None:
+            record["rules"] = rules
+        if not isinstance(record["name"], str) or not record["name"].strip():
+            return validation_error(["body", "name"], "name must not be empty")
         if _dictionary_name_clash(state, record["name"], record["uid"]):
             return detail(409, f"A pronunciation dictionary named '{record['name']}' already exists")
         return JSONResponse(state.store.dictionaries.put(record))
