@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import ClientConnection, connect
 
 from gradium_cli.server.processes import STARTUP_DEATH_S
-from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE
+from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, DATA_UNREADABLE
 from tests.servers import free_port, gradium_exe, wait_for_port
 
 pytestmark = pytest.mark.timeout(120)
@@ -533,3 +533,30 @@ def test_a_record_deleted_while_its_update_arrives_stays_deleted(served: Any, co
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 404 "), answer[:200]
     assert httpx.get(f"{server.base_url}{collection}/{uid}", timeout=30).status_code == 404
+
+
+def test_a_data_file_made_unreadable_while_serving_is_a_500_and_one_line(served: Any, tmp_path: Path) -> None:
+    """The processes read the data dir's files again whenever another replaced them, so one
+    replaced by hand with a file that is not the store's reaches them while they serve: each
+    request touching it was a text/plain 500 with a traceback in the log, and a WebSocket
+    naming a custom voice was dropped without a close frame."""
+    server = served()
+    uid = create_voice(server.base_url, "Soon Unreadable")
+    voices = tmp_path / "serve-data" / "voices.json"
+    broken = voices.with_name("edited.json")
+    broken.write_text('{"' + uid + '": ')
+    broken.replace(voices)
+    listed = httpx.get(server.base_url + "voices/", timeout=30)
+    assert listed.status_code == 500
+    assert listed.json() == {"detail": DATA_UNREADABLE}
+    with connect(server.ws_url) as ws:
+        ws.send(json.dumps({"type": "setup", "voice_id": uid, "output_format": "pcm"}))
+        error = json.loads(ws.recv(timeout=10))
+        with pytest.raises(ConnectionClosed):
+            ws.recv(timeout=10)
+    assert error["type"] == "error" and error["code"] == 1011, error
+    assert ws.close_code == 1011
+    time.sleep(0.2)  # the log lines follow the answers by a moment
+    log = "".join(server.log)
+    assert "Traceback" not in log
+    assert log.count(f"gradium serve: error: {voices} is not valid JSON") == 2, log

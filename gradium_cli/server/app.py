@@ -19,6 +19,8 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.routing import WebSocketRoute
 
 from gradium_cli.server.descriptors import ACCEPT_BURST, connection_budget
@@ -28,7 +30,8 @@ from gradium_cli.server.header_limits import header_limited_protocol
 from gradium_cli.server.rest import ROUTES
 from gradium_cli.server.rest_common import BodyCut, http_error
 from gradium_cli.server.shared import SharedBlock
-from gradium_cli.server.state import ServerOptions, ServerState
+from gradium_cli.server.state import DATA_UNREADABLE, ServerOptions, ServerState
+from gradium_cli.server.store import CorruptStore
 from gradium_cli.server.ws import SEND_GRACE_S, speech_to_text_endpoint, tts_endpoint
 from gradium_cli.server.ws_protocol import websocket_protocol
 
@@ -51,9 +54,21 @@ def create_app(
         *DESIGNER_ROUTES,
         *ROUTES,
     ]
-    app = Starlette(routes=routes, middleware=middleware, exception_handlers={HTTPException: http_error})
+    app = Starlette(
+        routes=routes,
+        middleware=middleware,
+        exception_handlers={HTTPException: http_error, CorruptStore: data_unreadable},
+    )
     app.state.gradium = state or ServerState(options, shared)
     return app
+
+
+async def data_unreadable(request: Request, exc: Exception) -> Response:
+    """A data dir file replaced, while the server runs, by one the store cannot read (the server
+    processes read it again on every use): a 500 in the protocol's shape and one line naming the
+    file, not Starlette's text/plain 500 and a traceback for every request that touches it."""
+    request.app.state.gradium.log.problem(str(exc))
+    return JSONResponse({"detail": DATA_UNREADABLE}, status_code=500)
 
 
 class OneLineClientErrors(logging.Filter):

@@ -47,6 +47,8 @@ LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
 # live at once (the oldest goes for a new one): minting must not grow the server's memory.
 TOKEN_TTL_S = 300.0
 MAX_LIVE_TOKENS = 1000
+# What a client is told when a data dir file cannot be read (the server's log names the file).
+DATA_UNREADABLE = "Internal server error: the server's stored voices or dictionaries cannot be read"
 
 
 @dataclass(frozen=True)
@@ -276,6 +278,11 @@ class RequestLog:
         self.quiet = quiet
         # Which of the server's processes logs (1-based), where there are several (server/processes.py).
         self.process: int | None = None
+
+    def problem(self, message: str) -> None:
+        """One line about the server itself (not a request's), even with --quiet."""
+        with contextlib.suppress(OSError, ValueError):  # its reader went away: as for request lines
+            print(f"gradium serve: error: {message}", file=sys.stderr, flush=True)
 
     def request(self, **fields: Any) -> None:
         if self.quiet:

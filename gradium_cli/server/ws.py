@@ -20,7 +20,14 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.requests import SetupProblem, resolve_settings, session_too_long, voice_uid
-from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, NO_SPEECH_TO_TEXT, ServerState, server_busy_message
+from gradium_cli.server.state import (
+    CONCURRENCY_LIMIT_MESSAGE,
+    DATA_UNREADABLE,
+    NO_SPEECH_TO_TEXT,
+    ServerState,
+    server_busy_message,
+)
+from gradium_cli.server.store import CorruptStore
 from gradium_cli.server.synth import Renderer, TextBuffer
 from gradium_cli.server.textprep import phrase_lengths
 
@@ -444,6 +451,13 @@ class Connection:
                 keep_socket=setup.close_ws_on_eos is False,
                 code=problem.code,
             )
+            return
+        except CorruptStore as exc:
+            # A data dir file replaced by one the store cannot read while the server runs (the
+            # server processes read it again on every use): the socket was dropped without a
+            # close frame, and the log had a traceback. The log names the file; the client gets 1011.
+            self.state.log.problem(str(exc))
+            await self.fail(DATA_UNREADABLE, m.INTERNAL_ERROR, req_id)
             return
         if not self.state.begin_request():  # released by Request.release
             await self._refuse(CONCURRENCY_LIMIT_MESSAGE, req_id, keep_socket=setup.close_ws_on_eos is False)
