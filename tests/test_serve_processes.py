@@ -9,6 +9,7 @@ and the request log says which served it (`process=N`).
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import os
 import re
@@ -64,17 +65,23 @@ class Served:
     """A `gradium serve --workers 2` subprocess, its log collected as it runs."""
 
     def __init__(self, tmp_path: Path, *args: str) -> None:
-        self.port = free_port()
         env = {**os.environ, "GRADIUM_DATA_DIR": str(tmp_path / "serve-data")}
+        # Port 0, read back from the first line: a port picked free beforehand can be taken by a
+        # test running beside this one before the server binds it.
         self.proc = subprocess.Popen(
-            [gradium_exe(), "serve", "--port", str(self.port), "--workers", "2", *args],
+            [gradium_exe(), "serve", "--port", "0", "--workers", "2", *args],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
             env=env,
             start_new_session=True,  # its own process group, as a shell job is: Ctrl-C reaches all
         )
-        self.log: list[str] = []
+        assert self.proc.stderr is not None
+        first = self.proc.stderr.readline()
+        found = re.match(r"gradium serve: listening on http://127\.0\.0\.1:(\d+)/api/", first)
+        assert found, first
+        self.port = int(found.group(1))
+        self.log: list[str] = [first]
         self._drain = threading.Thread(target=lambda: self.log.extend(self.proc.stderr or ()), daemon=True)
         self._drain.start()
         wait_for_port(self.port)
@@ -93,13 +100,34 @@ class Served:
     def only(self, front: int) -> Iterator[None]:
         """Connections made meanwhile go to server process `front` (a pid): the others are stopped."""
         others = [pid for pid in self.fronts if pid != front]
-        for pid in others:
-            os.kill(pid, signal.SIGSTOP)
+        for _ in range(1000):
+            for pid in others:
+                os.kill(pid, signal.SIGSTOP)
+            if self._shared_lock_free():
+                break
+            # Stopped while it held the processes' shared lock (a counter after its last request):
+            # the running process would wait on it for good. Let it finish, and stop it again.
+            for pid in others:
+                os.kill(pid, signal.SIGCONT)
+            time.sleep(0.005)
         try:
             yield
         finally:
             for pid in others:
                 os.kill(pid, signal.SIGCONT)
+
+    def _shared_lock_free(self) -> bool:
+        """Whether no process holds the record lock on the shared block's file (server/shared.py:
+        the supervisor's one deleted temporary file, opened here through /proc)."""
+        fds = Path(f"/proc/{self.proc.pid}/fd")
+        (lock_fd,) = [fd for fd in fds.iterdir() if os.readlink(fd).endswith(" (deleted)")]
+        with open(lock_fd, "rb+") as lock:
+            try:
+                fcntl.lockf(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return False
+            fcntl.lockf(lock, fcntl.LOCK_UN)
+            return True
 
     def processes_logged(self) -> list[str]:
         time.sleep(0.2)  # the log line follows the response by a moment
@@ -428,7 +456,7 @@ def test_a_draft_is_promoted_once_whichever_processes_are_asked_at_once(served: 
     """The check that a draft was not promoted and the put of the voice made from it had no
     await between them, which made them one step in one process; in two, both could pass the
     check and each create a voice from the same draft (and names and quotas were no better)."""
-    server = served("--quiet")
+    server = served()
     drafts = []
     for index in range(5):
         made = httpx.post(

@@ -119,3 +119,22 @@ def test_records_that_are_not_objects_are_refused_in_one_sentence(tmp_path: Path
     with pytest.raises(CorruptStore) as refused:
         Collection(path)
     assert str(refused.value) == f"{path} does not hold an object of records; fix or move it away"
+
+
+def test_removing_dead_uploads_skips_what_is_not_a_spool_file(tmp_path: Path) -> None:
+    """A FIFO named like a spool file (anyone who can write to the data dir can make one) held
+    a server's start for good: opening it waited for a writer. Only regular files are removed."""
+    import os
+    import threading
+
+    from gradium_cli.server.store import remove_dead_uploads
+
+    uploads = tmp_path / "uploads"
+    uploads.mkdir()
+    os.mkfifo(uploads / ".upload-fifo")
+    (uploads / ".upload-dead").write_bytes(b"half a sample")
+    worker = threading.Thread(target=remove_dead_uploads, args=(uploads,), daemon=True)
+    worker.start()
+    worker.join(5)
+    assert not worker.is_alive(), "held by the FIFO"
+    assert sorted(path.name for path in uploads.iterdir()) == [".upload-fifo"]

@@ -17,6 +17,7 @@ import json
 import os
 import re
 import secrets
+import stat
 import string
 import tempfile
 import threading
@@ -206,9 +207,13 @@ def remove_dead_uploads(uploads_dir: Path) -> None:
         return
     for leftover in uploads_dir.glob(".upload-*"):
         try:
-            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW)
+            # O_NONBLOCK: a FIFO by that name would otherwise hold the server's start for good.
+            fd = os.open(leftover, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
         except OSError:
             continue  # gone meanwhile, or not a file of ours
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            continue  # not a spool file: none of ours to remove
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             # Removed while locked: a writer that created it just now sees, once it has the
