@@ -7,6 +7,7 @@ runs `gradium serve` as a real subprocess, as a user would.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import subprocess
@@ -59,6 +60,30 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def children(pid: int) -> list[int]:
+    """Live child processes of `pid`, whichever of its threads started them."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(FileNotFoundError):  # a thread that ended meanwhile
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+def engine_processes(pid: int) -> list[int]:
+    """The engine processes under `gradium serve` (or one of its server processes): its children
+    with one server process, its grandchildren with several. A child forked a moment ago runs its
+    parent's program until it execs the worker module, and is not one yet."""
+    found, pending = [], children(pid)
+    while pending:
+        each = pending.pop()
+        with contextlib.suppress(FileNotFoundError):
+            if "gradium_cli.server.workers" in Path(f"/proc/{each}/cmdline").read_text():
+                found.append(each)
+            else:
+                pending += children(each)
+    return sorted(found)
 
 
 def gradium_exe() -> str:

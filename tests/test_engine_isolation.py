@@ -9,11 +9,9 @@ the same moment completes, and that the server answers afterwards.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -22,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.engine import defuse
-from tests.servers import gradium_exe
+from tests.servers import children, engine_processes, gradium_exe
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -56,28 +54,6 @@ async def collect(ws: ClientConnection) -> list[m.ServerMessage]:
 
 def audio_seconds(messages: list[m.ServerMessage]) -> float:
     return sum(len(msg.audio) for msg in messages if isinstance(msg, m.Audio)) / (16_000 * 2)
-
-
-def children(pid: int) -> list[int]:
-    """Live child processes of `pid`, whichever of its threads started them."""
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found += [int(child) for child in (task / "children").read_text().split()]
-    return sorted(found)
-
-
-def engine_processes(pid: int) -> list[int]:
-    """The engine processes under `pid`: its children with one server process, its
-    grandchildren with several (each server process has its own)."""
-    found, pending = [], children(pid)
-    while pending:
-        each = pending.pop()
-        with contextlib.suppress(FileNotFoundError):
-            if "gradium_cli.server.workers" in Path(f"/proc/{each}/cmdline").read_text():
-                found.append(each)
-            else:
-                pending += children(each)
-    return sorted(found)
 
 
 def test_defuse_keeps_length_and_breaks_long_dotted_runs() -> None:
@@ -223,14 +199,6 @@ def test_rest_only_audio_crash_after_the_first_sentence_is_an_unfinished_body_an
     assert len(crashes) == 1, log[-2000:]
 
 
-def engine_workers(server_pid: int) -> list[int]:
-    return [
-        int(child)
-        for task in Path(f"/proc/{server_pid}/task").iterdir()
-        for child in (task / "children").read_text().split()
-    ]
-
-
 def test_a_hung_worker_fails_its_request_in_words_and_is_replaced(
     serve_process: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -242,7 +210,7 @@ def test_a_hung_worker_fails_its_request_in_words_and_is_replaced(
 
     monkeypatch.setenv("GRADIUM_ENGINE_TIMEOUT_S", "1")
     proc, base_url = serve_process("--workers", "1")
-    (worker,) = engine_workers(proc.pid)
+    (worker,) = children(proc.pid)
     os.kill(worker, signal.SIGSTOP)
     body = {"text": "Nobody answers this.", "output_format": "pcm_16000"}
     started = time.monotonic()
@@ -255,9 +223,9 @@ def test_a_hung_worker_fails_its_request_in_words_and_is_replaced(
     assert waited >= 1.2  # not before its time: a slow render is not a hang
     # The stopped worker was killed, not left behind; another one answers.
     deadline = time.monotonic() + 10
-    while worker in engine_workers(proc.pid) and time.monotonic() < deadline:
+    while worker in children(proc.pid) and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert worker not in engine_workers(proc.pid)
+    assert worker not in children(proc.pid)
     ok = httpx.post(base_url + "post/speech/tts", json={**body, "text": "Still here."}, timeout=60)
     assert ok.status_code == 200 and len(ok.content) > 16000
     assert proc.poll() is None

@@ -29,7 +29,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from gradium_cli.server.processes import STARTUP_DEATH_S
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, DATA_UNREADABLE
-from tests.servers import free_port, gradium_exe, wait_for_port
+from tests.servers import children, engine_processes, free_port, gradium_exe, wait_for_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -41,24 +41,6 @@ def age_s(pid: int) -> float:
     started = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
     uptime = float(Path("/proc/uptime").read_text().split()[0])
     return uptime - started / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    found = []
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        with contextlib.suppress(FileNotFoundError):
-            found += [int(child) for child in (task / "children").read_text().split()]
-    return sorted(found)
-
-
-def has_engine(pid: int) -> bool:
-    """Whether `pid` has its engine process: a child running the worker module (a child forked
-    a moment ago still runs its parent's program until it execs)."""
-    for child in children(pid):
-        with contextlib.suppress(FileNotFoundError):
-            if "gradium_cli.server.workers" in Path(f"/proc/{child}/cmdline").read_text():
-                return True
-    return False
 
 
 class Served:
@@ -90,7 +72,7 @@ class Served:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:  # both processes up, each with its engine process
             fronts = children(self.proc.pid)
-            if len(fronts) == 2 and all(has_engine(front) for front in fronts):
+            if len(fronts) == 2 and all(engine_processes(front) for front in fronts):
                 break
             time.sleep(0.05)
         self.fronts = children(self.proc.pid)
@@ -505,7 +487,7 @@ def test_a_supervisor_whose_stderr_is_gone_still_restarts_its_processes(tmp_path
         proc.stderr.close()  # the reader goes away
         wait_for_port(port)
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not all(has_engine(pid) for pid in children(proc.pid) or [0]):
+        while time.monotonic() < deadline and len(engine_processes(proc.pid)) < 2:  # both up, with engines
             time.sleep(0.05)
         victim = children(proc.pid)[0]
         time.sleep(max(0.0, STARTUP_DEATH_S + 0.2 - age_s(victim)))
