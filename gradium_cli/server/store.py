@@ -144,34 +144,25 @@ class Collection:
         """Read the file again if it was replaced (or removed) since it was loaded."""
         try:
             current = os.stat(self.path)
+            if self._loaded is not None and os.fstat(self._loaded.fileno()).st_ino == current.st_ino:
+                return
+            self._forget()
+            handle = open(self.path, "rb")  # noqa: SIM115 (held until the file is replaced)
+            try:
+                self._records = _parse_records(self.path, handle.read())
+            except BaseException:
+                handle.close()
+                raise
+            self._hold(handle)
         except FileNotFoundError:
             self._forget()
-            return
-        except OSError as exc:  # the data dir is a file, or cannot be searched: one line, not a traceback
-            raise CorruptStore(f"{self.path} cannot be read ({exc.strerror}); fix or move it away") from None
-        if self._loaded is not None and os.fstat(self._loaded.fileno()).st_ino == current.st_ino:
-            return
-        self._forget()
-        try:
-            handle = open(self.path, "rb")  # noqa: SIM115 (held until the file is replaced)
-        except FileNotFoundError:
-            return
         except OSError as exc:  # a directory in its place, no permission: one line, not a traceback
             raise CorruptStore(f"{self.path} cannot be read ({exc.strerror}); fix or move it away") from None
-        try:
-            records = json.loads(handle.read().decode("utf-8"))
-        except OSError as exc:
-            handle.close()
-            raise CorruptStore(f"{self.path} cannot be read ({exc.strerror}); fix or move it away") from None
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            handle.close()
-            raise CorruptStore(f"{self.path} is not valid JSON ({exc}); fix or move it away") from None
-        # Every record is used as a dict (dict(record), record["uid"]): a file whose records are not
-        # objects would fail each request that lists the collection, with a traceback, not the start.
-        if not isinstance(records, dict) or not all(isinstance(record, dict) for record in records.values()):
-            handle.close()
-            raise CorruptStore(f"{self.path} does not hold an object of records; fix or move it away")
-        self._records = records
+
+    def _hold(self, handle: IO[bytes]) -> None:
+        """Keep `handle` (the file the records were read from or written to) open, in place of the last."""
+        if self._loaded is not None:
+            self._loaded.close()
         self._loaded = handle
 
     def _forget(self) -> None:
@@ -183,12 +174,23 @@ class Collection:
     def _save(self) -> None:
         data = json.dumps(self._records, indent=1, ensure_ascii=False).encode("utf-8")
         atomic_write_bytes(self.path, data)
-        # Hold the file just written (under the lock: nobody replaced it since), so that the
-        # next replacement is seen; the records are what was written.
-        handle = open(self.path, "rb")  # noqa: SIM115 (held until the file is replaced)
-        if self._loaded is not None:
-            self._loaded.close()
-        self._loaded = handle
+        # The file just written (under the lock: nobody replaced it since), so that the next
+        # replacement is seen; the records are what was written.
+        self._hold(open(self.path, "rb"))  # noqa: SIM115 (held until the file is replaced)
+
+
+def _parse_records(path: Path, data: bytes) -> dict[str, dict[str, Any]]:
+    """A collection file's records; CorruptStore, in one sentence naming it, when it is not
+    what the store writes."""
+    try:
+        records = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CorruptStore(f"{path} is not valid JSON ({exc}); fix or move it away") from None
+    # Every record is used as a dict (dict(record), record["uid"]): a file whose records are not
+    # objects would fail each request that lists the collection, with a traceback, not the start.
+    if not isinstance(records, dict) or not all(isinstance(record, dict) for record in records.values()):
+        raise CorruptStore(f"{path} does not hold an object of records; fix or move it away")
+    return records
 
 
 def check_data_dir(data_dir: Path) -> None:
