@@ -63,6 +63,12 @@ def _digest(text: str) -> tuple[int, int]:
     return int.from_bytes(raw[:8], "little"), int.from_bytes(raw[8:], "little")
 
 
+def _first_slot(keys: np.ndarray, key: tuple[int, int], taken: np.ndarray) -> int | None:
+    """The first taken slot of a table (voices, tokens) that holds `key`, or None."""
+    found = np.flatnonzero((keys[:, 0] == key[0]) & (keys[:, 1] == key[1]) & taken)
+    return int(found[0]) if len(found) else None
+
+
 class SharedBlock:
     def __init__(self, *, shared: bool, token_slots: int, processes: int = 1) -> None:
         """`processes`: how many rows (server processes) count in it; this one counts in row 0
@@ -75,8 +81,9 @@ class SharedBlock:
         buffer = memoryview(self._map)
         self._rows = np.frombuffer(buffer, np.int64, len(COUNTERS) * processes, 0).reshape(processes, -1)
         self._voice_keys = np.frombuffer(buffer, np.uint64, 2 * VOICE_SLOTS, counters).reshape(VOICE_SLOTS, 2)
-        self._voice_rows = np.frombuffer(buffer, np.int64, VOICE_SLOTS * processes, counters + 16 * VOICE_SLOTS)
-        self._voice_rows = self._voice_rows.reshape(processes, VOICE_SLOTS)
+        self._voice_rows = np.frombuffer(
+            buffer, np.int64, VOICE_SLOTS * processes, counters + 16 * VOICE_SLOTS
+        ).reshape(processes, VOICE_SLOTS)
         self._row = 0
         start = counters + voices
         self._token_keys = np.frombuffer(buffer, np.uint64, 2 * token_slots, start).reshape(token_slots, 2)
@@ -190,9 +197,7 @@ class SharedBlock:
         return uses
 
     def _voice_slot(self, key: tuple[int, int]) -> int | None:
-        matches = (self._voice_keys[:, 0] == key[0]) & (self._voice_keys[:, 1] == key[1])
-        found = np.flatnonzero(matches & (self._voice_uses() > 0))
-        return int(found[0]) if len(found) else None
+        return _first_slot(self._voice_keys, key, self._voice_uses() > 0)
 
     # ------------------------------------------------------------------ tokens
 
@@ -213,12 +218,9 @@ class SharedBlock:
         """Whether `token` is live; it is used up either way (single use)."""
         key = _digest(token)
         with self.locked():
-            found = np.flatnonzero(
-                (self._token_keys[:, 0] == key[0]) & (self._token_keys[:, 1] == key[1]) & (self._token_expiry > 0)
-            )
-            if not len(found):
+            slot = _first_slot(self._token_keys, key, self._token_expiry > 0)
+            if slot is None:
                 return False
-            slot = int(found[0])
             live = bool(self._token_expiry[slot] > time.time())
             self._token_expiry[slot] = 0.0
             return live

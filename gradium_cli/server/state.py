@@ -278,11 +278,11 @@ class RequestLog:
         self.quiet = quiet
         # Which of the server's processes logs (1-based), where there are several (server/processes.py).
         self.process: int | None = None
+        self._stderr_gone = False
 
     def problem(self, message: str) -> None:
         """One line about the server itself (not a request's), even with --quiet."""
-        with contextlib.suppress(OSError, ValueError):  # its reader went away: as for request lines
-            print(f"gradium serve: error: {message}", file=sys.stderr, flush=True)
+        self._write(f"gradium serve: error: {message}")
 
     def request(self, **fields: Any) -> None:
         if self.quiet:
@@ -293,13 +293,18 @@ class RequestLog:
             line = json.dumps({"ts": round(time.time(), 3), "event": "request", **fields})
         else:
             line = " ".join(f"{k}={log_value(v)}" for k, v in fields.items() if v is not None)
+        self._write(line)
+
+    def _write(self, line: str) -> None:
+        if self._stderr_gone:
+            return
         try:
             print(line, file=sys.stderr, flush=True)
         except (OSError, ValueError):
-            # Its reader went away (`gradium serve 2>&1 | head`): the request is served all the
-            # same. The exception escaped the request's clean-up, which then never closed the
+            # Its reader went away (`gradium serve 2>&1 | head`): requests are served all the
+            # same. The exception escaped a request's clean-up, which then never closed the
             # socket: every client waited for a close that never came.
-            self.quiet = True
+            self._stderr_gone = True
 
 
 def log_value(value: object) -> str:
