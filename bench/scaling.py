@@ -66,7 +66,7 @@ def worker_counts(limit: int) -> list[int]:
 # ------------------------------------------------------------ load generator
 
 
-async def _client_loop(url: str, deadline: float) -> tuple[float, int, int]:
+async def _client_loop(url: str, text: str, deadline: float) -> tuple[float, int, int]:
     from websockets.asyncio.client import connect
 
     audio_bytes, requests, errors = 0, 0, 0
@@ -74,7 +74,7 @@ async def _client_loop(url: str, deadline: float) -> tuple[float, int, int]:
         try:
             async with connect(url, max_size=None, compression=None, open_timeout=30) as ws:
                 await ws.send(json.dumps({"type": "setup", "output_format": "pcm_16000"}))
-                await ws.send(json.dumps({"type": "text", "text": TEXT}))
+                await ws.send(json.dumps({"type": "text", "text": text}))
                 await ws.send(json.dumps({"type": "end_of_stream"}))
                 async for frame in ws:
                     message = json.loads(frame)
@@ -92,23 +92,32 @@ async def _client_loop(url: str, deadline: float) -> tuple[float, int, int]:
     return audio_bytes / PCM16_BYTES_PER_S, requests, errors
 
 
-def _generator(url: str, connections: int, start_at: float, seconds: float, out: multiprocessing.Queue) -> None:  # type: ignore[type-arg]
+def _generator(
+    url: str,
+    text: str,
+    connections: int,
+    start_at: float,
+    seconds: float,
+    out: multiprocessing.Queue,  # type: ignore[type-arg]
+) -> None:
     async def run() -> list[tuple[float, int, int]]:
         await asyncio.sleep(max(0.0, start_at - time.time()))
         deadline = time.monotonic() + seconds
-        return list(await asyncio.gather(*(_client_loop(url, deadline) for _ in range(connections))))
+        return list(await asyncio.gather(*(_client_loop(url, text, deadline) for _ in range(connections))))
 
     results = asyncio.run(run())
     out.put((sum(r[0] for r in results), sum(r[1] for r in results), sum(r[2] for r in results)))
 
 
-def audio_phase(url: str, server_pid: int, workers: int, clients: int, seconds: float) -> dict[str, float]:
+def audio_phase(url: str, text: str, server_pid: int, workers: int, clients: int, seconds: float) -> dict[str, float]:
     connections = 2 * workers
     shares = [connections // clients + (1 if i < connections % clients else 0) for i in range(clients)]
     shares = [share for share in shares if share]
     out: multiprocessing.Queue = multiprocessing.Queue()  # type: ignore[type-arg]
     start_at = time.time() + 1.0  # every generator is up before the clock starts
-    procs = [multiprocessing.Process(target=_generator, args=(url, share, start_at, seconds, out)) for share in shares]
+    procs = [
+        multiprocessing.Process(target=_generator, args=(url, text, share, start_at, seconds, out)) for share in shares
+    ]
     for proc in procs:
         proc.start()
     time.sleep(max(0.0, start_at - time.time()))
@@ -147,12 +156,12 @@ def batch_phase(base_url: str, workers: int, work: Path) -> float:
     return lines / wall
 
 
-def measure(tree: Path | None, workers: int, clients: int, seconds: float, work: Path) -> dict[str, float]:
+def measure(tree: Path | None, text: str, workers: int, clients: int, seconds: float, work: Path) -> dict[str, float]:
     """Both phases against `gradium serve --workers N` of `tree` (None: this one)."""
     with serve_process(work / "data", args=("--workers", str(workers)), tree=tree) as (base_url, pid):
         url = base_url.replace("http://", "ws://") + "speech/tts"
-        audio_phase(url, pid, workers, clients, 2.0)  # warm-up: each process's first renders
-        audio = audio_phase(url, pid, workers, clients, seconds)
+        audio_phase(url, text, pid, workers, clients, 2.0)  # warm-up: each process's first renders
+        audio = audio_phase(url, text, pid, workers, clients, seconds)
         audio["lines_per_s"] = batch_phase(base_url, workers, work)
     return audio
 
@@ -167,9 +176,8 @@ def main() -> None:
         "--words", type=int, default=20, help="words per request (long ones leave the load generator less to do)"
     )
     args = parser.parse_args()
-    global TEXT
     words = TEXT.split()
-    TEXT = " ".join(words[i % len(words)] for i in range(args.words))  # the generators are forked: they see it
+    text = " ".join(words[i % len(words)] for i in range(args.words))
     counts = [int(n) for n in args.workers.split(",")] if args.workers else worker_counts(cores())
     trees: dict[str, Path | None] = {"this tree": None}
     if args.baseline:
@@ -185,7 +193,7 @@ def main() -> None:
         for workers in counts:
             this_n: dict[str, dict[str, float]] = {}
             for name, tree in trees.items():
-                result = this_n[name] = measure(tree, workers, args.clients, args.seconds, Path(tmp) / name)
+                result = this_n[name] = measure(tree, text, workers, args.clients, args.seconds, Path(tmp) / name)
                 base = first.setdefault(name, result)
                 beside = this_n["this tree"]
                 rows.append(
