@@ -86,6 +86,15 @@ def engine_processes(pid: int) -> list[int]:
     return sorted(found)
 
 
+def started_engines(pid: int, count: int, timeout: float = 20.0) -> list[int]:
+    """`engine_processes(pid)` once `count` have started (each server process starts its own
+    after the port already answers), or as many as there are at the deadline."""
+    deadline = time.monotonic() + timeout
+    while len(found := engine_processes(pid)) < count and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return found
+
+
 def gradium_exe() -> str:
     return str(Path(sys.executable).with_name("gradium"))
 

@@ -20,7 +20,7 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from gradium_cli.protocol import messages as m
 from gradium_cli.server.engine import defuse
-from tests.servers import children, engine_processes, gradium_exe
+from tests.servers import children, engine_processes, gradium_exe, started_engines
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -73,7 +73,7 @@ def test_crash_fails_only_its_request_while_another_completes(
 ) -> None:
     monkeypatch.setenv("GRADIUM_ENGINE_GUARD", "off")
     proc, base_url = serve_process("--workers", "2")
-    workers_before = engine_processes(proc.pid)
+    workers_before = started_engines(proc.pid, 2)
     assert len(workers_before) == 2
 
     async def scenario() -> tuple[list[m.ServerMessage], list[m.ServerMessage], list[m.ServerMessage]]:
@@ -143,14 +143,9 @@ def test_rest_crash_is_a_500_in_the_protocol_shape(serve_process: Any, monkeypat
 
 
 def test_workers_option_and_environment(serve_process: Any) -> None:
-    import time
-
     proc, _ = serve_process("--workers", "3")
     assert len(children(proc.pid)) == 3  # server processes
-    deadline = time.monotonic() + 20
-    while len(engine_processes(proc.pid)) < 3 and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert len(engine_processes(proc.pid)) == 3  # one each
+    assert len(started_engines(proc.pid, 3)) == 3  # one each
     env = {**os.environ, "GRADIUM_SERVE_WORKERS": "0"}
     refused = subprocess.run(
         [gradium_exe(), "serve", "--port", "0"], env=env, capture_output=True, text=True, timeout=60

@@ -29,7 +29,7 @@ from websockets.sync.client import ClientConnection, connect
 
 from gradium_cli.server.processes import STARTUP_DEATH_S
 from gradium_cli.server.state import CONCURRENCY_LIMIT_MESSAGE, DATA_UNREADABLE
-from tests.servers import children, engine_processes, free_port, gradium_exe, wait_for_port
+from tests.servers import children, engine_processes, free_port, gradium_exe, started_engines, wait_for_port
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -486,9 +486,8 @@ def test_a_supervisor_whose_stderr_is_gone_still_restarts_its_processes(tmp_path
         assert proc.stderr.readline().startswith(b"gradium serve: listening on ")
         proc.stderr.close()  # the reader goes away
         wait_for_port(port)
+        started_engines(proc.pid, 2)  # both up, with their engines
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and len(engine_processes(proc.pid)) < 2:  # both up, with engines
-            time.sleep(0.05)
         victim = children(proc.pid)[0]
         time.sleep(max(0.0, STARTUP_DEATH_S + 0.2 - age_s(victim)))
         os.kill(victim, signal.SIGKILL)
